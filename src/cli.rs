@@ -1,0 +1,289 @@
+//! Every flag and environment variable, declared once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::time::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "wbsessions", version, about = "Keeps Microsoft Graph Excel workbook sessions alive", long_about = None)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// The session store (SQLite file)
+    #[arg(long, global = true, env = "WBSESSIONS_STORE", value_name = "PATH")]
+    pub store: Option<PathBuf>,
+    /// The config file
+    #[arg(long, global = true, env = "WBSESSIONS_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The Graph endpoint [default: https://graph.microsoft.com/v1.0]
+    #[arg(long, global = true, env = "WBSESSIONS_GRAPH_URL", value_name = "URL")]
+    pub graph_url: Option<String>,
+    /// An access token to use as it is
+    #[arg(long, global = true, env = "WBSESSIONS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A command whose standard output is an access token; run again when the token is refused or 50 minutes old
+    #[arg(long, global = true, env = "WBSESSIONS_TOKEN_COMMAND", value_name = "CMD")]
+    pub token_command: Option<String>,
+    /// No colours (status words stay)
+    #[arg(long, global = true, env = "NO_COLOR")]
+    pub no_color: bool,
+    /// More detail in the log file (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The dashboard against the embedded simulator, with sample sessions (a throwaway store unless --store is given)
+    Demo,
+    /// Track a session that already exists
+    Add(AddArgs),
+    /// Create a new session and track it
+    Create(CreateArgs),
+    /// List the tracked sessions
+    List(JsonArg),
+    /// One session in detail, with its recent outcomes
+    Show(ShowArgs),
+    /// Print a session's id (for scripts)
+    Id(NameArg),
+    /// Refresh sessions now
+    Refresh(RefreshArgs),
+    /// Close sessions at Graph (they stay listed, marked closed)
+    Close(NamesArg),
+    /// Stop tracking sessions (they are not closed)
+    Remove(NamesArg),
+    /// Keep every session alive without a dashboard; one line per outcome
+    Run(JsonArg),
+    /// Sign in with the device code flow
+    Login(LoginArgs),
+    /// Forget the cached sign-in
+    Logout,
+    /// Who is signed in, and until when
+    Whoami,
+    /// The Graph simulator on its own
+    Sim(SimArgs),
+    /// Shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct JsonArg {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NameArg {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct NamesArg {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    pub name: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RefreshArgs {
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub names: Vec<String>,
+    /// Every tracked session that is not closed
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SessionOptions {
+    /// The workbook: me/drive/items/ID, drives/D/items/I, sites/S/drive/items/I, /me/drive/root:/path.xlsx:
+    #[arg(long, value_name = "REF")]
+    pub workbook: String,
+    /// Changes are discarded when the session ends (expires after 7 minutes instead of 5)
+    #[arg(long)]
+    pub non_persistent: bool,
+    /// Refresh every DUR instead of the default for the mode
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub interval: Option<Duration>,
+    /// Create a new session when this one expires
+    #[arg(long)]
+    pub recreate: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AddArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub options: SessionOptions,
+    /// The id createSession returned
+    #[arg(long, value_name = "ID")]
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CreateArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub options: SessionOptions,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    /// Directory tenant: organizations, or a tenant id or domain [default: organizations]
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// The application (client) id of your app registration
+    #[arg(long)]
+    pub client_id: Option<String>,
+    /// The sign-in authority [default: https://login.microsoftonline.com]
+    #[arg(long, value_name = "URL")]
+    pub login_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SimArgs {
+    /// Where to listen
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub addr: SocketAddr,
+    /// Idle expiry of persistent sessions
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
+    pub persistent_expiry: Duration,
+    /// Idle expiry of non-persistent sessions
+    #[arg(long, value_name = "DUR", default_value = "7m", value_parser = parse_duration)]
+    pub non_persistent_expiry: Duration,
+    /// The accepted bearer token (without it any non-empty bearer is accepted)
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// A workbook by item id, optionally with its path under the drive root; repeatable
+    #[arg(long, value_name = "ID[=PATH]")]
+    pub workbook: Vec<String>,
+    /// createSession with `Prefer: respond-async` answers 202 and finishes after DUR
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub async_create: Option<Duration>,
+    /// Share of requests answered 429 with a fractional Retry-After
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    pub throttle_rate: f64,
+    /// Share of requests answered 500
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_rate)]
+    pub error_rate: f64,
+    /// Added latency: DUR or MIN..MAX
+    #[arg(long, value_name = "DUR|MIN..MAX", value_parser = parse_latency)]
+    pub latency: Option<(Duration, Duration)>,
+    /// Requests per 10 s before Excel-style throttling
+    #[arg(long, value_name = "N")]
+    pub rate_limit: Option<u32>,
+    /// A workbook whose session calls always fail; repeatable
+    #[arg(long, value_name = "ID")]
+    pub failing_workbook: Vec<String>,
+    /// Device-code sign-ins are approved after DUR
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    pub approve_after: Duration,
+    /// Lifetime of the access tokens it issues
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = parse_duration)]
+    pub token_lifetime: Duration,
+    /// Seed for the fault injection's random choices
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a share between 0 and 1 (e.g. 0.05)")),
+    }
+}
+
+fn parse_latency(text: &str) -> Result<(Duration, Duration), String> {
+    let (min, max) = text.split_once("..").unwrap_or((text, text));
+    let min = parse_duration(min).map_err(|e| e.to_string())?;
+    let max = parse_duration(max).map_err(|e| e.to_string())?;
+    if max < min {
+        return Err(format!("{text:?}: the upper bound is below the lower one"));
+    }
+    Ok((min, max))
+}
+
+impl SimArgs {
+    pub fn to_config(&self) -> crate::sim::SimConfig {
+        crate::sim::SimConfig {
+            persistent_expiry: self.persistent_expiry,
+            non_persistent_expiry: self.non_persistent_expiry,
+            token: self.token.clone(),
+            workbooks: self
+                .workbook
+                .iter()
+                .map(|w| match w.split_once('=') {
+                    Some((id, path)) => (id.to_string(), Some(path.trim_matches('/').to_string())),
+                    None => (w.clone(), None),
+                })
+                .collect(),
+            async_create: self.async_create,
+            throttle_rate: self.throttle_rate,
+            error_rate: self.error_rate,
+            latency: self.latency,
+            rate_limit: self.rate_limit,
+            failing_workbooks: self.failing_workbook.clone(),
+            approve_after: self.approve_after,
+            token_lifetime: self.token_lifetime,
+            seed: self.seed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sim_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "wbsessions",
+            "sim",
+            "--workbook",
+            "W1",
+            "--workbook",
+            "W2=Reports/Q1.xlsx",
+            "--persistent-expiry",
+            "2s",
+            "--latency",
+            "5ms..20ms",
+            "--throttle-rate",
+            "0.1",
+        ])
+        .unwrap();
+        let Some(Command::Sim(args)) = cli.command else { panic!("not sim") };
+        let config = args.to_config();
+        assert_eq!(config.workbooks, [("W1".into(), None), ("W2".into(), Some("Reports/Q1.xlsx".into()))]);
+        assert_eq!(config.persistent_expiry, Duration::from_secs(2));
+        assert_eq!(config.latency, Some((Duration::from_millis(5), Duration::from_millis(20))));
+        assert!(Cli::try_parse_from(["wbsessions", "sim", "--throttle-rate", "2"]).is_err());
+        assert!(Cli::try_parse_from(["wbsessions", "sim", "--latency", "9ms..1ms"]).is_err());
+    }
+}

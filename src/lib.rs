@@ -1,0 +1,9 @@
+//! wbsessions: keeps Microsoft Graph Excel workbook sessions alive, from a terminal dashboard or headless.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod graph;
+pub mod session;
+pub mod sim;
+pub mod time;

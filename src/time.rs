@@ -1,0 +1,179 @@
+//! Time as the rest of the crate sees it: an injectable clock, and durations read and written the
+//! way people type them (`90s`, `4m`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// Wall-clock time, injectable so that tests and snapshots can freeze or advance it.
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<Mutex<DateTime<Utc>>>>);
+
+impl Clock {
+    pub fn system() -> Self {
+        Clock(None)
+    }
+
+    /// A clock that stands still until told to move.
+    pub fn manual(start: DateTime<Utc>) -> Self {
+        Clock(Some(Arc::new(Mutex::new(start))))
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        match &self.0 {
+            None => Utc::now(),
+            Some(t) => *t.lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Moves a manual clock forward; a system clock ignores it.
+    pub fn advance(&self, by: Duration) {
+        if let Some(t) = &self.0 {
+            let mut guard = t.lock().unwrap_or_else(|p| p.into_inner());
+            *guard += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            None => f.write_str("Clock::system"),
+            Some(_) => write!(f, "Clock::manual({})", self.now()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{given:?} is not a duration; write a number with a unit, like 500ms, 90s, 4m, 1h or 1m30s")]
+pub struct DurationError {
+    pub given: String,
+}
+
+/// Reads `500ms`, `90s`, `4m`, `1h`, `1m30s`, `2.5s`. A bare number is refused: the unit is the point.
+pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
+    let fail = || DurationError { given: input.to_string() };
+    let text = input.trim();
+    if text.is_empty() {
+        return Err(fail());
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(fail)?;
+        if number_len == 0 {
+            return Err(fail());
+        }
+        let value: f64 = rest[..number_len].parse().map_err(|_| fail())?;
+        rest = &rest[number_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return Err(fail()),
+        };
+        rest = &rest[unit_len..];
+        total += value * scale;
+    }
+    if !total.is_finite() || total > 365.0 * 86400.0 {
+        return Err(fail());
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+/// The shortest exact-enough form: `850ms`, `45s`, `4m`, `4m30s`, `2h5m`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    match (h, m, s) {
+        (0, 0, s) if d.subsec_millis() != 0 && s < 10 => format!("{:.1}s", d.as_secs_f64()),
+        (0, 0, s) => format!("{s}s"),
+        (0, m, 0) => format!("{m}m"),
+        (0, m, s) => format!("{m}m{s}s"),
+        (h, 0, _) => format!("{h}h"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
+/// "just now", "12s ago", "4m ago", "3h ago", "2d ago".
+pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (now - then).num_seconds();
+    if secs < 1 {
+        return "just now".into();
+    }
+    format!("{} ago", format_coarse(secs as u64))
+}
+
+/// "in 45s", "in 3m", "now" once due.
+pub fn format_until(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let secs = (when - now).num_seconds();
+    if secs < 1 {
+        return "now".into();
+    }
+    format!("in {}", format_coarse(secs as u64))
+}
+
+fn format_coarse(secs: u64) -> String {
+    match secs {
+        0..=99 => format!("{secs}s"),
+        100..=5999 => format!("{}m", secs / 60),
+        6000..=172_799 => format!("{}h", secs / 3600),
+        _ => format!("{}d", secs / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_the_way_people_write_them() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("4m"), Ok(Duration::from_secs(240)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
+        for bad in ["", "5", "s", "4 minutes", "-3s", "1x", "9999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn durations_print_short() {
+        assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(format_duration(Duration::from_secs(45)), "45s");
+        assert_eq!(format_duration(Duration::from_secs(240)), "4m");
+        assert_eq!(format_duration(Duration::from_secs(270)), "4m30s");
+        assert_eq!(format_duration(Duration::from_millis(2128)), "2.1s");
+        for d in ["850ms", "45s", "4m", "4m30s", "2h", "2h5m"] {
+            assert_eq!(format_duration(parse_duration(d).unwrap()), d);
+        }
+    }
+
+    #[test]
+    fn relative_times() {
+        let now = Utc::now();
+        assert_eq!(format_ago(now, now), "just now");
+        assert_eq!(format_ago(now - chrono::Duration::seconds(12), now), "12s ago");
+        assert_eq!(format_ago(now - chrono::Duration::seconds(300), now), "5m ago");
+        assert_eq!(format_until(now + chrono::Duration::seconds(45), now), "in 45s");
+        assert_eq!(format_until(now - chrono::Duration::seconds(3), now), "now");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let start = Utc::now();
+        let clock = Clock::manual(start);
+        assert_eq!(clock.now(), start);
+        clock.advance(Duration::from_secs(3));
+        assert_eq!(clock.now(), start + chrono::Duration::seconds(3));
+    }
+}

@@ -1,0 +1,152 @@
+//! Helpers shared by the integration tests: the simulator in-process, a scripted server for the
+//! answers the simulator never gives, and the real binary.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use wbsessions::graph::{ClientOptions, GraphClient, PollPolicy};
+use wbsessions::sim::{RunningSim, SimConfig};
+use wbsessions::time::Clock;
+
+pub const TOKEN: &str = "T";
+
+pub fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+pub async fn start_sim(config: SimConfig) -> RunningSim {
+    start_sim_with_clock(config, Clock::system()).await
+}
+
+pub async fn start_sim_with_clock(config: SimConfig, clock: Clock) -> RunningSim {
+    wbsessions::sim::start(config, clock, loopback()).await.expect("the simulator binds to loopback")
+}
+
+pub fn sim_config(workbooks: &[(&str, Option<&str>)]) -> SimConfig {
+    SimConfig {
+        token: Some(TOKEN.into()),
+        workbooks: workbooks.iter().map(|(id, path)| (id.to_string(), path.map(str::to_string))).collect(),
+        ..SimConfig::default()
+    }
+}
+
+pub fn fast_options() -> ClientOptions {
+    ClientOptions {
+        timeout: Duration::from_secs(5),
+        poll: PollPolicy {
+            first: Duration::from_millis(20),
+            max: Duration::from_millis(100),
+            give_up_after: Duration::from_secs(5),
+        },
+        respond_async: true,
+        create_retries_on_504: 2,
+    }
+}
+
+pub fn client(url: &str) -> GraphClient {
+    GraphClient::new(url, fast_options()).expect("a loopback URL is accepted")
+}
+
+/// One request as the scripted server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// An answer the scripted server gives, in order.
+#[derive(Debug, Clone)]
+pub struct Scripted {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Scripted {
+    pub fn new(status: u16, body: &str) -> Self {
+        Scripted { status, headers: Vec::new(), body: body.to_string(), delay: Duration::ZERO }
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+    pub fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Default)]
+pub struct Script {
+    pub answers: Mutex<std::collections::VecDeque<Scripted>>,
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+pub struct ScriptServer {
+    pub addr: SocketAddr,
+    pub script: Arc<Script>,
+}
+
+impl ScriptServer {
+    pub fn url(&self) -> String {
+        format!("http://{}/v1.0", self.addr)
+    }
+    pub fn push(&self, answer: Scripted) {
+        self.script.answers.lock().unwrap().push_back(answer);
+    }
+    pub fn seen(&self) -> Vec<Seen> {
+        self.script.seen.lock().unwrap().clone()
+    }
+}
+
+async fn scripted(
+    State(script): State<Arc<Script>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path_and_query = uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    script.seen.lock().unwrap().push(Seen { method, path_and_query, headers, body });
+    let answer = script.answers.lock().unwrap().pop_front();
+    let Some(answer) = answer else {
+        return (StatusCode::IM_A_TEAPOT, "script exhausted").into_response();
+    };
+    tokio::time::sleep(answer.delay).await;
+    let mut response = (StatusCode::from_u16(answer.status).unwrap(), answer.body).into_response();
+    for (name, value) in answer.headers {
+        response.headers_mut().insert(name, value.parse().unwrap());
+    }
+    response
+}
+
+pub async fn script_server() -> ScriptServer {
+    let listener = tokio::net::TcpListener::bind(loopback()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = Arc::new(Script::default());
+    let router = axum::Router::new().fallback(scripted).with_state(script.clone());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    ScriptServer { addr, script }
+}
+
+/// The binary under test.
+pub fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wbsessions"))
+}
+
+/// A plain HTTP client for talking to the simulator the way curl would.
+pub fn http() -> reqwest::Client {
+    wbsessions::graph::install_tls_provider();
+    reqwest::Client::new()
+}
