@@ -148,12 +148,13 @@ fn faults(sim: &Sim, ids: &Ids) -> Option<SimResponse> {
         }
         state.window.push_back(now);
     }
-    if sim.chance(sim.config.throttle_rate) {
+    let (throttle_rate, error_rate) = sim.rates();
+    if sim.chance(throttle_rate) {
         sim.state().stats.throttled += 1;
         let wait = sim.random_between(Duration::from_millis(500), Duration::from_millis(3000));
         return Some(ids.throttled(wait));
     }
-    if sim.chance(sim.config.error_rate) {
+    if sim.chance(error_rate) {
         return Some(ids.error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internalServerError",

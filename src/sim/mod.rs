@@ -123,6 +123,8 @@ pub struct Sim {
     state: Mutex<SimState>,
     rng: Mutex<fastrand::Rng>,
     base: Mutex<String>,
+    /// (throttle rate, error rate): start from the config, changeable while running.
+    rates: Mutex<(f64, f64)>,
 }
 
 impl Sim {
@@ -132,7 +134,15 @@ impl Sim {
         }
         let state = SimState { workbooks: config.workbooks.iter().cloned().collect(), ..SimState::default() };
         let rng = config.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed);
-        Arc::new(Sim { config, clock, state: Mutex::new(state), rng: Mutex::new(rng), base: Mutex::new(String::new()) })
+        let rates = Mutex::new((config.throttle_rate, config.error_rate));
+        Arc::new(Sim {
+            config,
+            clock,
+            state: Mutex::new(state),
+            rng: Mutex::new(rng),
+            base: Mutex::new(String::new()),
+            rates,
+        })
     }
 
     fn state(&self) -> MutexGuard<'_, SimState> {
@@ -167,6 +177,15 @@ impl Sim {
         let now = self.clock.now();
         stats.live_sessions = state.sessions.values().filter(|s| !self.is_expired(s, now)).count();
         stats
+    }
+
+    /// Changes the fault rates of a running simulator (tests turn throttling on and off).
+    pub fn set_rates(&self, throttle_rate: f64, error_rate: f64) {
+        *self.rates.lock().unwrap_or_else(|p| p.into_inner()) = (throttle_rate, error_rate);
+    }
+
+    fn rates(&self) -> (f64, f64) {
+        *self.rates.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn config(&self) -> &SimConfig {

@@ -150,3 +150,100 @@ pub fn http() -> reqwest::Client {
     wbsessions::graph::install_tls_provider();
     reqwest::Client::new()
 }
+
+/// The simulator on a thread of its own, for tests that drive the real binary synchronously.
+pub struct SimThread {
+    pub url: String,
+    pub sim: std::sync::Arc<wbsessions::sim::Sim>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SimThread {
+    pub fn start(config: SimConfig, clock: Clock) -> SimThread {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let running = start_sim_with_clock(config, clock).await;
+                ready_tx.send((running.graph_url(), running.sim.clone())).unwrap();
+                let _ = stopped.await;
+                running.stop().await;
+            });
+        });
+        let (url, sim) = ready_rx.recv().unwrap();
+        SimThread { url, sim, stop: Some(stop), thread: Some(thread) }
+    }
+}
+
+impl Drop for SimThread {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The binary, pointed at a simulator and a store, with a private config and log folder.
+pub struct Cli {
+    pub graph_url: String,
+    pub store: std::path::PathBuf,
+    pub home: std::path::PathBuf,
+}
+
+impl Cli {
+    pub fn new(graph_url: &str, dir: &std::path::Path) -> Cli {
+        Cli { graph_url: graph_url.to_string(), store: dir.join("sessions.db"), home: dir.join("home") }
+    }
+
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut command = binary();
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join("config"))
+            .env("XDG_DATA_HOME", self.home.join("data"))
+            .env("XDG_STATE_HOME", self.home.join("state"))
+            .env("WBSESSIONS_GRAPH_URL", &self.graph_url)
+            .env("WBSESSIONS_TOKEN", TOKEN)
+            .env("WBSESSIONS_STORE", &self.store);
+        command
+    }
+
+    pub fn output(&self, args: &[&str]) -> std::process::Output {
+        self.command(args).stdin(std::process::Stdio::null()).output().unwrap()
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed with {:?}: {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+/// Polls `check` until it holds or the deadline passes.
+pub fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + deadline;
+    while !check() {
+        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn sigterm(child: &std::process::Child) {
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+}

@@ -10,6 +10,9 @@ use crate::cli::{Cli, Command, SimArgs};
 use crate::config::Settings;
 use crate::time::Clock;
 
+mod headless;
+pub use headless::{graph_context, outcome_json, outcome_line};
+
 /// A problem with what the user asked for: exit code 2, and nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -56,6 +59,15 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     runtime.block_on(async move {
         match command {
             Command::Sim(args) => sim(args).await,
+            Command::Add(args) => headless::add(&settings, args).await,
+            Command::Create(args) => headless::create(&settings, args).await,
+            Command::List(args) => headless::list(&settings, args.json),
+            Command::Show(args) => headless::show(&settings, &args.name, args.json),
+            Command::Id(args) => headless::id(&settings, &args.name),
+            Command::Refresh(args) => headless::refresh(&settings, args).await,
+            Command::Close(args) => headless::close(&settings, &args.names).await,
+            Command::Remove(args) => headless::remove(&settings, &args.names),
+            Command::Run(args) => headless::run(&settings, args.json).await,
             _ => Err(bad_input("this command is not built yet")),
         }
     })

@@ -1,0 +1,110 @@
+//! The driver lock: exactly one process schedules automatic refreshes for a store.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another keeper (pid {}) already drives the store {store}; stop it first, or open the dashboard, which watches it", .pid.map_or("unknown".to_string(), |p| p.to_string()))]
+    Held { pid: Option<u32>, store: PathBuf },
+    #[error("cannot use the lock file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// Held for as long as this value lives; the OS releases it if the process dies.
+#[derive(Debug)]
+pub struct DriverLock {
+    _file: File,
+    path: PathBuf,
+}
+
+pub fn lock_path(store: &Path) -> PathBuf {
+    let mut name = store.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    store.with_file_name(name)
+}
+
+fn open(path: &Path) -> Result<File, LockError> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|source| LockError::Io { path: path.to_path_buf(), source })
+}
+
+fn read_pid(file: &mut File) -> Option<u32> {
+    let mut text = String::new();
+    file.seek(SeekFrom::Start(0)).ok()?;
+    file.read_to_string(&mut text).ok()?;
+    text.trim().parse().ok()
+}
+
+impl DriverLock {
+    pub fn acquire(store: &Path) -> Result<DriverLock, LockError> {
+        let path = lock_path(store);
+        let mut file = open(&path)?;
+        let io = |source| LockError::Io { path: path.clone(), source };
+        // A watcher peeks with a brief shared lock; give it a moment before calling the lock held.
+        let mut tries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if tries < 5 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(LockError::Held { pid: read_pid(&mut file), store: store.to_path_buf() });
+                }
+                Err(TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+        file.set_len(0).map_err(io)?;
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        writeln!(file, "{}", std::process::id()).map_err(io)?;
+        file.flush().map_err(io)?;
+        Ok(DriverLock { _file: file, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The pid of the process that drives this store, if one does.
+pub fn read_holder(store: &Path) -> Option<u32> {
+    let path = lock_path(store);
+    let mut file = File::open(&path).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(TryLockError::WouldBlock) => read_pid(&mut file).or(Some(0)),
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_driver_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.db");
+        assert_eq!(read_holder(&store), None);
+        let first = DriverLock::acquire(&store).unwrap();
+        assert_eq!(read_holder(&store), Some(std::process::id()));
+        match DriverLock::acquire(&store) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        drop(first);
+        assert_eq!(read_holder(&store), None);
+        DriverLock::acquire(&store).unwrap();
+    }
+}

@@ -1,0 +1,288 @@
+//! The headless commands as a user runs them: the real binary against the simulator over loopback.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use wbsessions::sim::SimConfig;
+use wbsessions::store::Store;
+use wbsessions::time::Clock;
+
+fn sim_with_expiry(expiry: Duration, clock: Clock) -> SimThread {
+    let config =
+        SimConfig { persistent_expiry: expiry, ..sim_config(&[("W1", None), ("W2", Some("Reports/Q1.xlsx"))]) };
+    SimThread::start(config, clock)
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// `run` in the background, its stdout collected line by line.
+struct Keeper {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Keeper {
+    fn start(cli: &Cli, args: &[&str]) -> Keeper {
+        let mut child =
+            cli.command(&[&["run"], args].concat()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Keeper { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.lines().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        sigterm(&self.child);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn create_list_refresh_id_show() {
+    let sim = sim_with_expiry(Duration::from_secs(300), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let created = cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    assert!(created.contains("created a"), "{created}");
+    let list = json(&cli.ok(&["list", "--json"]));
+    assert_eq!(list[0]["name"], "a");
+    assert_eq!(list[0]["status"], "ok");
+    let id = list[0]["session_id"].as_str().unwrap().to_string();
+    assert!(id.len() > 200);
+    assert_eq!(cli.ok(&["id", "a"]).trim_end(), id);
+    let refreshed = cli.ok(&["refresh", "a"]);
+    assert!(refreshed.contains(" a refresh ok 204"), "{refreshed}");
+    let shown = json(&cli.ok(&["show", "a", "--json"]));
+    let outcomes = shown["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 2);
+    assert_eq!(outcomes[0]["action"], "refresh");
+    assert_eq!(outcomes[1]["action"], "create");
+    assert!(outcomes[0]["latency_ms"].is_u64() && outcomes[0]["at"].is_string());
+    let table = cli.ok(&["list"]);
+    assert!(table.contains("a ") && table.contains("ok") && table.contains("me/drive/items/W1"), "{table}");
+
+    // A by-path workbook is resolved to its item id once.
+    cli.ok(&["create", "p", "--workbook", "/me/drive/root:/Reports/Q1.xlsx:"]);
+    assert_eq!(json(&cli.ok(&["show", "p", "--json"]))["workbook"], "me/drive/items/W2");
+
+    // Tracking an existing id, then removing it, leaves the session itself alone.
+    cli.ok(&["add", "again", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    cli.ok(&["remove", "again"]);
+    cli.ok(&["refresh", "a"]);
+    assert!(cli.ok(&["completions", "bash"]).contains("wbsessions"));
+}
+
+#[test]
+fn bad_input_exits_2_and_changes_nothing() {
+    let sim = sim_with_expiry(Duration::from_secs(300), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let before = sim.sim.stats().requests;
+    for args in [
+        &["create", "a", "--workbook", "me/drive/items/W1"][..],
+        &["create", "b", "--workbook", "nonsense"],
+        &["create", "a b", "--workbook", "me/drive/items/W1"],
+        &["create", "c", "--workbook", "me/drive/items/W1", "--interval", "soon"],
+        &["add", "d", "--workbook", "me/drive/items/W1", "--session-id", " "],
+        &["refresh", "a", "nope"],
+        &["remove", "a", "nope"],
+        &["show", "nope"],
+        &["id", "nope"],
+    ] {
+        let out = cli.output(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // One line of ours, or clap's line plus its pointer to --help.
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(lines.len() == 1 || (lines.len() == 2 && lines[1].contains("--help")), "{args:?} printed {stderr}");
+    }
+    assert_eq!(sim.sim.stats().requests, before, "bad input sent nothing");
+    assert_eq!(json(&cli.ok(&["list", "--json"])).as_array().unwrap().len(), 1);
+
+    let insecure =
+        cli.command(&["refresh", "a"]).env("WBSESSIONS_GRAPH_URL", "http://graph.example/v1.0").output().unwrap();
+    assert_eq!(insecure.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&insecure.stderr).contains("https://"));
+}
+
+#[test]
+fn a_corrupt_store_is_refused_by_every_command_and_left_unchanged() {
+    let sim = sim_with_expiry(Duration::from_secs(300), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&cli.store, &garbage).unwrap();
+    for args in [
+        &["list"][..],
+        &["list", "--json"],
+        &["show", "a"],
+        &["id", "a"],
+        &["refresh", "--all"],
+        &["refresh", "a"],
+        &["close", "a"],
+        &["remove", "a"],
+        &["run"],
+        &["add", "a", "--workbook", "me/drive/items/W1", "--session-id", "S"],
+        &["create", "a", "--workbook", "me/drive/items/W1"],
+    ] {
+        let out = cli.output(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&cli.store.display().to_string()), "{stderr}");
+    }
+    assert_eq!(std::fs::read(&cli.store).unwrap(), garbage);
+    assert_eq!(sim.sim.stats().requests, 0);
+}
+
+#[test]
+fn run_keeps_sessions_alive_past_their_expiry_and_stops_on_sigterm() {
+    let sim = sim_with_expiry(Duration::from_millis(1500), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let keeper = Keeper::start(&cli, &["--json"]);
+    // Three refreshes about a second apart outlast the 1.5 s expiry twice over.
+    wait_for("three refreshes", Duration::from_secs(10), || keeper.count("\"refresh\"") >= 3);
+    let lines = keeper.lines.clone();
+    assert_eq!(keeper.stop().code(), Some(0));
+    for line in lines.lock().unwrap().iter() {
+        let line = json(line);
+        assert_eq!((line["session"].as_str(), line["kind"].as_str()), (Some("a"), Some("ok")), "{line}");
+        assert!(line["late_ms"].as_f64().is_some_and(|l| l < 1000.0), "{line}");
+    }
+    let out = cli.output(&["refresh", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown = json(&cli.ok(&["show", "a", "--json"]));
+    let outcomes = shown["outcomes"].as_array().unwrap();
+    assert!(outcomes.len() >= 4, "every refresh of the keeper was stored");
+    assert!(outcomes.iter().all(|o| o["kind"] == "ok"));
+}
+
+#[test]
+fn expired_sessions_are_reported_or_recreated_as_allowed() {
+    let clock = Clock::manual(chrono::Utc::now());
+    let sim = sim_with_expiry(Duration::from_secs(3), clock.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    cli.ok(&["create", "b", "--workbook", "me/drive/items/W1", "--interval", "1s", "--recreate"]);
+    let old_b = cli.ok(&["id", "b"]);
+    clock.advance(Duration::from_secs(5));
+
+    let out = cli.output(&["refresh", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("refresh expired 404") && stdout.contains("invalidSessionReCreatable"), "{stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
+
+    let keeper = Keeper::start(&cli, &[]);
+    wait_for("b to get a new id", Duration::from_secs(5), || cli.ok(&["id", "b"]) != old_b);
+    let shown = json(&cli.ok(&["show", "b", "--json"]));
+    assert_eq!(shown["status"], "ok");
+    let kinds: Vec<(&str, &str)> = shown["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|o| (o["action"].as_str().unwrap(), o["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("create", "ok"), ("refresh", "expired")]);
+    // `a` may not be recreated: it stays expired and the keeper leaves it alone.
+    assert_eq!(json(&cli.ok(&["show", "a", "--json"]))["status"], "expired");
+    assert_eq!(keeper.stop().code(), Some(0));
+}
+
+#[test]
+fn one_driver_per_store_and_it_picks_up_sessions_added_elsewhere() {
+    let sim = sim_with_expiry(Duration::from_secs(300), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1m"]);
+    let keeper = Keeper::start(&cli, &[]);
+    wait_for("the lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+
+    let second = cli.output(&["run"]);
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(stderr.contains(&format!("pid {}", keeper.child.id())), "{stderr}");
+
+    let id = cli.ok(&["id", "a"]);
+    cli.ok(&["add", "late", "--workbook", "me/drive/items/W1", "--session-id", id.trim(), "--interval", "1m"]);
+    // A newly tracked session is checked at once; the keeper must notice it within a second or so.
+    wait_for("the keeper to refresh `late`", Duration::from_secs(3), || keeper.count(" late refresh ok") >= 1);
+    cli.ok(&["remove", "late"]);
+    assert_eq!(keeper.stop().code(), Some(0));
+    assert!(wbsessions::store::read_holder(&cli.store).is_none(), "the lock is released");
+}
+
+#[test]
+fn killed_at_any_moment_nothing_acknowledged_is_lost() {
+    let sim = sim_with_expiry(Duration::from_secs(300), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "seed", "--workbook", "me/drive/items/W1"]);
+    let id = cli.ok(&["id", "seed"]).trim().to_string();
+    let mut acknowledged = vec!["seed".to_string()];
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut kills = 0;
+    for round in 0..40 {
+        let name = format!("s{round}");
+        let args: Vec<&str> = if round % 3 == 2 {
+            vec!["refresh", "--all"]
+        } else {
+            vec!["add", &name, "--workbook", "me/drive/items/W1", "--session-id", &id]
+        };
+        let mut child = cli.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_micros(rng.u64(0..40_000)));
+        let finished = child.try_wait().unwrap();
+        if finished.is_none() {
+            child.kill().unwrap();
+            kills += 1;
+        }
+        let status = child.wait().unwrap();
+        let mut stdout = String::new();
+        std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+        if status.success() && args[0] == "add" {
+            assert!(stdout.contains("tracking"), "{stdout}");
+            acknowledged.push(name);
+        }
+        let store = Store::open(&cli.store).unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
+        let names: Vec<String> = store.sessions(0).unwrap().into_iter().map(|s| s.name).collect();
+        for name in &acknowledged {
+            assert!(names.contains(name), "round {round}: acknowledged {name} is missing");
+        }
+        for s in store.sessions(50).unwrap() {
+            assert!(s.outcomes.len() <= 50);
+        }
+    }
+    assert!(kills >= 10, "only {kills} processes were killed mid-way; the test proves little");
+}
