@@ -196,6 +196,9 @@ pub struct SimArgs {
     /// A workbook whose session calls always fail; repeatable
     #[arg(long, value_name = "ID")]
     pub failing_workbook: Vec<String>,
+    /// A workbook whose sessions die at once (invalidSessionUnsupportedWorkbook); repeatable
+    #[arg(long, value_name = "ID")]
+    pub unsupported_workbook: Vec<String>,
     /// Device-code sign-ins are approved after DUR
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub approve_after: Duration,
@@ -244,6 +247,7 @@ impl SimArgs {
             latency: self.latency,
             rate_limit: self.rate_limit,
             failing_workbooks: self.failing_workbook.clone(),
+            unsupported_workbooks: self.unsupported_workbook.clone(),
             approve_after: self.approve_after,
             token_lifetime: self.token_lifetime,
             seed: self.seed,

@@ -335,8 +335,15 @@ impl Engine {
             }
             Command::Track(session) => {
                 let writer = self.writer.clone();
-                self.tasks
-                    .spawn(async move { TaskDone::Added(writer.insert(*session).await.map_err(|e| e.to_string())) });
+                let ctx = self.ctx.clone();
+                self.tasks.spawn(async move {
+                    let mut session = *session;
+                    match ops::resolve(&ctx, &session.workbook).await {
+                        Ok(workbook) => session.workbook = workbook,
+                        Err(e) => return TaskDone::Added(Err(format!("cannot resolve {}: {e}", session.workbook))),
+                    }
+                    TaskDone::Added(writer.insert(session).await.map_err(|e| e.to_string()))
+                });
             }
             Command::Edit { key, settings } => {
                 let writer = self.writer.clone();

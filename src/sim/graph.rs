@@ -222,6 +222,14 @@ fn route(
             "This workbook fails every call (simulated).",
         );
     }
+    if sim.config.unsupported_workbooks.contains(&item) && session_header.is_some() {
+        return ids.error(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            Some("invalidSessionUnsupportedWorkbook"),
+            "This workbook does not support sessions (simulated).",
+        );
+    }
     // Any sessionful request counts as activity, whatever the call.
     let touched = session_header.map(|id| sim.touch(id, &item));
     match (method.clone(), call) {

@@ -39,6 +39,8 @@ pub struct SimConfig {
     pub rate_limit: Option<u32>,
     /// Workbooks whose session calls always fail with a server error.
     pub failing_workbooks: Vec<String>,
+    /// Workbooks whose sessions die at once: `invalidSessionUnsupportedWorkbook`.
+    pub unsupported_workbooks: Vec<String>,
     /// Device-code sign-ins are approved this long after the code was issued.
     pub approve_after: Duration,
     pub token_lifetime: Duration,
@@ -58,6 +60,7 @@ impl Default for SimConfig {
             latency: None,
             rate_limit: None,
             failing_workbooks: Vec::new(),
+            unsupported_workbooks: Vec::new(),
             approve_after: Duration::from_secs(2),
             token_lifetime: Duration::from_secs(3600),
             seed: None,

@@ -1,0 +1,152 @@
+//! The keeper under load: N sessions (default 10,000) at a 60 s interval against the simulator,
+//! for at least two minutes. Prints how punctual the refreshes were and what the keeper cost.
+//!
+//!     cargo bench --bench keeper
+//!     BENCH_SESSIONS=2000 BENCH_SECS=60 cargo bench --bench keeper     (a quicker look)
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use wbsessions::graph::{ClientOptions, GraphClient};
+use wbsessions::session::{Mode, Status, TrackedSession, WorkbookRef};
+use wbsessions::sim::SimConfig;
+use wbsessions::store::Store;
+use wbsessions::time::Clock;
+
+const TOKEN: &str = "bench-token";
+const SESSIONS_PER_WORKBOOK: usize = 10;
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// (user + system CPU seconds, peak RSS in bytes) of a process, from /proc.
+fn usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some((ticks / 100.0, hwm_kb * 1024))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn main() {
+    let sessions = env_number("BENCH_SESSIONS", 10_000) as usize;
+    let seconds = env_number("BENCH_SECS", 150);
+    let interval = Duration::from_secs(env_number("BENCH_INTERVAL_SECS", 60));
+    let workbooks = sessions.div_ceil(SESSIONS_PER_WORKBOOK);
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store_path = dir.path().join("bench.db");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let config = SimConfig {
+        token: Some(TOKEN.into()),
+        workbooks: (0..workbooks).map(|i| (format!("WB{i:05}"), None)).collect(),
+        ..SimConfig::default()
+    };
+    let sim = runtime
+        .block_on(wbsessions::sim::start(config, Clock::system(), "127.0.0.1:0".parse().expect("an address")))
+        .expect("the simulator starts");
+    let graph_url = sim.graph_url();
+
+    eprintln!("creating {sessions} sessions on {workbooks} workbooks...");
+    let setup = Instant::now();
+    let client = GraphClient::new(&graph_url, ClientOptions::default()).expect("a client");
+    let created: Vec<_> = runtime.block_on(
+        futures_util::stream::iter(0..sessions)
+            .map(|i| {
+                let client = client.clone();
+                async move {
+                    let workbook = WorkbookRef::parse(&format!("me/drive/items/WB{:05}", i / SESSIONS_PER_WORKBOOK)).expect("a ref");
+                    let id = client.create_session(TOKEN, &workbook, Mode::Persistent).await.expect("create").value;
+                    (i, workbook, id)
+                }
+            })
+            .buffer_unordered(64)
+            .collect(),
+    );
+    // A keeper that has run for a while sees last refreshes spread over the interval.
+    let mut store = Store::open(&store_path).expect("the store");
+    let now = chrono::Utc::now();
+    let mut rng = fastrand::Rng::with_seed(1);
+    for (i, workbook, id) in created {
+        let mut s = TrackedSession::new(format!("s{i:05}"), workbook, id, Mode::Persistent, now - chrono::Duration::minutes(2));
+        s.interval = Some(interval);
+        s.status = Status::Ok;
+        s.last_refresh = Some(now - chrono::Duration::milliseconds(rng.i64(0..interval.as_millis() as i64)));
+        store.insert(&mut s).expect("insert");
+    }
+    drop(store);
+    let config_path = dir.path().join("config.toml");
+    // Graph's own Excel limit is 1500 per 10 s per tenant; 10,000 sessions a minute need about 1,700.
+    std::fs::write(&config_path, "request_budget = 2500\n").expect("the config");
+    eprintln!("set up in {:.1}s; running the keeper for {seconds}s...", setup.elapsed().as_secs_f64());
+
+    let mut keeper = Command::new(env!("CARGO_BIN_EXE_wbsessions"))
+        .args(["run", "--json"])
+        .env("WBSESSIONS_STORE", &store_path)
+        .env("WBSESSIONS_CONFIG", &config_path)
+        .env("WBSESSIONS_GRAPH_URL", &graph_url)
+        .env("WBSESSIONS_TOKEN", TOKEN)
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the keeper starts");
+    let pid = keeper.id();
+    let lateness = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let failures = Arc::new(Mutex::new(0u64));
+    let reader = {
+        let (lateness, failures) = (lateness.clone(), failures.clone());
+        let stdout = keeper.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+                if value["kind"] != "ok" {
+                    *failures.lock().expect("lock") += 1;
+                }
+                if let Some(late) = value["late_ms"].as_f64() {
+                    lateness.lock().expect("lock").push(late);
+                }
+            }
+        })
+    };
+    let started = Instant::now();
+    let mut peak_rss = 0;
+    let mut cpu = 0.0;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        std::thread::sleep(Duration::from_millis(500));
+        if let Some((c, rss)) = usage(pid) {
+            cpu = c;
+            peak_rss = peak_rss.max(rss);
+        }
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let status = keeper.wait().expect("the keeper exits");
+    let _ = reader.join();
+    runtime.block_on(sim.stop());
+
+    let mut late = lateness.lock().expect("lock").clone();
+    late.sort_by(f64::total_cmp);
+    let on_time = late.iter().filter(|l| **l <= 1000.0).count();
+    let expected = sessions as f64 * wall / interval.as_secs_f64();
+    println!("keeper benchmark: {sessions} sessions, {}s interval, {wall:.0}s run", interval.as_secs());
+    println!("  automatic refreshes started  {} (about {expected:.0} expected)", late.len());
+    println!("  started within 1 s of due    {:.3} %  (target >= 99.9 %)", 100.0 * on_time as f64 / late.len().max(1) as f64);
+    println!("  lateness p50 / p99 / max     {:.1} ms / {:.1} ms / {:.1} ms", percentile(&late, 0.5), percentile(&late, 0.99), late.last().copied().unwrap_or(f64::NAN));
+    println!("  failed calls                 {}", failures.lock().expect("lock"));
+    println!("  keeper CPU                   {cpu:.2} s = {:.2} % of one core  (target <= 10 %)", 100.0 * cpu / wall);
+    println!("  keeper peak RSS              {:.1} MB  (target <= 150 MB)", peak_rss as f64 / 1e6);
+    println!("  keeper exit                  {status}");
+}
