@@ -48,7 +48,8 @@ fn main() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let store_path = dir.path().join("bench.db");
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
     let config = SimConfig {
         token: Some(TOKEN.into()),
         workbooks: (0..workbooks).map(|i| (format!("WB{i:05}"), None)).collect(),
@@ -67,7 +68,8 @@ fn main() {
             .map(|i| {
                 let client = client.clone();
                 async move {
-                    let workbook = WorkbookRef::parse(&format!("me/drive/items/WB{:05}", i / SESSIONS_PER_WORKBOOK)).expect("a ref");
+                    let workbook = WorkbookRef::parse(&format!("me/drive/items/WB{:05}", i / SESSIONS_PER_WORKBOOK))
+                        .expect("a ref");
                     let id = client.create_session(TOKEN, &workbook, Mode::Persistent).await.expect("create").value;
                     (i, workbook, id)
                 }
@@ -80,7 +82,8 @@ fn main() {
     let now = chrono::Utc::now();
     let mut rng = fastrand::Rng::with_seed(1);
     for (i, workbook, id) in created {
-        let mut s = TrackedSession::new(format!("s{i:05}"), workbook, id, Mode::Persistent, now - chrono::Duration::minutes(2));
+        let mut s =
+            TrackedSession::new(format!("s{i:05}"), workbook, id, Mode::Persistent, now - chrono::Duration::minutes(2));
         s.interval = Some(interval);
         s.status = Status::Ok;
         s.last_refresh = Some(now - chrono::Duration::milliseconds(rng.i64(0..interval.as_millis() as i64)));
@@ -143,8 +146,16 @@ fn main() {
     let expected = sessions as f64 * wall / interval.as_secs_f64();
     println!("keeper benchmark: {sessions} sessions, {}s interval, {wall:.0}s run", interval.as_secs());
     println!("  automatic refreshes started  {} (about {expected:.0} expected)", late.len());
-    println!("  started within 1 s of due    {:.3} %  (target >= 99.9 %)", 100.0 * on_time as f64 / late.len().max(1) as f64);
-    println!("  lateness p50 / p99 / max     {:.1} ms / {:.1} ms / {:.1} ms", percentile(&late, 0.5), percentile(&late, 0.99), late.last().copied().unwrap_or(f64::NAN));
+    println!(
+        "  started within 1 s of due    {:.3} %  (target >= 99.9 %)",
+        100.0 * on_time as f64 / late.len().max(1) as f64
+    );
+    println!(
+        "  lateness p50 / p99 / max     {:.1} ms / {:.1} ms / {:.1} ms",
+        percentile(&late, 0.5),
+        percentile(&late, 0.99),
+        late.last().copied().unwrap_or(f64::NAN)
+    );
     println!("  failed calls                 {}", failures.lock().expect("lock"));
     println!("  keeper CPU                   {cpu:.2} s = {:.2} % of one core  (target <= 10 %)", 100.0 * cpu / wall);
     println!("  keeper peak RSS              {:.1} MB  (target <= 150 MB)", peak_rss as f64 / 1e6);

@@ -19,11 +19,11 @@ use crate::session::{Mode, Outcome, OutcomeKind, SessionId, TrackedSession, Work
 use crate::store::{DriverLock, KEPT_OUTCOMES, LockError, RuntimeState, Store, StoreError, StoreWriter, Write};
 use crate::time::{Clock, format_ago, format_duration};
 
-fn store_error(e: StoreError) -> anyhow::Error {
+pub fn store_error(e: StoreError) -> anyhow::Error {
     if e.is_bad_input() { bad_input(e) } else { e.into() }
 }
 
-fn open_store(settings: &Settings) -> Result<Store> {
+pub fn open_store(settings: &Settings) -> Result<Store> {
     Store::open(&settings.store).map_err(store_error)
 }
 

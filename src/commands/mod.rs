@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::time::Clock;
 
 mod headless;
+mod interactive;
 pub use headless::{graph_context, outcome_json, outcome_line};
 
 /// A problem with what the user asked for: exit code 2, and nothing was changed.
@@ -43,21 +44,21 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
-    let Some(command) = cli.command else {
-        anyhow::bail!(BadInput("the dashboard is not built yet; see `wbsessions --help` for the commands".into()));
-    };
-    if let Command::Completions { shell } = command {
+    if let Some(Command::Completions { shell }) = cli.command {
         let mut cmd = <Cli as clap::CommandFactory>::command();
         clap_complete::generate(shell, &mut cmd, "wbsessions", &mut std::io::stdout());
         return Ok(ExitCode::SUCCESS);
     }
+    let command = cli.command;
     let settings = Settings::load(&cli.global)?;
     let _log = init_logging(&settings);
-    let _ = store_from_flag;
+    // One thread: the work is waiting on the network, and cross-thread wake-ups cost more than they give.
     let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the async runtime")?;
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
+        let Some(command) = command else { return interactive::dashboard(&settings, false).await };
         match command {
+            Command::Demo => interactive::demo(&settings, store_from_flag).await,
             Command::Sim(args) => sim(args).await,
             Command::Add(args) => headless::add(&settings, args).await,
             Command::Create(args) => headless::create(&settings, args).await,

@@ -316,18 +316,19 @@ impl Store {
         for write in writes {
             match write {
                 Write::Record { key, state, outcome } => {
-                    let updated = tx.execute(
-                        "UPDATE sessions SET status = ?2, last_refresh = ?3, failures = ?4, session_id = ?5, workbook = ?6 WHERE id = ?1",
-                        params![
+                    let updated = tx
+                        .prepare_cached(
+                            "UPDATE sessions SET status = ?2, last_refresh = ?3, failures = ?4, session_id = ?5, workbook = ?6 WHERE id = ?1",
+                        )
+                        .and_then(|mut stmt| stmt.execute(params![
                             key,
                             state.status.as_str(),
                             state.last_refresh.map(time_text),
                             state.failures,
                             state.session_id.as_str(),
                             state.workbook.to_string()
-                        ],
-                    )
-                    .map_err(err)?;
+                        ]))
+                        .map_err(err)?;
                     // The session may have been removed by another process meanwhile: nothing to record.
                     if updated == 0 {
                         continue;
@@ -370,10 +371,10 @@ impl Store {
         touched.sort_unstable();
         touched.dedup();
         for key in touched {
-            tx.execute(
+            tx.prepare_cached(
                 "DELETE FROM outcomes WHERE session = ?1 AND id <= (SELECT id FROM outcomes WHERE session = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
-                params![key, KEPT_OUTCOMES as i64],
             )
+            .and_then(|mut stmt| stmt.execute(params![key, KEPT_OUTCOMES as i64]))
             .map_err(err)?;
         }
         tx.commit().map_err(err)

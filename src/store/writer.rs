@@ -82,6 +82,9 @@ impl StoreWriter {
 /// Most writes one transaction takes; more wait for the next.
 const MAX_BATCH: usize = 4096;
 
+/// How long a batch of unacknowledged writes waits for more before it commits.
+const LINGER: Duration = Duration::from_millis(25);
+
 fn run(
     mut store: Store,
     rx: mpsc::Receiver<Message>,
@@ -103,6 +106,7 @@ fn run(
             let mut batch = Vec::new();
             let mut after = Vec::new();
             let mut next = Some(first);
+            let linger_until = Instant::now() + LINGER;
             while let Some(message) = next.take() {
                 match message {
                     Message::Write(w) => batch.push(*w),
@@ -110,6 +114,10 @@ fn run(
                 }
                 if batch.len() + after.len() < MAX_BATCH {
                     next = rx.try_recv().ok();
+                    // Unacknowledged writes may wait a moment for company: fewer, larger transactions.
+                    if next.is_none() && after.is_empty() && !batch.is_empty() && Instant::now() < linger_until {
+                        next = rx.recv_timeout(linger_until.saturating_duration_since(Instant::now())).ok();
+                    }
                 }
             }
             if !batch.is_empty()

@@ -228,7 +228,9 @@ impl App {
                 Status::Expired => s.recreate,
                 _ => true,
             };
-        scheduled.then(|| s.last_activity() + chrono::Duration::from_std(self.interval_of(s)).unwrap_or(chrono::Duration::zero()))
+        scheduled.then(|| {
+            s.last_activity() + chrono::Duration::from_std(self.interval_of(s)).unwrap_or(chrono::Duration::zero())
+        })
     }
 
     /// The filtered, sorted keys, rebuilt only when something changed.
@@ -248,9 +250,20 @@ impl App {
                 .collect();
             match self.sort {
                 SortBy::Name => view.sort_by(|a, b| a.session.name.cmp(&b.session.name)),
-                SortBy::Status => view.sort_by(|a, b| (b.session.status.is_failing(), a.session.status, &a.session.name).cmp(&(a.session.status.is_failing(), b.session.status, &b.session.name))),
-                SortBy::LastRefresh => view.sort_by(|a, b| (a.session.last_refresh, &a.session.name).cmp(&(b.session.last_refresh, &b.session.name))),
-                SortBy::Workbook => view.sort_by(|a, b| (a.session.workbook.to_string(), &a.session.name).cmp(&(b.session.workbook.to_string(), &b.session.name))),
+                SortBy::Status => view.sort_by(|a, b| {
+                    (b.session.status.is_failing(), a.session.status, &a.session.name).cmp(&(
+                        a.session.status.is_failing(),
+                        b.session.status,
+                        &b.session.name,
+                    ))
+                }),
+                SortBy::LastRefresh => view.sort_by(|a, b| {
+                    (a.session.last_refresh, &a.session.name).cmp(&(b.session.last_refresh, &b.session.name))
+                }),
+                SortBy::Workbook => view.sort_by(|a, b| {
+                    (a.session.workbook.to_string(), &a.session.name)
+                        .cmp(&(b.session.workbook.to_string(), &b.session.name))
+                }),
             }
             self.view = view.into_iter().map(|r| r.session.key).collect();
             if self.selected.is_none_or(|k| !self.view.contains(&k)) {
@@ -412,7 +425,14 @@ impl App {
                 let keys = self.targets();
                 let Some(first) = keys.first().and_then(|k| self.rows.get(k)) else { return Vec::new() };
                 let auto = !first.session.auto;
-                self.flash_info(format!("automatic refresh {} for {}", if auto { "on" } else { "off" }, self.names(&keys).join(", ")), now);
+                self.flash_info(
+                    format!(
+                        "automatic refresh {} for {}",
+                        if auto { "on" } else { "off" },
+                        self.names(&keys).join(", ")
+                    ),
+                    now,
+                );
                 return vec![Command::SetAuto { keys, auto }];
             }
             Action::PauseAll => return vec![Command::PauseAll(!self.paused)],
@@ -603,7 +623,11 @@ impl App {
             MouseEventKind::ScrollUp => self.move_by(-1),
             MouseEventKind::Down(MouseButton::Left) => {
                 let area = self.table_rows;
-                if mouse.column >= area.x && mouse.column < area.right() && mouse.row >= area.y && mouse.row < area.bottom() {
+                if mouse.column >= area.x
+                    && mouse.column < area.right()
+                    && mouse.row >= area.y
+                    && mouse.row < area.bottom()
+                {
                     let index = self.offset + usize::from(mouse.row - area.y);
                     if let Some(key) = self.view().get(index).copied() {
                         self.selected = Some(key);
@@ -624,9 +648,13 @@ impl App {
             }
             Event::Outcome { key, name, outcome, .. } => {
                 if self.awaiting.contains(&key) && outcome.kind != crate::session::OutcomeKind::Ok {
-                    let codes = if outcome.codes.is_empty() { String::new() } else { format!(" {}", outcome.codes.join("/")) };
+                    let codes =
+                        if outcome.codes.is_empty() { String::new() } else { format!(" {}", outcome.codes.join("/")) };
                     let message = outcome.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                    self.flash_error(format!("{name}: {} {}{codes}{message}", outcome.action.as_str(), outcome.kind.as_str()), now);
+                    self.flash_error(
+                        format!("{name}: {} {}{codes}{message}", outcome.action.as_str(), outcome.kind.as_str()),
+                        now,
+                    );
                 }
             }
             Event::Changed(session) => {

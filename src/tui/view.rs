@@ -45,7 +45,11 @@ impl Theme {
     }
 
     fn selected(&self) -> Style {
-        if self.color { Style::new().bg(Color::Blue).fg(Color::White) } else { Style::new().add_modifier(Modifier::REVERSED) }
+        if self.color {
+            Style::new().bg(Color::Blue).fg(Color::White)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED)
+        }
     }
 }
 
@@ -58,9 +62,13 @@ pub fn draw(frame: &mut Frame, app: &mut App, now: DateTime<Utc>) {
         return;
     }
     let detail_height = if app.details { (area.height / 2).clamp(8, 16) } else { 0 };
-    let [header, table, detail, footer] =
-        Layout::vertical([Constraint::Length(2), Constraint::Min(3), Constraint::Length(detail_height), Constraint::Length(1)])
-            .areas(area);
+    let [header, table, detail, footer] = Layout::vertical([
+        Constraint::Length(2),
+        Constraint::Min(3),
+        Constraint::Length(detail_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
     draw_header(frame, app, header, &theme, now);
     draw_table(frame, app, table, &theme, now);
     if app.details {
@@ -78,7 +86,14 @@ pub fn draw(frame: &mut Frame, app: &mut App, now: DateTime<Utc>) {
 fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
     let mut first = vec![Span::styled("wbsessions ", Style::new().add_modifier(Modifier::BOLD))];
     if app.info.demo {
-        first.push(Span::styled(" DEMO ", if theme.color { Style::new().bg(Color::Yellow).fg(Color::Black) } else { Style::new().add_modifier(Modifier::REVERSED) }));
+        first.push(Span::styled(
+            " DEMO ",
+            if theme.color {
+                Style::new().bg(Color::Yellow).fg(Color::Black)
+            } else {
+                Style::new().add_modifier(Modifier::REVERSED)
+            },
+        ));
         first.push(Span::raw(" "));
     }
     first.push(Span::styled("store ", theme.dim()));
@@ -132,7 +147,11 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: 
     let selected = app.selected;
     let visible: Vec<i64> = app.view().iter().skip(offset).take(height).copied().collect();
     if visible.is_empty() {
-        let text = if app.rows.is_empty() { "no sessions yet: n creates one, i tracks an existing id" } else { "no session matches" };
+        let text = if app.rows.is_empty() {
+            "no sessions yet: n creates one, i tracks an existing id"
+        } else {
+            "no session matches"
+        };
         frame.render_widget(Paragraph::new(text).style(theme.dim()).alignment(Alignment::Center), rows_area);
     }
     let rows: Vec<TableRow> = visible
@@ -155,7 +174,10 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: 
                 Cell::from(s.name.clone()),
                 Cell::from(s.workbook.to_string()),
                 Cell::from(if s.mode == crate::session::Mode::Persistent { "persist" } else { "scratch" }),
-                Cell::from(Span::styled(status.as_str(), if Some(s.key) == selected { Style::new() } else { theme.status(status) })),
+                Cell::from(Span::styled(
+                    status.as_str(),
+                    if Some(s.key) == selected { Style::new() } else { theme.status(status) },
+                )),
                 Cell::from(last),
                 Cell::from(if s.auto { next } else { "manual".into() }),
                 Cell::from(latency),
@@ -224,23 +246,44 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
     let latencies: Vec<u64> = s.outcomes.iter().rev().map(|o| o.latency_ms.max(1)).collect();
     let spark_block = Block::new().borders(Borders::LEFT).title("latency").border_style(theme.dim());
-    frame.render_widget(Sparkline::default().block(spark_block).data(&latencies).style(theme.fg(Color::Cyan)), spark_area);
+    frame.render_widget(
+        Sparkline::default().block(spark_block).data(&latencies).style(theme.fg(Color::Cyan)),
+        spark_area,
+    );
 }
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
     if let Some(flash) = &app.flash {
-        let style = if flash.error { theme.fg(Color::Red).add_modifier(Modifier::BOLD) } else { theme.fg(Color::Green) };
+        let style =
+            if flash.error { theme.fg(Color::Red).add_modifier(Modifier::BOLD) } else { theme.fg(Color::Green) };
         let suffix = if flash.error { "  (esc dismisses)" } else { "" };
-        frame.render_widget(Paragraph::new(Line::from(vec![Span::styled(format!("{}{suffix}", flash.text), style)])), area);
+        frame.render_widget(
+            Paragraph::new(Line::from(vec![Span::styled(format!("{}{suffix}", flash.text), style)])),
+            area,
+        );
         return;
     }
     if app.filtering {
         frame.render_widget(Paragraph::new("filter: type to narrow, enter keeps it, esc clears it"), area);
         return;
     }
+    // As many hints as fit, in keymap order; the last two (help, quit) always.
+    let hints: Vec<(&str, &str)> = footer_hints().collect();
+    let width = |(label, hint): &(&str, &str)| label.chars().count() + hint.chars().count() + 3;
+    let (body, tail) = hints.split_at(hints.len().saturating_sub(2));
+    let mut room = (area.width as usize).saturating_sub(tail.iter().map(width).sum());
+    let mut shown: Vec<&(&str, &str)> = Vec::new();
+    for hint in body {
+        if width(hint) > room {
+            break;
+        }
+        room -= width(hint);
+        shown.push(hint);
+    }
+    shown.extend(tail);
     let mut spans = Vec::new();
-    for (label, hint) in footer_hints() {
-        spans.push(Span::styled(label, theme.key()));
+    for (label, hint) in shown {
+        spans.push(Span::styled(*label, theme.key()));
         spans.push(Span::raw(format!(" {hint}  ")));
     }
     frame.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -276,11 +319,19 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
                 Line::from(format!("{verb} {}?", names.join(", "))),
                 Line::from(Span::styled(note, theme.dim())),
                 Line::from(""),
-                Line::from(vec![Span::styled("y", theme.key()), Span::raw(" yes   "), Span::styled("n", theme.key()), Span::raw(" no")]),
+                Line::from(vec![
+                    Span::styled("y", theme.key()),
+                    Span::raw(" yes   "),
+                    Span::styled("n", theme.key()),
+                    Span::raw(" no"),
+                ]),
             ];
             let popup = centered(area, 64, 6);
             frame.render_widget(Clear, popup);
-            frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(format!(" {verb} "))), popup);
+            frame.render_widget(
+                Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(format!(" {verb} "))),
+                popup,
+            );
         }
         Dialog::Form(form) => {
             let mut lines = Vec::new();
@@ -298,13 +349,16 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
             }
             lines.push(Line::from(""));
             match &form.error {
-                Some(error) => lines.push(Line::from(Span::styled(error.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD)))),
+                Some(error) => lines
+                    .push(Line::from(Span::styled(error.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD)))),
                 None => lines.push(Line::from(Span::styled("tab next field · enter save · esc cancel", theme.dim()))),
             }
             let popup = centered(area, 76, lines.len() as u16 + 4);
             frame.render_widget(Clear, popup);
             frame.render_widget(
-                Paragraph::new(lines).wrap(Wrap { trim: false }).block(Block::bordered().title(format!(" {} ", form.title()))),
+                Paragraph::new(lines)
+                    .wrap(Wrap { trim: false })
+                    .block(Block::bordered().title(format!(" {} ", form.title()))),
                 popup,
             );
         }
