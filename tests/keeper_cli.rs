@@ -251,7 +251,11 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
     let cli = Cli::new(&sim.url, dir.path());
     cli.ok(&["create", "seed", "--workbook", "me/drive/items/W1"]);
     let id = cli.ok(&["id", "seed"]).trim().to_string();
-    let mut acknowledged = vec!["seed".to_string()];
+    // Kill within the time a whole command takes here, so that most kills land mid-way.
+    let started = std::time::Instant::now();
+    cli.ok(&["add", "calibrate", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    let typical = started.elapsed().as_micros() as u64;
+    let mut acknowledged = vec!["seed".to_string(), "calibrate".to_string()];
     let mut rng = fastrand::Rng::with_seed(42);
     let mut kills = 0;
     for round in 0..40 {
@@ -262,7 +266,7 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
             vec!["add", &name, "--workbook", "me/drive/items/W1", "--session-id", &id]
         };
         let mut child = cli.command(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-        std::thread::sleep(Duration::from_micros(rng.u64(0..40_000)));
+        std::thread::sleep(Duration::from_micros(rng.u64(0..typical)));
         let finished = child.try_wait().unwrap();
         if finished.is_none() {
             child.kill().unwrap();

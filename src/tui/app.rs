@@ -673,6 +673,12 @@ impl App {
                 self.changed();
             }
             Event::Removed { key, .. } => {
+                if self.selected == Some(key) {
+                    // Select the row that takes the removed one's place.
+                    let index = self.selected_index().unwrap_or(0);
+                    let rest: Vec<SessionKey> = self.view().iter().copied().filter(|k| *k != key).collect();
+                    self.selected = rest.get(index).or(rest.last()).copied();
+                }
                 self.rows.remove(&key);
                 self.marks.remove(&key);
                 self.awaiting.remove(&key);

@@ -86,47 +86,70 @@ pub fn draw(frame: &mut Frame, app: &mut App, now: DateTime<Utc>) {
 fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
     let mut first = vec![Span::styled("wbsessions ", Style::new().add_modifier(Modifier::BOLD))];
     if app.info.demo {
-        first.push(Span::styled(
-            " DEMO ",
-            if theme.color {
-                Style::new().bg(Color::Yellow).fg(Color::Black)
-            } else {
-                Style::new().add_modifier(Modifier::REVERSED)
-            },
-        ));
+        let badge = if theme.color {
+            Style::new().bg(Color::Yellow).fg(Color::Black)
+        } else {
+            Style::new().add_modifier(Modifier::REVERSED)
+        };
+        first.push(Span::styled(" DEMO ", badge));
         first.push(Span::raw(" "));
     }
-    first.push(Span::styled("store ", theme.dim()));
-    first.push(Span::raw(app.info.store.clone()));
-    first.push(Span::styled("  graph ", theme.dim()));
-    first.push(Span::raw(app.info.endpoint.clone()));
-
-    let mut second = vec![Span::styled("sign-in ", theme.dim()), Span::raw(app.info.signin.clone()), Span::raw("  ")];
     match app.info.driver {
-        Driver::This => second.push(Span::raw("driver")),
-        Driver::Other(pid) => second.push(Span::styled(
-            format!("watching (pid {} drives)", pid.map_or("?".to_string(), |p| p.to_string())),
+        Driver::This => first.push(Span::raw("driver")),
+        Driver::Other(pid) => first.push(Span::styled(
+            format!("watching, pid {} drives", pid.map_or("?".to_string(), |p| p.to_string())),
             theme.fg(Color::Yellow),
         )),
     }
-    second.push(Span::raw("  "));
+    first.push(Span::styled(" · ", theme.dim()));
     if app.info.driver != Driver::This {
-        second.push(Span::styled("auto by driver", theme.dim()));
+        first.push(Span::styled("auto by driver", theme.dim()));
     } else if app.paused {
-        second.push(Span::styled("auto paused", theme.fg(Color::Yellow)));
+        first.push(Span::styled("auto paused", theme.fg(Color::Yellow)));
     } else {
-        second.push(Span::raw("auto on"));
+        first.push(Span::raw("auto on"));
     }
-    if let Some(until) = app.throttled_until.filter(|t| *t > now) {
-        second.push(Span::styled(format!("  throttled {}", format_until(until, now)), theme.status(Status::Throttled)));
-    }
-    second.push(Span::raw(format!("  {} sessions:", app.rows.len())));
+    first.push(Span::styled(" · sign-in ", theme.dim()));
+    first.push(Span::raw(app.info.signin.clone()));
+    first.push(Span::styled(" · graph ", theme.dim()));
+    first.push(Span::raw(app.info.endpoint.clone()));
+    first.push(Span::styled(" · store ", theme.dim()));
+    first.push(Span::raw(app.info.store.clone()));
+
+    let mut second = vec![Span::raw(format!("{} sessions:", app.rows.len()))];
     for (status, count) in app.counts() {
         second.push(Span::raw(" "));
         second.push(Span::styled(format!("{count} {status}"), theme.status(status)));
     }
+    if let Some(until) = app.throttled_until.filter(|t| *t > now) {
+        second.push(Span::styled(
+            format!("  · throttled, resuming {}", format_until(until, now)),
+            theme.status(Status::Throttled),
+        ));
+    }
     frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]), area);
 }
+
+struct Column {
+    title: &'static str,
+    width: Constraint,
+    /// Kept on terminals narrower than `WIDE`.
+    narrow: bool,
+}
+
+const WIDE: u16 = 100;
+
+const COLUMNS: [Column; 9] = [
+    Column { title: "", width: Constraint::Length(1), narrow: true },
+    Column { title: "NAME", width: Constraint::Fill(2), narrow: true },
+    Column { title: "WORKBOOK", width: Constraint::Fill(3), narrow: true },
+    Column { title: "MODE", width: Constraint::Length(7), narrow: false },
+    Column { title: "STATUS", width: Constraint::Length(10), narrow: true },
+    Column { title: "LAST REFRESH", width: Constraint::Length(12), narrow: true },
+    Column { title: "NEXT", width: Constraint::Length(8), narrow: true },
+    Column { title: "LATENCY", width: Constraint::Length(8), narrow: false },
+    Column { title: "FAILS", width: Constraint::Length(5), narrow: false },
+];
 
 fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
     let mut title = format!(" sessions · sort: {} ", app.sort.label());
@@ -146,6 +169,7 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: 
     let offset = app.offset;
     let selected = app.selected;
     let visible: Vec<i64> = app.view().iter().skip(offset).take(height).copied().collect();
+    let wide = area.width >= WIDE;
     if visible.is_empty() {
         let text = if app.rows.is_empty() {
             "no sessions yet: n creates one, i tracks an existing id"
@@ -169,7 +193,7 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: 
             };
             let latency = s.outcomes.first().map_or("-".to_string(), |o| format!("{}ms", o.latency_ms));
             let style = if Some(s.key) == selected { theme.selected() } else { Style::new() };
-            TableRow::new(vec![
+            let cells = vec![
                 Cell::from(mark),
                 Cell::from(s.name.clone()),
                 Cell::from(s.workbook.to_string()),
@@ -182,23 +206,14 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: 
                 Cell::from(if s.auto { next } else { "manual".into() }),
                 Cell::from(latency),
                 Cell::from(s.failures.to_string()),
-            ])
-            .style(style)
+            ];
+            TableRow::new(cells.into_iter().zip(COLUMNS).filter(|(_, c)| wide || c.narrow).map(|(cell, _)| cell))
+                .style(style)
         })
         .collect();
-    let header = TableRow::new(["", "NAME", "WORKBOOK", "MODE", "STATUS", "LAST REFRESH", "NEXT", "LATENCY", "FAILS"])
+    let header = TableRow::new(COLUMNS.iter().filter(|c| wide || c.narrow).map(|c| c.title))
         .style(Style::new().add_modifier(Modifier::BOLD));
-    let widths = [
-        Constraint::Length(1),
-        Constraint::Fill(2),
-        Constraint::Fill(3),
-        Constraint::Length(7),
-        Constraint::Length(10),
-        Constraint::Length(12),
-        Constraint::Length(8),
-        Constraint::Length(8),
-        Constraint::Length(5),
-    ];
+    let widths: Vec<Constraint> = COLUMNS.iter().filter(|c| wide || c.narrow).map(|c| c.width).collect();
     frame.render_widget(Table::new(rows, widths).header(header).column_spacing(1), inner);
 }
 

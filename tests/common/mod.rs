@@ -2,6 +2,8 @@
 //! answers the simulator never gives, and the real binary.
 #![allow(dead_code)]
 
+pub mod dashboard;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,0 +1,134 @@
+//! What the dashboard draws, frozen: ratatui's TestBackend at 80x24, 120x40 and a tiny size.
+
+mod common;
+
+use common::dashboard::{app, now};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::style::Color;
+use wbsessions::tui::{App, Driver, Msg, view};
+
+fn render(app: &mut App, width: u16, height: u16) -> Terminal<TestBackend> {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| view::draw(frame, app, now())).unwrap();
+    terminal
+}
+
+fn press(app: &mut App, c: char) {
+    app.update(Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)), now());
+}
+
+fn press_code(app: &mut App, code: KeyCode) {
+    app.update(Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)), now());
+}
+
+#[test]
+fn every_status_at_80x24() {
+    insta::assert_snapshot!(render(&mut app(false), 80, 24).backend());
+}
+
+#[test]
+fn every_status_at_120x40() {
+    insta::assert_snapshot!(render(&mut app(false), 120, 40).backend());
+}
+
+#[test]
+fn too_small_shows_a_message() {
+    insta::assert_snapshot!(render(&mut app(false), 20, 5).backend());
+}
+
+#[test]
+fn help_overlay() {
+    let mut app = app(false);
+    press(&mut app, '?');
+    insta::assert_snapshot!(render(&mut app, 120, 40).backend());
+}
+
+#[test]
+fn details_pane() {
+    let mut app = app(false);
+    press(&mut app, 'j');
+    press(&mut app, 'j');
+    press_code(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!(render(&mut app, 120, 40).backend());
+}
+
+#[test]
+fn create_dialog_with_an_error() {
+    let mut app = app(false);
+    press(&mut app, 'n');
+    for c in "bad name".chars() {
+        press(&mut app, c);
+    }
+    press_code(&mut app, KeyCode::Enter);
+    insta::assert_snapshot!(render(&mut app, 80, 24).backend());
+}
+
+#[test]
+fn track_dialog() {
+    let mut app = app(false);
+    press(&mut app, 'i');
+    insta::assert_snapshot!(render(&mut app, 120, 40).backend());
+}
+
+#[test]
+fn edit_dialog() {
+    let mut app = app(false);
+    press(&mut app, 'e');
+    insta::assert_snapshot!(render(&mut app, 80, 24).backend());
+}
+
+#[test]
+fn confirm_close_and_remove() {
+    let mut app = app(false);
+    press(&mut app, 'c');
+    insta::assert_snapshot!("confirm_close", render(&mut app, 80, 24).backend());
+    press(&mut app, 'n');
+    press(&mut app, ' ');
+    press(&mut app, ' ');
+    press(&mut app, 'x');
+    insta::assert_snapshot!("confirm_remove", render(&mut app, 80, 24).backend());
+}
+
+#[test]
+fn watching_paused_filtered_and_failing_only() {
+    let mut app = app(false);
+    app.info.driver = Driver::Other(Some(4242));
+    press(&mut app, 'f');
+    press(&mut app, '/');
+    for c in "fore".chars() {
+        press(&mut app, c);
+    }
+    insta::assert_snapshot!(render(&mut app, 120, 40).backend());
+}
+
+#[test]
+fn no_color_keeps_the_words_and_drops_the_colours() {
+    let mut plain = app(true);
+    let terminal = render(&mut plain, 120, 40);
+    let buffer = terminal.backend().buffer();
+    for cell in buffer.content() {
+        assert_eq!(cell.fg, Color::Reset, "a coloured cell under NO_COLOR: {cell:?}");
+        assert_eq!(cell.bg, Color::Reset, "a coloured cell under NO_COLOR: {cell:?}");
+    }
+    let coloured = render(&mut app(false), 120, 40);
+    assert_eq!(terminal.backend().to_string(), coloured.backend().to_string(), "the same words either way");
+    assert!(coloured.backend().buffer().content().iter().any(|c| c.fg == Color::Green), "statuses are coloured");
+}
+
+#[test]
+fn only_visible_rows_are_built_and_a_big_list_scrolls() {
+    let mut sessions = common::dashboard::sessions();
+    let template = sessions[0].clone();
+    for i in 0..5000 {
+        let mut s = template.clone();
+        s.key = 1000 + i;
+        s.name = format!("bulk-{i:05}");
+        sessions.push(s);
+    }
+    let mut app = App::new(common::dashboard::info(false), sessions);
+    press(&mut app, 'G');
+    let screen = render(&mut app, 80, 24).backend().to_string();
+    assert!(screen.contains("scratch"), "the last row is on screen after G:\n{screen}");
+}
