@@ -26,10 +26,21 @@ struct Rig {
 
 /// Sessions `(name, workbook, interval)`, created through the simulator and stored.
 async fn rig(config: SimConfig, sessions: &[(&str, &str, Duration)], settings: EngineSettings, clock: Clock) -> Rig {
+    rig_as(config, sessions, settings, clock, None).await
+}
+
+/// As `rig`, but watching: another holder has the driver lock, which the engine may take over.
+async fn rig_as(
+    config: SimConfig,
+    sessions: &[(&str, &str, Duration)],
+    settings: EngineSettings,
+    clock: Clock,
+    watching_store: Option<&std::path::Path>,
+) -> Rig {
     let sim = start_sim_with_clock(config, clock.clone()).await;
     let graph = client(&sim.graph_url());
     let dir = tempfile::tempdir().unwrap();
-    let store_path = dir.path().join("s.db");
+    let store_path = watching_store.map_or_else(|| dir.path().join("s.db"), std::path::Path::to_path_buf);
     let mut store = Store::open(&store_path).unwrap();
     let mut keys = Vec::new();
     for (name, workbook, interval) in sessions {
@@ -45,8 +56,17 @@ async fn rig(config: SimConfig, sessions: &[(&str, &str, Duration)], settings: E
     let initial = store.sessions(engine::MEMORY_OUTCOMES).unwrap();
     let writer = StoreWriter::spawn(store, Duration::from_millis(100), engine::MEMORY_OUTCOMES);
     let ctx = Context { client: graph, tokens: Tokens::fixed(TOKEN), clock };
-    let engine =
-        engine::spawn(ctx, writer.handle.clone(), writer.events, initial, EngineConfig { settings, driver: true });
+    let engine = engine::spawn(
+        ctx,
+        writer.handle.clone(),
+        writer.events,
+        initial,
+        EngineConfig {
+            settings,
+            driver: watching_store.is_none(),
+            take_over: watching_store.map(std::path::Path::to_path_buf),
+        },
+    );
     Rig { sim, engine, store_path, _dir: dir, keys }
 }
 
@@ -237,4 +257,27 @@ async fn changes_from_other_processes_arrive_and_shutdown_flushes() {
     let finished = outcomes(&tail).len();
     let stored = other.session("a").unwrap().outcomes.len();
     assert_eq!(stored, finished, "every outcome reported before Stopped is in the store");
+}
+
+#[tokio::test]
+async fn a_watcher_takes_over_when_the_driver_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("watched.db");
+    let held = wbsessions::store::DriverLock::acquire(&store).unwrap();
+    let mut rig =
+        rig_as(config_with(1), &[("a", "W0", Duration::from_secs(1))], settings(), Clock::system(), Some(&store)).await;
+    // While the lock is held, nothing is scheduled here, though the session is due every second.
+    let quiet = tokio::time::timeout(Duration::from_millis(2500), async {
+        loop {
+            if let Some(Event::Started { .. }) = rig.engine.events.recv().await {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(quiet.is_err(), "a watcher refreshed on its own");
+    drop(held);
+    let events = collect(&mut rig.engine.events, Duration::from_secs(4), |e| !outcomes(e).is_empty()).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Driving)));
+    assert_eq!(wbsessions::store::read_holder(&store), Some(std::process::id()));
 }

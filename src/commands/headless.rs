@@ -398,7 +398,7 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     );
     tracing::info!(sessions = sessions.len(), store = %settings.store.display(), lock = %lock.path().display(), "keeper started");
     let writer = StoreWriter::spawn(store, STORE_POLL, MEMORY_OUTCOMES);
-    let config = EngineConfig { settings: settings.engine.clone(), driver: true };
+    let config = EngineConfig { settings: settings.engine.clone(), driver: true, take_over: None };
     let mut engine = engine::spawn(ctx, writer.handle.clone(), writer.events, sessions, config);
     drop(writer.handle);
     let mut stopping = false;

@@ -42,7 +42,11 @@ pub async fn dashboard(settings: &Settings, demo: bool) -> Result<ExitCode> {
     };
     let token_missing = !ctx.tokens.is_configured();
     let writer = StoreWriter::spawn(store, STORE_POLL, MEMORY_OUTCOMES);
-    let config = EngineConfig { settings: settings.engine.clone(), driver: driver == Driver::This };
+    let config = EngineConfig {
+        settings: settings.engine.clone(),
+        driver: driver == Driver::This,
+        take_over: Some(settings.store.clone()),
+    };
     // The engine reports nothing about the sessions it starts with: the mirror starts from the same list.
     let mut app = App::new(info, sessions.clone());
     let mut engine = engine::spawn(ctx, writer.handle.clone(), writer.events, sessions, config);

@@ -81,6 +81,8 @@ pub enum Event {
         until: Option<DateTime<Utc>>,
     },
     Paused(bool),
+    /// The driver of the store went away and this engine schedules automatic refreshes now.
+    Driving,
     /// Something failed that belongs to no single call (a store write, a bad edit).
     Error(String),
     Stopped,
@@ -91,6 +93,8 @@ pub struct EngineConfig {
     pub settings: EngineSettings,
     /// Schedule automatic refreshes; without it the engine only does what it is told (watch mode).
     pub driver: bool,
+    /// In watch mode: the store whose driver lock to take over once its holder is gone.
+    pub take_over: Option<std::path::PathBuf>,
 }
 
 pub struct EngineHandle {
@@ -155,6 +159,7 @@ pub fn spawn(
         paused: false,
         rng: fastrand::Rng::new(),
         late: HashMap::new(),
+        taken_over: None,
     };
     for session in initial {
         engine.add_entry(session);
@@ -183,6 +188,8 @@ struct Engine {
     rng: fastrand::Rng,
     /// How late each running automatic refresh started.
     late: HashMap<SessionKey, Duration>,
+    /// The driver lock this engine took over from a driver that went away.
+    taken_over: Option<crate::store::DriverLock>,
 }
 
 impl Engine {
@@ -221,7 +228,10 @@ impl Engine {
                     None => store_open = false,
                 },
                 _ = sleep_until(wake) => {}
-                _ = tick.tick() => self.check_for_gap(),
+                _ = tick.tick() => {
+                    self.check_for_gap();
+                    self.try_take_over();
+                }
             }
         }
         self.shutdown().await;
@@ -626,6 +636,26 @@ impl Engine {
                 self.emit(Event::Removed { key, name: entry.session.name });
             }
         }
+    }
+
+    /// In watch mode, become the driver once the old one has let go of the lock.
+    fn try_take_over(&mut self) {
+        if self.config.driver {
+            return;
+        }
+        let Some(store) = self.config.take_over.clone() else { return };
+        let Ok(lock) = crate::store::DriverLock::acquire_now(&store) else { return };
+        tracing::info!("the driver went away; this process schedules automatic refreshes now");
+        self.taken_over = Some(lock);
+        self.config.driver = true;
+        let keys: Vec<SessionKey> = self.entries.keys().copied().collect();
+        for key in keys {
+            if let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) {
+                let delay = self.initial_delay(&session);
+                self.schedule_in(key, delay);
+            }
+        }
+        self.emit(Event::Driving);
     }
 
     /// After a sleep or a stall, refresh at once every session whose interval has passed in wall time.

@@ -44,6 +44,15 @@ fn read_pid(file: &mut File) -> Option<u32> {
 
 impl DriverLock {
     pub fn acquire(store: &Path) -> Result<DriverLock, LockError> {
+        Self::acquire_with_patience(store, 5)
+    }
+
+    /// One try, no waiting: for a process that checks again and again anyway.
+    pub fn acquire_now(store: &Path) -> Result<DriverLock, LockError> {
+        Self::acquire_with_patience(store, 0)
+    }
+
+    fn acquire_with_patience(store: &Path, patience: u32) -> Result<DriverLock, LockError> {
         let path = lock_path(store);
         let mut file = open(&path)?;
         let io = |source| LockError::Io { path: path.clone(), source };
@@ -52,7 +61,7 @@ impl DriverLock {
         loop {
             match file.try_lock() {
                 Ok(()) => break,
-                Err(TryLockError::WouldBlock) if tries < 5 => {
+                Err(TryLockError::WouldBlock) if tries < patience => {
                     tries += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }

@@ -689,6 +689,10 @@ impl App {
                 self.paused = paused;
                 self.flash_info(if paused { "automatic refresh paused" } else { "automatic refresh resumed" }, now);
             }
+            Event::Driving => {
+                self.info.driver = Driver::This;
+                self.flash_info("the driver went away: this dashboard refreshes automatically now", now);
+            }
             Event::Error(e) => self.flash_error(e, now),
             Event::Stopped => self.quit = true,
         }
