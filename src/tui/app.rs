@@ -156,7 +156,12 @@ pub enum Msg {
 
 pub struct App {
     pub info: Info,
+    /// The mirror of the engine's list; changed only through `put` and `take`, which keep the
+    /// counts and the view up to date.
     pub rows: BTreeMap<SessionKey, Row>,
+    counts: BTreeMap<Status, usize>,
+    /// Where the selection sits in the view, once looked up.
+    selected_pos: Option<usize>,
     /// The visible order: filtered and sorted; rebuilt lazily.
     view: Vec<SessionKey>,
     view_stale: bool,
@@ -184,10 +189,11 @@ pub struct App {
 
 impl App {
     pub fn new(info: Info, sessions: Vec<TrackedSession>) -> App {
-        let rows = sessions.into_iter().map(|s| (s.key, Row { session: s, refreshing: false })).collect();
         let mut app = App {
             info,
-            rows,
+            rows: BTreeMap::new(),
+            counts: BTreeMap::new(),
+            selected_pos: None,
             view: Vec::new(),
             view_stale: true,
             selected: None,
@@ -208,8 +214,55 @@ impl App {
             dirty: true,
             table_rows: Rect::default(),
         };
+        for session in sessions {
+            app.put(Row { session, refreshing: false });
+        }
         app.selected = app.view().first().copied();
         app
+    }
+
+    fn shown(row: &Row) -> Status {
+        if row.refreshing { Status::Refreshing } else { row.session.status }
+    }
+
+    fn count(&mut self, status: Status, up: bool) {
+        let n = self.counts.entry(status).or_default();
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+        if *n == 0 {
+            self.counts.remove(&status);
+        }
+    }
+
+    /// Adds or replaces a row. The view is rebuilt only if what it sorts or filters by changed.
+    fn put(&mut self, row: Row) {
+        self.count(Self::shown(&row), true);
+        let key = row.session.key;
+        match self.rows.insert(key, row) {
+            None => self.view_stale = true,
+            Some(old) => {
+                self.count(Self::shown(&old), false);
+                let (a, b) = (&old.session, &self.rows[&key].session);
+                let moved = a.name != b.name
+                    || a.workbook != b.workbook
+                    || ((self.failing_only || self.sort == SortBy::Status) && a.status != b.status)
+                    || (self.sort == SortBy::LastRefresh && a.last_refresh != b.last_refresh);
+                self.view_stale |= moved;
+            }
+        }
+        self.dirty = true;
+    }
+
+    fn take(&mut self, key: SessionKey) -> Option<Row> {
+        let row = self.rows.remove(&key)?;
+        self.count(Self::shown(&row), false);
+        self.view_stale = true;
+        self.dirty = true;
+        Some(row)
+    }
+
+    fn select(&mut self, key: Option<SessionKey>) {
+        self.selected = key;
+        self.selected_pos = None;
     }
 
     pub fn interval_of(&self, s: &TrackedSession) -> Duration {
@@ -266,7 +319,8 @@ impl App {
                 }),
             }
             self.view = view.into_iter().map(|r| r.session.key).collect();
-            if self.selected.is_none_or(|k| !self.view.contains(&k)) {
+            self.selected_pos = None;
+            if self.selected.is_none_or(|k| !self.rows.contains_key(&k) || !self.view.contains(&k)) {
                 self.selected = self.view.first().copied();
             }
         }
@@ -275,7 +329,11 @@ impl App {
 
     pub fn selected_index(&mut self) -> Option<usize> {
         let selected = self.selected?;
-        self.view().iter().position(|k| *k == selected)
+        if self.view_stale || self.selected_pos.is_none() {
+            let position = self.view().iter().position(|k| *k == selected);
+            self.selected_pos = position;
+        }
+        self.selected_pos
     }
 
     pub fn selected_row(&self) -> Option<&Row> {
@@ -318,6 +376,7 @@ impl App {
         let index = self.selected_index().unwrap_or(0) as isize;
         let next = (index + delta).clamp(0, len as isize - 1) as usize;
         self.selected = self.view().get(next).copied();
+        self.selected_pos = Some(next);
     }
 
     pub fn update(&mut self, msg: Msg, now: DateTime<Utc>) -> Vec<Command> {
@@ -399,8 +458,14 @@ impl App {
         match action {
             Action::Up => self.move_by(-1),
             Action::Down => self.move_by(1),
-            Action::First => self.selected = self.view().first().copied(),
-            Action::Last => self.selected = self.view().last().copied(),
+            Action::First => {
+                let first = self.view().first().copied();
+                self.select(first);
+            }
+            Action::Last => {
+                let last = self.view().last().copied();
+                self.select(last);
+            }
             Action::Refresh => {
                 let keys = self.targets();
                 if keys.is_empty() {
@@ -630,7 +695,7 @@ impl App {
                 {
                     let index = self.offset + usize::from(mouse.row - area.y);
                     if let Some(key) = self.view().get(index).copied() {
-                        self.selected = Some(key);
+                        self.select(Some(key));
                     }
                 }
             }
@@ -642,8 +707,9 @@ impl App {
     fn engine_event(&mut self, event: Event, now: DateTime<Utc>) {
         match event {
             Event::Started { key } => {
-                if let Some(row) = self.rows.get_mut(&key) {
+                if let Some(mut row) = self.rows.get(&key).cloned() {
                     row.refreshing = true;
+                    self.put(row);
                 }
             }
             Event::Outcome { key, name, outcome, .. } => {
@@ -664,22 +730,20 @@ impl App {
                 if was_awaited && !session.status.is_failing() && !error_showing {
                     self.flash_info(format!("{}: {}", session.name, session.status), now);
                 }
-                self.rows.insert(key, Row { session: *session, refreshing: false });
-                self.changed();
+                self.put(Row { session: *session, refreshing: false });
             }
             Event::Added(session) => {
                 self.flash_info(format!("now tracking {}", session.name), now);
-                self.rows.insert(session.key, Row { session: *session, refreshing: false });
-                self.changed();
+                self.put(Row { session: *session, refreshing: false });
             }
             Event::Removed { key, .. } => {
                 if self.selected == Some(key) {
                     // Select the row that takes the removed one's place.
                     let index = self.selected_index().unwrap_or(0);
                     let rest: Vec<SessionKey> = self.view().iter().copied().filter(|k| *k != key).collect();
-                    self.selected = rest.get(index).or(rest.last()).copied();
+                    self.select(rest.get(index).or(rest.last()).copied());
                 }
-                self.rows.remove(&key);
+                self.take(key);
                 self.marks.remove(&key);
                 self.awaiting.remove(&key);
                 self.changed();
@@ -714,12 +778,7 @@ impl App {
         self.offset = self.offset.min(len.saturating_sub(height));
     }
 
-    pub fn counts(&self) -> BTreeMap<Status, usize> {
-        let mut counts = BTreeMap::new();
-        for row in self.rows.values() {
-            let status = if row.refreshing { Status::Refreshing } else { row.session.status };
-            *counts.entry(status).or_default() += 1;
-        }
-        counts
+    pub fn counts(&self) -> &BTreeMap<Status, usize> {
+        &self.counts
     }
 }

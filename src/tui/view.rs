@@ -117,7 +117,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
     first.push(Span::raw(app.info.store.clone()));
 
     let mut second = vec![Span::raw(format!("{} sessions:", app.rows.len()))];
-    for (status, count) in app.counts() {
+    for (&status, count) in app.counts() {
         second.push(Span::raw(" "));
         second.push(Span::styled(format!("{count} {status}"), theme.status(status)));
     }
