@@ -251,17 +251,48 @@ fn help_mouse_and_quit() {
     );
     assert_eq!(name_of(&app), "fresh");
 
-    app.dirty = false;
-    app.update(Msg::Tick, now());
-    assert!(app.dirty, "relative times on screen redraw each second");
     app.update(Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), now());
     assert!(app.quit);
 }
 
-#[test]
-fn nothing_to_draw_means_no_tick_redraw() {
-    let mut app = wbsessions::tui::App::new(common::dashboard::info(false), Vec::new());
+fn draw(app: &mut wbsessions::tui::App, at: chrono::DateTime<chrono::Utc>) {
+    let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
+    terminal.draw(|frame| wbsessions::tui::view::draw(frame, app, at)).unwrap();
     app.dirty = false;
+}
+
+#[test]
+fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
+    let mut app = app(false);
+    draw(&mut app, now());
     app.update(Msg::Tick, now());
-    assert!(!app.dirty);
+    assert!(!app.dirty, "nothing on screen changed");
+    app.update(Msg::Tick, now() + chrono::Duration::seconds(1));
+    assert!(app.dirty, "'12s ago' became '13s ago'");
+
+    // Sessions refreshed minutes ago: a minute passes between redraws.
+    let mut sessions = common::dashboard::sessions();
+    for s in &mut sessions {
+        s.last_refresh = Some(now() - chrono::Duration::seconds(330));
+        s.interval = Some(std::time::Duration::from_secs(3600));
+    }
+    let mut app = wbsessions::tui::App::new(common::dashboard::info(false), sessions);
+    draw(&mut app, now());
+    let redraws = (1..=59)
+        .filter(|s| {
+            let at = now() + chrono::Duration::seconds(*s);
+            app.update(Msg::Tick, at);
+            let dirty = app.dirty;
+            if dirty {
+                draw(&mut app, at);
+            }
+            dirty
+        })
+        .count();
+    assert!(redraws <= 2, "{redraws} redraws in a minute of minutes-only times");
+
+    let mut empty = wbsessions::tui::App::new(common::dashboard::info(false), Vec::new());
+    draw(&mut empty, now());
+    empty.update(Msg::Tick, now() + chrono::Duration::seconds(5));
+    assert!(!empty.dirty);
 }

@@ -12,7 +12,7 @@ use super::keymap::{Action, action_for};
 use crate::engine::{Command, Event};
 use crate::session::{Mode, SessionId, SessionKey, Status, TrackedSession, WorkbookRef, validate_name};
 use crate::store::SessionSettings;
-use crate::time::{format_duration, parse_duration};
+use crate::time::{format_ago, format_duration, format_until, parse_duration};
 
 /// Who schedules automatic refreshes for the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,6 +185,8 @@ pub struct App {
     pub dirty: bool,
     /// Where the table's rows were drawn, for mouse clicks.
     pub table_rows: Rect,
+    /// `clock_text` as of the last frame.
+    pub drawn_clock_text: u64,
 }
 
 impl App {
@@ -213,6 +215,7 @@ impl App {
             quit: false,
             dirty: true,
             table_rows: Rect::default(),
+            drawn_clock_text: 0,
         };
         for session in sessions {
             app.put(Row { session, refreshing: false });
@@ -397,12 +400,16 @@ impl App {
             Msg::Tick => {
                 if self.flash.as_ref().is_some_and(|f| !f.error && now - f.at >= FLASH_FOR) {
                     self.flash = None;
+                    self.dirty = true;
                 }
                 if self.throttled_until.is_some_and(|t| t <= now) {
                     self.throttled_until = None;
+                    self.dirty = true;
                 }
-                // Relative times moved on.
-                self.dirty = !self.rows.is_empty() || self.flash.is_some();
+                // Redraw only if a relative time on screen reads differently now.
+                if self.clock_text(now) != self.drawn_clock_text {
+                    self.dirty = true;
+                }
                 Vec::new()
             }
             Msg::Resize => {
@@ -776,6 +783,30 @@ impl App {
             self.offset = index + 1 - height;
         }
         self.offset = self.offset.min(len.saturating_sub(height));
+    }
+
+    /// A digest of every relative time on screen ("12s ago", "in 3m", countdowns).
+    pub fn clock_text(&mut self, now: DateTime<Utc>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        let height = usize::from(self.table_rows.height).max(1);
+        let offset = self.offset;
+        let visible: Vec<SessionKey> = self.view().iter().skip(offset).take(height).copied().collect();
+        for key in visible {
+            if let Some(row) = self.rows.get(&key) {
+                row.session.last_refresh.map(|t| format_ago(t, now)).hash(&mut hasher);
+                self.next_due(&row.session).map(|t| format_until(t, now)).hash(&mut hasher);
+            }
+        }
+        if self.details
+            && let Some(row) = self.selected_row()
+        {
+            for outcome in &row.session.outcomes {
+                format_ago(outcome.at, now).hash(&mut hasher);
+            }
+        }
+        self.throttled_until.map(|t| format_until(t, now)).hash(&mut hasher);
+        hasher.finish()
     }
 
     pub fn counts(&self) -> &BTreeMap<Status, usize> {

@@ -75,6 +75,7 @@ pub fn draw(frame: &mut Frame, app: &mut App, now: DateTime<Utc>) {
         draw_details(frame, app, detail, &theme, now);
     }
     draw_footer(frame, app, footer, &theme);
+    app.drawn_clock_text = app.clock_text(now);
     if app.help {
         draw_help(frame, area, &theme);
     }
