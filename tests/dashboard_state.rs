@@ -199,6 +199,13 @@ fn engine_events_update_the_mirror() {
     let flash = app.flash.clone().unwrap();
     assert!(flash.error && flash.text.contains("expired"), "a manual refresh that failed says so: {flash:?}");
 
+    // The engine's plan wins over the estimate: an expired session that may not be recreated waits for nothing.
+    let planned = now() + chrono::Duration::seconds(7);
+    app.update(Msg::Engine(Event::Scheduled { key, at: Some(planned) }), now());
+    assert_eq!(app.next_due(&app.rows[&key].session.clone()), Some(planned));
+    app.update(Msg::Engine(Event::Scheduled { key, at: None }), now());
+    assert_eq!(app.next_due(&app.rows[&key].session.clone()), None);
+
     app.update(Msg::Engine(Event::Removed { key, name: "budget".into() }), now());
     assert!(!app.rows.contains_key(&key));
     assert_eq!(name_of(&app), "finance", "the selection moves to the next row");

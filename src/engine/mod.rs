@@ -76,6 +76,11 @@ pub enum Event {
         key: SessionKey,
         name: String,
     },
+    /// When the next automatic refresh of a session is due (`None`: none is planned).
+    Scheduled {
+        key: SessionKey,
+        at: Option<DateTime<Utc>>,
+    },
     /// Graph asked to wait: nothing is sent until then (`None`: the wait is over).
     Throttled {
         until: Option<DateTime<Utc>>,
@@ -273,8 +278,22 @@ impl Engine {
         let driver = self.config.driver;
         let Some(entry) = self.entries.get_mut(&key) else { return };
         entry.generation += 1;
-        if driver && Self::schedulable(&entry.session) {
+        if !driver {
+            return;
+        }
+        let at = Self::schedulable(&entry.session).then(|| {
             self.heap.push(Reverse((Instant::now() + delay, entry.generation, key)));
+            self.ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero())
+        });
+        self.emit(Event::Scheduled { key, at });
+    }
+
+    /// No automatic refresh for this session until something changes.
+    fn unschedule(&mut self, key: SessionKey) {
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        entry.generation += 1;
+        if self.config.driver {
+            self.emit(Event::Scheduled { key, at: None });
         }
     }
 
@@ -566,11 +585,7 @@ impl Engine {
         };
         match delay {
             Some(delay) => self.schedule_in(key, delay),
-            None => {
-                if let Some(entry) = self.entries.get_mut(&key) {
-                    entry.generation += 1;
-                }
-            }
+            None => self.unschedule(key),
         }
         self.emit(Event::Changed(Box::new(session)));
     }

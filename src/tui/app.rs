@@ -187,6 +187,8 @@ pub struct App {
     pub table_rows: Rect,
     /// `clock_text` as of the last frame.
     pub drawn_clock_text: u64,
+    /// Next automatic refreshes as the engine planned them.
+    scheduled: std::collections::HashMap<SessionKey, Option<DateTime<Utc>>>,
 }
 
 impl App {
@@ -216,6 +218,7 @@ impl App {
             dirty: true,
             table_rows: Rect::default(),
             drawn_clock_text: 0,
+            scheduled: std::collections::HashMap::new(),
         };
         for session in sessions {
             app.put(Row { session, refreshing: false });
@@ -275,10 +278,18 @@ impl App {
         })
     }
 
-    /// When the next automatic refresh is expected; `None` when none will come.
+    /// When the next automatic refresh is expected; `None` when none will come. The engine says
+    /// when it drives; a watching dashboard estimates from the last refresh and the interval.
     pub fn next_due(&self, s: &TrackedSession) -> Option<DateTime<Utc>> {
+        if self.paused {
+            return None;
+        }
+        if self.info.driver == Driver::This
+            && let Some(at) = self.scheduled.get(&s.key)
+        {
+            return *at;
+        }
         let scheduled = s.auto
-            && !self.paused
             && match s.status {
                 Status::Closed | Status::Dead | Status::Auth => false,
                 Status::Expired => s.recreate,
@@ -751,9 +762,13 @@ impl App {
                     self.select(rest.get(index).or(rest.last()).copied());
                 }
                 self.take(key);
+                self.scheduled.remove(&key);
                 self.marks.remove(&key);
                 self.awaiting.remove(&key);
                 self.changed();
+            }
+            Event::Scheduled { key, at } => {
+                self.scheduled.insert(key, at);
             }
             Event::Throttled { until } => self.throttled_until = until,
             Event::Paused(paused) => {
