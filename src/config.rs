@@ -85,6 +85,8 @@ pub struct Settings {
     pub log_level: String,
     pub log_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// The sign-in cache (mode 0600): the only file that holds tokens.
+    pub token_cache: PathBuf,
     pub engine: EngineSettings,
     pub login: LoginSettings,
 }
@@ -199,6 +201,7 @@ impl Settings {
             no_color: args.no_color,
             log_level,
             log_dir,
+            token_cache: data_dir.join("token.json"),
             data_dir,
             engine,
             login: LoginSettings {

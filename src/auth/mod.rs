@@ -1,11 +1,17 @@
 //! Where access tokens come from: a fixed token, a command that prints one, or the sign-in cache.
 //! Tokens are secrets: they are never logged, shown or stored outside the 0600 token cache.
 
+pub mod signin;
+
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::sync::Mutex;
+
+use signin::{CachedSignIn, SignIn, SignInError};
 
 /// A token that does not print itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -45,6 +51,32 @@ enum Source {
     None,
     Static(Secret),
     Command { command: String, current: Mutex<Option<(Secret, Instant, u64)>> },
+    Cache(CacheSource),
+}
+
+/// The sign-in cache as a token source: renews before expiry and once after a rejection.
+struct CacheSource {
+    path: PathBuf,
+    state: std::sync::Mutex<CacheState>,
+    /// One renewal at a time; the others wait and take its result.
+    renewing: Mutex<()>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    signin: Option<CachedSignIn>,
+    generation: u64,
+    /// Why the sign-in ended (`invalid_grant`, ...), until a new one is found.
+    ended: Option<String>,
+}
+
+/// What the dashboard and `whoami` show about the sign-in; never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInStatus {
+    pub user: Option<String>,
+    pub tenant: String,
+    pub expires_at: DateTime<Utc>,
+    pub ended: Option<String>,
 }
 
 /// A token as handed out, with the generation it belongs to (to renew once per rejection).
@@ -79,13 +111,33 @@ impl Tokens {
         Tokens { source: Arc::new(Source::Command { command: command.to_string(), current: Mutex::new(None) }) }
     }
 
-    /// `--token` first, then `--token-command`.
-    pub fn from_settings(token: Option<&str>, command: Option<&str>) -> Self {
+    /// The sign-in cache at `path` (what `wbsessions login` wrote).
+    pub fn cache(path: PathBuf) -> Self {
+        let signin = signin::load(&path).ok().flatten();
+        let state = std::sync::Mutex::new(CacheState { signin, ..CacheState::default() });
+        Tokens { source: Arc::new(Source::Cache(CacheSource { path, state, renewing: Mutex::new(()) })) }
+    }
+
+    /// `--token` first, then `--token-command`, then the sign-in cache.
+    pub fn from_settings(token: Option<&str>, command: Option<&str>, cache: PathBuf) -> Self {
         match (token, command) {
             (Some(t), _) => Tokens::fixed(t),
             (None, Some(c)) => Tokens::command(c),
-            (None, None) => Tokens::none(),
+            (None, None) => Tokens::cache(cache),
         }
+    }
+
+    /// The cached sign-in's state, when tokens come from the cache.
+    pub fn status(&self) -> Option<SignInStatus> {
+        let Source::Cache(cache) = &*self.source else { return None };
+        let state = cache.state.lock().unwrap_or_else(|p| p.into_inner());
+        let signin = state.signin.as_ref()?;
+        Some(SignInStatus {
+            user: signin.user.clone(),
+            tenant: signin.authority.tenant.clone(),
+            expires_at: signin.expires_at,
+            ended: state.ended.clone(),
+        })
     }
 
     pub fn describe(&self) -> &'static str {
@@ -93,11 +145,19 @@ impl Tokens {
             Source::None => "no token",
             Source::Static(_) => "fixed token",
             Source::Command { .. } => "token command",
+            Source::Cache(_) => "signed in",
         }
     }
 
+    /// Whether this source can give a token at all (a cache only once someone signed in).
     pub fn is_configured(&self) -> bool {
-        !matches!(&*self.source, Source::None)
+        match &*self.source {
+            Source::None => false,
+            Source::Cache(cache) => {
+                cache.reload_if_newer() || cache.state.lock().unwrap_or_else(|p| p.into_inner()).signin.is_some()
+            }
+            _ => true,
+        }
     }
 
     /// A token to use now.
@@ -117,6 +177,7 @@ impl Tokens {
                 *current = Some((secret.clone(), Instant::now(), generation));
                 Ok(Token { secret, generation })
             }
+            Source::Cache(cache) => cache.get().await,
         }
     }
 
@@ -137,6 +198,84 @@ impl Tokens {
                 *current = Some((secret.clone(), Instant::now(), generation));
                 Ok(Some(Token { secret, generation }))
             }
+            Source::Cache(cache) => cache.renew(rejected.generation).await.map(Some),
+        }
+    }
+}
+
+impl CacheSource {
+    fn snapshot(&self) -> (Option<CachedSignIn>, u64, Option<String>) {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.signin.clone(), state.generation, state.ended.clone())
+    }
+
+    /// Adopts the file if another process (a `login`, another keeper's renewal) wrote a newer
+    /// sign-in. Returns whether it did.
+    fn reload_if_newer(&self) -> bool {
+        let Ok(Some(on_disk)) = signin::load(&self.path) else { return false };
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = state.signin.as_ref().is_none_or(|mine| on_disk.obtained_at > mine.obtained_at);
+        if newer {
+            state.signin = Some(on_disk);
+            state.generation += 1;
+            state.ended = None;
+        }
+        newer
+    }
+
+    async fn get(&self) -> Result<Token, AuthError> {
+        let (signin, generation, ended) = self.snapshot();
+        let Some(signin) = signin.filter(|_| ended.is_none()) else {
+            if self.reload_if_newer() {
+                return Box::pin(self.get()).await;
+            }
+            return Err(match ended {
+                Some(why) => AuthError::SignInRequired(why),
+                None => AuthError::Missing,
+            });
+        };
+        if Utc::now() < signin.renew_at() {
+            return Ok(Token { secret: signin.access_token(), generation });
+        }
+        self.renew(generation).await
+    }
+
+    async fn renew(&self, seen: u64) -> Result<Token, AuthError> {
+        let _one_at_a_time = self.renewing.lock().await;
+        self.reload_if_newer();
+        let (signin, generation, ended) = self.snapshot();
+        let Some(current) = signin else { return Err(AuthError::Missing) };
+        if let Some(why) = ended {
+            return Err(AuthError::SignInRequired(why));
+        }
+        // Another task (or process) renewed while this one waited.
+        if generation > seen && Utc::now() < current.renew_at() {
+            return Ok(Token { secret: current.access_token(), generation });
+        }
+        let client = SignIn::new(current.authority.clone())?;
+        match client.renew(&current).await {
+            Ok(renewed) => {
+                if let Err(e) = signin::save(&self.path, &renewed) {
+                    tracing::warn!(error = %e, "the renewed token could not be cached; it is used from memory");
+                }
+                tracing::info!(expires_at = %renewed.expires_at.to_rfc3339(), "renewed the access token");
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.generation += 1;
+                let token = Token { secret: renewed.access_token(), generation: state.generation };
+                state.signin = Some(renewed);
+                Ok(token)
+            }
+            Err(SignInError::SignInRequired(why)) => {
+                tracing::warn!(reason = %why, "the sign-in has ended; `wbsessions login` is needed");
+                self.state.lock().unwrap_or_else(|p| p.into_inner()).ended = Some(why.clone());
+                Err(AuthError::SignInRequired(why))
+            }
+            Err(e) if Utc::now() < current.expires_at => {
+                // The old token still works for a while; try again on the next call.
+                tracing::warn!(error = %e, "renewing the access token failed; the current one is still valid");
+                Ok(Token { secret: current.access_token(), generation })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 }

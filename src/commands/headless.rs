@@ -30,12 +30,18 @@ pub fn open_store(settings: &Settings) -> Result<Store> {
 pub fn graph_context(settings: &Settings) -> Result<Context> {
     let options = ClientOptions { timeout: settings.engine.request_timeout, ..ClientOptions::default() };
     let client = GraphClient::new(&settings.graph_url, options).map_err(bad_input)?;
-    let tokens = Tokens::from_settings(settings.token.as_deref(), settings.token_command.as_deref());
+    let tokens = Tokens::from_settings(
+        settings.token.as_deref(),
+        settings.token_command.as_deref(),
+        settings.token_cache.clone(),
+    );
     Ok(Context { client, tokens, clock: Clock::system() })
 }
 
+/// Without any token source the call cannot be made: that is a failed operation (exit 1), fixed by
+/// signing in, not bad input.
 fn require_tokens(ctx: &Context) -> Result<()> {
-    if ctx.tokens.is_configured() { Ok(()) } else { Err(bad_input(AuthError::Missing)) }
+    if ctx.tokens.is_configured() { Ok(()) } else { Err(AuthError::Missing.into()) }
 }
 
 /// Everything about a new session that can be checked without the network or the store.

@@ -12,6 +12,7 @@ use crate::time::Clock;
 
 mod headless;
 mod interactive;
+mod signin;
 pub use headless::{graph_context, outcome_json, outcome_line};
 
 /// A problem with what the user asked for: exit code 2, and nothing was changed.
@@ -69,7 +70,10 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Close(args) => headless::close(&settings, &args.names).await,
             Command::Remove(args) => headless::remove(&settings, &args.names),
             Command::Run(args) => headless::run(&settings, args.json).await,
-            _ => Err(bad_input("this command is not built yet")),
+            Command::Login(args) => signin::login(&settings, args).await,
+            Command::Logout => signin::logout(&settings),
+            Command::Whoami => signin::whoami(&settings),
+            Command::Completions { .. } => Ok(ExitCode::SUCCESS),
         }
     })
 }

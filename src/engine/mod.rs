@@ -581,7 +581,11 @@ impl Engine {
             (_, Some(ErrorClass::Expired)) if session.recreate => {
                 Some(backoff(session.failures, interval.min(Duration::from_secs(300)), self.rng.f64()))
             }
-            (_, Some(ErrorClass::Expired | ErrorClass::Dead | ErrorClass::Auth)) => None,
+            // A sign-in in another shell fixes this without telling us: look again now and then.
+            (_, Some(ErrorClass::Auth)) => {
+                Some(backoff(session.failures + 4, Duration::from_secs(300), self.rng.f64()))
+            }
+            (_, Some(ErrorClass::Expired | ErrorClass::Dead)) => None,
         };
         match delay {
             Some(delay) => self.schedule_in(key, delay),

@@ -193,6 +193,14 @@ impl Sim {
         code.map(|c| c.declined = true).is_some()
     }
 
+    /// Every access token issued so far expires now: the next call with one gets a 401.
+    pub fn expire_access_tokens(&self) {
+        let now = self.clock.now();
+        for expiry in self.state().signin.access_tokens.values_mut() {
+            *expiry = now;
+        }
+    }
+
     /// Every refresh token stops working, as after a password change.
     pub fn revoke_refresh_tokens(&self) {
         self.state().signin.refresh_tokens.clear();

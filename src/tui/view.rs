@@ -261,8 +261,13 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
     // The session id is long: it wraps, and the outcomes follow it.
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
     // Refreshes only: a create with its operation polling would dwarf them.
-    let latencies: Vec<u64> =
-        s.outcomes.iter().rev().filter(|o| o.action == crate::session::Action::Refresh).map(|o| o.latency_ms.max(1)).collect();
+    let latencies: Vec<u64> = s
+        .outcomes
+        .iter()
+        .rev()
+        .filter(|o| o.action == crate::session::Action::Refresh)
+        .map(|o| o.latency_ms.max(1))
+        .collect();
     let spark_block = Block::new().borders(Borders::LEFT).title("latency").border_style(theme.dim());
     frame.render_widget(
         Sparkline::default().block(spark_block).data(&latencies).style(theme.fg(Color::Cyan)),

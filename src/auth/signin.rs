@@ -1,0 +1,359 @@
+//! The device code flow and refresh-token grants against the Microsoft identity platform (or the
+//! simulator's copy of it), and the token cache they fill (graph-api.md §6).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, Secret};
+
+pub const SCOPE: &str = "offline_access Files.ReadWrite";
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// Where sign-in happens; a cached sign-in remembers its own, so renewal goes back to the same place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authority {
+    pub login_url: String,
+    pub tenant: String,
+    pub client_id: String,
+}
+
+impl Authority {
+    fn endpoint(&self, name: &str) -> String {
+        format!("{}/{}/oauth2/v2.0/{name}", self.login_url.trim_end_matches('/'), self.tenant)
+    }
+}
+
+/// What the cache file holds. Only this file ever holds a token on disk, with mode 0600.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct CachedSignIn {
+    pub authority: Authority,
+    access_token: String,
+    refresh_token: Option<String>,
+    pub obtained_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+impl std::fmt::Debug for CachedSignIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedSignIn")
+            .field("authority", &self.authority)
+            .field("expires_at", &self.expires_at)
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CachedSignIn {
+    pub fn access_token(&self) -> Secret {
+        Secret::new(self.access_token.clone())
+    }
+
+    pub fn has_refresh_token(&self) -> bool {
+        self.refresh_token.is_some()
+    }
+
+    /// When to renew: 5 minutes before expiry, or at 80 % of a lifetime shorter than 25 minutes.
+    pub fn renew_at(&self) -> DateTime<Utc> {
+        let lifetime = self.expires_at - self.obtained_at;
+        if lifetime >= chrono::Duration::minutes(25) {
+            self.expires_at - chrono::Duration::minutes(5)
+        } else {
+            self.obtained_at + lifetime * 4 / 5
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("cannot read the token cache {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("the token cache {path} is damaged ({detail}); run `wbsessions login` again")]
+    Damaged { path: PathBuf, detail: String },
+    #[error("cannot write the token cache {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+pub fn load(path: &Path) -> Result<Option<CachedSignIn>, CacheError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CacheError::Read { path: path.to_path_buf(), source }),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| CacheError::Damaged { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+/// Writes the cache readable by the user alone, atomically: a kill leaves the old file or the new.
+pub fn save(path: &Path, signin: &CachedSignIn) -> Result<(), CacheError> {
+    let err = |source| CacheError::Write { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let temp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&temp).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    let text = serde_json::to_vec_pretty(signin).map_err(|e| err(std::io::Error::other(e)))?;
+    file.write_all(&text).and_then(|()| file.sync_all()).map_err(err)?;
+    drop(file);
+    std::fs::rename(&temp, path).map_err(err)
+}
+
+pub fn remove(path: &Path) -> Result<bool, CacheError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(source) => Err(CacheError::Write { path: path.to_path_buf(), source }),
+    }
+}
+
+/// The first answer of the device code flow: what the user must see.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DeviceCode {
+    device_code: String,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub expires_in: u64,
+    #[serde(default = "default_interval")]
+    pub interval: u64,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+fn default_interval() -> u64 {
+    5
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    access_token: String,
+    #[serde(default)]
+    refresh_token: Option<String>,
+    expires_in: u64,
+}
+
+#[derive(Deserialize)]
+struct OAuthError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+}
+
+/// How a poll or a grant ended, when it did not give tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignInError {
+    #[error("the sign-in was declined")]
+    Declined,
+    #[error("the code expired before the sign-in finished; run `wbsessions login` again")]
+    Expired,
+    #[error("the sign-in service did not know the code; run `wbsessions login` again")]
+    BadCode,
+    #[error("the sign-in has ended ({0}); run `wbsessions login`")]
+    SignInRequired(String),
+    #[error("the sign-in service refused: {0}")]
+    Refused(String),
+    #[error("cannot reach the sign-in service: {0}")]
+    Network(String),
+}
+
+impl From<SignInError> for AuthError {
+    fn from(e: SignInError) -> Self {
+        match e {
+            SignInError::SignInRequired(why) => AuthError::SignInRequired(why),
+            other => AuthError::Renewal(other.to_string()),
+        }
+    }
+}
+
+/// Talks to `{login_url}/{tenant}/oauth2/v2.0/...`.
+#[derive(Clone, Debug)]
+pub struct SignIn {
+    http: reqwest::Client,
+    pub authority: Authority,
+}
+
+impl SignIn {
+    pub fn new(authority: Authority) -> Result<SignIn, AuthError> {
+        crate::graph::install_tls_provider();
+        crate::graph::check_base_url(&authority.login_url)
+            .map_err(|e| AuthError::Renewal(e.to_string().replace("Graph URL", "sign-in URL")))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| AuthError::Renewal(e.to_string()))?;
+        Ok(SignIn { http, authority })
+    }
+
+    async fn post(&self, endpoint: &str, form: &[(&str, &str)]) -> Result<Result<Vec<u8>, OAuthError>, SignInError> {
+        let response = self
+            .http
+            .post(self.authority.endpoint(endpoint))
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| SignInError::Network(if e.is_timeout() { "timed out".into() } else { e.to_string() }))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| SignInError::Network(e.to_string()))?.to_vec();
+        if status.is_success() {
+            return Ok(Ok(body));
+        }
+        match serde_json::from_slice::<OAuthError>(&body) {
+            Ok(e) => Ok(Err(e)),
+            Err(_) => Err(SignInError::Refused(format!("HTTP {status}"))),
+        }
+    }
+
+    pub async fn device_code(&self) -> Result<DeviceCode, SignInError> {
+        let client_id = self.authority.client_id.clone();
+        match self.post("devicecode", &[("client_id", &client_id), ("scope", SCOPE)]).await? {
+            Ok(body) => {
+                serde_json::from_slice(&body).map_err(|e| SignInError::Refused(format!("unreadable device code: {e}")))
+            }
+            Err(e) => Err(SignInError::Refused(describe(&e))),
+        }
+    }
+
+    /// Polls until the user finished, declined or the code expired. `on_wait` hears each pause.
+    pub async fn wait_for_tokens(
+        &self,
+        code: &DeviceCode,
+        mut on_wait: impl FnMut(Duration),
+    ) -> Result<CachedSignIn, SignInError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in.max(1));
+        let mut interval = Duration::from_secs(code.interval.max(1));
+        let client_id = self.authority.client_id.clone();
+        loop {
+            on_wait(interval);
+            tokio::time::sleep(interval).await;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(SignInError::Expired);
+            }
+            let form = [
+                ("grant_type", DEVICE_CODE_GRANT),
+                ("client_id", client_id.as_str()),
+                ("device_code", code.device_code.as_str()),
+            ];
+            match self.post("token", &form).await? {
+                Ok(body) => return self.tokens_from(&body, None),
+                Err(e) => match e.error.as_str() {
+                    "authorization_pending" => {}
+                    "slow_down" => interval += Duration::from_secs(5),
+                    "authorization_declined" | "access_denied" => return Err(SignInError::Declined),
+                    "expired_token" => return Err(SignInError::Expired),
+                    "bad_verification_code" => return Err(SignInError::BadCode),
+                    _ => return Err(SignInError::Refused(describe(&e))),
+                },
+            }
+        }
+    }
+
+    /// A new access token (and a new refresh token, which replaces the old) for a cached sign-in.
+    pub async fn renew(&self, cached: &CachedSignIn) -> Result<CachedSignIn, SignInError> {
+        let refresh = cached
+            .refresh_token
+            .clone()
+            .ok_or_else(|| SignInError::SignInRequired("no refresh token was issued".into()))?;
+        let client_id = self.authority.client_id.clone();
+        let form = [
+            ("grant_type", "refresh_token"),
+            ("client_id", client_id.as_str()),
+            ("refresh_token", refresh.as_str()),
+            ("scope", SCOPE),
+        ];
+        match self.post("token", &form).await? {
+            Ok(body) => self.tokens_from(&body, Some(cached)),
+            Err(e) if matches!(e.error.as_str(), "invalid_grant" | "interaction_required") => {
+                Err(SignInError::SignInRequired(e.error.clone()))
+            }
+            Err(e) => Err(SignInError::Refused(describe(&e))),
+        }
+    }
+
+    fn tokens_from(&self, body: &[u8], previous: Option<&CachedSignIn>) -> Result<CachedSignIn, SignInError> {
+        let answer: TokenAnswer =
+            serde_json::from_slice(body).map_err(|e| SignInError::Refused(format!("unreadable token answer: {e}")))?;
+        let now = Utc::now();
+        Ok(CachedSignIn {
+            authority: self.authority.clone(),
+            access_token: answer.access_token,
+            // A renewal that brings no new refresh token keeps the old one.
+            refresh_token: answer.refresh_token.or_else(|| previous.and_then(|p| p.refresh_token.clone())),
+            obtained_at: now,
+            expires_at: now + chrono::Duration::seconds(answer.expires_in.min(86_400) as i64),
+            user: previous.and_then(|p| p.user.clone()),
+        })
+    }
+}
+
+fn describe(e: &OAuthError) -> String {
+    let first = e.error_description.as_deref().and_then(|d| d.lines().next()).unwrap_or("");
+    if first.is_empty() { e.error.clone() } else { format!("{}: {first}", e.error) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signin(lifetime: chrono::Duration) -> CachedSignIn {
+        let now = Utc::now();
+        CachedSignIn {
+            authority: Authority {
+                login_url: "http://127.0.0.1:1".into(),
+                tenant: "organizations".into(),
+                client_id: "X".into(),
+            },
+            access_token: "secret-access".into(),
+            refresh_token: Some("secret-refresh".into()),
+            obtained_at: now,
+            expires_at: now + lifetime,
+            user: None,
+        }
+    }
+
+    #[test]
+    fn renewal_comes_five_minutes_early_or_at_eighty_percent() {
+        let hour = signin(chrono::Duration::hours(1));
+        assert_eq!(hour.renew_at(), hour.expires_at - chrono::Duration::minutes(5));
+        let short = signin(chrono::Duration::seconds(10));
+        assert_eq!(short.renew_at(), short.obtained_at + chrono::Duration::seconds(8));
+    }
+
+    #[test]
+    fn the_cache_is_private_and_its_debug_form_holds_no_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/token.json");
+        let cached = signin(chrono::Duration::hours(1));
+        save(&path, &cached).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back.access_token().expose(), "secret-access");
+        assert!(!format!("{back:?}").contains("secret"));
+        assert!(remove(&path).unwrap());
+        assert!(!remove(&path).unwrap());
+        assert!(load(&path).unwrap().is_none());
+        std::fs::write(&path, "{").unwrap();
+        assert!(matches!(load(&path), Err(CacheError::Damaged { .. })));
+    }
+}
