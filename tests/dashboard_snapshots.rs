@@ -132,3 +132,18 @@ fn only_visible_rows_are_built_and_a_big_list_scrolls() {
     let screen = render(&mut app, 80, 24).backend().to_string();
     assert!(screen.contains("scratch"), "the last row is on screen after G:\n{screen}");
 }
+
+#[test]
+fn sign_in_dialog() {
+    let mut app = app(false);
+    press(&mut app, 'l');
+    app.update(
+        Msg::SignIn(wbsessions::tui::app::SignInEvent::Code {
+            verification_uri: "https://microsoft.com/devicelogin".into(),
+            user_code: "FJ3K7MPQX".into(),
+            expires_in: 900,
+        }),
+        now(),
+    );
+    insta::assert_snapshot!(render(&mut app, 80, 24).backend());
+}

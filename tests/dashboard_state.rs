@@ -303,3 +303,37 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
     empty.update(Msg::Tick, now() + chrono::Duration::seconds(5));
     assert!(!empty.dirty);
 }
+
+#[test]
+fn signing_in_from_the_dashboard() {
+    use wbsessions::tui::app::SignInEvent;
+    let mut app = app(false);
+    app.update(chr('l'), now());
+    assert!(app.sign_in_requested, "the event loop is asked to start the flow");
+    assert!(matches!(app.dialog, Some(Dialog::SignIn(_))));
+    app.update(
+        Msg::SignIn(SignInEvent::Code {
+            verification_uri: "https://microsoft.com/devicelogin".into(),
+            user_code: "ABCD1234".into(),
+            expires_in: 900,
+        }),
+        now(),
+    );
+    let Some(Dialog::SignIn(dialog)) = &app.dialog else { panic!() };
+    assert_eq!(dialog.code.as_ref().map(|(_, c)| c.as_str()), Some("ABCD1234"));
+    // Sessions that failed for want of a token are refreshed as soon as the sign-in is done.
+    let finance = app.rows.values().find(|r| r.session.status == Status::Auth).unwrap().session.key;
+    match app.update(Msg::SignIn(SignInEvent::Done(Ok("Ana".into()))), now()).as_slice() {
+        [Command::Refresh(keys)] => assert_eq!(keys, &vec![finance]),
+        other => panic!("{other:?}"),
+    }
+    assert!(app.dialog.is_none());
+    assert!(app.flash.as_ref().unwrap().text.contains("Ana"));
+
+    app.update(chr('l'), now());
+    app.update(Msg::SignIn(SignInEvent::Done(Err("the sign-in was declined".into()))), now());
+    let Some(Dialog::SignIn(dialog)) = &app.dialog else { panic!() };
+    assert_eq!(dialog.error.as_deref(), Some("the sign-in was declined"));
+    app.update(key(KeyCode::Esc), now());
+    assert!(app.dialog.is_none());
+}

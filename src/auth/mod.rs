@@ -127,6 +127,13 @@ impl Tokens {
         }
     }
 
+    /// Picks up a sign-in written to the cache since (by `login`, or the dashboard's sign-in).
+    pub fn reload(&self) {
+        if let Source::Cache(cache) = &*self.source {
+            cache.reload_if_newer();
+        }
+    }
+
     /// The cached sign-in's state, when tokens come from the cache.
     pub fn status(&self) -> Option<SignInStatus> {
         let Source::Cache(cache) = &*self.source else { return None };

@@ -10,6 +10,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{AuthError, Secret};
 
+pub const NO_CLIENT_ID: &str = "no client id: register an app in Microsoft Entra ID (allow public client flows, add the \
+     delegated permission Files.ReadWrite), then pass --client-id ID or set client_id in config.toml \
+     (docs/configuration.md, \"Signing in\", has the steps)";
+
 pub const SCOPE: &str = "offline_access Files.ReadWrite";
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -301,6 +305,25 @@ impl SignIn {
             user: previous.and_then(|p| p.user.clone()),
         })
     }
+}
+
+/// Names the user from `/me` (worth a line, not worth failing the sign-in over) and caches the sign-in.
+pub async fn finish(
+    mut signed_in: CachedSignIn,
+    graph: &crate::graph::GraphClient,
+    cache: &Path,
+) -> Result<CachedSignIn, CacheError> {
+    match graph.me(signed_in.access_token().expose()).await {
+        Ok(me) => {
+            signed_in.user = match (me.value.display_name, me.value.user_principal_name) {
+                (Some(name), Some(upn)) => Some(format!("{name} ({upn})")),
+                (name, upn) => name.or(upn),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read /me after signing in"),
+    }
+    save(cache, &signed_in)?;
+    Ok(signed_in)
 }
 
 fn describe(e: &OAuthError) -> String {

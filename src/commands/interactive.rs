@@ -8,16 +8,17 @@ use anyhow::{Context as _, Result};
 
 use super::bad_input;
 use super::headless::{STORE_POLL, graph_context, open_store, store_error};
+use crate::auth::signin::Authority;
 use crate::config::Settings;
 use crate::engine::{self, EngineConfig, MEMORY_OUTCOMES, ops};
 use crate::session::{Mode, TrackedSession, WorkbookRef};
 use crate::sim::SimConfig;
 use crate::store::{DriverLock, LockError, StoreWriter};
 use crate::time::Clock;
-use crate::tui::{self, App, Driver, Info};
+use crate::tui::{self, App, Driver, Info, SignInSetup};
 
 /// Opens the dashboard on `settings.store`, as the driver if no other process is.
-pub async fn dashboard(settings: &Settings, demo: bool) -> Result<ExitCode> {
+pub async fn dashboard(settings: &Settings, demo: Option<Authority>) -> Result<ExitCode> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(bad_input("the dashboard needs a terminal; use `wbsessions list` or `wbsessions run` in scripts"));
     }
@@ -30,11 +31,30 @@ pub async fn dashboard(settings: &Settings, demo: bool) -> Result<ExitCode> {
     let sessions = store.sessions(MEMORY_OUTCOMES).map_err(store_error)?;
     let ctx = graph_context(settings)?;
     let clock = ctx.clock.clone();
+    let signin = SignInSetup {
+        authority: demo.clone().or_else(|| {
+            let cached = crate::auth::signin::load(&settings.token_cache).ok().flatten().map(|c| c.authority);
+            settings
+                .login
+                .client_id
+                .clone()
+                .map(|client_id| Authority {
+                    login_url: settings.login.login_url.clone(),
+                    tenant: settings.login.tenant.clone(),
+                    client_id,
+                })
+                .or(cached)
+        }),
+        graph: ctx.client.clone(),
+        cache: settings.token_cache.clone(),
+        tokens: ctx.tokens.clone(),
+    };
+    let demo = demo.is_some();
     let info = Info {
         store: settings.store.display().to_string(),
         endpoint: ctx.client.base_url().to_string(),
         demo,
-        signin: if demo { "simulated".into() } else { ctx.tokens.describe().into() },
+        signin: if demo { "simulated".into() } else { tui::signin_label(&ctx.tokens) },
         driver: driver.clone(),
         persistent_interval: settings.engine.persistent_interval,
         non_persistent_interval: settings.engine.non_persistent_interval,
@@ -52,9 +72,13 @@ pub async fn dashboard(settings: &Settings, demo: bool) -> Result<ExitCode> {
     let mut engine = engine::spawn(ctx, writer.handle.clone(), writer.events, sessions, config);
     drop(writer.handle);
     if token_missing {
-        app.flash_error(crate::auth::AuthError::Missing.to_string(), clock.now());
+        if signin.authority.is_some() {
+            app.start_sign_in();
+        } else {
+            app.flash_error(crate::auth::AuthError::Missing.to_string(), clock.now());
+        }
     }
-    let result = tui::run(app, &mut engine, &clock).await;
+    let result = tui::run(app, &mut engine, &clock, signin).await;
     // The terminal is back; let running calls finish and the store flush.
     let _ = tokio::time::timeout(Duration::from_secs(6), &mut engine.task).await;
     let thread = writer.thread;
@@ -108,6 +132,10 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
     settings.token = Some("demo-token".into());
     settings.token_command = None;
     settings.engine.request_timeout = Duration::from_secs(10);
+    // `l` in the demo signs in against the simulator; the tokens stay in the scratch folder.
+    settings.token_cache = scratch.join("token.json");
+    let authority =
+        Authority { login_url: sim.login_url(), tenant: "organizations".into(), client_id: "wbsessions-demo".into() };
 
     let mut store = open_store(&settings)?;
     let ctx = graph_context(&settings)?;
@@ -138,7 +166,7 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
         store.insert(&mut session).map_err(store_error)?;
     }
     drop(store);
-    let result = dashboard(&settings, true).await;
+    let result = dashboard(&settings, Some(authority)).await;
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&scratch);
     result

@@ -57,7 +57,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let Some(command) = command else { return interactive::dashboard(&settings, false).await };
+        let Some(command) = command else { return interactive::dashboard(&settings, None).await };
         match command {
             Command::Demo => interactive::demo(&settings, store_from_flag).await,
             Command::Sim(args) => sim(args).await,

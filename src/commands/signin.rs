@@ -7,14 +7,10 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::bad_input;
-use crate::auth::signin::{self, Authority, SignIn};
+use crate::auth::signin::{self, Authority, NO_CLIENT_ID, SignIn};
 use crate::cli::LoginArgs;
 use crate::config::Settings;
 use crate::graph::{ClientOptions, GraphClient};
-
-pub const NO_CLIENT_ID: &str = "no client id: register an app in Microsoft Entra ID (allow public client flows, add the \
-     delegated permission Files.ReadWrite), then pass --client-id ID or set client_id in config.toml \
-     (docs/configuration.md, \"Signing in\", has the steps)";
 
 pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
     let cached = signin::load(&settings.token_cache).ok().flatten();
@@ -55,23 +51,12 @@ pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
     let Some(outcome) = outcome else {
         anyhow::bail!("sign-in stopped; nothing was changed");
     };
-    let mut signed_in = outcome?;
-    // Who signed in: worth a line, not worth failing the login over.
-    if let Ok(graph) = GraphClient::new(
+    let graph = GraphClient::new(
         &settings.graph_url,
         ClientOptions { timeout: Duration::from_secs(15), ..ClientOptions::default() },
-    ) {
-        match graph.me(signed_in.access_token().expose()).await {
-            Ok(me) => {
-                signed_in.user = match (me.value.display_name, me.value.user_principal_name) {
-                    (Some(name), Some(upn)) => Some(format!("{name} ({upn})")),
-                    (name, upn) => name.or(upn),
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not read /me after signing in"),
-        }
-    }
-    signin::save(&settings.token_cache, &signed_in)?;
+    )
+    .map_err(bad_input)?;
+    let signed_in = signin::finish(outcome?, &graph, &settings.token_cache).await?;
     tracing::info!(tenant = %authority.tenant, "signed in");
     println!(
         "signed in as {} (tenant {}); the token renews by itself, next by {}",

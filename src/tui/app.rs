@@ -141,7 +141,28 @@ pub enum Confirm {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dialog {
     Form(Form),
-    Confirm { what: Confirm, keys: Vec<SessionKey>, names: Vec<String> },
+    Confirm {
+        what: Confirm,
+        keys: Vec<SessionKey>,
+        names: Vec<String>,
+    },
+    /// A device-code sign-in in progress.
+    SignIn(SignInDialog),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInDialog {
+    /// Where to go and what to type, once the code has come.
+    pub code: Option<(String, String)>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub error: Option<String>,
+}
+
+/// How a sign-in started from the dashboard goes.
+#[derive(Debug, Clone)]
+pub enum SignInEvent {
+    Code { verification_uri: String, user_code: String, expires_in: u64 },
+    Done(Result<String, String>),
 }
 
 /// Everything that can happen to the dashboard.
@@ -150,6 +171,7 @@ pub enum Msg {
     Key(KeyEvent),
     Mouse(MouseEvent),
     Engine(Event),
+    SignIn(SignInEvent),
     Tick,
     Resize,
 }
@@ -189,6 +211,8 @@ pub struct App {
     pub drawn_clock_text: u64,
     /// Next automatic refreshes as the engine planned them.
     scheduled: std::collections::HashMap<SessionKey, Option<DateTime<Utc>>>,
+    /// The user asked for a sign-in; the event loop starts it and clears this.
+    pub sign_in_requested: bool,
 }
 
 impl App {
@@ -219,6 +243,7 @@ impl App {
             table_rows: Rect::default(),
             drawn_clock_text: 0,
             scheduled: std::collections::HashMap::new(),
+            sign_in_requested: false,
         };
         for session in sessions {
             app.put(Row { session, refreshing: false });
@@ -408,6 +433,10 @@ impl App {
                 self.engine_event(event, now);
                 Vec::new()
             }
+            Msg::SignIn(event) => {
+                self.dirty = true;
+                self.sign_in_event(event, now)
+            }
             Msg::Tick => {
                 if self.flash.as_ref().is_some_and(|f| !f.error && now - f.at >= FLASH_FOR) {
                     self.flash = None;
@@ -585,15 +614,51 @@ impl App {
                 self.changed();
             }
             Action::Details => self.details = !self.details,
+            Action::SignIn => self.start_sign_in(),
             Action::Help => self.help = true,
             Action::Quit => self.quit = true,
         }
         Vec::new()
     }
 
+    /// Opens the sign-in dialog; the event loop sees the request and starts the flow.
+    pub fn start_sign_in(&mut self) {
+        self.dialog = Some(Dialog::SignIn(SignInDialog { code: None, deadline: None, error: None }));
+        self.sign_in_requested = true;
+        self.dirty = true;
+    }
+
+    fn sign_in_event(&mut self, event: SignInEvent, now: DateTime<Utc>) -> Vec<Command> {
+        let Some(Dialog::SignIn(dialog)) = self.dialog.as_mut() else { return Vec::new() };
+        match event {
+            SignInEvent::Code { verification_uri, user_code, expires_in } => {
+                dialog.code = Some((verification_uri, user_code));
+                dialog.deadline = Some(now + chrono::Duration::seconds(expires_in.min(3600) as i64));
+                Vec::new()
+            }
+            SignInEvent::Done(Err(e)) => {
+                dialog.error = Some(e);
+                Vec::new()
+            }
+            SignInEvent::Done(Ok(user)) => {
+                self.dialog = None;
+                self.flash_info(format!("signed in as {user}"), now);
+                // Sessions that failed for want of a token need not wait for their next retry.
+                let waiting: Vec<SessionKey> =
+                    self.rows.values().filter(|r| r.session.status == Status::Auth).map(|r| r.session.key).collect();
+                if waiting.is_empty() { Vec::new() } else { vec![Command::Refresh(waiting)] }
+            }
+        }
+    }
+
     fn dialog_key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Command> {
         let Some(dialog) = self.dialog.as_mut() else { return Vec::new() };
         match dialog {
+            Dialog::SignIn(_) => {
+                if key.code == KeyCode::Esc {
+                    self.dialog = None;
+                }
+            }
             Dialog::Confirm { what, keys, names } => match key.code {
                 KeyCode::Char('y') | KeyCode::Enter => {
                     let (what, keys, names) = (*what, keys.clone(), names.join(", "));
@@ -821,6 +886,9 @@ impl App {
             }
         }
         self.throttled_until.map(|t| format_until(t, now)).hash(&mut hasher);
+        if let Some(Dialog::SignIn(SignInDialog { deadline: Some(deadline), .. })) = &self.dialog {
+            (*deadline - now).num_seconds().hash(&mut hasher);
+        }
         hasher.finish()
     }
 

@@ -20,6 +20,7 @@ pub enum Action {
     Remove,
     Filter,
     Sort,
+    SignIn,
     FailingOnly,
     Details,
     Help,
@@ -139,6 +140,7 @@ pub const KEYMAP: &[Binding] = &[
         action: Action::Filter,
     },
     Binding { keys: &[Key::Char('s')], label: "s", hint: "sort", help: "change the sort order", action: Action::Sort },
+    Binding { keys: &[Key::Char('l')], label: "l", hint: "", help: "sign in (device code)", action: Action::SignIn },
     Binding {
         keys: &[Key::Char('f')],
         label: "f",

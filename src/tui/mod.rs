@@ -17,9 +17,59 @@ use futures_util::StreamExt;
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 
+use crate::auth::Tokens;
+use crate::auth::signin::{self, Authority, NO_CLIENT_ID, SignIn};
 use crate::engine::{Command, EngineHandle};
+use crate::graph::GraphClient;
 use crate::time::Clock;
 pub use app::{App, Driver, Info, Msg};
+use app::{Dialog, SignInEvent};
+
+/// What the dashboard needs to sign in by itself and to show the sign-in in its header.
+pub struct SignInSetup {
+    /// `None` when no client id is configured anywhere.
+    pub authority: Option<Authority>,
+    pub graph: GraphClient,
+    pub cache: std::path::PathBuf,
+    pub tokens: Tokens,
+}
+
+/// The header's words for the sign-in; never the token.
+pub fn signin_label(tokens: &Tokens) -> String {
+    match tokens.status() {
+        Some(status) if status.ended.is_some() => "ended: l signs in again".into(),
+        Some(status) => format!(
+            "{} · token until {}",
+            status.user.as_deref().unwrap_or("signed in"),
+            status.expires_at.with_timezone(&chrono::Local).format("%H:%M")
+        ),
+        None if tokens.describe() == "signed in" => "not signed in: l signs in".into(),
+        None => tokens.describe().into(),
+    }
+}
+
+async fn sign_in(
+    setup: (Authority, GraphClient, std::path::PathBuf, Tokens),
+    events: tokio::sync::mpsc::UnboundedSender<SignInEvent>,
+) {
+    let (authority, graph, cache, tokens) = setup;
+    let result = async {
+        let client = SignIn::new(authority).map_err(|e| e.to_string())?;
+        let code = client.device_code().await.map_err(|e| e.to_string())?;
+        let _ = events.send(SignInEvent::Code {
+            verification_uri: code.verification_uri.clone(),
+            user_code: code.user_code.clone(),
+            expires_in: code.expires_in,
+        });
+        let signed_in = client.wait_for_tokens(&code, |_| {}).await.map_err(|e| e.to_string())?;
+        let signed_in = signin::finish(signed_in, &graph, &cache).await.map_err(|e| e.to_string())?;
+        tokens.reload();
+        tracing::info!("signed in from the dashboard");
+        Ok(signed_in.user.unwrap_or_else(|| "an unknown user".into()))
+    }
+    .await;
+    let _ = events.send(SignInEvent::Done(result));
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {
@@ -62,11 +112,11 @@ impl Drop for TerminalGuard {
 }
 
 /// Runs the dashboard until the user quits. The engine is asked to shut down on the way out.
-pub async fn run(mut app: App, engine: &mut EngineHandle, clock: &Clock) -> Result<(), TuiError> {
+pub async fn run(mut app: App, engine: &mut EngineHandle, clock: &Clock, signin: SignInSetup) -> Result<(), TuiError> {
     let guard = TerminalGuard::enter()?;
     let mut terminal: Terminal<CrosstermBackend<Stdout>> = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
-    let result = event_loop(&mut app, engine, clock, &mut terminal).await;
+    let result = event_loop(&mut app, engine, clock, &signin, &mut terminal).await;
     drop(terminal);
     drop(guard);
     let _ = engine.commands.send(Command::Shutdown);
@@ -77,9 +127,12 @@ async fn event_loop(
     app: &mut App,
     engine: &mut EngineHandle,
     clock: &Clock,
+    setup: &SignInSetup,
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
 ) -> Result<(), TuiError> {
     let mut input = EventStream::new();
+    let (signin_tx, mut signin_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut signing_in: Option<tokio::task::JoinHandle<()>> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = std::time::Instant::now();
@@ -93,7 +146,28 @@ async fn event_loop(
         if app.quit {
             break;
         }
-        let needs_tick = !app.rows.is_empty() || app.flash.is_some() || app.throttled_until.is_some();
+        if std::mem::take(&mut app.sign_in_requested) {
+            match &setup.authority {
+                Some(authority) => {
+                    let job = (authority.clone(), setup.graph.clone(), setup.cache.clone(), setup.tokens.clone());
+                    signing_in = Some(tokio::spawn(sign_in(job, signin_tx.clone())));
+                }
+                None => {
+                    app.update(Msg::SignIn(SignInEvent::Done(Err(NO_CLIENT_ID.into()))), clock.now());
+                    continue;
+                }
+            }
+        }
+        if signing_in.as_ref().is_some_and(|t| !t.is_finished()) && !matches!(app.dialog, Some(Dialog::SignIn(_))) {
+            // The dialog was closed: the sign-in is cancelled.
+            if let Some(task) = signing_in.take() {
+                task.abort();
+            }
+        }
+        let needs_tick = !app.rows.is_empty()
+            || app.flash.is_some()
+            || app.throttled_until.is_some()
+            || matches!(app.dialog, Some(Dialog::SignIn(_)));
         let msg = tokio::select! {
             event = input.next() => match event {
                 Some(Ok(TermEvent::Key(key))) => Msg::Key(key),
@@ -107,8 +181,16 @@ async fn event_loop(
                 Some(event) => Msg::Engine(event),
                 None => return Err(TuiError::EngineGone),
             },
+            Some(event) = signin_rx.recv() => Msg::SignIn(event),
             _ = tick.tick(), if needs_tick => Msg::Tick,
         };
+        if matches!(msg, Msg::Tick | Msg::SignIn(_)) && !app.info.demo {
+            let label = signin_label(&setup.tokens);
+            if label != app.info.signin {
+                app.info.signin = label;
+                app.dirty = true;
+            }
+        }
         send(engine, app.update(msg, clock.now()));
         // A burst of engine events becomes one frame.
         while let Ok(event) = engine.events.try_recv() {

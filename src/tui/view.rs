@@ -80,7 +80,7 @@ pub fn draw(frame: &mut Frame, app: &mut App, now: DateTime<Utc>) {
         draw_help(frame, area, &theme);
     }
     if app.dialog.is_some() {
-        draw_dialog(frame, app, area, &theme);
+        draw_dialog(frame, app, area, &theme, now);
     }
 }
 
@@ -330,9 +330,42 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" keys (any key closes) ")), popup);
 }
 
-fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
+fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
     let Some(dialog) = &app.dialog else { return };
     match dialog {
+        Dialog::SignIn(sign_in) => {
+            let mut lines = Vec::new();
+            match &sign_in.code {
+                None => lines.push(Line::from("asking the sign-in service for a code…")),
+                Some((uri, code)) => {
+                    lines.push(Line::from(vec![Span::raw("open  "), Span::styled(uri.clone(), theme.key())]));
+                    lines.push(Line::from(vec![
+                        Span::raw("enter "),
+                        Span::styled(code.clone(), Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)),
+                    ]));
+                    if let Some(deadline) = sign_in.deadline {
+                        let left = (deadline - now).num_seconds().max(0);
+                        lines.push(Line::from(Span::styled(
+                            format!("waiting for the sign-in: {}:{:02} left", left / 60, left % 60),
+                            theme.dim(),
+                        )));
+                    }
+                }
+            }
+            lines.push(Line::from(""));
+            match &sign_in.error {
+                Some(e) => {
+                    lines.push(Line::from(Span::styled(e.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD))))
+                }
+                None => lines.push(Line::from(Span::styled("esc cancels", theme.dim()))),
+            }
+            let popup = centered(area, 72, lines.len() as u16 + 2);
+            frame.render_widget(Clear, popup);
+            frame.render_widget(
+                Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(" Sign in ")),
+                popup,
+            );
+        }
         Dialog::Confirm { what, names, .. } => {
             let (verb, note) = match what {
                 Confirm::Close => ("Close", "The session ends at Graph; it stays in the list as closed."),
