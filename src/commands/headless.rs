@@ -420,10 +420,6 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
             event = engine.events.recv() => match event {
                 None | Some(Event::Stopped) => break,
                 Some(Event::Outcome { name, outcome, late, .. }) => {
-                    if outcome.kind != OutcomeKind::Ok {
-                        tracing::warn!(session = %name, kind = outcome.kind.as_str(), request_id = ?outcome.request_id,
-                            client_request_id = ?outcome.client_request_id, codes = ?outcome.codes, "call failed");
-                    }
                     let line = if as_json { outcome_json(&name, &outcome, late).to_string() } else { outcome_line(Some(&name), &outcome, late) };
                     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() && !stopping {
                         // Nobody reads the output any more: stop as if asked to.

@@ -13,7 +13,6 @@ use crate::time::Clock;
 mod headless;
 mod interactive;
 mod signin;
-pub use headless::{graph_context, outcome_json, outcome_line};
 
 /// A problem with what the user asked for: exit code 2, and nothing was changed.
 #[derive(Debug, thiserror::Error)]

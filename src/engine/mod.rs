@@ -547,6 +547,12 @@ impl Engine {
         let session = entry.session.clone();
         let state = RuntimeState::of(&session);
         for (i, outcome) in report.outcomes.iter().enumerate() {
+            if outcome.kind != crate::session::OutcomeKind::Ok {
+                // What Microsoft support asks for: the ids of the failed request.
+                tracing::warn!(session = %session.name, action = outcome.action.as_str(), kind = outcome.kind.as_str(),
+                    http_status = ?outcome.http_status, codes = ?outcome.codes, request_id = ?outcome.request_id,
+                    client_request_id = ?outcome.client_request_id, "call failed");
+            }
             self.writer.write(Write::Record { key, state: state.clone(), outcome: Some(outcome.clone()) });
             let late = if i == 0 { late } else { None };
             self.emit(Event::Outcome { key, name: session.name.clone(), outcome: outcome.clone(), late });

@@ -115,6 +115,21 @@ pub struct Form {
 }
 
 impl Form {
+    /// The fields of a new session; tracking an existing one adds its id.
+    fn new_session(kind: FormKind) -> Form {
+        let mut fields = vec![
+            Field::text("name", "", "letters, digits, - _ ."),
+            Field::text("workbook", "", "me/drive/items/ID or /me/drive/root:/path.xlsx:"),
+            Field::text("interval", "", "blank for the default, or e.g. 90s, 4m"),
+            Field::toggle("non-persistent", false),
+            Field::toggle("recreate", false),
+        ];
+        if kind == FormKind::Track {
+            fields.insert(2, Field::text("session id", "", "the id createSession returned"));
+        }
+        Form { kind, fields, focus: 0, error: None }
+    }
+
     pub fn title(&self) -> &'static str {
         match self.kind {
             FormKind::Create => "Create a session",
@@ -548,35 +563,8 @@ impl App {
                 return vec![Command::SetAuto { keys, auto }];
             }
             Action::PauseAll => return vec![Command::PauseAll(!self.paused)],
-            Action::Create => {
-                self.dialog = Some(Dialog::Form(Form {
-                    kind: FormKind::Create,
-                    fields: vec![
-                        Field::text("name", "", "letters, digits, - _ ."),
-                        Field::text("workbook", "", "me/drive/items/ID or /me/drive/root:/path.xlsx:"),
-                        Field::text("interval", "", "blank for the default, or e.g. 90s, 4m"),
-                        Field::toggle("non-persistent", false),
-                        Field::toggle("recreate", false),
-                    ],
-                    focus: 0,
-                    error: None,
-                }))
-            }
-            Action::Track => {
-                self.dialog = Some(Dialog::Form(Form {
-                    kind: FormKind::Track,
-                    fields: vec![
-                        Field::text("name", "", "letters, digits, - _ ."),
-                        Field::text("workbook", "", "me/drive/items/ID or /me/drive/root:/path.xlsx:"),
-                        Field::text("session id", "", "the id createSession returned"),
-                        Field::text("interval", "", "blank for the default, or e.g. 90s, 4m"),
-                        Field::toggle("non-persistent", false),
-                        Field::toggle("recreate", false),
-                    ],
-                    focus: 0,
-                    error: None,
-                }))
-            }
+            Action::Create => self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Create))),
+            Action::Track => self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Track))),
             Action::Edit => {
                 let Some(row) = self.selected_row() else { return Vec::new() };
                 let s = &row.session;
