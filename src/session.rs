@@ -480,6 +480,24 @@ impl TrackedSession {
     pub fn last_activity(&self) -> DateTime<Utc> {
         self.last_refresh.map_or(self.created_at, |t| t.max(self.created_at))
     }
+
+    /// Whether automatic refreshes apply: not for closed or dead sessions, nor for expired ones
+    /// that may not be recreated.
+    pub fn is_kept_alive(&self) -> bool {
+        self.auto
+            && match self.status {
+                Status::Closed | Status::Dead => false,
+                Status::Expired => self.recreate,
+                _ => true,
+            }
+    }
+
+    /// When the next automatic refresh is due if nothing delays it: one interval after the last
+    /// activity.
+    pub fn next_refresh_estimate(&self, interval: Duration) -> Option<DateTime<Utc>> {
+        self.is_kept_alive()
+            .then(|| self.last_activity() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::zero()))
+    }
 }
 
 /// A session name must be typed on command lines and shown in narrow columns.

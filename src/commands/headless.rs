@@ -140,12 +140,8 @@ pub async fn create(settings: &Settings, args: CreateArgs) -> Result<ExitCode> {
 }
 
 fn next_refresh(s: &TrackedSession, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> String {
-    if !s.auto || matches!(s.status, crate::session::Status::Closed | crate::session::Status::Dead) {
-        return "-".into();
-    }
     let interval = s.interval.unwrap_or_else(|| settings.default_interval(s.mode));
-    let due = s.last_activity() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::zero());
-    crate::time::format_until(due, now)
+    s.next_refresh_estimate(interval).map_or("-".into(), |due| crate::time::format_until(due, now))
 }
 
 fn session_json(s: &TrackedSession, settings: &Settings) -> serde_json::Value {

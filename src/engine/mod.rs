@@ -165,6 +165,7 @@ pub fn spawn(
         rng: fastrand::Rng::new(),
         late: HashMap::new(),
         taken_over: None,
+        calls: HashMap::new(),
     };
     for session in initial {
         engine.add_entry(session);
@@ -195,6 +196,8 @@ struct Engine {
     late: HashMap<SessionKey, Duration>,
     /// The driver lock this engine took over from a driver that went away.
     taken_over: Option<crate::store::DriverLock>,
+    /// The session and workbook of each running call, to free them if its task dies.
+    calls: HashMap<tokio::task::Id, (SessionKey, String)>,
 }
 
 impl Engine {
@@ -218,13 +221,18 @@ impl Engine {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.command(command),
                 },
-                Some(done) = self.tasks.join_next(), if !self.tasks.is_empty() => match done {
-                    Ok(done) => self.complete(done),
+                Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => match done {
+                    Ok((id, done)) => {
+                        self.calls.remove(&id);
+                        self.complete(done);
+                    }
                     Err(e) => {
-                        // A panicking call must not take the engine down; its workbook is freed below.
+                        // A panicking call must not take the engine down: free what it held.
                         tracing::error!(error = %e, "a call task failed");
                         self.emit(Event::Error(format!("internal error in a call: {e}")));
-                        self.recover_lost_tasks();
+                        if let Some((key, workbook)) = self.calls.remove(&e.id()) {
+                            self.call_lost(key, &workbook);
+                        }
                     }
                 },
                 event = store_events.recv(), if store_open => match event {
@@ -264,16 +272,6 @@ impl Engine {
         session.interval.unwrap_or_else(|| self.config.settings.default_interval(session.mode))
     }
 
-    /// Whether automatic refreshes apply to this session at all.
-    fn schedulable(session: &TrackedSession) -> bool {
-        session.auto
-            && match session.status {
-                Status::Closed | Status::Dead => false,
-                Status::Expired => session.recreate,
-                _ => true,
-            }
-    }
-
     fn schedule_in(&mut self, key: SessionKey, delay: Duration) {
         let driver = self.config.driver;
         let Some(entry) = self.entries.get_mut(&key) else { return };
@@ -281,7 +279,7 @@ impl Engine {
         if !driver {
             return;
         }
-        let at = Self::schedulable(&entry.session).then(|| {
+        let at = entry.session.is_kept_alive().then(|| {
             self.heap.push(Reverse((Instant::now() + delay, entry.generation, key)));
             self.ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero())
         });
@@ -465,13 +463,15 @@ impl Engine {
         self.emit(Event::Started { key });
         let ctx = self.ctx.clone();
         let job = queued.job;
-        self.tasks.spawn(async move {
+        let held = workbook.clone();
+        let task = self.tasks.spawn(async move {
             let report = match job {
                 Job::Refresh => ops::refresh(&ctx, &session).await,
                 Job::Close => ops::close(&ctx, &session).await,
             };
             TaskDone::Job { key, job, workbook, report }
         });
+        self.calls.insert(task.id(), (key, held));
     }
 
     fn next_wake(&mut self) -> Option<Instant> {
@@ -533,13 +533,7 @@ impl Engine {
     }
 
     fn job_done(&mut self, key: SessionKey, job: Job, workbook: String, report: Report) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.busy.remove(&workbook);
-        if let Some(mut waiting) = self.waiting.remove(&workbook) {
-            while let Some(q) = waiting.pop_back() {
-                self.ready.push_front(q);
-            }
-        }
+        self.release(&workbook);
         let late = self.late.remove(&key);
         let Some(entry) = self.entries.get_mut(&key) else { return };
         entry.in_flight = false;
@@ -600,16 +594,25 @@ impl Engine {
         self.emit(Event::Changed(Box::new(session)));
     }
 
-    /// A task died without reporting: free everything it could have held.
-    fn recover_lost_tasks(&mut self) {
-        let running = self.tasks.len();
-        if running == 0 {
-            self.in_flight = 0;
-            self.busy.clear();
-            for entry in self.entries.values_mut() {
-                entry.in_flight = false;
+    /// Lets the next call on this workbook start.
+    fn release(&mut self, workbook: &str) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.busy.remove(workbook);
+        if let Some(mut waiting) = self.waiting.remove(workbook) {
+            while let Some(q) = waiting.pop_back() {
+                self.ready.push_front(q);
             }
         }
+    }
+
+    /// A call's task died without reporting: free its workbook and try the session again later.
+    fn call_lost(&mut self, key: SessionKey, workbook: &str) {
+        self.release(workbook);
+        self.late.remove(&key);
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        entry.in_flight = false;
+        let delay = backoff(entry.session.failures + 1, Duration::from_secs(300), self.rng.f64());
+        self.schedule_in(key, delay);
     }
 
     /// Another process changed the store: adopt what it changed.
@@ -695,7 +698,7 @@ impl Engine {
         let overdue: Vec<SessionKey> = self
             .entries
             .values()
-            .filter(|e| !e.in_flight && Self::schedulable(&e.session))
+            .filter(|e| !e.in_flight && e.session.is_kept_alive())
             .filter(|e| {
                 (wall - e.session.last_activity()).to_std().unwrap_or(Duration::ZERO) >= self.interval_of(&e.session)
             })

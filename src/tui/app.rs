@@ -329,15 +329,7 @@ impl App {
         {
             return *at;
         }
-        let scheduled = s.auto
-            && match s.status {
-                Status::Closed | Status::Dead | Status::Auth => false,
-                Status::Expired => s.recreate,
-                _ => true,
-            };
-        scheduled.then(|| {
-            s.last_activity() + chrono::Duration::from_std(self.interval_of(s)).unwrap_or(chrono::Duration::zero())
-        })
+        s.next_refresh_estimate(self.interval_of(s))
     }
 
     /// The filtered, sorted keys, rebuilt only when something changed.
