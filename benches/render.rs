@@ -46,8 +46,7 @@ fn info() -> Info {
         demo: false,
         signin: "fixed token".into(),
         driver: Driver::This,
-        persistent_interval: Duration::from_secs(240),
-        non_persistent_interval: Duration::from_secs(300),
+        defaults: wbsessions::config::EngineSettings::default(),
         no_color: false,
     }
 }

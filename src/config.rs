@@ -211,19 +211,20 @@ impl Settings {
             },
         })
     }
-
-    /// The interval a session uses when it has none of its own.
-    pub fn default_interval(&self, mode: crate::session::Mode) -> Duration {
-        self.engine.default_interval(mode)
-    }
 }
 
 impl EngineSettings {
+    /// The interval a session uses when it has none of its own.
     pub fn default_interval(&self, mode: crate::session::Mode) -> Duration {
         match mode {
             crate::session::Mode::Persistent => self.persistent_interval,
             crate::session::Mode::NonPersistent => self.non_persistent_interval,
         }
+    }
+
+    /// The interval a session refreshes at: its own, or the default for its mode.
+    pub fn interval_of(&self, session: &crate::session::TrackedSession) -> Duration {
+        session.interval.unwrap_or_else(|| self.default_interval(session.mode))
     }
 }
 

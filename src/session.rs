@@ -427,6 +427,9 @@ impl fmt::Display for Status {
     }
 }
 
+/// The shortest refresh interval accepted: anything faster only hammers Graph.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The store's row id of a session: stable across renames.
 pub type SessionKey = i64;
 

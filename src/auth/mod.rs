@@ -127,6 +127,11 @@ impl Tokens {
         }
     }
 
+    /// Whether tokens come from the sign-in cache (so `login` is the way to get one).
+    pub fn is_sign_in(&self) -> bool {
+        matches!(&*self.source, Source::Cache(_))
+    }
+
     /// Picks up a sign-in written to the cache since (by `login`, or the dashboard's sign-in).
     pub fn reload(&self) {
         if let Source::Cache(cache) = &*self.source {

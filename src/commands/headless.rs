@@ -15,8 +15,8 @@ use crate::cli::{AddArgs, CreateArgs, RefreshArgs, SessionOptions};
 use crate::config::Settings;
 use crate::engine::{self, Context, EngineConfig, Event, MEMORY_OUTCOMES, ops};
 use crate::graph::{ClientOptions, GraphClient};
-use crate::session::{Mode, Outcome, OutcomeKind, SessionId, TrackedSession, WorkbookRef, validate_name};
-use crate::store::{DriverLock, KEPT_OUTCOMES, LockError, RuntimeState, Store, StoreError, StoreWriter, Write};
+use crate::session::{MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, TrackedSession, WorkbookRef, validate_name};
+use crate::store::{DriverLock, KEPT_OUTCOMES, LockError, Store, StoreError, StoreWriter, Write};
 use crate::time::{Clock, format_ago, format_duration};
 
 pub fn store_error(e: StoreError) -> anyhow::Error {
@@ -56,11 +56,11 @@ struct NewSession {
 fn check_new(settings: &Settings, name: &str, options: &SessionOptions) -> Result<NewSession> {
     validate_name(name).map_err(bad_input)?;
     let workbook = WorkbookRef::parse(&options.workbook).map_err(bad_input)?;
-    if options.interval.is_some_and(|i| i < Duration::from_secs(1)) {
-        return Err(bad_input("the interval must be at least 1s"));
+    if options.interval.is_some_and(|i| i < MIN_INTERVAL) {
+        return Err(bad_input(format!("the interval must be at least {}", format_duration(MIN_INTERVAL))));
     }
     let mode = if options.non_persistent { Mode::NonPersistent } else { Mode::Persistent };
-    let interval = options.interval.unwrap_or_else(|| settings.default_interval(mode));
+    let interval = options.interval.unwrap_or_else(|| settings.engine.default_interval(mode));
     if interval >= mode.expiry() {
         eprintln!(
             "wbsessions: warning: refreshing every {} lets a {} session expire first (it lives {} idle)",
@@ -87,7 +87,7 @@ fn ensure_name_free(store: &Store, name: &str) -> Result<()> {
 }
 
 fn describe(s: &TrackedSession, settings: &Settings) -> String {
-    let interval = s.interval.unwrap_or_else(|| settings.default_interval(s.mode));
+    let interval = settings.engine.interval_of(s);
     format!(
         "{} on {} ({}, refresh every {}{})",
         s.name,
@@ -140,13 +140,13 @@ pub async fn create(settings: &Settings, args: CreateArgs) -> Result<ExitCode> {
 }
 
 fn next_refresh(s: &TrackedSession, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> String {
-    let interval = s.interval.unwrap_or_else(|| settings.default_interval(s.mode));
+    let interval = settings.engine.interval_of(s);
     s.next_refresh_estimate(interval).map_or("-".into(), |due| crate::time::format_until(due, now))
 }
 
 fn session_json(s: &TrackedSession, settings: &Settings) -> serde_json::Value {
     let mut value = serde_json::to_value(s).unwrap_or_default();
-    let interval = s.interval.unwrap_or_else(|| settings.default_interval(s.mode));
+    let interval = settings.engine.interval_of(s);
     value["interval_secs"] = json!(interval.as_secs_f64());
     value
 }
@@ -199,7 +199,7 @@ pub fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     let now = chrono::Utc::now();
-    let interval = s.interval.unwrap_or_else(|| settings.default_interval(s.mode));
+    let interval = settings.engine.interval_of(&s);
     writeln!(out, "name          {}", s.name)?;
     writeln!(out, "status        {} ({} failures in a row)", s.status, s.failures)?;
     writeln!(out, "workbook      {}", s.workbook)?;
@@ -323,13 +323,7 @@ fn record_reports(
     let mut out = std::io::stdout().lock();
     for (mut session, report) in results {
         report.apply_to(&mut session, KEPT_OUTCOMES);
-        let state = RuntimeState::of(&session);
-        let writes: Vec<Write> = report
-            .outcomes
-            .iter()
-            .map(|o| Write::Record { key: session.key, state: state.clone(), outcome: Some(o.clone()) })
-            .collect();
-        store.apply(&writes).map_err(store_error)?;
+        store.apply(&report.records(&session)).map_err(store_error)?;
         for o in &report.outcomes {
             if as_json {
                 writeln!(out, "{}", outcome_json(&session.name, o, None))?;

@@ -56,8 +56,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<Authority>) -> Result<E
         demo,
         signin: if demo { "simulated".into() } else { tui::signin_label(&ctx.tokens) },
         driver: driver.clone(),
-        persistent_interval: settings.engine.persistent_interval,
-        non_persistent_interval: settings.engine.non_persistent_interval,
+        defaults: settings.engine.clone(),
         no_color: settings.no_color,
     };
     let token_missing = !ctx.tokens.is_configured();

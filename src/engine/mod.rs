@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use crate::config::EngineSettings;
 use crate::graph::ErrorClass;
 use crate::session::{Mode, Outcome, SessionKey, Status, TrackedSession, WorkbookRef};
-use crate::store::{RuntimeState, SessionSettings, StoreEvent, Write, WriterHandle};
+use crate::store::{SessionSettings, StoreEvent, Write, WriterHandle};
 pub use ops::{Context, Failure, Report};
 use schedule::{Budget, backoff, next_interval};
 
@@ -269,7 +269,7 @@ impl Engine {
     }
 
     fn interval_of(&self, session: &TrackedSession) -> Duration {
-        session.interval.unwrap_or_else(|| self.config.settings.default_interval(session.mode))
+        self.config.settings.interval_of(session)
     }
 
     fn schedule_in(&mut self, key: SessionKey, delay: Duration) {
@@ -539,7 +539,9 @@ impl Engine {
         entry.in_flight = false;
         report.apply_to(&mut entry.session, MEMORY_OUTCOMES);
         let session = entry.session.clone();
-        let state = RuntimeState::of(&session);
+        for write in report.records(&session) {
+            self.writer.write(write);
+        }
         for (i, outcome) in report.outcomes.iter().enumerate() {
             if outcome.kind != crate::session::OutcomeKind::Ok {
                 // What Microsoft support asks for: the ids of the failed request.
@@ -547,7 +549,6 @@ impl Engine {
                     http_status = ?outcome.http_status, codes = ?outcome.codes, request_id = ?outcome.request_id,
                     client_request_id = ?outcome.client_request_id, "call failed");
             }
-            self.writer.write(Write::Record { key, state: state.clone(), outcome: Some(outcome.clone()) });
             let late = if i == 0 { late } else { None };
             self.emit(Event::Outcome { key, name: session.name.clone(), outcome: outcome.clone(), late });
         }

@@ -98,6 +98,16 @@ impl Report {
         self.failure.is_none()
     }
 
+    /// The store writes that record this report for `session` (after `apply_to`): its new state
+    /// with each outcome.
+    pub fn records(&self, session: &TrackedSession) -> Vec<crate::store::Write> {
+        let state = crate::store::RuntimeState::of(session);
+        self.outcomes
+            .iter()
+            .map(|o| crate::store::Write::Record { key: session.key, state: state.clone(), outcome: Some(o.clone()) })
+            .collect()
+    }
+
     /// Applies the report to a session: status, last refresh, failures, id, outcomes (newest first,
     /// at most `keep`).
     pub fn apply_to(&self, session: &mut TrackedSession, keep: usize) {

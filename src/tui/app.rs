@@ -10,7 +10,7 @@ use ratatui::layout::Rect;
 
 use super::keymap::{Action, action_for};
 use crate::engine::{Command, Event};
-use crate::session::{Mode, SessionId, SessionKey, Status, TrackedSession, WorkbookRef, validate_name};
+use crate::session::{MIN_INTERVAL, Mode, SessionId, SessionKey, Status, TrackedSession, WorkbookRef, validate_name};
 use crate::store::SessionSettings;
 use crate::time::{format_ago, format_duration, format_until, parse_duration};
 
@@ -30,8 +30,8 @@ pub struct Info {
     pub demo: bool,
     pub signin: String,
     pub driver: Driver,
-    pub persistent_interval: Duration,
-    pub non_persistent_interval: Duration,
+    /// The default intervals, for sessions without their own.
+    pub defaults: crate::config::EngineSettings,
     pub no_color: bool,
 }
 
@@ -312,10 +312,7 @@ impl App {
     }
 
     pub fn interval_of(&self, s: &TrackedSession) -> Duration {
-        s.interval.unwrap_or(match s.mode {
-            Mode::Persistent => self.info.persistent_interval,
-            Mode::NonPersistent => self.info.non_persistent_interval,
-        })
+        self.info.defaults.interval_of(s)
     }
 
     /// When the next automatic refresh is expected; `None` when none will come. The engine says
@@ -717,8 +714,8 @@ impl App {
             "" => None,
             text => {
                 let d = parse_duration(text).map_err(|e| format!("interval: {e}"))?;
-                if d < Duration::from_secs(1) {
-                    return Err("interval: at least 1s".into());
+                if d < MIN_INTERVAL {
+                    return Err(format!("interval: at least {}", format_duration(MIN_INTERVAL)));
                 }
                 Some(d)
             }

@@ -43,7 +43,7 @@ pub fn signin_label(tokens: &Tokens) -> String {
             status.user.as_deref().unwrap_or("signed in"),
             status.expires_at.with_timezone(&chrono::Local).format("%H:%M")
         ),
-        None if tokens.describe() == "signed in" => "not signed in: l signs in".into(),
+        None if tokens.is_sign_in() => "not signed in: l signs in".into(),
         None => tokens.describe().into(),
     }
 }
