@@ -398,6 +398,7 @@ impl Engine {
                 self.paused = paused;
                 self.emit(Event::Paused(paused));
             }
+            // Stopping ends the loop in `run`; it never gets here.
             Command::Shutdown => {}
         }
     }

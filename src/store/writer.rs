@@ -20,7 +20,13 @@ pub enum StoreEvent {
 }
 
 enum Message {
+    /// Lands in the next batch; nobody waits for it.
     Write(Box<Write>),
+    /// Someone waits for the answer: handled after the batch it arrived with.
+    Request(Request),
+}
+
+enum Request {
     Acked(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
     Insert(Box<TrackedSession>, oneshot::Sender<Result<TrackedSession, StoreError>>),
     Flush(oneshot::Sender<()>),
@@ -40,20 +46,22 @@ impl WriterHandle {
     /// Writes and waits until the transaction has committed.
     pub async fn write_acked(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Message::Acked(writes, reply)).map_err(|_| StoreError::WriterGone)?;
+        self.tx.send(Message::Request(Request::Acked(writes, reply))).map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub async fn insert(&self, session: TrackedSession) -> Result<TrackedSession, StoreError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.send(Message::Insert(Box::new(session), reply)).map_err(|_| StoreError::WriterGone)?;
+        self.tx
+            .send(Message::Request(Request::Insert(Box::new(session), reply)))
+            .map_err(|_| StoreError::WriterGone)?;
         answer.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Resolves once everything queued before it has committed.
     pub async fn flush(&self) {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Message::Flush(reply)).is_ok() {
+        if self.tx.send(Message::Request(Request::Flush(reply))).is_ok() {
             let _ = answer.await;
         }
     }
@@ -110,7 +118,7 @@ fn run(
             while let Some(message) = next.take() {
                 match message {
                     Message::Write(w) => batch.push(*w),
-                    other => after.push(other),
+                    Message::Request(r) => after.push(r),
                 }
                 if batch.len() + after.len() < MAX_BATCH {
                     next = rx.try_recv().ok();
@@ -126,18 +134,17 @@ fn run(
                 tracing::error!(error = %e, writes = batch.len(), "a batch of store writes failed");
                 let _ = events.send(StoreEvent::Failed(e.to_string()));
             }
-            for message in after {
-                match message {
-                    Message::Acked(writes, reply) => {
+            for request in after {
+                match request {
+                    Request::Acked(writes, reply) => {
                         let _ = reply.send(store.apply(&writes));
                     }
-                    Message::Insert(mut session, reply) => {
+                    Request::Insert(mut session, reply) => {
                         let _ = reply.send(store.insert(&mut session).map(|()| *session));
                     }
-                    Message::Flush(reply) => {
+                    Request::Flush(reply) => {
                         let _ = reply.send(());
                     }
-                    Message::Write(_) => {}
                 }
             }
         }
