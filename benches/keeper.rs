@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench keeper
 //!     BENCH_SESSIONS=2000 BENCH_SECS=60 cargo bench --bench keeper     (a quicker look)
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

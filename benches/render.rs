@@ -1,15 +1,31 @@
 //! One full dashboard frame at 200x50, with 100 and with 100,000 sessions.
 //!
 //!     cargo bench --bench render
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use wbsessions::engine::Event;
 use wbsessions::session::{Action, Mode, Outcome, OutcomeKind, SessionId, Status, TrackedSession, WorkbookRef};
 use wbsessions::tui::{App, Driver, Info, Msg, view};
+
+fn outcome(now: chrono::DateTime<Utc>, k: i64) -> Outcome {
+    Outcome {
+        at: now - chrono::Duration::seconds(k * 60),
+        action: Action::Refresh,
+        kind: OutcomeKind::Ok,
+        latency_ms: 20 + (k as u64 * 7) % 50,
+        http_status: Some(204),
+        codes: Vec::new(),
+        request_id: Some("00000000-0000-0000-0000-000000000000".into()),
+        client_request_id: None,
+        message: None,
+    }
+}
 
 fn sessions(n: usize) -> Vec<TrackedSession> {
     let now = Utc::now();
@@ -21,19 +37,7 @@ fn sessions(n: usize) -> Vec<TrackedSession> {
             s.key = i as i64;
             s.status = if i % 17 == 0 { Status::Error } else { Status::Ok };
             s.last_refresh = Some(now - chrono::Duration::seconds((i % 240) as i64));
-            s.outcomes = (0..16)
-                .map(|k| Outcome {
-                    at: now - chrono::Duration::seconds(k * 60),
-                    action: Action::Refresh,
-                    kind: OutcomeKind::Ok,
-                    latency_ms: 20 + (k as u64 * 7) % 50,
-                    http_status: Some(204),
-                    codes: Vec::new(),
-                    request_id: Some("00000000-0000-0000-0000-000000000000".into()),
-                    client_request_id: None,
-                    message: None,
-                })
-                .collect();
+            s.last_outcome = Some(outcome(now, 0));
             s
         })
         .collect()
@@ -44,9 +48,8 @@ fn info() -> Info {
         store: "/home/user/.local/share/wbsessions/sessions.db".into(),
         endpoint: "https://graph.microsoft.com/v1.0".into(),
         demo: false,
-        signin: "fixed token".into(),
         driver: Driver::This,
-        defaults: wbsessions::config::EngineSettings::default(),
+        defaults: wbsessions::session::Defaults::default(),
         no_color: false,
     }
 }
@@ -54,26 +57,30 @@ fn info() -> Info {
 /// Mean time of one frame: `draw` only, and an engine event (a session changed) then `draw`.
 fn measure(n: usize, details: bool) -> (Duration, Duration) {
     let list = sessions(n);
-    let mut app = App::new(info(), list.clone());
-    app.details = details;
-    let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("a terminal");
     let now = Utc::now();
+    let mut app = App::new(info(), list.clone(), (200, 50), now);
+    if details {
+        // The details pane as it is once its history has come from the store.
+        app.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), now);
+        let key = app.selected.expect("a selection");
+        app.update(Msg::Engine(Event::History { key, outcomes: (0..50).map(|k| outcome(now, k)).collect() }), now);
+    }
+    let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("a terminal");
     for _ in 0..20 {
-        terminal.draw(|f| view::draw(f, &mut app, now)).expect("draw");
+        terminal.draw(|f| view::draw(f, &app, now)).expect("draw");
     }
     let frames = if n > 10_000 { 200 } else { 2000 };
     let started = Instant::now();
     for _ in 0..frames {
-        terminal.draw(|f| view::draw(f, &mut app, now)).expect("draw");
+        terminal.draw(|f| view::draw(f, &app, now)).expect("draw");
     }
     let draw_only = started.elapsed() / frames;
     let started = Instant::now();
     for i in 0..frames {
         let mut changed = list[(i as usize * 7919) % n].clone();
         changed.last_refresh = Some(now);
-        changed.outcomes.truncate(15);
         app.update(Msg::Engine(Event::Changed(Box::new(changed))), now);
-        terminal.draw(|f| view::draw(f, &mut app, now)).expect("draw");
+        terminal.draw(|f| view::draw(f, &app, now)).expect("draw");
     }
     let with_update = started.elapsed() / frames;
     (draw_only, with_update)

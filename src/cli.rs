@@ -6,7 +6,27 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Overrides;
 use crate::time::parse_duration;
+
+/// no-color.org: present and not empty means no colour, whatever the value.
+pub const NO_COLOR: &str = "NO_COLOR";
+
+impl GlobalArgs {
+    pub fn overrides(&self) -> Overrides {
+        let no_color_env = std::env::var_os(NO_COLOR).is_some_and(|v| !v.is_empty());
+        Overrides {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            graph_url: self.graph_url.clone(),
+            token: self.token.clone(),
+            token_command: self.token_command.clone(),
+            no_color: self.no_color || no_color_env,
+            utc: self.utc,
+            verbose: self.verbose,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "wbsessions", version, about = "Keeps Microsoft Graph Excel workbook sessions alive", long_about = None)]
@@ -28,15 +48,19 @@ pub struct GlobalArgs {
     /// The Graph endpoint [default: https://graph.microsoft.com/v1.0]
     #[arg(long, global = true, env = "WBSESSIONS_GRAPH_URL", value_name = "URL")]
     pub graph_url: Option<String>,
-    /// An access token to use as it is
-    #[arg(long, global = true, env = "WBSESSIONS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
     /// A command whose standard output is an access token; run again when the token is refused or 50 minutes old
     #[arg(long, global = true, env = "WBSESSIONS_TOKEN_COMMAND", value_name = "CMD")]
     pub token_command: Option<String>,
-    /// No colours (status words stay)
-    #[arg(long, global = true, env = "NO_COLOR")]
+    /// An access token to use as it is; `-` reads it from standard input (prefer WBSESSIONS_TOKEN or
+    /// --token-command: a token on the command line is visible to every local user)
+    #[arg(long, global = true, env = "WBSESSIONS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// No colours (status words stay); also when NO_COLOR is set to anything but empty
+    #[arg(long, global = true)]
     pub no_color: bool,
+    /// Times in UTC instead of local time
+    #[arg(long, global = true)]
+    pub utc: bool,
     /// More detail in the log file (-v debug, -vv trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -54,14 +78,22 @@ pub enum Command {
     List(JsonArg),
     /// One session in detail, with its recent outcomes
     Show(ShowArgs),
-    /// Print a session's id (for scripts)
-    Id(NameArg),
+    /// Print a session's id (for scripts); exits 1 unless the session is known to be alive
+    Id(IdArgs),
     /// Refresh sessions now
     Refresh(RefreshArgs),
     /// Close sessions at Graph (they stay listed, marked closed)
     Close(NamesArg),
     /// Stop tracking sessions (they are not closed)
     Remove(NamesArg),
+    /// Change how a session is kept (the dashboard's `e`)
+    Edit(EditArgs),
+    /// A new session on the same workbook and mode, replacing the id
+    Recreate(NamesArg),
+    /// Run a command with a live session's id (and optionally a token) in its environment
+    Exec(ExecArgs),
+    /// Track many sessions at once, from JSON lines (as `list --json` writes) or CSV
+    Import(ImportArgs),
     /// Keep every session alive without a dashboard; one line per outcome
     Run(JsonArg),
     /// Sign in with the device code flow
@@ -87,8 +119,56 @@ pub struct JsonArg {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct NameArg {
+pub struct IdArgs {
     pub name: String,
+    /// Print the id whatever the session's status
+    #[arg(long)]
+    pub any: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EditArgs {
+    pub name: String,
+    /// Refresh every DUR
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "default_interval")]
+    pub interval: Option<Duration>,
+    /// Follow the default interval for the session's mode again
+    #[arg(long)]
+    pub default_interval: bool,
+    /// Create a new session when this one expires
+    #[arg(long, overrides_with = "no_recreate")]
+    pub recreate: bool,
+    #[arg(long, overrides_with = "recreate")]
+    pub no_recreate: bool,
+    /// Refresh on schedule
+    #[arg(long, overrides_with = "no_auto")]
+    pub auto: bool,
+    /// Refresh only when asked
+    #[arg(long, overrides_with = "auto")]
+    pub no_auto: bool,
+    /// A new name
+    #[arg(long, value_name = "NEW")]
+    pub rename: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExecArgs {
+    pub name: String,
+    /// Also export the current access token as WBSESSIONS_ACCESS_TOKEN
+    #[arg(long)]
+    pub export_token: bool,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file, or `-` for standard input
+    pub file: PathBuf,
+    /// Import the valid lines and report the others, instead of importing nothing
+    #[arg(long)]
+    pub skip_invalid: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -227,34 +307,6 @@ fn parse_latency(text: &str) -> Result<(Duration, Duration), String> {
     Ok((min, max))
 }
 
-impl SimArgs {
-    pub fn to_config(&self) -> crate::sim::SimConfig {
-        crate::sim::SimConfig {
-            persistent_expiry: self.persistent_expiry,
-            non_persistent_expiry: self.non_persistent_expiry,
-            token: self.token.clone(),
-            workbooks: self
-                .workbook
-                .iter()
-                .map(|w| match w.split_once('=') {
-                    Some((id, path)) => (id.to_string(), Some(path.trim_matches('/').to_string())),
-                    None => (w.clone(), None),
-                })
-                .collect(),
-            async_create: self.async_create,
-            throttle_rate: self.throttle_rate,
-            error_rate: self.error_rate,
-            latency: self.latency,
-            rate_limit: self.rate_limit,
-            failing_workbooks: self.failing_workbook.clone(),
-            unsupported_workbooks: self.unsupported_workbook.clone(),
-            approve_after: self.approve_after,
-            token_lifetime: self.token_lifetime,
-            seed: self.seed,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,10 +335,9 @@ mod tests {
         ])
         .unwrap();
         let Some(Command::Sim(args)) = cli.command else { panic!("not sim") };
-        let config = args.to_config();
-        assert_eq!(config.workbooks, [("W1".into(), None), ("W2".into(), Some("Reports/Q1.xlsx".into()))]);
-        assert_eq!(config.persistent_expiry, Duration::from_secs(2));
-        assert_eq!(config.latency, Some((Duration::from_millis(5), Duration::from_millis(20))));
+        assert_eq!(args.workbook, ["W1", "W2=Reports/Q1.xlsx"]);
+        assert_eq!(args.persistent_expiry, Duration::from_secs(2));
+        assert_eq!(args.latency, Some((Duration::from_millis(5), Duration::from_millis(20))));
         assert!(Cli::try_parse_from(["wbsessions", "sim", "--throttle-rate", "2"]).is_err());
         assert!(Cli::try_parse_from(["wbsessions", "sim", "--latency", "9ms..1ms"]).is_err());
     }

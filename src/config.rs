@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::cli::GlobalArgs;
+use crate::auth::signin::Authority;
+use crate::engine::EngineSettings;
 use crate::graph::DEFAULT_GRAPH_URL;
-use crate::time::parse_duration;
+use crate::session::{Defaults, MIN_INTERVAL};
+use crate::time::{format_duration, parse_duration};
 
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_TENANT: &str = "organizations";
@@ -29,8 +31,11 @@ struct FileConfig {
     store: Option<PathBuf>,
     graph_url: Option<String>,
     token_command: Option<String>,
+    token_command_timeout: Option<String>,
     persistent_interval: Option<String>,
     non_persistent_interval: Option<String>,
+    persistent_expiry: Option<String>,
+    non_persistent_expiry: Option<String>,
     recreate: Option<bool>,
     concurrency: Option<usize>,
     request_budget: Option<u32>,
@@ -41,30 +46,25 @@ struct FileConfig {
     log_level: Option<String>,
 }
 
-/// How the engine schedules and limits its calls.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EngineSettings {
-    pub persistent_interval: Duration,
-    pub non_persistent_interval: Duration,
-    /// Default for new sessions: recreate on expiry.
-    pub recreate: bool,
-    pub concurrency: usize,
-    /// Requests per 10 s, across all sessions.
-    pub request_budget: u32,
-    pub request_timeout: Duration,
+/// What the command line says: every field here has its flag or variable in `cli.rs`.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub store: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub graph_url: Option<String>,
+    pub token: Option<String>,
+    pub token_command: Option<String>,
+    pub no_color: bool,
+    pub utc: bool,
+    pub verbose: u8,
 }
 
-impl Default for EngineSettings {
-    fn default() -> Self {
-        EngineSettings {
-            persistent_interval: Duration::from_secs(4 * 60),
-            non_persistent_interval: Duration::from_secs(5 * 60),
-            recreate: false,
-            concurrency: 8,
-            request_budget: 1000,
-            request_timeout: Duration::from_secs(30),
-        }
-    }
+/// Where a sign-in goes, as the command line asks for it.
+#[derive(Debug, Clone, Default)]
+pub struct LoginOverrides {
+    pub tenant: Option<String>,
+    pub client_id: Option<String>,
+    pub login_url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +72,9 @@ pub struct LoginSettings {
     pub tenant: String,
     pub client_id: Option<String>,
     pub login_url: String,
+    /// Whether the file named them (else they are defaults, and a cached sign-in's win).
+    pub configured_tenant: bool,
+    pub configured_login_url: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -81,7 +84,12 @@ pub struct Settings {
     pub graph_url: String,
     pub token: Option<String>,
     pub token_command: Option<String>,
+    pub token_command_timeout: Duration,
     pub no_color: bool,
+    /// Times in UTC rather than local time.
+    pub utc: bool,
+    /// Whether the store was named on the command line (a read-only use must not create it).
+    pub store_named: bool,
     pub log_level: String,
     pub log_dir: PathBuf,
     pub data_dir: PathBuf,
@@ -95,21 +103,33 @@ fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("", "", "wbsessions")
 }
 
+/// A duration setting, held to the bounds its flag (if it has one) would hold it to.
 fn parse_setting_duration(
     path: &Path,
     key: &str,
     value: Option<String>,
     default: Duration,
+    (min, max): (Duration, Duration),
 ) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(text) => parse_duration(&text)
-            .map_err(|e| ConfigError::Invalid { path: path.to_path_buf(), message: format!("{key}: {e}") }),
+    let invalid =
+        |message: String| ConfigError::Invalid { path: path.to_path_buf(), message: format!("{key}: {message}") };
+    let Some(text) = value else { return Ok(default) };
+    let value = parse_duration(&text).map_err(|e| invalid(e.to_string()))?;
+    if value < min || value > max {
+        return Err(invalid(format!("{text:?} is outside {} to {}", format_duration(min), format_duration(max))));
     }
+    Ok(value)
 }
 
+/// Refresh intervals and idle expiries: at least a second (anything faster hammers Graph), at
+/// most a day.
+const SESSION_TIMES: (Duration, Duration) = (MIN_INTERVAL, Duration::from_secs(86_400));
+
+/// How long one call may take.
+const CALL_TIMES: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(600));
+
 impl Settings {
-    pub fn load(args: &GlobalArgs) -> Result<Settings, ConfigError> {
+    pub fn load(args: &Overrides) -> Result<Settings, ConfigError> {
         let dirs = project_dirs();
         let config_file = match &args.config {
             Some(p) => Some(p.clone()),
@@ -146,40 +166,60 @@ impl Settings {
             .unwrap_or_else(|| data_dir.join("logs"));
 
         let defaults = EngineSettings::default();
+        let d = &defaults.defaults;
+        let duration = |key: &str, value: Option<String>, default: Duration, bounds| {
+            parse_setting_duration(&path, key, value, default, bounds)
+        };
         let engine = EngineSettings {
-            persistent_interval: parse_setting_duration(
-                &path,
-                "persistent_interval",
-                file.persistent_interval,
-                defaults.persistent_interval,
-            )?,
-            non_persistent_interval: parse_setting_duration(
-                &path,
-                "non_persistent_interval",
-                file.non_persistent_interval,
-                defaults.non_persistent_interval,
-            )?,
-            recreate: file.recreate.unwrap_or(defaults.recreate),
+            defaults: Defaults {
+                persistent_interval: duration(
+                    "persistent_interval",
+                    file.persistent_interval,
+                    d.persistent_interval,
+                    SESSION_TIMES,
+                )?,
+                non_persistent_interval: duration(
+                    "non_persistent_interval",
+                    file.non_persistent_interval,
+                    d.non_persistent_interval,
+                    SESSION_TIMES,
+                )?,
+                persistent_expiry: duration(
+                    "persistent_expiry",
+                    file.persistent_expiry,
+                    d.persistent_expiry,
+                    SESSION_TIMES,
+                )?,
+                non_persistent_expiry: duration(
+                    "non_persistent_expiry",
+                    file.non_persistent_expiry,
+                    d.non_persistent_expiry,
+                    SESSION_TIMES,
+                )?,
+                recreate: file.recreate.unwrap_or(d.recreate),
+            },
             concurrency: match file.concurrency {
-                Some(0) => return Err(invalid("concurrency must be at least 1".into())),
-                Some(n) => n,
+                Some(n @ 1..=256) => n,
+                Some(_) => return Err(invalid("concurrency must be 1 to 256".into())),
                 None => defaults.concurrency,
             },
             request_budget: match file.request_budget {
-                Some(0) => return Err(invalid("request_budget must be at least 1".into())),
-                Some(n) => n,
+                Some(n @ 1..=5000) => n,
+                Some(_) => {
+                    return Err(invalid(
+                        "request_budget must be 1 to 5000 (Graph allows 1500 per 10 s per tenant)".into(),
+                    ));
+                }
                 None => defaults.request_budget,
             },
-            request_timeout: parse_setting_duration(
-                &path,
-                "request_timeout",
-                file.request_timeout,
-                defaults.request_timeout,
-            )?,
+            request_timeout: duration("request_timeout", file.request_timeout, defaults.request_timeout, CALL_TIMES)?,
         };
-        if engine.persistent_interval.is_zero() || engine.non_persistent_interval.is_zero() {
-            return Err(invalid("refresh intervals must be longer than zero".into()));
-        }
+        let token_command_timeout = duration(
+            "token_command_timeout",
+            file.token_command_timeout,
+            crate::auth::DEFAULT_COMMAND_TIMEOUT,
+            CALL_TIMES,
+        )?;
         let log_level = match file.log_level.as_deref() {
             None => "info".to_string(),
             Some(level @ ("error" | "warn" | "info" | "debug" | "trace")) => level.to_string(),
@@ -198,13 +238,18 @@ impl Settings {
             graph_url: args.graph_url.clone().or(file.graph_url).unwrap_or_else(|| DEFAULT_GRAPH_URL.to_string()),
             token: args.token.clone().filter(|t| !t.trim().is_empty()),
             token_command: args.token_command.clone().or(file.token_command).filter(|c| !c.trim().is_empty()),
+            token_command_timeout,
             no_color: args.no_color,
+            utc: args.utc,
+            store_named: args.store.is_some(),
             log_level,
             log_dir,
             token_cache: data_dir.join("token.json"),
             data_dir,
             engine,
             login: LoginSettings {
+                configured_tenant: file.tenant.is_some(),
+                configured_login_url: file.login_url.is_some(),
                 tenant: file.tenant.unwrap_or_else(|| DEFAULT_TENANT.to_string()),
                 client_id: file.client_id,
                 login_url: file.login_url.unwrap_or_else(|| DEFAULT_LOGIN_URL.to_string()),
@@ -213,18 +258,34 @@ impl Settings {
     }
 }
 
-impl EngineSettings {
-    /// The interval a session uses when it has none of its own.
-    pub fn default_interval(&self, mode: crate::session::Mode) -> Duration {
-        match mode {
-            crate::session::Mode::Persistent => self.persistent_interval,
-            crate::session::Mode::NonPersistent => self.non_persistent_interval,
-        }
-    }
-
-    /// The interval a session refreshes at: its own, or the default for its mode.
-    pub fn interval_of(&self, session: &crate::session::TrackedSession) -> Duration {
-        session.interval.unwrap_or_else(|| self.default_interval(session.mode))
+impl Settings {
+    /// Where a sign-in goes, resolved once for `login`, the dashboard and the demo: the command
+    /// line, then the config file, then the sign-in cached last time. `None` without a client id.
+    pub fn authority(&self, flags: &LoginOverrides) -> Option<Authority> {
+        let cached = crate::auth::signin::load(&self.token_cache).ok().flatten().map(|c| c.authority);
+        let client_id = flags
+            .client_id
+            .clone()
+            .or_else(|| self.login.client_id.clone())
+            .or_else(|| cached.as_ref().map(|a| a.client_id.clone()))
+            .filter(|c| !c.trim().is_empty())?;
+        // A cached sign-in for this same client keeps its tenant and sign-in URL unless told otherwise.
+        let same = cached.filter(|a| a.client_id == client_id);
+        Some(Authority {
+            login_url: flags
+                .login_url
+                .clone()
+                .or_else(|| self.login.configured_login_url.then(|| self.login.login_url.clone()))
+                .or_else(|| same.as_ref().map(|a| a.login_url.clone()))
+                .unwrap_or_else(|| self.login.login_url.clone()),
+            tenant: flags
+                .tenant
+                .clone()
+                .or_else(|| self.login.configured_tenant.then(|| self.login.tenant.clone()))
+                .or_else(|| same.as_ref().map(|a| a.tenant.clone()))
+                .unwrap_or_else(|| self.login.tenant.clone()),
+            client_id,
+        })
     }
 }
 
@@ -232,16 +293,8 @@ impl EngineSettings {
 mod tests {
     use super::*;
 
-    fn args(config: &Path) -> GlobalArgs {
-        GlobalArgs {
-            store: None,
-            config: Some(config.to_path_buf()),
-            graph_url: None,
-            token: None,
-            token_command: None,
-            no_color: false,
-            verbose: 0,
-        }
+    fn args(config: &Path) -> Overrides {
+        Overrides { config: Some(config.to_path_buf()), ..Overrides::default() }
     }
 
     #[test]
@@ -252,8 +305,8 @@ mod tests {
         let mut a = args(&file);
         let s = Settings::load(&a).unwrap();
         assert_eq!(s.graph_url, "http://127.0.0.1:9/v1.0");
-        assert_eq!(s.engine.persistent_interval, Duration::from_secs(90));
-        assert_eq!(s.engine.non_persistent_interval, Duration::from_secs(300));
+        assert_eq!(s.engine.defaults.persistent_interval, Duration::from_secs(90));
+        assert_eq!(s.engine.defaults.non_persistent_interval, Duration::from_secs(300));
         assert_eq!(s.engine.concurrency, 3);
         assert_eq!(s.store, PathBuf::from("/tmp/x.db"));
         a.store = Some("/tmp/flag.db".into());
@@ -267,7 +320,18 @@ mod tests {
     fn a_bad_file_is_named_in_one_line() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");
-        for bad in ["concurrency = \"many\"", "persistent_interval = \"soon\"", "colour = true", "[[["] {
+        for bad in [
+            "concurrency = \"many\"",
+            "persistent_interval = \"soon\"",
+            "colour = true",
+            "[[[",
+            // Held to the same bounds as the flags.
+            "persistent_interval = \"1ms\"",
+            "request_timeout = \"0s\"",
+            "persistent_expiry = \"2d\"",
+            "concurrency = 0",
+            "token_command_timeout = \"10ms\"",
+        ] {
             std::fs::write(&file, bad).unwrap();
             let err = Settings::load(&args(&file)).unwrap_err().to_string();
             assert!(err.contains("config.toml"), "{err}");

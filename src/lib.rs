@@ -1,13 +1,18 @@
 //! wbsessions: keeps Microsoft Graph Excel workbook sessions alive, from a terminal dashboard or headless.
+//!
+//! Layers, bottom up (each uses only those below it): `session`, `time`, `text`, `files`;
+//! `graph`, `store`; `auth`; `engine`; `config`; `tui`; `cli`, `sim`; `commands`; the binary.
 
 pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod files;
 pub mod graph;
 pub mod session;
 pub mod sim;
 pub mod store;
+pub mod text;
 pub mod time;
 pub mod tui;

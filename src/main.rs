@@ -11,12 +11,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    // The demo keeps a store only when told so on its command line, never from the environment.
     let store_from_flag = matches.value_source("store") == Some(clap::parser::ValueSource::CommandLine);
     match commands::run(cli, store_from_flag) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("wbsessions: {}", commands::one_line(&e));
-            commands::exit_code_of(&e)
-        }
+        Err(e) => commands::report(&e),
     }
 }

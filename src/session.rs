@@ -82,6 +82,10 @@ impl WorkbookRef {
         if parts.iter().any(|p| p.is_empty()) {
             return Err(fail("it has an empty part"));
         }
+        // A URL would resolve them away and address something else.
+        if parts.iter().any(|p| *p == "." || *p == "..") {
+            return Err(fail("it has a '.' or '..' part"));
+        }
         let id = |s: &str| s.to_string();
         match parts.as_slice() {
             ["me", "drive", "items", item] => Ok(WorkbookRef::MyItem { item: id(item) }),
@@ -118,6 +122,22 @@ impl WorkbookRef {
                 }
                 segs
             }
+        }
+    }
+
+    /// The workbook's URL under a Graph base URL (`https://graph.microsoft.com/v1.0`), with each
+    /// segment percent-encoded: what a script puts before `/createSession` or `/tables`.
+    pub fn url(&self, base: &str) -> String {
+        match url::Url::parse(base.trim_end_matches('/')) {
+            Ok(mut url) => {
+                if let Ok(mut path) = url.path_segments_mut() {
+                    path.pop_if_empty();
+                    path.extend(self.segments().iter().map(String::as_str));
+                    path.push("workbook");
+                }
+                url.to_string()
+            }
+            Err(_) => format!("{}/{}/workbook", base.trim_end_matches('/'), self.segments().join("/")),
         }
     }
 
@@ -251,14 +271,6 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// How long Graph keeps an idle session (graph-api.md §2).
-    pub fn expiry(self) -> Duration {
-        match self {
-            Mode::Persistent => Duration::from_secs(5 * 60),
-            Mode::NonPersistent => Duration::from_secs(7 * 60),
-        }
-    }
-
     pub fn persist_changes(self) -> bool {
         self == Mode::Persistent
     }
@@ -362,6 +374,9 @@ pub enum Status {
     /// Tracked but not refreshed by this tool yet.
     New,
     Ok,
+    /// The last call worked, but longer ago than the idle expiry: likely expired; the next call
+    /// decides. Never stored: it is what `Ok` turns into with time.
+    Stale,
     Refreshing,
     Expired,
     Dead,
@@ -373,9 +388,10 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::New,
         Status::Ok,
+        Status::Stale,
         Status::Refreshing,
         Status::Expired,
         Status::Dead,
@@ -389,6 +405,7 @@ impl Status {
         match self {
             Status::New => "new",
             Status::Ok => "ok",
+            Status::Stale => "stale",
             Status::Refreshing => "refreshing",
             Status::Expired => "expired",
             Status::Dead => "dead",
@@ -404,7 +421,31 @@ impl Status {
     }
 
     pub fn is_failing(self) -> bool {
-        matches!(self, Status::Expired | Status::Dead | Status::Throttled | Status::Auth | Status::Error)
+        matches!(
+            self,
+            Status::Stale | Status::Expired | Status::Dead | Status::Throttled | Status::Auth | Status::Error
+        )
+    }
+
+    /// Whether a script may use the session's id: only when it is known to be alive.
+    pub fn is_alive(self) -> bool {
+        matches!(self, Status::Ok | Status::Refreshing | Status::Throttled | Status::New)
+    }
+
+    /// One line for the help's legend.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Status::New => "tracked, not refreshed by this tool yet",
+            Status::Ok => "the last call worked and the session is within its idle expiry",
+            Status::Stale => "no successful call within the idle expiry: likely expired",
+            Status::Refreshing => "a call is under way",
+            Status::Expired => "Graph ended the session; recreated only where allowed",
+            Status::Dead => "unusable; recreating it the same way will not help",
+            Status::Throttled => "Graph asked to wait; the wait is honoured",
+            Status::Auth => "the token was refused: sign in again",
+            Status::Error => "network or server trouble; retried with backoff",
+            Status::Closed => "closed on purpose; never refreshed",
+        }
     }
 }
 
@@ -433,7 +474,7 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// The store's row id of a session: stable across renames.
 pub type SessionKey = i64;
 
-/// A session this tool keeps alive.
+/// A session this tool keeps alive: what a row shows. Its full history stays in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackedSession {
     #[serde(skip)]
@@ -450,13 +491,14 @@ pub struct TrackedSession {
     /// Refresh on schedule.
     pub auto: bool,
     pub status: Status,
+    /// The last call that kept the session alive: a successful refresh or its creation.
     pub last_refresh: Option<DateTime<Utc>>,
     /// Consecutive failed calls since the last success.
     pub failures: u32,
     pub created_at: DateTime<Utc>,
-    /// Newest first.
-    #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub outcomes: Vec<Outcome>,
+    /// The newest outcome, for the row's latency.
+    #[serde(skip)]
+    pub last_outcome: Option<Outcome>,
 }
 
 impl TrackedSession {
@@ -475,7 +517,7 @@ impl TrackedSession {
             last_refresh: None,
             failures: 0,
             created_at: now,
-            outcomes: Vec::new(),
+            last_outcome: None,
         }
     }
 
@@ -498,8 +540,173 @@ impl TrackedSession {
     /// When the next automatic refresh is due if nothing delays it: one interval after the last
     /// activity.
     pub fn next_refresh_estimate(&self, interval: Duration) -> Option<DateTime<Utc>> {
-        self.is_kept_alive()
-            .then(|| self.last_activity() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::zero()))
+        self.is_kept_alive().then(|| crate::time::add(self.last_activity(), interval))
+    }
+}
+
+/// What the user decides about a session, as opposed to what its calls change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSettings {
+    pub name: String,
+    pub interval: Option<Duration>,
+    pub recreate: bool,
+    pub auto: bool,
+}
+
+impl SessionSettings {
+    pub fn of(s: &TrackedSession) -> Self {
+        SessionSettings { name: s.name.clone(), interval: s.interval, recreate: s.recreate, auto: s.auto }
+    }
+
+    pub fn apply_to(&self, s: &mut TrackedSession) {
+        s.name.clone_from(&self.name);
+        s.interval = self.interval;
+        s.recreate = self.recreate;
+        s.auto = self.auto;
+    }
+}
+
+/// How sessions are kept when they say nothing of their own, and how long Graph keeps an idle
+/// one (docs/graph.md, "Lifetime"): settings, so that a test or the demo can shorten them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Defaults {
+    pub persistent_interval: Duration,
+    pub non_persistent_interval: Duration,
+    pub persistent_expiry: Duration,
+    pub non_persistent_expiry: Duration,
+    /// Recreate expired sessions unless told otherwise.
+    pub recreate: bool,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            persistent_interval: Duration::from_secs(4 * 60),
+            non_persistent_interval: Duration::from_secs(5 * 60),
+            persistent_expiry: Duration::from_secs(5 * 60),
+            non_persistent_expiry: Duration::from_secs(7 * 60),
+            recreate: false,
+        }
+    }
+}
+
+impl Defaults {
+    pub fn interval(&self, mode: Mode) -> Duration {
+        match mode {
+            Mode::Persistent => self.persistent_interval,
+            Mode::NonPersistent => self.non_persistent_interval,
+        }
+    }
+
+    /// The interval a session refreshes at: its own, or the default for its mode.
+    pub fn interval_of(&self, session: &TrackedSession) -> Duration {
+        session.interval.unwrap_or_else(|| self.interval(session.mode))
+    }
+
+    /// How long Graph keeps an idle session of this mode.
+    pub fn expiry(&self, mode: Mode) -> Duration {
+        match mode {
+            Mode::Persistent => self.persistent_expiry,
+            Mode::NonPersistent => self.non_persistent_expiry,
+        }
+    }
+
+    /// When Graph will expire the session if nothing refreshes it: its last successful activity
+    /// plus its idle expiry. `None` while that is unknown (tracked but never refreshed) or moot.
+    pub fn expires_at(&self, s: &TrackedSession) -> Option<DateTime<Utc>> {
+        match s.status {
+            Status::Closed | Status::Dead | Status::Expired | Status::New => None,
+            _ => s.last_refresh.map(|t| crate::time::add(t, self.expiry(s.mode))),
+        }
+    }
+
+    /// The status to show at `now`: an `ok` whose expiry has passed is `stale`.
+    pub fn status_at(&self, s: &TrackedSession, now: DateTime<Utc>) -> Status {
+        match (s.status, self.expires_at(s)) {
+            (Status::Ok, Some(at)) if at <= now => Status::Stale,
+            (status, _) => status,
+        }
+    }
+
+    /// The warning for an interval that lets a session expire before its next refresh.
+    pub fn interval_warning(&self, interval: Option<Duration>, mode: Mode) -> Option<String> {
+        let interval = interval.unwrap_or_else(|| self.interval(mode));
+        let expiry = self.expiry(mode);
+        (interval >= expiry).then(|| {
+            format!(
+                "refreshing every {} lets a {} session expire first (it lives {} idle)",
+                crate::time::format_duration(interval),
+                mode.as_str(),
+                crate::time::format_duration(expiry)
+            )
+        })
+    }
+}
+
+/// A session as the user describes it, before anything checked it.
+#[derive(Debug, Clone, Default)]
+pub struct Draft {
+    pub name: String,
+    pub workbook: String,
+    /// Set when tracking a session that exists; unset when creating one.
+    pub session_id: Option<String>,
+    pub non_persistent: bool,
+    pub interval: Option<Duration>,
+    /// `None` takes the default.
+    pub recreate: Option<bool>,
+}
+
+/// A new session that passed every check that needs neither the network nor the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSession {
+    pub name: String,
+    pub workbook: WorkbookRef,
+    pub session_id: Option<SessionId>,
+    pub mode: Mode,
+    pub interval: Option<Duration>,
+    pub recreate: bool,
+    /// Said to the user, but not a reason to refuse.
+    pub warning: Option<String>,
+}
+
+impl NewSession {
+    /// The one check for a new session, used by the command line, the dashboard and the engine.
+    pub fn check(draft: &Draft, defaults: &Defaults) -> Result<NewSession, String> {
+        validate_name(draft.name.trim()).map_err(|e| e.to_string())?;
+        let workbook = WorkbookRef::parse(&draft.workbook).map_err(|e| e.to_string())?;
+        let session_id = match &draft.session_id {
+            Some(raw) => Some(SessionId::new(raw).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        check_interval(draft.interval)?;
+        let mode = if draft.non_persistent { Mode::NonPersistent } else { Mode::Persistent };
+        Ok(NewSession {
+            name: draft.name.trim().to_string(),
+            warning: defaults.interval_warning(draft.interval, mode),
+            workbook,
+            session_id,
+            mode,
+            interval: draft.interval,
+            recreate: draft.recreate.unwrap_or(defaults.recreate),
+        })
+    }
+
+    /// The session to track, once its id is known.
+    pub fn into_tracked(self, id: SessionId, now: DateTime<Utc>) -> TrackedSession {
+        let mut session = TrackedSession::new(self.name, self.workbook, id, self.mode, now);
+        session.interval = self.interval;
+        session.recreate = self.recreate;
+        session
+    }
+}
+
+/// An interval of a session's own must not hammer Graph.
+pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
+    match interval {
+        Some(i) if i < MIN_INTERVAL => {
+            Err(format!("the interval must be at least {}", crate::time::format_duration(MIN_INTERVAL)))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -577,6 +784,8 @@ mod tests {
             "planets/x/drive/items/i",
             "/me/drive/root:/a.xlsx",
             "/me/drive/root:/../a.xlsx:",
+            "me/drive/items/..",
+            "drives/./items/x",
             "me/drive/items/a?x=1",
             "me/drive/items/a\nb",
             "https://graph.microsoft.com/me/drive/items/a",
@@ -593,6 +802,15 @@ mod tests {
         let single = WorkbookRef::parse("/me/drive/root:/b.xlsx:").unwrap();
         assert_eq!(single.segments(), ["me", "drive", "root:", "b.xlsx:"]);
         assert_eq!(r.with_item("ID").to_string(), "me/drive/items/ID");
+    }
+
+    #[test]
+    fn workbook_urls_are_encoded() {
+        let r = WorkbookRef::parse("drives/b!x y/items/01ABC").unwrap();
+        assert_eq!(
+            r.url("https://graph.microsoft.com/v1.0/"),
+            "https://graph.microsoft.com/v1.0/drives/b!x%20y/items/01ABC/workbook"
+        );
     }
 
     #[test]

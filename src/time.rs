@@ -8,30 +8,48 @@ use chrono::{DateTime, Utc};
 
 /// Wall-clock time, injectable so that tests and snapshots can freeze or advance it.
 #[derive(Clone, Default)]
-pub struct Clock(Option<Arc<Mutex<DateTime<Utc>>>>);
+pub struct Clock(Kind);
+
+#[derive(Clone, Default)]
+enum Kind {
+    #[default]
+    System,
+    Manual(Arc<Mutex<DateTime<Utc>>>),
+    /// Wall time that moves with tokio's clock, so that paused-time tests see both agree.
+    Tokio {
+        start: DateTime<Utc>,
+        base: tokio::time::Instant,
+    },
+}
 
 impl Clock {
     pub fn system() -> Self {
-        Clock(None)
+        Clock(Kind::System)
     }
 
     /// A clock that stands still until told to move.
     pub fn manual(start: DateTime<Utc>) -> Self {
-        Clock(Some(Arc::new(Mutex::new(start))))
+        Clock(Kind::Manual(Arc::new(Mutex::new(start))))
+    }
+
+    /// A clock that reads `start` now and moves as tokio's time does (paused or not).
+    pub fn following_tokio(start: DateTime<Utc>) -> Self {
+        Clock(Kind::Tokio { start, base: tokio::time::Instant::now() })
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         match &self.0 {
-            None => Utc::now(),
-            Some(t) => *t.lock().unwrap_or_else(|p| p.into_inner()),
+            Kind::System => Utc::now(),
+            Kind::Manual(t) => *t.lock().unwrap_or_else(|p| p.into_inner()),
+            Kind::Tokio { start, base } => add(*start, base.elapsed()),
         }
     }
 
-    /// Moves a manual clock forward; a system clock ignores it.
+    /// Moves a manual clock forward; other clocks ignore it.
     pub fn advance(&self, by: Duration) {
-        if let Some(t) = &self.0 {
+        if let Kind::Manual(t) = &self.0 {
             let mut guard = t.lock().unwrap_or_else(|p| p.into_inner());
-            *guard += chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+            *guard = add(*guard, by);
         }
     }
 }
@@ -39,8 +57,9 @@ impl Clock {
 impl std::fmt::Debug for Clock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            None => f.write_str("Clock::system"),
-            Some(_) => write!(f, "Clock::manual({})", self.now()),
+            Kind::System => f.write_str("Clock::system"),
+            Kind::Manual(_) => write!(f, "Clock::manual({})", self.now()),
+            Kind::Tokio { .. } => write!(f, "Clock::following_tokio({})", self.now()),
         }
     }
 }
@@ -103,9 +122,25 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// `t + d`, saturating at the end of time instead of overflowing: durations can come from a
+/// store, a config file or a server.
+pub fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_add_signed(d)).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t - d`, saturating at the start of time.
+pub fn sub(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// How long from `from` until `to`; zero once passed.
+pub fn until(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
+    to.signed_duration_since(from).to_std().unwrap_or(Duration::ZERO)
+}
+
 /// "just now", "12s ago", "4m ago", "3h ago", "2d ago".
 pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (now - then).num_seconds();
+    let secs = now.signed_duration_since(then).num_seconds();
     if secs < 1 {
         return "just now".into();
     }
@@ -114,7 +149,7 @@ pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// "in 45s", "in 3m", "now" once due.
 pub fn format_until(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
-    let secs = (when - now).num_seconds();
+    let secs = when.signed_duration_since(now).num_seconds();
     if secs < 1 {
         return "now".into();
     }

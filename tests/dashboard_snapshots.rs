@@ -1,4 +1,5 @@
 //! What the dashboard draws, frozen: ratatui's TestBackend at 80x24, 120x40 and a tiny size.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 mod common;
 
@@ -7,9 +8,12 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
+use wbsessions::engine::{Event, SignInProgress};
 use wbsessions::tui::{App, Driver, Msg, view};
 
+/// Lays the app out for the size (as a resize would), then draws it.
 fn render(app: &mut App, width: u16, height: u16) -> Terminal<TestBackend> {
+    app.update(Msg::Resize(width, height), now());
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
     terminal.draw(|frame| view::draw(frame, app, now())).unwrap();
     terminal
@@ -51,6 +55,8 @@ fn details_pane() {
     press(&mut app, 'j');
     press(&mut app, 'j');
     press_code(&mut app, KeyCode::Enter);
+    let key = app.selected.unwrap();
+    app.update(Msg::Engine(Event::History { key, outcomes: common::dashboard::history(key) }), now());
     insta::assert_snapshot!(render(&mut app, 120, 40).backend());
 }
 
@@ -127,7 +133,7 @@ fn only_visible_rows_are_built_and_a_big_list_scrolls() {
         s.name = format!("bulk-{i:05}");
         sessions.push(s);
     }
-    let mut app = App::new(common::dashboard::info(false), sessions);
+    let mut app = App::new(common::dashboard::info(false), sessions, (80, 24), now());
     press(&mut app, 'G');
     let screen = render(&mut app, 80, 24).backend().to_string();
     assert!(screen.contains("scratch"), "the last row is on screen after G:\n{screen}");
@@ -138,11 +144,11 @@ fn sign_in_dialog() {
     let mut app = app(false);
     press(&mut app, 'l');
     app.update(
-        Msg::SignIn(wbsessions::tui::app::SignInEvent::Code {
+        Msg::Engine(Event::SignIn(SignInProgress::Code {
             verification_uri: "https://microsoft.com/devicelogin".into(),
             user_code: "FJ3K7MPQX".into(),
             expires_in: 900,
-        }),
+        })),
         now(),
     );
     insta::assert_snapshot!(render(&mut app, 80, 24).backend());

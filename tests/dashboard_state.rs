@@ -1,14 +1,14 @@
-//! The dashboard's state and update logic, without a terminal.
+//! The dashboard's state and update logic, without a terminal: keys and events in, effects out.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 mod common;
 
-use common::dashboard::{app, now, sessions};
+use common::dashboard::{app, history, now, sessions};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use ratatui::layout::Rect;
-use wbsessions::engine::{Command, Event};
+use wbsessions::engine::{Command, Event, Finished, JobKind, SignInProgress, SignInState};
 use wbsessions::session::{Outcome, OutcomeKind, Status};
-use wbsessions::tui::Msg;
-use wbsessions::tui::app::{Dialog, FormKind, SortBy};
+use wbsessions::tui::app::{App, Effect, Msg, SortBy};
+use wbsessions::tui::dialog::{Dialog, FormKind};
 
 fn key(code: KeyCode) -> Msg {
     Msg::Key(KeyEvent::new(code, KeyModifiers::NONE))
@@ -18,14 +18,31 @@ fn chr(c: char) -> Msg {
     key(KeyCode::Char(c))
 }
 
-fn typed(app: &mut wbsessions::tui::App, text: &str) {
+fn ctrl(c: char) -> Msg {
+    Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
+}
+
+/// The engine commands among effects.
+fn commands(effects: Vec<Effect>) -> Vec<Command> {
+    effects.into_iter().filter_map(|e| if let Effect::Engine(c) = e { Some(c) } else { None }).collect()
+}
+
+fn press(app: &mut App, msg: Msg) -> Vec<Command> {
+    commands(app.update(msg, now()))
+}
+
+fn typed(app: &mut App, text: &str) {
     for c in text.chars() {
         app.update(chr(c), now());
     }
 }
 
-fn name_of(app: &wbsessions::tui::App) -> String {
+fn name_of(app: &App) -> String {
     app.selected_row().unwrap().session.name.clone()
+}
+
+fn done(kind: JobKind, key: Option<i64>, name: &str, result: Result<(), String>) -> Msg {
+    Msg::Engine(Event::Finished(Finished { kind, key, name: name.into(), result }))
 }
 
 #[test]
@@ -49,21 +66,30 @@ fn moves_through_the_sorted_list() {
 fn refresh_targets_the_selection_or_the_marks() {
     let mut app = app(false);
     let budget = app.selected.unwrap();
-    assert!(matches!(app.update(chr('r'), now()).as_slice(), [Command::Refresh(keys)] if keys == &vec![budget]));
+    assert!(matches!(press(&mut app, chr('r')).as_slice(), [Command::Refresh(keys)] if keys == &vec![budget]));
     app.update(chr(' '), now()); // marks budget, moves on
     app.update(chr(' '), now()); // marks finance
-    let marked = app.marks.clone();
-    assert_eq!(marked.len(), 2);
-    match app.update(chr('r'), now()).as_slice() {
+    assert_eq!(app.marks.len(), 2);
+    match press(&mut app, chr('r')).as_slice() {
         [Command::Refresh(keys)] => assert_eq!(keys.len(), 2),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(app.update(chr('R'), now()).as_slice(), [Command::RefreshAll]));
+    assert!(matches!(press(&mut app, chr('R')).as_slice(), [Command::RefreshAll]));
     app.update(key(KeyCode::Esc), now()); // the flash first
     app.update(key(KeyCode::Esc), now()); // then the marks
     assert!(app.marks.is_empty());
-    assert!(matches!(app.update(chr('p'), now()).as_slice(), [Command::PauseAll(true)]));
-    assert!(matches!(app.update(chr('a'), now()).as_slice(), [Command::SetAuto { auto: false, .. }]));
+    assert!(matches!(press(&mut app, chr('p')).as_slice(), [Command::PauseAll(true)]));
+    assert!(matches!(press(&mut app, chr('a')).as_slice(), [Command::SetAuto { auto: false, .. }]));
+}
+
+#[test]
+fn refreshing_a_closed_session_says_why_nothing_happens() {
+    let mut app = app(false);
+    app.update(chr('G'), now());
+    assert_eq!(name_of(&app), "scratch");
+    assert!(press(&mut app, chr('r')).is_empty(), "nothing is sent for a closed session");
+    let flash = app.flash.clone().unwrap();
+    assert!(flash.text.contains("closed") && flash.text.contains("recreate"), "{flash:?}");
 }
 
 #[test]
@@ -77,59 +103,79 @@ fn filter_sort_and_failing_only_narrow_the_view() {
     app.update(chr('/'), now());
     app.update(key(KeyCode::Esc), now());
     assert_eq!(app.view().len(), 8);
-
     app.update(chr('f'), now());
-    let failing: Vec<String> = app.view().to_vec().iter().map(|k| app.rows[k].session.name.clone()).collect();
+    let failing: Vec<String> = app.view().iter().map(|k| app.rows[k].session.name.clone()).collect();
     assert_eq!(failing, ["finance", "forecast", "legacy", "pipeline", "sales"]);
     app.update(chr('f'), now());
 
     app.update(chr('s'), now());
     assert_eq!(app.sort, SortBy::Status);
     let first = app.view()[0];
-    assert!(app.rows[&first].session.status.is_failing(), "failing sessions come first");
+    assert!(app.status_of(&app.rows[&first]).is_failing(), "failing sessions come first");
 }
 
 #[test]
-fn the_create_dialog_validates_inline_and_then_sends_the_command() {
+fn the_create_dialog_checks_with_the_one_rule_and_then_sends_the_command() {
     let mut app = app(false);
     app.update(chr('n'), now());
     typed(&mut app, "budget");
     app.update(key(KeyCode::Tab), now());
     typed(&mut app, "me/drive/items/NEW");
     app.update(key(KeyCode::Enter), now());
-    let Some(Dialog::Form(form)) = &app.dialog else { panic!("the dialog closed on a bad name") };
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!("the dialog closed on a taken name") };
     assert!(form.error.as_deref().unwrap().contains("already tracked"), "{:?}", form.error);
 
-    // Fix the name, break the interval.
+    // Fix the name with the editing keys a shell has: ctrl-u clears the field.
     app.update(key(KeyCode::BackTab), now());
-    for _ in 0..6 {
-        app.update(key(KeyCode::Backspace), now());
-    }
+    app.update(ctrl('u'), now());
     typed(&mut app, "brand-new");
     app.update(key(KeyCode::Tab), now());
     app.update(key(KeyCode::Tab), now());
     typed(&mut app, "soon");
-    assert!(app.update(key(KeyCode::Enter), now()).is_empty());
+    assert!(press(&mut app, key(KeyCode::Enter)).is_empty());
     let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
     assert!(form.error.as_deref().unwrap().starts_with("interval"), "{:?}", form.error);
 
-    for _ in 0..4 {
-        app.update(key(KeyCode::Backspace), now());
-    }
+    // An interval longer than the idle expiry is warned about once, like the command line does.
+    app.update(ctrl('u'), now());
+    typed(&mut app, "10m");
+    assert!(press(&mut app, key(KeyCode::Enter)).is_empty());
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
+    assert!(form.warning.as_deref().unwrap().contains("expire first"), "{:?}", form.warning);
+
+    app.update(ctrl('w'), now());
     typed(&mut app, "90s");
     app.update(key(KeyCode::Tab), now());
     app.update(chr(' '), now()); // non-persistent on
-    match app.update(key(KeyCode::Enter), now()).as_slice() {
-        [Command::Create { name, workbook, mode, interval, recreate }] => {
-            assert_eq!(name, "brand-new");
-            assert_eq!(workbook.to_string(), "me/drive/items/NEW");
-            assert_eq!(*mode, wbsessions::session::Mode::NonPersistent);
-            assert_eq!(*interval, Some(std::time::Duration::from_secs(90)));
-            assert!(!recreate);
+    match press(&mut app, key(KeyCode::Enter)).as_slice() {
+        [Command::Create(new)] => {
+            assert_eq!(new.name, "brand-new");
+            assert_eq!(new.workbook.to_string(), "me/drive/items/NEW");
+            assert_eq!(new.mode, wbsessions::session::Mode::NonPersistent);
+            assert_eq!(new.interval, Some(std::time::Duration::from_secs(90)));
+            assert!(!new.recreate, "the default, as on the command line");
         }
         other => panic!("{other:?}"),
     }
     assert!(app.dialog.is_none());
+    assert!(app.flash.as_ref().unwrap().text.contains("creating brand-new"));
+}
+
+#[test]
+fn form_fields_take_cursor_keys_and_paste() {
+    let mut app = app(false);
+    app.update(chr('n'), now());
+    typed(&mut app, "abd");
+    app.update(key(KeyCode::Left), now());
+    typed(&mut app, "c");
+    app.update(key(KeyCode::Home), now());
+    typed(&mut app, "x-");
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
+    assert_eq!(form.fields[0].text_value(), Some("x-abcd"));
+    app.update(key(KeyCode::Tab), now());
+    app.update(Msg::Paste("me/drive/items/PASTED\n".into()), now());
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
+    assert_eq!(form.fields[1].text_value(), Some("me/drive/items/PASTED"), "control characters are not pasted");
 }
 
 #[test]
@@ -144,17 +190,18 @@ fn track_and_edit_dialogs() {
     let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
     assert!(form.error.as_deref().unwrap().contains("session id"), "{:?}", form.error);
     typed(&mut app, "cluster=X&session=Y");
-    assert!(
-        matches!(app.update(key(KeyCode::Enter), now()).as_slice(), [Command::Track(s)] if s.session_id.as_str() == "cluster=X&session=Y")
-    );
+    assert!(matches!(
+        press(&mut app, key(KeyCode::Enter)).as_slice(),
+        [Command::Track(new)] if new.session_id.as_ref().map(|i| i.as_str()) == Some("cluster=X&session=Y")
+    ));
 
     let selected = app.selected.unwrap();
     app.update(chr('e'), now());
     let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
     assert_eq!(form.kind, FormKind::Edit(selected));
-    assert_eq!(form.fields[0].value, "budget");
+    assert_eq!(form.fields[0].text_value(), Some("budget"));
     typed(&mut app, "-2");
-    match app.update(key(KeyCode::Enter), now()).as_slice() {
+    match press(&mut app, key(KeyCode::Enter)).as_slice() {
         [Command::Edit { key, settings }] => {
             assert_eq!(*key, selected);
             assert_eq!(settings.name, "budget-2");
@@ -164,42 +211,67 @@ fn track_and_edit_dialogs() {
 }
 
 #[test]
-fn close_and_remove_ask_first() {
+fn close_and_remove_ask_first_and_only_y_confirms() {
     let mut app = app(false);
     app.update(chr('x'), now());
     assert!(matches!(app.dialog, Some(Dialog::Confirm { .. })));
-    assert!(app.update(chr('n'), now()).is_empty());
+    assert!(press(&mut app, key(KeyCode::Enter)).is_empty(), "enter does not confirm a destructive action");
+    assert!(press(&mut app, chr('n')).is_empty());
     assert!(app.dialog.is_none());
     app.update(chr('c'), now());
-    assert!(matches!(app.update(chr('y'), now()).as_slice(), [Command::Close(keys)] if keys.len() == 1));
+    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Command::Close(keys)] if keys.len() == 1));
+    assert!(app.flash.as_ref().unwrap().text.contains("closing budget"));
     app.update(chr('x'), now());
-    assert!(matches!(app.update(key(KeyCode::Enter), now()).as_slice(), [Command::Remove(_)]));
+    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Command::Remove(_)]));
 }
 
 #[test]
-fn engine_events_update_the_mirror() {
+fn the_user_sees_a_close_through_to_its_end() {
+    let mut app = app(false);
+    let key = app.selected.unwrap();
+    app.update(chr('c'), now());
+    app.update(chr('y'), now());
+    assert_eq!(app.flash.as_ref().unwrap().text, "closing budget…");
+    app.update(done(JobKind::Close, Some(key), "budget", Ok(())), now());
+    assert_eq!(app.flash.as_ref().unwrap().text, "closed budget");
+}
+
+#[test]
+fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
     let mut app = app(false);
     let key = app.selected.unwrap();
     app.update(chr('r'), now());
-    app.update(Msg::Engine(Event::Started { key }), now());
+    app.update(Msg::Engine(Event::Started { key, kind: JobKind::Refresh }), now());
     assert!(app.rows[&key].refreshing);
     assert_eq!(app.counts().get(&Status::Refreshing), Some(&1));
 
     let mut session = app.rows[&key].session.clone();
     session.status = Status::Expired;
+    session.failures = 1;
     let outcome = Outcome {
         kind: OutcomeKind::Expired,
         codes: vec!["invalidSessionReCreatable".into()],
-        ..session.outcomes[0].clone()
+        ..session.last_outcome.clone().unwrap()
     };
     app.update(Msg::Engine(Event::Outcome { key, name: session.name.clone(), outcome, late: None }), now());
-    app.update(Msg::Engine(Event::Changed(Box::new(session))), now());
+    app.update(Msg::Engine(Event::Changed(Box::new(session.clone()))), now());
+    app.update(done(JobKind::Refresh, Some(key), "budget", Err("session expired (HTTP 404)".into())), now());
     assert!(!app.rows[&key].refreshing);
     assert_eq!(app.rows[&key].session.status, Status::Expired);
     let flash = app.flash.clone().unwrap();
-    assert!(flash.error && flash.text.contains("expired"), "a manual refresh that failed says so: {flash:?}");
+    assert!(flash.error && flash.text.contains("expired"), "a refresh that failed says so: {flash:?}");
 
-    // The engine's plan wins over the estimate: an expired session that may not be recreated waits for nothing.
+    // A success elsewhere is still said: the newest message wins.
+    app.update(done(JobKind::Refresh, Some(5), "finance", Ok(())), now());
+    assert_eq!(app.flash.as_ref().map(|f| (f.error, f.text.as_str())), Some((false, "finance: refreshed")));
+    // An error about a session goes once that session works again.
+    app.update(done(JobKind::Refresh, Some(key), "budget", Err("session expired".into())), now());
+    session.status = Status::Ok;
+    session.failures = 0;
+    app.update(Msg::Engine(Event::Changed(Box::new(session))), now());
+    assert!(app.flash.is_none(), "{:?}", app.flash);
+
+    // The engine's plan wins over the estimate: a session that will not be refreshed waits for nothing.
     let planned = now() + chrono::Duration::seconds(7);
     app.update(Msg::Engine(Event::Scheduled { key, at: Some(planned) }), now());
     assert_eq!(app.next_due(&app.rows[&key].session.clone()), Some(planned));
@@ -225,12 +297,24 @@ fn engine_events_update_the_mirror() {
     app.update(Msg::Tick, now() + chrono::Duration::seconds(60));
     assert!(app.flash.is_none(), "info flashes go by themselves");
     assert!(app.paused);
-    app.update(Msg::Engine(Event::Stopped), now());
-    assert!(app.quit);
+    assert!(matches!(app.update(Msg::Engine(Event::Stopped), now()).as_slice(), [Effect::Quit]));
 }
 
 fn key_esc() -> Msg {
     key(KeyCode::Esc)
+}
+
+#[test]
+fn a_session_past_its_idle_expiry_is_stale_not_ok() {
+    let mut app = app(false);
+    let key = app.selected.unwrap();
+    assert_eq!(app.status_of(&app.rows[&key]), Status::Ok, "budget was refreshed 12 s ago");
+    // Five minutes on without a refresh: Graph has likely expired it.
+    let later = now() + chrono::Duration::seconds(300);
+    app.update(Msg::Tick, later);
+    assert_eq!(app.status_of(&app.rows[&key]), Status::Stale);
+    assert_eq!(app.counts().get(&Status::Stale), Some(&1));
+    assert_eq!(app.counts().get(&Status::Ok), None);
 }
 
 #[test]
@@ -241,31 +325,27 @@ fn help_mouse_and_quit() {
     assert!(app.update(chr('r'), now()).is_empty(), "any key closes the help and does nothing else");
     assert!(!app.help);
 
-    app.table_rows = Rect::new(0, 4, 80, 10);
-    app.update(
-        Msg::Mouse(MouseEvent {
-            kind: MouseEventKind::Down(MouseButton::Left),
-            column: 5,
-            row: 6,
-            modifiers: KeyModifiers::NONE,
-        }),
-        now(),
-    );
+    let rows = app.layout.table_rows;
+    let click = |row: u16, kind| Msg::Mouse(MouseEvent { kind, column: 5, row, modifiers: KeyModifiers::NONE });
+    app.update(click(rows.y + 2, MouseEventKind::Down(MouseButton::Left)), now());
     assert_eq!(name_of(&app), "forecast", "the third row");
-    app.update(
-        Msg::Mouse(MouseEvent { kind: MouseEventKind::ScrollDown, column: 5, row: 6, modifiers: KeyModifiers::NONE }),
-        now(),
-    );
+    app.update(click(rows.y + 2, MouseEventKind::ScrollDown), now());
     assert_eq!(name_of(&app), "fresh");
 
-    app.update(Msg::Key(KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), now());
-    assert!(app.quit);
+    // Behind a dialog the table hears nothing.
+    app.update(chr('c'), now());
+    app.update(click(rows.y, MouseEventKind::Down(MouseButton::Left)), now());
+    app.update(click(rows.y, MouseEventKind::ScrollDown), now());
+    assert_eq!(name_of(&app), "fresh");
+    app.update(key_esc(), now());
+
+    assert!(matches!(app.update(ctrl('c'), now()).as_slice(), [Effect::Quit]));
 }
 
-fn draw(app: &mut wbsessions::tui::App, at: chrono::DateTime<chrono::Utc>) {
+fn draw(app: &mut App, at: chrono::DateTime<chrono::Utc>) {
     let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(120, 40)).unwrap();
     terminal.draw(|frame| wbsessions::tui::view::draw(frame, app, at)).unwrap();
-    app.dirty = false;
+    app.drawn(at);
 }
 
 #[test]
@@ -280,10 +360,10 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
     // Sessions refreshed minutes ago: a minute passes between redraws.
     let mut sessions = common::dashboard::sessions();
     for s in &mut sessions {
-        s.last_refresh = Some(now() - chrono::Duration::seconds(330));
+        s.last_refresh = Some(now() - chrono::Duration::seconds(130));
         s.interval = Some(std::time::Duration::from_secs(3600));
     }
-    let mut app = wbsessions::tui::App::new(common::dashboard::info(false), sessions);
+    let mut app = App::new(common::dashboard::info(false), sessions, (120, 40), now());
     draw(&mut app, now());
     let redraws = (1..=59)
         .filter(|s| {
@@ -298,42 +378,48 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
         .count();
     assert!(redraws <= 2, "{redraws} redraws in a minute of minutes-only times");
 
-    let mut empty = wbsessions::tui::App::new(common::dashboard::info(false), Vec::new());
+    let mut empty = App::new(common::dashboard::info(false), Vec::new(), (120, 40), now());
     draw(&mut empty, now());
     empty.update(Msg::Tick, now() + chrono::Duration::seconds(5));
     assert!(!empty.dirty);
 }
 
 #[test]
-fn signing_in_from_the_dashboard() {
-    use wbsessions::tui::app::SignInEvent;
+fn the_details_pane_asks_for_the_history_and_follows_the_selection() {
     let mut app = app(false);
-    app.update(chr('l'), now());
-    assert!(app.sign_in_requested, "the event loop is asked to start the flow");
+    let budget = app.selected.unwrap();
+    assert!(matches!(press(&mut app, key(KeyCode::Enter)).as_slice(), [Command::History(k)] if *k == budget));
+    app.update(Msg::Engine(Event::History { key: budget, outcomes: history(budget) }), now());
+    assert_eq!(app.history.as_ref().map(|(_, h)| h.len()), Some(6));
+    let next = press(&mut app, chr('j'));
+    assert!(matches!(next.as_slice(), [Command::History(k)] if *k != budget), "{next:?}");
+}
+
+#[test]
+fn signing_in_from_the_dashboard() {
+    let mut app = app(false);
+    assert!(matches!(press(&mut app, chr('l')).as_slice(), [Command::SignIn]));
     assert!(matches!(app.dialog, Some(Dialog::SignIn(_))));
     app.update(
-        Msg::SignIn(SignInEvent::Code {
+        Msg::Engine(Event::SignIn(SignInProgress::Code {
             verification_uri: "https://microsoft.com/devicelogin".into(),
             user_code: "ABCD1234".into(),
             expires_in: 900,
-        }),
+        })),
         now(),
     );
     let Some(Dialog::SignIn(dialog)) = &app.dialog else { panic!() };
     assert_eq!(dialog.code.as_ref().map(|(_, c)| c.as_str()), Some("ABCD1234"));
-    // Sessions that failed for want of a token are refreshed as soon as the sign-in is done.
-    let finance = app.rows.values().find(|r| r.session.status == Status::Auth).unwrap().session.key;
-    match app.update(Msg::SignIn(SignInEvent::Done(Ok("Ana".into()))), now()).as_slice() {
-        [Command::Refresh(keys)] => assert_eq!(keys, &vec![finance]),
-        other => panic!("{other:?}"),
-    }
+    app.update(Msg::Engine(Event::SignIn(SignInProgress::Done(Ok("Ana".into())))), now());
     assert!(app.dialog.is_none());
     assert!(app.flash.as_ref().unwrap().text.contains("Ana"));
+    app.update(Msg::Engine(Event::Auth(SignInState::SignedIn { user: Some("Ana".into()), until: now() })), now());
+    assert!(app.signin.is_some());
 
     app.update(chr('l'), now());
-    app.update(Msg::SignIn(SignInEvent::Done(Err("the sign-in was declined".into()))), now());
+    app.update(Msg::Engine(Event::SignIn(SignInProgress::Done(Err("the sign-in was declined".into())))), now());
     let Some(Dialog::SignIn(dialog)) = &app.dialog else { panic!() };
     assert_eq!(dialog.error.as_deref(), Some("the sign-in was declined"));
-    app.update(key(KeyCode::Esc), now());
+    assert!(matches!(press(&mut app, key_esc()).as_slice(), [Command::CancelSignIn]));
     assert!(app.dialog.is_none());
 }

@@ -1,286 +1,402 @@
-//! The refresh engine in-process, against the simulator over loopback: limits, throttling,
-//! backoff, gaps, changes made by other processes, and shutdown.
+//! The refresh engine against a fake Graph and an in-memory store, under tokio's paused time:
+//! every assertion about timing reads the start times of calls on tokio's clock, so nothing here
+//! waits for real and nothing passes by luck of a fast machine.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use common::*;
+use common::fake::{Answer, FakeGraph, MemoryStore};
 use tokio::sync::mpsc;
-use wbsessions::auth::Tokens;
-use wbsessions::config::EngineSettings;
-use wbsessions::engine::{self, Command, Context, EngineConfig, EngineHandle, Event};
-use wbsessions::session::{Mode, OutcomeKind, SessionKey, Status, TrackedSession, WorkbookRef};
-use wbsessions::sim::{RunningSim, SimConfig};
-use wbsessions::store::{Store, StoreWriter};
+use tokio::time::Instant;
+use wbsessions::engine::{
+    self, Command, Context, EngineConfig, EngineHandle, EngineSettings, Event, Finished, JobKind, Role,
+};
+use wbsessions::session::{
+    Defaults, Draft, Mode, NewSession, SessionId, SessionKey, SessionSettings, Status, TrackedSession, WorkbookRef,
+};
+use wbsessions::store::{Changes, StoreEvent};
 use wbsessions::time::Clock;
 
 struct Rig {
-    sim: RunningSim,
     engine: EngineHandle,
-    store_path: std::path::PathBuf,
-    _dir: tempfile::TempDir,
+    graph: std::sync::Arc<FakeGraph>,
+    store: std::sync::Arc<MemoryStore>,
     keys: Vec<SessionKey>,
-}
-
-/// Sessions `(name, workbook, interval)`, created through the simulator and stored.
-async fn rig(config: SimConfig, sessions: &[(&str, &str, Duration)], settings: EngineSettings, clock: Clock) -> Rig {
-    rig_as(config, sessions, settings, clock, None).await
-}
-
-/// As `rig`, but watching: another holder has the driver lock, which the engine may take over.
-async fn rig_as(
-    config: SimConfig,
-    sessions: &[(&str, &str, Duration)],
-    settings: EngineSettings,
     clock: Clock,
-    watching_store: Option<&std::path::Path>,
-) -> Rig {
-    let sim = start_sim_with_clock(config, clock.clone()).await;
-    let graph = client(&sim.graph_url());
-    let dir = tempfile::tempdir().unwrap();
-    let store_path = watching_store.map_or_else(|| dir.path().join("s.db"), std::path::Path::to_path_buf);
-    let mut store = Store::open(&store_path).unwrap();
-    let mut keys = Vec::new();
-    for (name, workbook, interval) in sessions {
-        let workbook = WorkbookRef::parse(&format!("me/drive/items/{workbook}")).unwrap();
-        let id = graph.create_session(TOKEN, &workbook, Mode::Persistent).await.unwrap().value;
-        let mut s = TrackedSession::new(name.to_string(), workbook, id, Mode::Persistent, clock.now());
-        s.status = Status::Ok;
-        s.last_refresh = Some(clock.now());
-        s.interval = Some(*interval);
-        store.insert(&mut s).unwrap();
-        keys.push(s.key);
-    }
-    let initial = store.sessions(engine::MEMORY_OUTCOMES).unwrap();
-    let writer = StoreWriter::spawn(store, Duration::from_millis(100), engine::MEMORY_OUTCOMES);
-    let ctx = Context { client: graph, tokens: Tokens::fixed(TOKEN), clock };
-    let engine = engine::spawn(
-        ctx,
-        writer.handle.clone(),
-        writer.events,
-        initial,
-        EngineConfig {
-            settings,
-            driver: watching_store.is_none(),
-            take_over: watching_store.map(std::path::Path::to_path_buf),
-        },
-    );
-    Rig { sim, engine, store_path, _dir: dir, keys }
+    external: mpsc::UnboundedSender<StoreEvent>,
+    t0: Instant,
 }
 
 fn settings() -> EngineSettings {
     EngineSettings { request_timeout: Duration::from_secs(5), ..EngineSettings::default() }
 }
 
-fn books(n: usize) -> Vec<(String, Option<String>)> {
-    (0..n).map(|i| (format!("W{i}"), None)).collect()
+fn tracked(key: SessionKey, name: &str, workbook: &str, interval: Duration, clock: &Clock) -> TrackedSession {
+    let workbook = WorkbookRef::parse(&format!("me/drive/items/{workbook}")).unwrap();
+    let id = SessionId::new(&format!("live-{name}")).unwrap();
+    let mut s = TrackedSession::new(name.into(), workbook, id, Mode::Persistent, clock.now());
+    s.key = key;
+    s.status = Status::Ok;
+    s.last_refresh = Some(clock.now());
+    s.interval = Some(interval);
+    s
 }
 
-fn config_with(n: usize) -> SimConfig {
-    SimConfig { token: Some(TOKEN.into()), workbooks: books(n), ..SimConfig::default() }
-}
-
-/// Collects events until `done` says enough, or fails after the deadline.
-async fn collect(
-    events: &mut mpsc::UnboundedReceiver<Event>,
-    deadline: Duration,
-    mut done: impl FnMut(&[Event]) -> bool,
-) -> Vec<Event> {
-    let mut seen = Vec::new();
-    let end = tokio::time::Instant::now() + deadline;
-    while !done(&seen) {
-        match tokio::time::timeout_at(end, events.recv()).await {
-            Ok(Some(event)) => seen.push(event),
-            Ok(None) => panic!("the engine stopped early"),
-            Err(_) => panic!("timed out; saw {} events: {seen:#?}", seen.len()),
-        }
-    }
-    seen
-}
-
-/// Whether a call starts within `wait` (other events are passed over).
-async fn call_starts_within(events: &mut mpsc::UnboundedReceiver<Event>, wait: Duration) -> bool {
-    tokio::time::timeout(wait, async {
-        loop {
-            match events.recv().await {
-                Some(Event::Started { .. }) | None => return,
-                Some(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
-}
-
-fn outcomes(events: &[Event]) -> Vec<(SessionKey, OutcomeKind)> {
-    events
+/// Sessions `(name, workbook, interval)`, alive at the fake, refreshed just now.
+fn rig_with(specs: &[(&str, &str, Duration)], settings: EngineSettings, role: Role, clock: Clock) -> Rig {
+    let sessions: Vec<TrackedSession> = specs
         .iter()
-        .filter_map(|e| if let Event::Outcome { key, outcome, .. } = e { Some((*key, outcome.kind)) } else { None })
-        .collect()
+        .enumerate()
+        .map(|(i, (name, workbook, interval))| tracked(i as i64 + 1, name, workbook, *interval, &clock))
+        .collect();
+    rig_from(sessions, settings, role, clock)
 }
 
-#[tokio::test]
-async fn one_call_per_workbook_and_a_global_concurrency_limit() {
-    let config = SimConfig { latency: Some((Duration::from_millis(30), Duration::from_millis(30))), ..config_with(6) };
-    let long = Duration::from_secs(3600);
-    let sessions: Vec<(String, String)> = (0..12).map(|i| (format!("s{i}"), format!("W{}", i % 6))).collect();
-    let specs: Vec<(&str, &str, Duration)> = sessions.iter().map(|(n, w)| (n.as_str(), w.as_str(), long)).collect();
-    let mut rig = rig(config, &specs, EngineSettings { concurrency: 3, ..settings() }, Clock::system()).await;
-    let workbook_of: HashMap<SessionKey, usize> = rig.keys.iter().enumerate().map(|(i, k)| (*k, i % 6)).collect();
-    rig.engine.commands.send(Command::RefreshAll).unwrap();
-    let events = collect(&mut rig.engine.events, Duration::from_secs(10), |e| outcomes(e).len() == 12).await;
-    let mut running: Vec<SessionKey> = Vec::new();
-    let mut peak = 0;
-    for event in &events {
-        match event {
-            Event::Started { key } => {
-                assert!(
-                    running.iter().all(|r| workbook_of[r] != workbook_of[key]),
-                    "two calls on workbook W{} at once",
-                    workbook_of[key]
-                );
-                running.push(*key);
-                peak = peak.max(running.len());
-            }
-            Event::Outcome { key, .. } => running.retain(|r| r != key),
-            _ => {}
-        }
+fn rig_from(sessions: Vec<TrackedSession>, settings: EngineSettings, role: Role, clock: Clock) -> Rig {
+    let graph = FakeGraph::new();
+    for s in &sessions {
+        graph.open(s.session_id.as_str());
     }
-    assert_eq!(peak, 3, "the concurrency limit is used and never passed");
-    assert!(outcomes(&events).iter().all(|(_, k)| *k == OutcomeKind::Ok));
+    let store = MemoryStore::new(&sessions);
+    let (external, store_events) = mpsc::unbounded_channel();
+    let ctx = Context { graph: graph.clone(), clock: clock.clone(), auth: None };
+    let engine = engine::spawn(
+        ctx,
+        store.clone(),
+        Some(store_events),
+        sessions.clone(),
+        EngineConfig { settings, role, paused: false },
+    );
+    Rig { engine, graph, store, keys: sessions.iter().map(|s| s.key).collect(), clock, external, t0: Instant::now() }
 }
 
-#[tokio::test]
-async fn the_request_budget_holds_back_calls() {
-    let long = Duration::from_secs(3600);
-    let specs: Vec<(&str, &str, Duration)> =
-        vec![("a", "W0", long), ("b", "W1", long), ("c", "W2", long), ("d", "W3", long)];
-    let mut rig =
-        rig(config_with(4), &specs, EngineSettings { request_budget: 3, ..settings() }, Clock::system()).await;
-    rig.engine.commands.send(Command::RefreshAll).unwrap();
-    let events = collect(&mut rig.engine.events, Duration::from_secs(5), |e| outcomes(e).len() == 3).await;
-    assert_eq!(events.iter().filter(|e| matches!(e, Event::Started { .. })).count(), 3);
-    // The fourth waits for the ten-second window; nothing more starts within the next second.
+fn rig(specs: &[(&str, &str, Duration)], settings: EngineSettings) -> Rig {
+    rig_with(specs, settings, Role::Driver, Clock::following_tokio(chrono::Utc::now()))
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+impl Rig {
+    fn send(&self, command: Command) {
+        self.engine.commands.send(command).unwrap();
+    }
+
+    /// Events until `done` holds, or a panic after `deadline` of (virtual) time.
+    async fn until(&mut self, deadline: Duration, mut done: impl FnMut(&[Event]) -> bool) -> Vec<Event> {
+        let mut seen = Vec::new();
+        let end = Instant::now() + deadline;
+        while !done(&seen) {
+            match tokio::time::timeout_at(end, self.engine.events.recv()).await {
+                Ok(Some(event)) => seen.push(event),
+                Ok(None) => panic!("the engine stopped early"),
+                Err(_) => panic!("timed out; saw {} events: {seen:#?}", seen.len()),
+            }
+        }
+        seen
+    }
+
+    async fn finished(&mut self, n: usize) -> Vec<Finished> {
+        let events = self.until(Duration::from_secs(600), |e| finished(e).len() >= n).await;
+        finished(&events)
+    }
+
+    /// How long after the rig started each call of `kind` on `workbook` started.
+    fn starts(&self, kind: &str, workbook: &str) -> Vec<Duration> {
+        self.graph
+            .calls_of(kind)
+            .iter()
+            .filter(|c| c.workbook.ends_with(workbook))
+            .map(|c| c.at.duration_since(self.t0))
+            .collect()
+    }
+}
+
+fn finished(events: &[Event]) -> Vec<Finished> {
+    events.iter().filter_map(|e| if let Event::Finished(f) = e { Some(f.clone()) } else { None }).collect()
+}
+
+fn new_session(name: &str, workbook: &str, session_id: Option<&str>) -> NewSession {
+    let draft = Draft {
+        name: name.into(),
+        workbook: workbook.into(),
+        session_id: session_id.map(str::to_string),
+        ..Draft::default()
+    };
+    NewSession::check(&draft, &Defaults::default()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_call_per_workbook_and_a_global_concurrency_limit() {
+    let names: Vec<(String, String)> = (0..12).map(|i| (format!("s{i}"), format!("W{}", i % 6))).collect();
+    let specs: Vec<(&str, &str, Duration)> = names.iter().map(|(n, w)| (n.as_str(), w.as_str(), HOUR)).collect();
+    let mut rig = rig(&specs, EngineSettings { concurrency: 3, ..settings() });
+    rig.graph.set_latency(Duration::from_millis(30));
+    rig.send(Command::RefreshAll);
+    let done = rig.finished(12).await;
+    assert!(done.iter().all(|f| f.result.is_ok()));
+    assert_eq!(rig.graph.peaks(), (1, 3), "never two on one workbook; the limit is used and never passed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_budget_holds_back_calls_for_its_window() {
+    let specs = [("a", "W0", HOUR), ("b", "W1", HOUR), ("c", "W2", HOUR), ("d", "W3", HOUR)];
+    let mut rig = rig(&specs, EngineSettings { request_budget: 3, ..settings() });
+    rig.send(Command::RefreshAll);
+    rig.finished(4).await;
+    let mut starts: Vec<Duration> = rig.graph.calls().iter().map(|c| c.at.duration_since(rig.t0)).collect();
+    starts.sort();
+    assert_eq!(&starts[..3], &[Duration::ZERO; 3]);
+    assert_eq!(starts[3], Duration::from_secs(10), "the fourth waits for the ten-second window");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_after_holds_back_its_workbook_only_and_is_capped_at_three_minutes() {
+    let specs = [("a", "W0", HOUR), ("b", "W1", HOUR), ("c", "W2", HOUR)];
+    let mut rig = rig(&specs, settings());
+    rig.graph.script("me/drive/items/W0", &[Answer::Throttled(Some(Duration::from_millis(2500)))]);
+    rig.graph.script("me/drive/items/W2", &[Answer::Throttled(Some(Duration::from_secs(1_000_000_000)))]);
+    rig.send(Command::Refresh(rig.keys.clone()));
+    let done = rig.finished(3).await;
+    assert!(done.iter().all(|f| f.result.is_ok()), "each asked-for refresh went through in the end: {done:?}");
+    assert_eq!(rig.starts("refresh", "W1"), [Duration::ZERO], "another workbook is not held");
+    assert_eq!(rig.starts("refresh", "W0"), [Duration::ZERO, Duration::from_millis(2500)], "exactly the Retry-After");
+    assert_eq!(rig.starts("refresh", "W2"), [Duration::ZERO, Duration::from_secs(180)], "a day is capped at 180 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_or_missing_retry_after_backs_off_from_a_second() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    rig.graph.script("me/drive/items/W0", &[Answer::Throttled(Some(Duration::ZERO)), Answer::Throttled(None)]);
+    rig.send(Command::Refresh(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_ok());
+    let starts = rig.starts("refresh", "W0");
+    assert_eq!(starts.len(), 3);
+    let (first, second) = (starts[1] - starts[0], starts[2] - starts[1]);
+    assert!(first >= Duration::from_secs(1) && first < Duration::from_secs(2), "{first:?}");
+    assert!(second >= Duration::from_secs(2) && second < Duration::from_secs(4), "{second:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn asked_for_calls_retry_429_503_504_three_times_then_report() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    rig.graph.script("me/drive/items/W0", &[Answer::Status(504), Answer::Status(504)]);
+    rig.send(Command::Refresh(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_ok(), "two 504s, then a success");
+    rig.graph.always("me/drive/items/W0", Answer::Status(504));
+    rig.send(Command::Refresh(rig.keys.clone()));
+    let failed = rig.finished(1).await;
+    assert!(failed[0].result.as_ref().is_err_and(|e| e.contains("504")), "{failed:?}");
+    assert_eq!(rig.starts("refresh", "W0").len(), 3 + 4, "one try and three retries the second time");
+    // A plain 500 is not retried by the caller's request; the keeper's backoff takes it.
+    rig.graph.always("me/drive/items/W0", Answer::Status(500));
+    rig.send(Command::Refresh(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_err());
+    assert_eq!(rig.starts("refresh", "W0").len(), 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_close_asked_for_during_a_refresh_runs_right_after_it() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    rig.graph.set_latency(Duration::from_secs(3));
+    let key = rig.keys[0];
+    rig.send(Command::Refresh(vec![key]));
+    rig.until(Duration::from_secs(1), |e| e.iter().any(|e| matches!(e, Event::Started { .. }))).await;
+    rig.send(Command::Close(vec![key]));
+    let done = rig.finished(2).await;
+    assert_eq!(
+        done.iter().map(|f| (f.kind, f.result.is_ok())).collect::<Vec<_>>(),
+        [(JobKind::Refresh, true), (JobKind::Close, true)]
+    );
+    assert_eq!(rig.starts("close", "W0"), [Duration::from_secs(3)], "the close starts when the refresh ends");
+    assert_eq!(rig.store.session(key).unwrap().status, Status::Closed);
+    assert!(!rig.graph.is_live("live-a"), "the fake saw the session closed");
+    // A closed session is not refreshed: asked to, the engine says why.
+    rig.send(Command::Refresh(vec![key]));
+    let refused = rig.finished(1).await;
+    assert!(refused[0].result.as_ref().is_err_and(|e| e.contains("closed")), "{refused:?}");
+    assert_eq!(rig.graph.calls_of("refresh").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_edit_or_removal_during_a_call_waits_for_it_and_is_not_lost() {
+    let mut rig = rig(&[("a", "W0", HOUR), ("b", "W1", HOUR)], settings());
+    rig.graph.set_latency(Duration::from_secs(2));
+    let (a, b) = (rig.keys[0], rig.keys[1]);
+    rig.send(Command::Refresh(vec![a, b]));
+    rig.until(Duration::from_secs(1), |e| e.iter().filter(|e| matches!(e, Event::Started { .. })).count() == 2).await;
+    let mut renamed = SessionSettings::of(&rig.store.session(a).unwrap());
+    renamed.name = "a2".into();
+    rig.send(Command::Edit { key: a, settings: renamed });
+    rig.send(Command::Remove(vec![b]));
+    let events = rig.until(Duration::from_secs(10), |e| finished(e).len() == 4).await;
+    let kinds: Vec<JobKind> = finished(&events).iter().map(|f| f.kind).collect();
+    assert_eq!(kinds.len(), 4);
+    let position = |k: JobKind, key| finished(&events).iter().position(|f| f.kind == k && f.key == Some(key)).unwrap();
+    assert!(position(JobKind::Edit, a) > position(JobKind::Refresh, a), "the edit came after the call");
+    assert!(position(JobKind::Remove, b) > position(JobKind::Refresh, b));
+    assert_eq!(rig.store.session(a).unwrap().name, "a2");
+    assert!(rig.store.session(b).is_none());
+    assert!(events.iter().any(|e| matches!(e, Event::Removed { key, .. } if *key == b)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_and_track_go_through_the_dispatcher_and_the_store() {
+    let mut rig = rig(&[], settings());
+    rig.send(Command::Create(new_session("made", "me/drive/items/NEW", None)));
+    let done = rig.finished(1).await;
+    assert_eq!((done[0].kind, &done[0].result), (JobKind::Create, &Ok(())));
+    let key = done[0].key.unwrap();
+    let made = rig.store.session(key).unwrap();
+    assert_eq!((made.status, made.session_id.as_str()), (Status::Ok, "fake-1"));
+    assert_eq!(rig.graph.calls_of("create").len(), 1);
+
+    // A by-path workbook is resolved first, and the item id is what is stored.
+    rig.send(Command::Track(new_session("by-path", "/me/drive/root:/a/b.xlsx:", Some("S-1"))));
+    let done = rig.finished(1).await;
+    let tracked = rig.store.session(done[0].key.unwrap()).unwrap();
+    assert_eq!(tracked.workbook.to_string(), "me/drive/items/RESOLVED");
+    assert_eq!(rig.graph.calls_of("resolve").len(), 1);
+    // An item id needs nothing from Graph: no call at all, straight to the store.
+    rig.send(Command::Track(new_session("by-id", "me/drive/items/X", Some("S-2"))));
+    assert!(rig.finished(1).await[0].result.is_ok());
+    let kinds: Vec<&str> = rig.graph.calls().iter().map(|c| c.kind).collect();
+    assert_eq!(
+        kinds,
+        ["create", "resolve", "refresh", "refresh"],
+        "tracked sessions are checked at once, nothing more"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_created_session_the_store_refuses_is_closed_at_graph() {
+    let mut rig = rig(&[], settings());
+    rig.store.state.lock().unwrap().fail_inserts = true;
+    rig.send(Command::Create(new_session("orphan", "me/drive/items/NEW", None)));
+    let done = rig.finished(1).await;
+    let why = done[0].result.clone().unwrap_err();
+    assert!(why.contains("closed again"), "{why}");
+    assert_eq!(rig.graph.calls_of("close").len(), 1);
+    assert!(!rig.graph.is_live("fake-1"), "nothing is left open that nothing tracks");
+}
+
+#[tokio::test(start_paused = true)]
+async fn automatic_refreshes_follow_the_interval_and_stop_when_switched_off_or_paused() {
+    let mut rig = rig(&[("a", "W0", Duration::from_secs(60)), ("b", "W1", Duration::from_secs(60))], settings());
+    tokio::time::sleep(Duration::from_secs(130)).await;
+    let starts = rig.starts("refresh", "W0");
+    assert_eq!(starts.len(), 2, "{starts:?}");
     assert!(
-        !call_starts_within(&mut rig.engine.events, Duration::from_secs(1)).await,
-        "a fourth call started inside the budget window"
+        starts[0] > Duration::from_secs(53) && starts[0] <= Duration::from_secs(60),
+        "up to 10 % early, never late"
     );
+    rig.send(Command::SetAuto { keys: vec![rig.keys[0]], auto: false });
+    rig.send(Command::PauseAll(true));
+    let events = rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Paused(true)))).await;
+    assert!(finished(&events).iter().any(|f| f.kind == JobKind::SetAuto));
+    assert!(rig.store.state.lock().unwrap().paused, "the pause lives in the store, for every process");
+    let before = rig.graph.calls().len();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(rig.graph.calls().len(), before, "paused: nothing automatic");
+    rig.send(Command::PauseAll(false));
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert!(rig.starts("refresh", "W1").len() > 2, "b resumed");
+    assert_eq!(rig.starts("refresh", "W0").len(), 2, "a stays manual");
 }
 
-#[tokio::test]
-async fn retry_after_holds_back_all_traffic_until_it_passes() {
-    let long = Duration::from_secs(3600);
-    let mut rig = rig(
-        config_with(2),
-        &[("a", "W0", long), ("b", "W1", long)],
-        EngineSettings { concurrency: 1, ..settings() },
-        Clock::system(),
-    )
-    .await;
-    rig.sim.sim.set_rates(1.0, 0.0);
-    rig.engine.commands.send(Command::Refresh(vec![rig.keys[0]])).unwrap();
-    let events = collect(&mut rig.engine.events, Duration::from_secs(5), |e| {
-        e.iter().any(|e| matches!(e, Event::Throttled { until: Some(_) }))
-    })
-    .await;
-    let until = events.iter().find_map(|e| if let Event::Throttled { until } = e { *until } else { None }).unwrap();
-    assert_eq!(outcomes(&events), [(rig.keys[0], OutcomeKind::Throttled)]);
-    rig.sim.sim.set_rates(0.0, 0.0);
-    rig.engine.commands.send(Command::Refresh(vec![rig.keys[1]])).unwrap();
-    let events = collect(&mut rig.engine.events, Duration::from_secs(10), |e| outcomes(e).len() == 2).await;
-    let started_at = chrono::Utc::now();
-    assert!(started_at >= until, "calls went out before the Retry-After passed");
-    // Both the held manual refresh and the throttled session's retry succeed after the wait.
-    let mut done = outcomes(&events);
-    done.sort_by_key(|(k, _)| *k);
-    assert_eq!(done, [(rig.keys[0], OutcomeKind::Ok), (rig.keys[1], OutcomeKind::Ok)]);
+#[tokio::test(start_paused = true)]
+async fn an_expired_session_is_recreated_only_where_allowed_and_recreate_replaces_the_id() {
+    let mut rig =
+        rig(&[("keep", "W0", Duration::from_secs(30)), ("let-go", "W1", Duration::from_secs(30))], settings());
+    let (keep, let_go) = (rig.keys[0], rig.keys[1]);
+    let mut allowed = SessionSettings::of(&rig.store.session(keep).unwrap());
+    allowed.recreate = true;
+    rig.send(Command::Edit { key: keep, settings: allowed });
+    rig.finished(1).await;
+    rig.graph.script("me/drive/items/W0", &[Answer::Expired]);
+    rig.graph.script("me/drive/items/W1", &[Answer::Expired]);
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let kept = rig.store.session(keep).unwrap();
+    assert_eq!((kept.status, kept.session_id.as_str()), (Status::Ok, "fake-1"), "recreated at once");
+    assert_eq!(rig.store.session(let_go).unwrap().status, Status::Expired);
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(rig.starts("refresh", "W1").len(), 1, "an expired session that may not be recreated waits for the user");
+
+    rig.send(Command::Recreate(vec![let_go]));
+    let done = rig.finished(1).await;
+    assert_eq!((done[0].kind, &done[0].result), (JobKind::Recreate, &Ok(())));
+    let back = rig.store.session(let_go).unwrap();
+    assert_eq!((back.status, back.session_id.as_str()), (Status::Ok, "fake-2"));
 }
 
-#[tokio::test]
-async fn transient_failures_back_off_and_then_recover() {
-    let mut rig = rig(config_with(1), &[("a", "W0", Duration::from_secs(3600))], settings(), Clock::system()).await;
-    rig.sim.sim.set_rates(0.0, 1.0);
-    rig.engine.commands.send(Command::Refresh(vec![rig.keys[0]])).unwrap();
-    let first = collect(&mut rig.engine.events, Duration::from_secs(5), |e| outcomes(e).len() == 1).await;
-    assert_eq!(outcomes(&first)[0].1, OutcomeKind::Error);
-    let failed_at = std::time::Instant::now();
-    rig.sim.sim.set_rates(0.0, 0.0);
-    let retry = collect(&mut rig.engine.events, Duration::from_secs(5), |e| {
-        outcomes(e).len() == 1 && matches!(e.last(), Some(Event::Changed(_)))
-    })
-    .await;
-    assert_eq!(outcomes(&retry)[0].1, OutcomeKind::Ok, "the retry came without being asked");
-    assert!(failed_at.elapsed() >= Duration::from_millis(900), "the first backoff is 1-2 s");
-    let changed =
-        retry.iter().rev().find_map(|e| if let Event::Changed(s) = e { Some(s.clone()) } else { None }).unwrap();
-    assert_eq!((changed.status, changed.failures), (Status::Ok, 0));
+#[tokio::test(start_paused = true)]
+async fn when_the_budget_is_short_the_sessions_closest_to_expiry_go_first() {
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    // All overdue at once; older last refreshes expire sooner: s3, then s1, s5, s0, s4, s2.
+    let ages = [90i64, 110, 70, 130, 80, 100];
+    let sessions: Vec<TrackedSession> = ages
+        .iter()
+        .enumerate()
+        .map(|(i, age)| {
+            let mut s = tracked(i as i64 + 1, &format!("s{i}"), &format!("W{i}"), Duration::from_secs(60), &clock);
+            s.last_refresh = Some(clock.now() - chrono::Duration::seconds(*age));
+            s.created_at = s.last_refresh.unwrap();
+            s
+        })
+        .collect();
+    let rig = rig_from(sessions, EngineSettings { request_budget: 1, ..settings() }, Role::Driver, clock);
+    tokio::time::sleep(Duration::from_secs(55)).await;
+    let order: Vec<String> = rig.graph.calls_of("refresh").iter().map(|c| c.workbook.clone()).collect();
+    let expected: Vec<String> = [3, 1, 5, 0, 4, 2].iter().map(|i| format!("me/drive/items/W{i}")).collect();
+    assert_eq!(order, expected, "one request per ten seconds, soonest expiry first");
 }
 
-#[tokio::test]
-async fn after_a_gap_in_wall_time_overdue_sessions_are_refreshed_at_once() {
-    let clock = Clock::manual(chrono::Utc::now());
-    let mut rig = rig(config_with(1), &[("a", "W0", Duration::from_secs(240))], settings(), clock.clone()).await;
-    // Nothing is due for four minutes...
-    assert!(!call_starts_within(&mut rig.engine.events, Duration::from_millis(1500)).await, "nothing is due yet");
-    // ...until the machine "sleeps" for ten minutes of wall time.
-    clock.advance(Duration::from_secs(600));
-    let events = collect(&mut rig.engine.events, Duration::from_secs(4), |e| outcomes(e).len() == 1).await;
-    // The simulator's clock jumped too, so the session is gone: exactly what a keeper must notice.
-    assert_eq!(outcomes(&events), [(rig.keys[0], OutcomeKind::Expired)]);
-}
-
-#[tokio::test]
-async fn changes_from_other_processes_arrive_and_shutdown_flushes() {
-    let long = Duration::from_secs(3600);
-    let mut rig = rig(config_with(1), &[("a", "W0", long)], settings(), Clock::system()).await;
-    let mut other = Store::open(&rig.store_path).unwrap();
-    let template = other.session("a").unwrap();
-    let mut added = TrackedSession::new(
-        "b".into(),
-        template.workbook.clone(),
-        template.session_id.clone(),
-        Mode::Persistent,
-        chrono::Utc::now(),
-    );
-    added.interval = Some(long);
-    other.insert(&mut added).unwrap();
+#[tokio::test(start_paused = true)]
+async fn what_other_processes_write_arrives_added_removed_and_paused() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    let mut added = tracked(42, "b", "W9", HOUR, &rig.clock);
+    added.status = Status::New;
+    rig.graph.open("live-b");
+    rig.external
+        .send(StoreEvent::Changed(Changes { sessions: vec![added], paused: false, ..Changes::default() }))
+        .unwrap();
     let events =
-        collect(&mut rig.engine.events, Duration::from_secs(2), |e| e.iter().any(|e| matches!(e, Event::Added(_))))
-            .await;
-    assert!(events.iter().any(|e| matches!(e, Event::Added(s) if s.name == "b")));
-    // A new session is refreshed at once, to learn whether it lives.
-    collect(&mut rig.engine.events, Duration::from_secs(2), |e| outcomes(e).iter().any(|(k, _)| *k == added.key)).await;
-
-    other.apply(&[wbsessions::store::Write::Remove { key: added.key }]).unwrap();
-    collect(&mut rig.engine.events, Duration::from_secs(2), |e| e.iter().any(|e| matches!(e, Event::Removed { .. })))
-        .await;
-
-    rig.engine.commands.send(Command::Refresh(vec![rig.keys[0]])).unwrap();
-    rig.engine.commands.send(Command::Shutdown).unwrap();
-    let tail =
-        collect(&mut rig.engine.events, Duration::from_secs(6), |e| e.iter().any(|e| matches!(e, Event::Stopped)))
-            .await;
-    let finished = outcomes(&tail).len();
-    let stored = other.session("a").unwrap().outcomes.len();
-    assert_eq!(stored, finished, "every outcome reported before Stopped is in the store");
+        rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Outcome { key: 42, .. }))).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Added(s) if s.name == "b")), "a new session is checked at once");
+    rig.external.send(StoreEvent::Changed(Changes { removed: vec![42], paused: true, ..Changes::default() })).unwrap();
+    let events = rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Paused(true)))).await;
+    assert!(events.iter().any(|e| matches!(e, Event::Removed { key: 42, .. })));
 }
 
-#[tokio::test]
-async fn a_watcher_takes_over_when_the_driver_goes_away() {
+#[tokio::test(start_paused = true)]
+async fn a_watcher_refreshes_nothing_by_itself_and_takes_over_when_the_driver_goes() {
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("watched.db");
     let held = wbsessions::store::DriverLock::acquire(&store).unwrap();
-    let mut rig =
-        rig_as(config_with(1), &[("a", "W0", Duration::from_secs(1))], settings(), Clock::system(), Some(&store)).await;
-    // While the lock is held, nothing is scheduled here, though the session is due every second.
-    assert!(
-        !call_starts_within(&mut rig.engine.events, Duration::from_millis(2500)).await,
-        "a watcher refreshed on its own"
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let mut rig = rig_with(
+        &[("a", "W0", Duration::from_secs(1))],
+        settings(),
+        Role::Watcher { take_over: Some(store.clone()) },
+        clock,
     );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(rig.graph.calls().is_empty(), "a watcher refreshed on its own");
     drop(held);
-    let events = collect(&mut rig.engine.events, Duration::from_secs(4), |e| !outcomes(e).is_empty()).await;
+    let events = rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Outcome { .. }))).await;
     assert!(events.iter().any(|e| matches!(e, Event::Driving)));
     assert_eq!(wbsessions::store::read_holder(&store), Some(std::process::id()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_gap_in_wall_time_overdue_sessions_are_refreshed_at_once() {
+    let clock = Clock::manual(chrono::Utc::now());
+    let mut rig = rig_with(&[("a", "W0", Duration::from_secs(240))], settings(), Role::Driver, clock.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rig.graph.calls().is_empty(), "nothing is due yet");
+    // The machine "sleeps" for ten minutes of wall time; monotonic time hardly moves.
+    clock.advance(Duration::from_secs(600));
+    rig.until(Duration::from_secs(3), |e| e.iter().any(|e| matches!(e, Event::Outcome { .. }))).await;
+    assert_eq!(rig.graph.calls_of("refresh").len(), 1);
 }

@@ -1,4 +1,5 @@
 //! The headless commands as a user runs them: the real binary against the simulator over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 mod common;
 
@@ -92,9 +93,15 @@ fn create_list_refresh_id_show() {
     cli.ok(&["create", "p", "--workbook", "/me/drive/root:/Reports/Q1.xlsx:"]);
     assert_eq!(json(&cli.ok(&["show", "p", "--json"]))["workbook"], "me/drive/items/W2");
 
+    // The same id under a second name is refused, naming the first.
+    let twice = cli.output(&["add", "again", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    assert_eq!(twice.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&twice.stderr).contains("already tracked as \"a\""));
     // Tracking an existing id, then removing it, leaves the session itself alone.
-    cli.ok(&["add", "again", "--workbook", "me/drive/items/W1", "--session-id", &id]);
-    cli.ok(&["remove", "again"]);
+    let other = sim.sim.open_session("W1");
+    cli.ok(&["add", "again", "--workbook", "me/drive/items/W1", "--session-id", &other]);
+    let removed = cli.ok(&["remove", "again"]);
+    assert!(removed.contains("stays open at Graph"), "{removed}");
     cli.ok(&["refresh", "a"]);
     assert!(cli.ok(&["completions", "bash"]).contains("wbsessions"));
 }
@@ -235,8 +242,8 @@ fn one_driver_per_store_and_it_picks_up_sessions_added_elsewhere() {
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(stderr.contains(&format!("pid {}", keeper.child.id())), "{stderr}");
 
-    let id = cli.ok(&["id", "a"]);
-    cli.ok(&["add", "late", "--workbook", "me/drive/items/W1", "--session-id", id.trim(), "--interval", "1m"]);
+    let id = sim.sim.open_session("W1");
+    cli.ok(&["add", "late", "--workbook", "me/drive/items/W1", "--session-id", &id, "--interval", "1m"]);
     // A newly tracked session is checked at once; the keeper must notice it within a second or so.
     wait_for("the keeper to refresh `late`", Duration::from_secs(3), || keeper.count(" late refresh ok") >= 1);
     cli.ok(&["remove", "late"]);
@@ -250,16 +257,16 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let cli = Cli::new(&sim.url, dir.path());
     cli.ok(&["create", "seed", "--workbook", "me/drive/items/W1"]);
-    let id = cli.ok(&["id", "seed"]).trim().to_string();
     // Kill within the time a whole command takes here, so that most kills land mid-way.
     let started = std::time::Instant::now();
-    cli.ok(&["add", "calibrate", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    cli.ok(&["add", "calibrate", "--workbook", "me/drive/items/W1", "--session-id", &sim.sim.open_session("W1")]);
     let typical = started.elapsed().as_micros() as u64;
     let mut acknowledged = vec!["seed".to_string(), "calibrate".to_string()];
     let mut rng = fastrand::Rng::with_seed(42);
     let mut kills = 0;
     for round in 0..40 {
         let name = format!("s{round}");
+        let id = sim.sim.open_session("W1");
         let args: Vec<&str> = if round % 3 == 2 {
             vec!["refresh", "--all"]
         } else {
@@ -280,12 +287,13 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
             acknowledged.push(name);
         }
         let store = Store::open(&cli.store).unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
-        let names: Vec<String> = store.sessions(0).unwrap().into_iter().map(|s| s.name).collect();
+        let sessions = store.sessions().unwrap();
+        let names: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
         for name in &acknowledged {
-            assert!(names.contains(name), "round {round}: acknowledged {name} is missing");
+            assert!(names.contains(&name.as_str()), "round {round}: acknowledged {name} is missing");
         }
-        for s in store.sessions(50).unwrap() {
-            assert!(s.outcomes.len() <= 50);
+        for s in &sessions {
+            assert!(store.outcomes(s.key, 100).unwrap().len() <= 50);
         }
     }
     assert!(kills >= 10, "only {kills} processes were killed mid-way; the test proves little");

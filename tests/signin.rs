@@ -1,4 +1,5 @@
 //! Signing in with the device code flow, and keeping the token fresh, against the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 mod common;
 
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use wbsessions::auth::signin::{self, Authority, DeviceCode, SignIn, SignInError};
 use wbsessions::auth::{AuthError, Tokens};
-use wbsessions::engine::{Context, ops};
+use wbsessions::engine::{LiveGraph, ops};
 use wbsessions::session::{Mode, OutcomeKind, TrackedSession, WorkbookRef};
 use wbsessions::sim::{RunningSim, SimConfig};
 use wbsessions::time::Clock;
@@ -142,9 +143,9 @@ async fn tokens_renew_before_they_expire_and_replace_the_refresh_token() {
 }
 
 async fn tracked(sim: &RunningSim, tokens: &Tokens) -> TrackedSession {
-    let ctx = Context { client: client(&sim.graph_url()), tokens: tokens.clone(), clock: Clock::system() };
+    let graph = LiveGraph::new(client(&sim.graph_url()), tokens.clone());
     let workbook = WorkbookRef::parse("me/drive/items/W1").unwrap();
-    let report = ops::create(&ctx, &workbook, Mode::Persistent).await;
+    let report = ops::create(&*graph, &workbook, Mode::Persistent, &Clock::system()).await;
     TrackedSession::new("a".into(), workbook, report.new_session_id.unwrap(), Mode::Persistent, chrono::Utc::now())
 }
 
@@ -161,22 +162,23 @@ async fn a_401_renews_the_token_once_and_the_call_goes_through() {
     let issued = sim.sim.stats().tokens_issued;
 
     sim.sim.expire_access_tokens();
-    let ctx = Context { client: client(&sim.graph_url()), tokens: tokens.clone(), clock: Clock::system() };
-    let report = ops::refresh(&ctx, &session).await;
+    let graph = LiveGraph::new(client(&sim.graph_url()), tokens.clone());
+    let clock = Clock::system();
+    let report = ops::refresh(&*graph, &session, &clock).await;
     assert!(report.succeeded(), "{:?}", report.failure);
     assert_eq!(sim.sim.stats().tokens_issued, issued + 1, "exactly one renewal");
 
     // With the refresh token revoked too, the session shows `auth` and says what to do.
     sim.sim.expire_access_tokens();
     sim.sim.revoke_refresh_tokens();
-    let report = ops::refresh(&ctx, &session).await;
+    let report = ops::refresh(&*graph, &session, &clock).await;
     let last = report.outcomes.last().unwrap();
     assert_eq!(last.kind, OutcomeKind::Auth);
     assert!(report.failure.unwrap().to_string().contains("wbsessions login"));
     assert!(matches!(tokens.get().await, Err(AuthError::SignInRequired(_))));
     // A new sign-in written by another process is picked up without a restart.
     signin::save(&cache, &sign_in(&sim).await).unwrap();
-    assert!(ops::refresh(&ctx, &session).await.succeeded());
+    assert!(ops::refresh(&*graph, &session, &clock).await.succeeded());
 }
 
 #[test]
@@ -218,13 +220,12 @@ fn login_run_whoami_logout_through_the_binary() {
         c.env_remove("WBSESSIONS_TOKEN");
         c.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap()
     };
-    let log = cli.home.join("state/wbsessions/logs/wbsessions.log");
     wait_for("two renewals", Duration::from_secs(10), || {
-        std::fs::read_to_string(&log).unwrap_or_default().matches("renewed the access token").count() >= 2
+        log_text(&cli.home).matches("renewed the access token").count() >= 2
     });
     sigterm(&keeper);
     assert!(keeper.wait().unwrap().success());
-    let log_text = std::fs::read_to_string(&log).unwrap();
+    let log_text = log_text(&cli.home);
     let final_tokens = std::fs::read_to_string(&cache).unwrap();
     for (key, first) in [("access_token", secret("access_token")), ("refresh_token", secret("refresh_token"))] {
         assert!(!log_text.contains(&first), "the log holds a {key}");

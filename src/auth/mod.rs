@@ -34,8 +34,10 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("no access token: pass --token or --token-command, or run `wbsessions login`")]
+    #[error("no access token: set WBSESSIONS_TOKEN or --token-command, or run `wbsessions login`")]
     Missing,
+    #[error("{0}")]
+    Cache(String),
     #[error("the token command failed: {0}; fix the command given by --token-command")]
     Command(String),
     #[error("the sign-in has ended ({0}): run `wbsessions login`")]
@@ -47,10 +49,16 @@ pub enum AuthError {
 /// A command's token is used this long before it is asked for a new one.
 pub const COMMAND_TOKEN_MAX_AGE: Duration = Duration::from_secs(50 * 60);
 
+/// How long a token command may run unless configured otherwise.
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The most a token command may print: a token is a few kilobytes.
+const MAX_COMMAND_OUTPUT: u64 = 64 * 1024;
+
 enum Source {
     None,
     Static(Secret),
-    Command { command: String, current: Mutex<Option<(Secret, Instant, u64)>> },
+    Command { command: String, timeout: Duration, current: Mutex<Option<(Secret, Instant, u64)>> },
     Cache(CacheSource),
 }
 
@@ -68,6 +76,8 @@ struct CacheState {
     generation: u64,
     /// Why the sign-in ended (`invalid_grant`, ...), until a new one is found.
     ended: Option<String>,
+    /// Why the cache file cannot be used (unsafe permissions, damaged), until it can.
+    problem: Option<String>,
 }
 
 /// What the dashboard and `whoami` show about the sign-in; never the token.
@@ -107,24 +117,35 @@ impl Tokens {
         Tokens { source: Arc::new(Source::Static(Secret::new(token.trim()))) }
     }
 
-    pub fn command(command: &str) -> Self {
-        Tokens { source: Arc::new(Source::Command { command: command.to_string(), current: Mutex::new(None) }) }
+    pub fn command(command: &str, timeout: Duration) -> Self {
+        Tokens {
+            source: Arc::new(Source::Command { command: command.to_string(), timeout, current: Mutex::new(None) }),
+        }
     }
 
     /// The sign-in cache at `path` (what `wbsessions login` wrote).
     pub fn cache(path: PathBuf) -> Self {
-        let signin = signin::load(&path).ok().flatten();
-        let state = std::sync::Mutex::new(CacheState { signin, ..CacheState::default() });
+        let (signin, problem) = match signin::load(&path) {
+            Ok(signin) => (signin, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let state = std::sync::Mutex::new(CacheState { signin, problem, ..CacheState::default() });
         Tokens { source: Arc::new(Source::Cache(CacheSource { path, state, renewing: Mutex::new(()) })) }
     }
 
     /// `--token` first, then `--token-command`, then the sign-in cache.
-    pub fn from_settings(token: Option<&str>, command: Option<&str>, cache: PathBuf) -> Self {
+    pub fn from_settings(token: Option<&str>, command: Option<(&str, Duration)>, cache: PathBuf) -> Self {
         match (token, command) {
             (Some(t), _) => Tokens::fixed(t),
-            (None, Some(c)) => Tokens::command(c),
+            (None, Some((c, timeout))) => Tokens::command(c, timeout),
             (None, None) => Tokens::cache(cache),
         }
+    }
+
+    /// Why the sign-in cache cannot be used, if it cannot.
+    pub fn problem(&self) -> Option<String> {
+        let Source::Cache(cache) = &*self.source else { return None };
+        cache.state.lock().unwrap_or_else(|p| p.into_inner()).problem.clone()
     }
 
     /// Whether tokens come from the sign-in cache (so `login` is the way to get one).
@@ -177,7 +198,7 @@ impl Tokens {
         match &*self.source {
             Source::None => Err(AuthError::Missing),
             Source::Static(secret) => Ok(Token { secret: secret.clone(), generation: 0 }),
-            Source::Command { command, current } => {
+            Source::Command { command, timeout, current } => {
                 let mut current = current.lock().await;
                 if let Some((secret, at, generation)) = &*current
                     && at.elapsed() < COMMAND_TOKEN_MAX_AGE
@@ -185,7 +206,7 @@ impl Tokens {
                     return Ok(Token { secret: secret.clone(), generation: *generation });
                 }
                 let generation = current.as_ref().map_or(1, |(_, _, g)| g + 1);
-                let secret = run_token_command(command).await?;
+                let secret = run_token_command(command, *timeout).await?;
                 *current = Some((secret.clone(), Instant::now(), generation));
                 Ok(Token { secret, generation })
             }
@@ -198,14 +219,14 @@ impl Tokens {
     pub async fn renew_after_rejection(&self, rejected: &Token) -> Result<Option<Token>, AuthError> {
         match &*self.source {
             Source::None | Source::Static(_) => Ok(None),
-            Source::Command { command, current } => {
+            Source::Command { command, timeout, current } => {
                 let mut current = current.lock().await;
                 if let Some((secret, _, generation)) = &*current
                     && *generation > rejected.generation
                 {
                     return Ok(Some(Token { secret: secret.clone(), generation: *generation }));
                 }
-                let secret = run_token_command(command).await?;
+                let secret = run_token_command(command, *timeout).await?;
                 let generation = rejected.generation + 1;
                 *current = Some((secret.clone(), Instant::now(), generation));
                 Ok(Some(Token { secret, generation }))
@@ -224,8 +245,22 @@ impl CacheSource {
     /// Adopts the file if another process (a `login`, another keeper's renewal) wrote a newer
     /// sign-in. Returns whether it did.
     fn reload_if_newer(&self) -> bool {
-        let Ok(Some(on_disk)) = signin::load(&self.path) else { return false };
+        let on_disk = match signin::load(&self.path) {
+            Ok(Some(on_disk)) => on_disk,
+            Ok(None) => {
+                self.state.lock().unwrap_or_else(|p| p.into_inner()).problem = None;
+                return false;
+            }
+            Err(e) => {
+                // An unsafe or damaged cache is not used, not even what was read from it before.
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.problem = Some(e.to_string());
+                state.signin = None;
+                return false;
+            }
+        };
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.problem = None;
         let newer = state.signin.as_ref().is_none_or(|mine| on_disk.obtained_at > mine.obtained_at);
         if newer {
             state.signin = Some(on_disk);
@@ -241,9 +276,11 @@ impl CacheSource {
             if self.reload_if_newer() {
                 return Box::pin(self.get()).await;
             }
-            return Err(match ended {
-                Some(why) => AuthError::SignInRequired(why),
-                None => AuthError::Missing,
+            let problem = self.state.lock().unwrap_or_else(|p| p.into_inner()).problem.clone();
+            return Err(match (ended, problem) {
+                (_, Some(problem)) => AuthError::Cache(problem),
+                (Some(why), None) => AuthError::SignInRequired(why),
+                (None, None) => AuthError::Missing,
             });
         };
         if Utc::now() < signin.renew_at() {
@@ -292,25 +329,74 @@ impl CacheSource {
     }
 }
 
-async fn run_token_command(command: &str) -> Result<Secret, AuthError> {
-    let output = shell(command)
+/// Runs the token command with a deadline: on expiry it is killed (with everything it started)
+/// and the call fails with a clear error instead of hanging.
+async fn run_token_command(command: &str, timeout: Duration) -> Result<Secret, AuthError> {
+    use tokio::io::AsyncReadExt;
+    let mut shell = shell(command);
+    shell
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| AuthError::Command(format!("cannot run it: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        let first = stderr.lines().next().unwrap_or("").trim();
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    shell.process_group(0);
+    let mut child = shell.spawn().map_err(|e| AuthError::Command(format!("cannot run it: {e}")))?;
+    let group = child.id();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let work = async {
+        // Standard error is read once the command has ended: a flood on standard output must not
+        // wait on it.
+        if let Some(s) = stdout.as_mut() {
+            let _ = s.take(MAX_COMMAND_OUTPUT + 1).read_to_end(&mut out).await;
+        }
+        if out.len() as u64 > MAX_COMMAND_OUTPUT {
+            return None;
+        }
+        let status = child.wait().await.ok();
+        if let Some(s) = stderr.as_mut() {
+            let _ = s.take(4096).read_to_end(&mut err).await;
+        }
+        status
+    };
+    let finished = tokio::time::timeout(timeout, work).await;
+    let kill_group = || {
+        #[cfg(unix)]
+        if let Some(pid) = group.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill has no memory preconditions; a negative pid names the process group
+            // the command was started in, so its children go too.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    };
+    let status = match finished {
+        Err(_) => {
+            kill_group();
+            return Err(AuthError::Command(format!(
+                "it did not finish within {} and was stopped (token_command_timeout in config.toml sets the limit)",
+                crate::time::format_duration(timeout)
+            )));
+        }
+        Ok(None) => {
+            kill_group();
+            return Err(AuthError::Command(format!("it printed more than {} KiB", MAX_COMMAND_OUTPUT / 1024)));
+        }
+        Ok(Some(status)) => status,
+    };
+    if !status.success() {
+        let stderr = String::from_utf8_lossy(&err);
+        let first = crate::text::clean(stderr.lines().next().unwrap_or("").trim(), 200);
         return Err(AuthError::Command(format!(
-            "it exited with {}{}",
-            output.status,
+            "it exited with {status}{}",
             if first.is_empty() { String::new() } else { format!(": {first}") }
         )));
     }
-    let token = String::from_utf8(output.stdout).map_err(|_| AuthError::Command("its output is not text".into()))?;
+    let token = String::from_utf8(out).map_err(|_| AuthError::Command("its output is not text".into()))?;
     let token = token.trim();
-    if token.is_empty() || token.contains(char::is_whitespace) {
+    if token.is_empty() || token.contains(char::is_whitespace) || token.chars().any(char::is_control) {
         return Err(AuthError::Command("it printed no single token".into()));
     }
     tracing::info!("obtained a token from the token command");
@@ -339,7 +425,7 @@ mod tests {
         let counter = dir.path().join("n");
         let command =
             format!("n=$(cat {0} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {0}; echo tok$n", counter.display());
-        let tokens = Tokens::command(&command);
+        let tokens = Tokens::command(&command, DEFAULT_COMMAND_TIMEOUT);
         let first = tokens.get().await.unwrap();
         assert_eq!(first.secret.expose(), "tok1");
         assert_eq!(tokens.get().await.unwrap().secret.expose(), "tok1", "cached");
@@ -352,10 +438,21 @@ mod tests {
 
     #[tokio::test]
     async fn failing_commands_and_missing_tokens_say_what_to_do() {
-        let err = Tokens::command("echo nope >&2; exit 3").get().await.unwrap_err();
+        let err = Tokens::command("echo nope >&2; exit 3", DEFAULT_COMMAND_TIMEOUT).get().await.unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
-        assert!(Tokens::command("true").get().await.is_err());
+        assert!(Tokens::command("true", DEFAULT_COMMAND_TIMEOUT).get().await.is_err());
+        let flood = Tokens::command("yes", DEFAULT_COMMAND_TIMEOUT).get().await.unwrap_err();
+        assert!(flood.to_string().contains("KiB"), "{flood}");
         assert!(Tokens::none().get().await.unwrap_err().to_string().contains("wbsessions login"));
         assert_eq!(format!("{:?}", Secret::new("abc")), "Secret(..)");
+    }
+
+    #[tokio::test]
+    async fn a_hanging_token_command_is_stopped_at_its_deadline() {
+        let command = "sleep 1000";
+        let started = std::time::Instant::now();
+        let err = Tokens::command(command, Duration::from_millis(300)).get().await.unwrap_err();
+        assert!(err.to_string().contains("did not finish within 300ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 }

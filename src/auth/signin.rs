@@ -2,6 +2,7 @@
 //! simulator's copy of it), and the token cache they fill (graph-api.md §6).
 
 use std::io::Write as _;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,6 +16,9 @@ pub const NO_CLIENT_ID: &str = "no client id: register an app in Microsoft Entra
      (docs/configuration.md, \"Signing in\", has the steps)";
 
 pub const SCOPE: &str = "offline_access Files.ReadWrite";
+
+/// The longest a device code is waited for, whatever the server says (it says 900 s).
+const MAX_DEVICE_CODE_SECS: u64 = 3600;
 const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// Where sign-in happens; a cached sign-in remembers its own, so renewal goes back to the same place.
@@ -77,47 +81,80 @@ impl CachedSignIn {
 pub enum CacheError {
     #[error("cannot read the token cache {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("the token cache {path} {why}, so it is not used; {fix}")]
+    Unsafe { path: PathBuf, why: String, fix: String },
     #[error("the token cache {path} is damaged ({detail}); run `wbsessions login` again")]
     Damaged { path: PathBuf, detail: String },
     #[error("cannot write the token cache {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
 
+/// Reads the cache, trusting it only as ssh trusts a key: the user's own regular file that nobody
+/// else can read or write. A planted or loosened file could send the refresh token elsewhere.
 pub fn load(path: &Path) -> Result<Option<CachedSignIn>, CacheError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
+    use std::io::Read;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(CacheError::Read { path: path.to_path_buf(), source }),
     };
+    let unsafe_because = |why: String, fix: String| CacheError::Unsafe { path: path.to_path_buf(), why, fix };
+    let relogin = format!("remove it (`rm {}`) and run `wbsessions login`", path.display());
+    if meta.file_type().is_symlink() {
+        return Err(unsafe_because("is a symlink".into(), relogin));
+    }
+    if !meta.is_file() {
+        return Err(unsafe_because("is not a regular file".into(), relogin));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(unsafe_because(format!("belongs to another user (uid {})", meta.uid()), relogin));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(unsafe_because(
+                format!("can be read or written by others (mode {:o})", meta.mode() & 0o777),
+                format!("run `chmod 600 {}`, or {relogin}", path.display()),
+            ));
+        }
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NOFOLLOW);
+    }
+    let mut text = String::new();
+    options
+        .open(path)
+        .and_then(|f| f.take(1024 * 1024).read_to_string(&mut text))
+        .map_err(|source| CacheError::Read { path: path.to_path_buf(), source })?;
     serde_json::from_str(&text)
         .map(Some)
         .map_err(|e| CacheError::Damaged { path: path.to_path_buf(), detail: e.to_string() })
 }
 
 /// Writes the cache readable by the user alone, atomically: a kill leaves the old file or the new.
+/// The temporary file has a random name and is created new, so nothing planted is written through.
 pub fn save(path: &Path, signin: &CachedSignIn) -> Result<(), CacheError> {
     let err = |source| CacheError::Write { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        crate::files::private_dir(dir).map_err(err)?;
     }
-    let temp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(&temp).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
+    let temp = path.with_extension(format!("tmp-{}", crate::files::random_suffix()));
+    let mut file = crate::files::create_new_private(&temp).map_err(err)?;
     let text = serde_json::to_vec_pretty(signin).map_err(|e| err(std::io::Error::other(e)))?;
-    file.write_all(&text).and_then(|()| file.sync_all()).map_err(err)?;
+    let written = file.write_all(&text).and_then(|()| file.sync_all());
     drop(file);
-    std::fs::rename(&temp, path).map_err(err)
+    if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err(e));
+    }
+    Ok(())
 }
 
 pub fn remove(path: &Path) -> Result<bool, CacheError> {
@@ -134,8 +171,9 @@ pub struct DeviceCode {
     device_code: String,
     pub user_code: String,
     pub verification_uri: String,
+    #[serde(deserialize_with = "lenient_seconds")]
     pub expires_in: u64,
-    #[serde(default = "default_interval")]
+    #[serde(default = "default_interval", deserialize_with = "lenient_seconds")]
     pub interval: u64,
     #[serde(default)]
     pub message: Option<String>,
@@ -150,7 +188,20 @@ struct TokenAnswer {
     access_token: String,
     #[serde(default)]
     refresh_token: Option<String>,
+    /// Seconds; a number too large for 64 bits reads as the cap.
+    #[serde(deserialize_with = "lenient_seconds")]
     expires_in: u64,
+}
+
+fn lenient_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(match value {
+        serde_json::Value::Number(n) => {
+            n.as_u64().or_else(|| n.as_f64().map(|f| f.clamp(0.0, 1e12) as u64)).unwrap_or(0)
+        }
+        serde_json::Value::String(s) => s.trim().parse().unwrap_or(0),
+        _ => 0,
+    })
 }
 
 #[derive(Deserialize)]
@@ -215,7 +266,7 @@ impl SignIn {
             .await
             .map_err(|e| SignInError::Network(if e.is_timeout() { "timed out".into() } else { e.to_string() }))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| SignInError::Network(e.to_string()))?.to_vec();
+        let body = crate::graph::read_capped(response).await.map_err(SignInError::Network)?;
         if status.is_success() {
             return Ok(Ok(body));
         }
@@ -229,7 +280,15 @@ impl SignIn {
         let client_id = self.authority.client_id.clone();
         match self.post("devicecode", &[("client_id", &client_id), ("scope", SCOPE)]).await? {
             Ok(body) => {
-                serde_json::from_slice(&body).map_err(|e| SignInError::Refused(format!("unreadable device code: {e}")))
+                let mut code: DeviceCode = serde_json::from_slice(&body)
+                    .map_err(|e| SignInError::Refused(format!("unreadable device code: {e}")))?;
+                // What the user is shown comes from the server: plain text only, and a sane wait.
+                code.user_code = crate::text::clean(&code.user_code, 64);
+                code.verification_uri = crate::text::clean(&code.verification_uri, 512);
+                code.message = crate::text::clean_opt(code.message.as_deref(), 1000);
+                code.expires_in = code.expires_in.clamp(1, MAX_DEVICE_CODE_SECS);
+                code.interval = code.interval.clamp(1, 60);
+                Ok(code)
             }
             Err(e) => Err(SignInError::Refused(describe(&e))),
         }
@@ -241,7 +300,8 @@ impl SignIn {
         code: &DeviceCode,
         mut on_wait: impl FnMut(Duration),
     ) -> Result<CachedSignIn, SignInError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(code.expires_in.max(1));
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(code.expires_in.clamp(1, MAX_DEVICE_CODE_SECS));
         let mut interval = Duration::from_secs(code.interval.max(1));
         let client_id = self.authority.client_id.clone();
         loop {
@@ -259,7 +319,7 @@ impl SignIn {
                 Ok(body) => return self.tokens_from(&body, None),
                 Err(e) => match e.error.as_str() {
                     "authorization_pending" => {}
-                    "slow_down" => interval += Duration::from_secs(5),
+                    "slow_down" => interval = (interval + Duration::from_secs(5)).min(Duration::from_secs(60)),
                     "authorization_declined" | "access_denied" => return Err(SignInError::Declined),
                     "expired_token" => return Err(SignInError::Expired),
                     "bad_verification_code" => return Err(SignInError::BadCode),
@@ -301,7 +361,7 @@ impl SignIn {
             // A renewal that brings no new refresh token keeps the old one.
             refresh_token: answer.refresh_token.or_else(|| previous.and_then(|p| p.refresh_token.clone())),
             obtained_at: now,
-            expires_at: now + chrono::Duration::seconds(answer.expires_in.min(86_400) as i64),
+            expires_at: crate::time::add(now, Duration::from_secs(answer.expires_in.min(86_400))),
             user: previous.and_then(|p| p.user.clone()),
         })
     }
@@ -315,7 +375,8 @@ pub async fn finish(
 ) -> Result<CachedSignIn, CacheError> {
     match graph.me(signed_in.access_token().expose()).await {
         Ok(me) => {
-            signed_in.user = match (me.value.display_name, me.value.user_principal_name) {
+            let clean = |t: Option<String>| crate::text::clean_opt(t.as_deref(), 200);
+            signed_in.user = match (clean(me.value.display_name), clean(me.value.user_principal_name)) {
                 (Some(name), Some(upn)) => Some(format!("{name} ({upn})")),
                 (name, upn) => name.or(upn),
             }
@@ -326,9 +387,46 @@ pub async fn finish(
     Ok(signed_in)
 }
 
+/// How a device-code sign-in started from a long-running program goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Where to go and what to type.
+    Code { verification_uri: String, user_code: String, expires_in: u64 },
+    /// Signed in as the named user, or why not.
+    Done(Result<String, String>),
+}
+
+/// The whole device-code sign-in: a code, the wait, `/me`, the cache, and the token source told.
+pub async fn sign_in(
+    authority: Authority,
+    graph: &crate::graph::GraphClient,
+    cache: &Path,
+    tokens: &super::Tokens,
+    mut progress: impl FnMut(Progress),
+) {
+    let result = async {
+        let client = SignIn::new(authority).map_err(|e| e.to_string())?;
+        let code = client.device_code().await.map_err(|e| e.to_string())?;
+        progress(Progress::Code {
+            verification_uri: code.verification_uri.clone(),
+            user_code: code.user_code.clone(),
+            expires_in: code.expires_in,
+        });
+        let signed_in = client.wait_for_tokens(&code, |_| {}).await.map_err(|e| e.to_string())?;
+        let signed_in = finish(signed_in, graph, cache).await.map_err(|e| e.to_string())?;
+        tokens.reload();
+        tracing::info!("signed in");
+        Ok(signed_in.user.unwrap_or_else(|| "an unknown user".into()))
+    }
+    .await;
+    progress(Progress::Done(result));
+}
+
 fn describe(e: &OAuthError) -> String {
     let first = e.error_description.as_deref().and_then(|d| d.lines().next()).unwrap_or("");
-    if first.is_empty() { e.error.clone() } else { format!("{}: {first}", e.error) }
+    let error = crate::text::clean(&e.error, 100);
+    let first = crate::text::clean(first, 300);
+    if first.is_empty() { error } else { format!("{error}: {first}") }
 }
 
 #[cfg(test)]
@@ -377,6 +475,46 @@ mod tests {
         assert!(!remove(&path).unwrap());
         assert!(load(&path).unwrap().is_none());
         std::fs::write(&path, "{").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         assert!(matches!(load(&path), Err(CacheError::Damaged { .. })));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_loose_or_planted_cache_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.json");
+        save(&path, &signin(chrono::Duration::hours(1))).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let err = load(&path).unwrap_err().to_string();
+        assert!(err.contains("chmod 600") && err.contains("mode 664"), "{err}");
+        let link = dir.path().join("link.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        assert!(load(&link).unwrap_err().to_string().contains("symlink"));
+        // Saving through a planted link replaces the link, never writes its target.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        save(&link, &signin(chrono::Duration::hours(2))).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert!(!std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn huge_lifetimes_from_the_server_do_not_overflow() {
+        let answer: TokenAnswer =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":18446744073709551615}"#).unwrap();
+        assert_eq!(answer.expires_in, u64::MAX);
+        let big: TokenAnswer = serde_json::from_str(r#"{"access_token":"a","expires_in":1e300}"#).unwrap();
+        assert!(big.expires_in > 0);
+        let code: DeviceCode = serde_json::from_str(
+            r#"{"device_code":"d","user_code":"u","verification_uri":"v","expires_in":18446744073709551615,"interval":99999999999}"#,
+        )
+        .unwrap();
+        assert_eq!(code.expires_in, u64::MAX);
     }
 }

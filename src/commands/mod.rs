@@ -1,5 +1,5 @@
 //! The command-line front end: each subcommand, its output and its exit code. The only place
-//! besides `main` where `anyhow` is used.
+//! besides `main` where `anyhow` is used, and the only one that uses the simulator.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -8,10 +8,14 @@ use anyhow::{Context, Result};
 
 use crate::cli::{Cli, Command, SimArgs};
 use crate::config::Settings;
+use crate::sim::SimConfig;
 use crate::time::Clock;
 
 mod headless;
 mod interactive;
+mod keeping;
+mod output;
+mod scripts;
 mod signin;
 
 /// A problem with what the user asked for: exit code 2, and nothing was changed.
@@ -23,6 +27,18 @@ pub fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
 
+/// Standard output went away (a closed pipe, a full disk): the command ends quietly.
+fn is_closed_output(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::StorageFull | std::io::ErrorKind::WriteZero
+            ) || io.raw_os_error() == Some(libc::ENOSPC)
+        })
+    })
+}
+
 pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     if e.chain().any(|c| c.is::<BadInput>() || c.is::<crate::config::ConfigError>()) {
         ExitCode::from(2)
@@ -31,11 +47,12 @@ pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     }
 }
 
-/// Errors are one line: the context chain joined, without repeats.
+/// Errors are one line: the context chain joined, without repeats, with nothing a terminal
+/// would act on.
 pub fn one_line(e: &anyhow::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
     for cause in e.chain() {
-        let text = cause.to_string().replace('\n', " ");
+        let text = crate::text::clean(&cause.to_string(), 2000);
         if !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
@@ -43,14 +60,48 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ")
 }
 
+/// What `main` prints and returns for an error: nothing at all when stdout was closed under us
+/// (`| head`), one line on stderr otherwise.
+pub fn report(e: &anyhow::Error) -> ExitCode {
+    if is_closed_output(e) {
+        return ExitCode::from(1);
+    }
+    let _ = writeln!(std::io::stderr(), "wbsessions: {}", one_line(e));
+    exit_code_of(e)
+}
+
+/// The process's file-creation mask before this program tightened it, for commands it runs.
+#[cfg(unix)]
+static INHERITED_UMASK: std::sync::OnceLock<libc::mode_t> = std::sync::OnceLock::new();
+
+/// Everything this program creates (store, logs, lock, token cache, temp files) is the user's
+/// alone, whatever the umask it was started with.
+fn private_by_default() {
+    #[cfg(unix)]
+    {
+        // SAFETY: umask only swaps the process's file-creation mask.
+        let before = unsafe { libc::umask(0o077) };
+        let _ = INHERITED_UMASK.set(before);
+    }
+}
+
+/// The umask the user had, for a command `exec` runs on their behalf.
+#[cfg(unix)]
+pub fn inherited_umask() -> Option<libc::mode_t> {
+    INHERITED_UMASK.get().copied()
+}
+
 pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
+    private_by_default();
     if let Some(Command::Completions { shell }) = cli.command {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        clap_complete::generate(shell, &mut cmd, "wbsessions", &mut std::io::stdout());
-        return Ok(ExitCode::SUCCESS);
+        return scripts::completions(shell);
     }
     let command = cli.command;
-    let settings = Settings::load(&cli.global)?;
+    let mut overrides = cli.global.overrides();
+    if overrides.token.as_deref() == Some("-") {
+        overrides.token = Some(read_token_from_stdin()?);
+    }
+    let settings = Settings::load(&overrides)?;
     let _log = init_logging(&settings);
     // One thread: the work is waiting on the network, and cross-thread wake-ups cost more than they give.
     let runtime =
@@ -60,15 +111,19 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
         match command {
             Command::Demo => interactive::demo(&settings, store_from_flag).await,
             Command::Sim(args) => sim(args).await,
-            Command::Add(args) => headless::add(&settings, args).await,
-            Command::Create(args) => headless::create(&settings, args).await,
+            Command::Add(args) => keeping::add(&settings, args).await,
+            Command::Create(args) => keeping::create(&settings, args).await,
             Command::List(args) => headless::list(&settings, args.json),
             Command::Show(args) => headless::show(&settings, &args.name, args.json),
-            Command::Id(args) => headless::id(&settings, &args.name),
-            Command::Refresh(args) => headless::refresh(&settings, args).await,
-            Command::Close(args) => headless::close(&settings, &args.names).await,
-            Command::Remove(args) => headless::remove(&settings, &args.names),
-            Command::Run(args) => headless::run(&settings, args.json).await,
+            Command::Id(args) => headless::id(&settings, &args.name, args.any),
+            Command::Refresh(args) => keeping::refresh(&settings, args).await,
+            Command::Close(args) => keeping::close(&settings, &args.names).await,
+            Command::Remove(args) => keeping::remove(&settings, &args.names).await,
+            Command::Edit(args) => keeping::edit(&settings, args).await,
+            Command::Recreate(args) => keeping::recreate(&settings, &args.names).await,
+            Command::Exec(args) => scripts::exec(&settings, args).await,
+            Command::Import(args) => headless::import(&settings, args),
+            Command::Run(args) => keeping::run(&settings, args.json).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),
             Command::Whoami => signin::whoami(&settings),
@@ -77,9 +132,27 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     })
 }
 
+fn read_token_from_stdin() -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin().take(64 * 1024).read_to_string(&mut text).context("cannot read the token from standard input")?;
+    let token = text.trim().to_string();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        return Err(bad_input("--token - read no single token from standard input"));
+    }
+    Ok(token)
+}
+
+/// The log: daily files in the state folder, a week of them kept; never the terminal.
 fn init_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::WorkerGuard> {
-    std::fs::create_dir_all(&settings.log_dir).ok()?;
-    let appender = tracing_appender::rolling::never(&settings.log_dir, "wbsessions.log");
+    crate::files::private_dir(&settings.log_dir).ok()?;
+    let appender = tracing_appender::rolling::RollingFileAppender::builder()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("wbsessions")
+        .filename_suffix("log")
+        .max_log_files(7)
+        .build(&settings.log_dir)
+        .ok()?;
     let (writer, guard) = tracing_appender::non_blocking(appender);
     let filter = tracing_subscriber::EnvFilter::try_new(format!("wbsessions={}", settings.log_level)).ok()?;
     tracing_subscriber::fmt().with_writer(writer).with_ansi(false).with_env_filter(filter).try_init().ok()?;
@@ -107,8 +180,35 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The simulator as `wbsessions sim` describes it.
+pub fn sim_config(args: &SimArgs) -> SimConfig {
+    SimConfig {
+        persistent_expiry: args.persistent_expiry,
+        non_persistent_expiry: args.non_persistent_expiry,
+        token: args.token.clone(),
+        workbooks: args
+            .workbook
+            .iter()
+            .map(|w| match w.split_once('=') {
+                Some((id, path)) => (id.to_string(), Some(path.trim_matches('/').to_string())),
+                None => (w.clone(), None),
+            })
+            .collect(),
+        async_create: args.async_create,
+        throttle_rate: args.throttle_rate,
+        error_rate: args.error_rate,
+        latency: args.latency,
+        rate_limit: args.rate_limit,
+        failing_workbooks: args.failing_workbook.clone(),
+        unsupported_workbooks: args.unsupported_workbook.clone(),
+        approve_after: args.approve_after,
+        token_lifetime: args.token_lifetime,
+        seed: args.seed,
+    }
+}
+
 async fn sim(args: SimArgs) -> Result<ExitCode> {
-    let config = args.to_config();
+    let config = sim_config(&args);
     let running = crate::sim::start(config, Clock::system(), args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -134,4 +234,19 @@ async fn sim(args: SimArgs) -> Result<ExitCode> {
     shutdown_signal().await;
     running.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn sim_flags_become_a_simulator() {
+        let cli = Cli::try_parse_from(["wbsessions", "sim", "--workbook", "W1", "--workbook", "W2=/Reports/Q1.xlsx"])
+            .unwrap();
+        let Some(Command::Sim(args)) = cli.command else { panic!("not sim") };
+        let config = sim_config(&args);
+        assert_eq!(config.workbooks, [("W1".into(), None), ("W2".into(), Some("Reports/Q1.xlsx".into()))]);
+    }
 }

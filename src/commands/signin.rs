@@ -7,24 +7,15 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::bad_input;
-use crate::auth::signin::{self, Authority, NO_CLIENT_ID, SignIn};
+use super::output::Times;
+use crate::auth::signin::{self, NO_CLIENT_ID, SignIn};
 use crate::cli::LoginArgs;
-use crate::config::Settings;
+use crate::config::{LoginOverrides, Settings};
 use crate::graph::{ClientOptions, GraphClient};
 
 pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
-    let cached = signin::load(&settings.token_cache).ok().flatten();
-    let client_id = args
-        .client_id
-        .or_else(|| settings.login.client_id.clone())
-        .or_else(|| cached.as_ref().map(|c| c.authority.client_id.clone()))
-        .filter(|c| !c.trim().is_empty())
-        .ok_or_else(|| bad_input(NO_CLIENT_ID))?;
-    let authority = Authority {
-        login_url: args.login_url.unwrap_or_else(|| settings.login.login_url.clone()),
-        tenant: args.tenant.unwrap_or_else(|| settings.login.tenant.clone()),
-        client_id,
-    };
+    let flags = LoginOverrides { tenant: args.tenant, client_id: args.client_id, login_url: args.login_url };
+    let authority = settings.authority(&flags).ok_or_else(|| bad_input(NO_CLIENT_ID))?;
     let client = SignIn::new(authority.clone()).map_err(bad_input)?;
     let code = client.device_code().await?;
     let mut err = std::io::stderr();
@@ -58,52 +49,52 @@ pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
     .map_err(bad_input)?;
     let signed_in = signin::finish(outcome?, &graph, &settings.token_cache).await?;
     tracing::info!(tenant = %authority.tenant, "signed in");
-    println!(
-        "signed in as {} (tenant {}); the token renews by itself, next by {}",
+    writeln!(
+        std::io::stdout().lock(),
+        "signed in as {} (tenant {}); the token renews by itself, next at {}",
         signed_in.user.as_deref().unwrap_or("an unknown user"),
         authority.tenant,
-        signed_in.renew_at().with_timezone(&chrono::Local).format("%H:%M:%S")
-    );
+        Times { utc: settings.utc }.stamp_secs(signed_in.renew_at())
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn logout(settings: &Settings) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     if signin::remove(&settings.token_cache)? {
-        println!("signed out: removed {}", settings.token_cache.display());
+        writeln!(out, "signed out: removed {}", settings.token_cache.display())?;
     } else {
-        println!("not signed in; nothing to remove");
+        writeln!(out, "not signed in; nothing to remove")?;
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn whoami(settings: &Settings) -> Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
     if settings.token.is_some() {
-        println!("using the token from --token / WBSESSIONS_TOKEN");
+        writeln!(out, "using the token from WBSESSIONS_TOKEN / --token")?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(command) = &settings.token_command {
-        println!("using the token printed by: {command}");
+        writeln!(out, "using the token printed by: {command}")?;
         return Ok(ExitCode::SUCCESS);
     }
     let Some(cached) = signin::load(&settings.token_cache)? else {
         anyhow::bail!("not signed in: run `wbsessions login`");
     };
     let now = chrono::Utc::now();
-    let local =
-        |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string();
-    println!("user        {}", cached.user.as_deref().unwrap_or("unknown"));
-    println!("tenant      {}", cached.authority.tenant);
-    println!("client id   {}", cached.authority.client_id);
-    println!("sign-in at  {}", cached.authority.login_url);
+    let times = Times { utc: settings.utc };
+    writeln!(out, "user        {}", cached.user.as_deref().unwrap_or("unknown"))?;
+    writeln!(out, "tenant      {}", cached.authority.tenant)?;
+    writeln!(out, "client id   {}", cached.authority.client_id)?;
+    writeln!(out, "sign-in at  {}", cached.authority.login_url)?;
     let state = if cached.expires_at <= now { "expired" } else { "valid" };
-    println!("token       {state} until {}", local(cached.expires_at));
-    println!(
-        "renewal     {}",
-        if cached.has_refresh_token() {
-            format!("automatic, next at {}", local(cached.renew_at()))
-        } else {
-            "none: no refresh token".into()
-        }
-    );
+    writeln!(out, "token       {state} until {}", times.stamp_secs(cached.expires_at))?;
+    let renewal = if cached.has_refresh_token() {
+        format!("automatic, next at {}", times.stamp_secs(cached.renew_at()))
+    } else {
+        "none: no refresh token".into()
+    };
+    writeln!(out, "renewal     {renewal}")?;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,12 +1,23 @@
 //! The refresh engine: a tokio task that owns the authoritative session list, takes `Command`s,
-//! runs calls in tasks within the limits, writes every change to the store, and reports `Event`s.
-//! The dashboard and `wbsessions run` are both views onto it.
+//! sends every Graph call through one dispatcher (`dispatch`), writes every change to the store,
+//! and reports `Event`s. The dashboard, `wbsessions run` and the one-shot commands all drive it.
+//!
+//! `dispatch` decides which call may start, `policy` when a session is due again, `schedule`
+//! holds the due times, `reconcile` adopts what other processes wrote, `takeover` makes a watcher
+//! the driver, `ops` makes the calls; this module wires them.
 
+pub mod dispatch;
+pub mod keeper;
 pub mod ops;
+pub mod policy;
+mod reconcile;
 pub mod schedule;
+pub mod settings;
+mod takeover;
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,35 +25,36 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::config::EngineSettings;
-use crate::graph::ErrorClass;
-use crate::session::{Mode, Outcome, SessionKey, Status, TrackedSession, WorkbookRef};
-use crate::store::{SessionSettings, StoreEvent, Write, WriterHandle};
-pub use ops::{Context, Failure, Report};
-use schedule::{Budget, backoff, next_interval};
-
-/// Outcomes each session keeps in memory (the store keeps more).
-pub const MEMORY_OUTCOMES: usize = 16;
+use crate::auth::Tokens;
+pub use crate::auth::signin::Progress as SignInProgress;
+use crate::auth::signin::{Authority, NO_CLIENT_ID, Progress};
+use crate::graph::{ErrorClass, GraphClient};
+use crate::session::{
+    NewSession, Outcome, OutcomeKind, SessionKey, SessionSettings, Status, TrackedSession, check_interval,
+    validate_name,
+};
+pub use crate::store::KEPT_OUTCOMES;
+use crate::store::{MAX_INTERVAL, Persist, StoreEvent, Write};
+use crate::time::Clock;
+use dispatch::{Dispatcher, JobId, Ticket, Urgency};
+pub use ops::{Failure, Graph, LiveGraph, Report};
+use policy::{MANUAL_RETRIES, Retry, Verdict, after_call, manual_retry, next_interval};
+use reconcile::{Synced, reconcile};
+use schedule::{GapWatch, Schedule};
+pub use settings::EngineSettings;
+use takeover::Takeover;
 
 /// How long in-flight calls may finish after a shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Wall-clock time running ahead of monotonic time by more than this means the machine slept.
-const GAP_THRESHOLD: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub enum Command {
     Refresh(Vec<SessionKey>),
     RefreshAll,
-    Create {
-        name: String,
-        workbook: WorkbookRef,
-        mode: Mode,
-        interval: Option<Duration>,
-        recreate: bool,
-    },
-    /// Track a session that already exists.
-    Track(Box<TrackedSession>),
+    /// Create a session at Graph and track it.
+    Create(NewSession),
+    /// Track a session that exists (its id in the `NewSession`).
+    Track(NewSession),
     Edit {
         key: SessionKey,
         settings: SessionSettings,
@@ -51,17 +63,78 @@ pub enum Command {
         keys: Vec<SessionKey>,
         auto: bool,
     },
+    /// Pause or resume automatic refresh for the whole store, for every process on it.
     PauseAll(bool),
     Close(Vec<SessionKey>),
     Remove(Vec<SessionKey>),
+    /// A new session on the same workbook, replacing the id.
+    Recreate(Vec<SessionKey>),
+    SignIn,
+    CancelSignIn,
+    /// The stored outcomes of a session, for its details.
+    History(SessionKey),
     Shutdown,
+}
+
+/// What was asked for; `Finished` names it when it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Refresh,
+    Close,
+    Recreate,
+    Create,
+    Track,
+    Edit,
+    Remove,
+    SetAuto,
+}
+
+impl JobKind {
+    pub fn verb(self) -> &'static str {
+        match self {
+            JobKind::Refresh => "refresh",
+            JobKind::Close => "close",
+            JobKind::Recreate => "recreate",
+            JobKind::Create => "create",
+            JobKind::Track => "track",
+            JobKind::Edit => "edit",
+            JobKind::Remove => "remove",
+            JobKind::SetAuto => "set automatic refresh of",
+        }
+    }
+}
+
+/// Something asked for is done, well or not: after every retry, never silently dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub kind: JobKind,
+    pub key: Option<SessionKey>,
+    pub name: String,
+    pub result: Result<(), String>,
+}
+
+/// Where tokens come from, as the header shows it; never a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInState {
+    /// A fixed token or a token command.
+    Source(&'static str),
+    SignedIn {
+        user: Option<String>,
+        until: DateTime<Utc>,
+    },
+    /// The sign-in ended (`invalid_grant`): a new one is needed.
+    Ended,
+    NotSignedIn,
+    /// The token cache cannot be used; the text says why and how to fix it.
+    Unusable(String),
 }
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A call for this session started.
+    /// A call on this session started.
     Started {
         key: SessionKey,
+        kind: JobKind,
     },
     /// One call finished. `late` is how long after its due time an automatic refresh started.
     Outcome {
@@ -81,25 +154,60 @@ pub enum Event {
         key: SessionKey,
         at: Option<DateTime<Utc>>,
     },
-    /// Graph asked to wait: nothing is sent until then (`None`: the wait is over).
-    Throttled {
+    /// Workbooks Graph asked to wait, and when the longest wait ends.
+    Holds {
+        workbooks: usize,
         until: Option<DateTime<Utc>>,
     },
     Paused(bool),
     /// The driver of the store went away and this engine schedules automatic refreshes now.
     Driving,
-    /// Something failed that belongs to no single call (a store write, a bad edit).
+    Finished(Finished),
+    SignIn(Progress),
+    Auth(SignInState),
+    History {
+        key: SessionKey,
+        outcomes: Vec<Outcome>,
+    },
+    /// Something failed that belongs to no single call (a store write).
     Error(String),
     Stopped,
+}
+
+/// What sign-in needs: the token source, where to sign in, the cache, and Graph for `/me`.
+pub struct AuthSetup {
+    pub tokens: Tokens,
+    pub authority: Option<Authority>,
+    pub cache: PathBuf,
+    pub client: GraphClient,
+}
+
+/// What the engine calls out to; cheap to clone into tasks.
+#[derive(Clone)]
+pub struct Context {
+    pub graph: Arc<dyn Graph>,
+    pub clock: Clock,
+    /// `None` where tokens do not matter (tests with a fake Graph).
+    pub auth: Option<Arc<AuthSetup>>,
+}
+
+/// Who schedules automatic refreshes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Role {
+    /// This engine holds the store's driver lock.
+    Driver,
+    /// Another process drives; this one takes over once the lock at `take_over` is free.
+    Watcher { take_over: Option<PathBuf> },
+    /// Only what it is told: a one-shot command.
+    OneShot,
 }
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub settings: EngineSettings,
-    /// Schedule automatic refreshes; without it the engine only does what it is told (watch mode).
-    pub driver: bool,
-    /// In watch mode: the store whose driver lock to take over once its holder is gone.
-    pub take_over: Option<std::path::PathBuf>,
+    pub role: Role,
+    /// Whether automatic refresh is paused for the store, as the store says.
+    pub paused: bool,
 }
 
 pub struct EngineHandle {
@@ -108,96 +216,235 @@ pub struct EngineHandle {
     pub task: JoinHandle<()>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Job {
-    Refresh,
-    Close,
+/// Kinds of calls queued for a session, so that one is not queued twice.
+mod queued {
+    pub const REFRESH: u8 = 1;
+    pub const CLOSE: u8 = 2;
+    pub const RECREATE: u8 = 4;
 }
 
-#[derive(Debug)]
-struct Queued {
-    key: SessionKey,
-    job: Job,
-    /// Set for automatic refreshes: when it was due.
-    due: Option<Instant>,
+/// A store-only change to a session; waits for a call on the session that is under way.
+#[derive(Debug, Clone)]
+enum Local {
+    Edit(SessionSettings),
+    SetAuto(bool),
+    Remove,
 }
 
-struct Entry {
+impl Local {
+    fn kind(&self) -> JobKind {
+        match self {
+            Local::Edit(_) => JobKind::Edit,
+            Local::SetAuto(_) => JobKind::SetAuto,
+            Local::Remove => JobKind::Remove,
+        }
+    }
+}
+
+pub(crate) struct Entry {
     session: TrackedSession,
-    generation: u64,
-    in_flight: bool,
-    queued: bool,
+    /// The call on this session that runs now.
+    busy: Option<JobId>,
+    queued: u8,
+    /// Store changes asked for while a call ran: done right after it.
+    parked: VecDeque<Local>,
+    /// How late the running automatic refresh started.
+    late: Option<Duration>,
+    /// Its removal is being written; nothing new starts on it.
+    removing: bool,
 }
 
-enum TaskDone {
-    Job { key: SessionKey, job: Job, workbook: String, report: Report },
-    Added(Result<TrackedSession, String>),
-    Edited { key: SessionKey, settings: SessionSettings, result: Result<(), String> },
-    Removed { key: SessionKey, name: String, result: Result<(), String> },
+impl Entry {
+    fn new(session: TrackedSession) -> Self {
+        Entry { session, busy: None, queued: 0, parked: VecDeque::new(), late: None, removing: false }
+    }
+}
+
+/// A Graph call waiting in the dispatcher.
+#[derive(Debug, Clone)]
+enum Job {
+    /// `due` is set for automatic refreshes; `attempt` counts retries of asked-for calls.
+    Refresh {
+        key: SessionKey,
+        due: Option<Instant>,
+        attempt: u8,
+    },
+    Close {
+        key: SessionKey,
+        attempt: u8,
+    },
+    /// `asked`: someone asked for it, as opposed to an expired session being recreated.
+    Recreate {
+        key: SessionKey,
+        attempt: u8,
+        asked: bool,
+    },
+    Create {
+        new: NewSession,
+        attempt: u8,
+    },
+    /// Tracking a by-path workbook: it is resolved first.
+    Track {
+        new: NewSession,
+        attempt: u8,
+    },
+    /// A session this engine created but could not store: closed so that nothing is left open.
+    CloseOrphan {
+        name: String,
+        session: Box<TrackedSession>,
+        why: String,
+    },
+}
+
+impl Job {
+    fn key(&self) -> Option<SessionKey> {
+        match self {
+            Job::Refresh { key, .. } | Job::Close { key, .. } | Job::Recreate { key, .. } => Some(*key),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> JobKind {
+        match self {
+            Job::Refresh { .. } => JobKind::Refresh,
+            Job::Close { .. } => JobKind::Close,
+            Job::Recreate { .. } => JobKind::Recreate,
+            Job::Create { .. } | Job::CloseOrphan { .. } => JobKind::Create,
+            Job::Track { .. } => JobKind::Track,
+        }
+    }
+
+    /// Whether someone waits for it (and so hears when it is done, and it is retried).
+    fn asked(&self) -> bool {
+        match self {
+            Job::Refresh { due, .. } => due.is_none(),
+            Job::Recreate { asked, .. } => *asked,
+            _ => true,
+        }
+    }
+
+    fn attempt(&self) -> u8 {
+        match self {
+            Job::Refresh { attempt, .. }
+            | Job::Close { attempt, .. }
+            | Job::Recreate { attempt, .. }
+            | Job::Create { attempt, .. }
+            | Job::Track { attempt, .. } => *attempt,
+            Job::CloseOrphan { .. } => MANUAL_RETRIES,
+        }
+    }
+
+    fn retried(mut self) -> Job {
+        match &mut self {
+            Job::Refresh { attempt, .. }
+            | Job::Close { attempt, .. }
+            | Job::Recreate { attempt, .. }
+            | Job::Create { attempt, .. }
+            | Job::Track { attempt, .. } => *attempt += 1,
+            Job::CloseOrphan { .. } => {}
+        }
+        self
+    }
+
+    fn bit(&self) -> u8 {
+        match self {
+            Job::Refresh { .. } => queued::REFRESH,
+            Job::Close { .. } => queued::CLOSE,
+            Job::Recreate { .. } => queued::RECREATE,
+            _ => 0,
+        }
+    }
+}
+
+enum Done {
+    Job { id: JobId, job: Box<Job>, report: Box<Report>, inserted: Option<Result<TrackedSession, String>> },
+    Inserted { name: String, result: Result<TrackedSession, String> },
+    Local { key: SessionKey, name: String, op: Local, result: Result<(), String> },
+    Paused { paused: bool, result: Result<(), String> },
+    History { key: SessionKey, result: Result<Vec<Outcome>, String> },
 }
 
 pub fn spawn(
     ctx: Context,
-    writer: WriterHandle,
-    store_events: mpsc::UnboundedReceiver<StoreEvent>,
+    store: Arc<dyn Persist>,
+    store_events: Option<mpsc::UnboundedReceiver<StoreEvent>>,
     initial: Vec<TrackedSession>,
     config: EngineConfig,
 ) -> EngineHandle {
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events_tx, events) = mpsc::unbounded_channel();
+    let (signin_tx, signin_rx) = mpsc::unbounded_channel();
+    let takeover = Takeover::new(match &config.role {
+        Role::Watcher { take_over } => take_over.clone(),
+        _ => None,
+    });
     let mut engine = Engine {
-        budget: Budget::new(config.settings.request_budget),
-        wall_anchor: (ctx.clock.now(), Instant::now()),
+        dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget),
+        gap: GapWatch::new(ctx.clock.now(), Instant::now()),
+        driving: config.role == Role::Driver,
+        paused: config.paused,
+        settings: config.settings,
         ctx,
-        writer,
-        config,
+        store,
         events: events_tx,
-        entries: HashMap::new(),
-        heap: BinaryHeap::new(),
-        ready: VecDeque::new(),
-        waiting: HashMap::new(),
-        busy: HashSet::new(),
+        entries: HashMap::with_capacity(initial.len()),
+        schedule: Schedule::default(),
+        later: BTreeMap::new(),
+        later_seq: 0,
         tasks: JoinSet::new(),
-        in_flight: 0,
-        hold_until: None,
-        throttle_streak: 0,
-        paused: false,
+        running: HashMap::new(),
+        takeover,
         rng: fastrand::Rng::new(),
-        late: HashMap::new(),
-        taken_over: None,
-        calls: HashMap::new(),
+        signin: None,
+        signin_tx,
+        auth_state: None,
+        holds: (0, None),
     };
     for session in initial {
-        engine.add_entry(session);
+        let key = session.key;
+        engine.entries.insert(key, Entry::new(session));
+        engine.plan_from_state(key);
     }
-    let task = tokio::spawn(engine.run(command_rx, store_events));
+    let task = tokio::spawn(engine.run(command_rx, store_events, signin_rx));
     EngineHandle { commands, events, task }
 }
 
 struct Engine {
     ctx: Context,
-    writer: WriterHandle,
-    config: EngineConfig,
+    store: Arc<dyn Persist>,
+    settings: EngineSettings,
     events: mpsc::UnboundedSender<Event>,
-    entries: HashMap<SessionKey, Entry>,
-    heap: BinaryHeap<Reverse<(Instant, u64, SessionKey)>>,
-    ready: VecDeque<Queued>,
-    waiting: HashMap<String, VecDeque<Queued>>,
-    busy: HashSet<String>,
-    tasks: JoinSet<TaskDone>,
-    in_flight: usize,
-    budget: Budget,
-    hold_until: Option<Instant>,
-    throttle_streak: u32,
+    driving: bool,
     paused: bool,
-    wall_anchor: (DateTime<Utc>, Instant),
+    entries: HashMap<SessionKey, Entry>,
+    schedule: Schedule,
+    dispatcher: Dispatcher<Job>,
+    /// Retries waiting out a pause before they go back to the dispatcher.
+    later: BTreeMap<(Instant, u64), Job>,
+    later_seq: u64,
+    tasks: JoinSet<Done>,
+    /// What each task works on, to free it if the task dies.
+    running: HashMap<tokio::task::Id, (Option<JobId>, Option<SessionKey>)>,
+    takeover: Takeover,
+    gap: GapWatch,
     rng: fastrand::Rng,
-    /// How late each running automatic refresh started.
-    late: HashMap<SessionKey, Duration>,
-    /// The driver lock this engine took over from a driver that went away.
-    taken_over: Option<crate::store::DriverLock>,
-    /// The session and workbook of each running call, to free them if its task dies.
-    calls: HashMap<tokio::task::Id, (SessionKey, String)>,
+    signin: Option<JoinHandle<()>>,
+    signin_tx: mpsc::UnboundedSender<Progress>,
+    auth_state: Option<SignInState>,
+    /// The holds last reported.
+    holds: (usize, Option<Instant>),
+}
+
+fn instant_after(delay: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(delay.min(MAX_INTERVAL)).unwrap_or(now)
+}
+
+async fn sleep_until(wake: Option<Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Engine {
@@ -205,16 +452,25 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
+    fn finished(&self, kind: JobKind, key: Option<SessionKey>, name: &str, result: Result<(), String>) {
+        self.emit(Event::Finished(Finished { kind, key, name: name.to_string(), result }));
+    }
+
     async fn run(
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut store_events: mpsc::UnboundedReceiver<StoreEvent>,
+        store_events: Option<mpsc::UnboundedReceiver<StoreEvent>>,
+        mut signin_rx: mpsc::UnboundedReceiver<Progress>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut store_open = true;
+        let (mut store_events, mut store_open) = match store_events {
+            Some(rx) => (rx, true),
+            None => (mpsc::unbounded_channel().1, false),
+        };
+        self.report_auth();
         loop {
-            self.dispatch();
+            self.pump();
             let wake = self.next_wake();
             tokio::select! {
                 command = commands.recv() => match command {
@@ -223,39 +479,36 @@ impl Engine {
                 },
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => match done {
                     Ok((id, done)) => {
-                        self.calls.remove(&id);
+                        self.running.remove(&id);
                         self.complete(done);
                     }
-                    Err(e) => {
-                        // A panicking call must not take the engine down: free what it held.
-                        tracing::error!(error = %e, "a call task failed");
-                        self.emit(Event::Error(format!("internal error in a call: {e}")));
-                        if let Some((key, workbook)) = self.calls.remove(&e.id()) {
-                            self.call_lost(key, &workbook);
-                        }
-                    }
+                    Err(e) => self.task_lost(e),
                 },
                 event = store_events.recv(), if store_open => match event {
-                    Some(StoreEvent::External(list)) => self.reconcile(list),
+                    Some(StoreEvent::Changed(changes)) => self.sync(changes),
                     Some(StoreEvent::Failed(e)) => self.emit(Event::Error(format!("store: {e}"))),
                     None => store_open = false,
                 },
+                Some(progress) = signin_rx.recv() => self.signin_progress(progress),
                 _ = sleep_until(wake) => {}
-                _ = tick.tick() => {
-                    self.check_for_gap();
-                    self.try_take_over();
-                }
+                _ = tick.tick() => self.tick(),
             }
         }
         self.shutdown().await;
     }
 
     async fn shutdown(mut self) {
+        if let Some(signin) = self.signin.take() {
+            signin.abort();
+        }
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !self.tasks.is_empty() {
-            match tokio::time::timeout_at(deadline, self.tasks.join_next()).await {
-                Ok(Some(Ok(done))) => self.complete(done),
-                Ok(Some(Err(_))) => {}
+            match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
+                Ok(Some(Ok((id, done)))) => {
+                    self.running.remove(&id);
+                    self.complete(done);
+                }
+                Ok(Some(Err(e))) => self.task_lost(e),
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(tasks = self.tasks.len(), "calls still running at shutdown were cancelled");
@@ -264,458 +517,774 @@ impl Engine {
                 }
             }
         }
-        self.writer.flush().await;
+        self.store.flush().await;
         self.emit(Event::Stopped);
     }
 
-    fn interval_of(&self, session: &TrackedSession) -> Duration {
-        self.config.settings.interval_of(session)
+    /// A task died without reporting (a panic): free what it held, say so, carry on.
+    fn task_lost(&mut self, e: tokio::task::JoinError) {
+        tracing::error!(error = %e, "an engine task failed");
+        self.emit(Event::Error(format!("internal error: {e}")));
+        let Some((job, key)) = self.running.remove(&e.id()) else { return };
+        if let Some(job) = job {
+            self.dispatcher.finish(job, Instant::now(), 1, Verdict::Other, 0.0);
+        }
+        if let Some(entry) = key.and_then(|k| self.entries.get_mut(&k)) {
+            entry.busy = None;
+            entry.removing = false;
+            let delay = policy::backoff(entry.session.failures + 1, Duration::from_secs(300), self.rng.f64());
+            if let Some(key) = key {
+                self.plan(key, delay);
+            }
+        }
     }
 
-    fn schedule_in(&mut self, key: SessionKey, delay: Duration) {
-        let driver = self.config.driver;
-        let Some(entry) = self.entries.get_mut(&key) else { return };
-        entry.generation += 1;
-        if !driver {
+    // ---- scheduling ---------------------------------------------------------------------------
+
+    fn interval_of(&self, session: &TrackedSession) -> Duration {
+        self.settings.defaults.interval_of(session)
+    }
+
+    /// Plans the next automatic refresh `delay` from now, if this engine drives and the session
+    /// is kept alive; tells the front ends either way.
+    fn plan(&mut self, key: SessionKey, delay: Duration) {
+        let Some(entry) = self.entries.get(&key) else { return };
+        if !self.driving {
             return;
         }
         let at = entry.session.is_kept_alive().then(|| {
-            self.heap.push(Reverse((Instant::now() + delay, entry.generation, key)));
-            self.ctx.clock.now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::zero())
+            self.schedule.plan(key, instant_after(delay));
+            crate::time::add(self.ctx.clock.now(), delay)
         });
+        if at.is_none() {
+            self.schedule.cancel(key);
+        }
         self.emit(Event::Scheduled { key, at });
     }
 
-    /// No automatic refresh for this session until something changes.
-    fn unschedule(&mut self, key: SessionKey) {
-        let Some(entry) = self.entries.get_mut(&key) else { return };
-        entry.generation += 1;
-        if self.config.driver {
-            self.emit(Event::Scheduled { key, at: None });
+    /// Plans from what is known of the session: at once if it is new or its interval has passed
+    /// since its last activity, otherwise one (jittered) interval after that activity.
+    fn plan_from_state(&mut self, key: SessionKey) {
+        let Some(entry) = self.entries.get(&key) else { return };
+        let session = &entry.session;
+        let delay = if session.status == Status::New {
+            Duration::ZERO
+        } else {
+            let interval = next_interval(self.interval_of(session), self.rng.f64());
+            let due = crate::time::add(session.last_activity(), interval);
+            crate::time::until(self.ctx.clock.now(), due)
+        };
+        self.plan(key, delay);
+    }
+
+    /// How soon the session must be refreshed: the sooner it would expire, the sooner it goes.
+    fn urgency_of(&self, session: &TrackedSession) -> Urgency {
+        match self.settings.defaults.expires_at(session) {
+            Some(at) => Urgency::By(instant_after(crate::time::until(self.ctx.clock.now(), at))),
+            None => Urgency::By(Instant::now()),
         }
     }
 
-    /// The first schedule of a session: one interval after its last activity, at once if that
-    /// has passed or the session was never refreshed by this tool.
-    fn initial_delay(&mut self, session: &TrackedSession) -> Duration {
-        if session.status == Status::New {
-            return Duration::ZERO;
+    /// Queues a call, unless the same kind is queued for the session already.
+    fn submit(&mut self, job: Job) {
+        let (lane, urgency) = match &job {
+            Job::Create { new, .. } | Job::Track { new, .. } => (new.workbook.to_string(), Urgency::Now),
+            Job::CloseOrphan { session, .. } => (session.workbook.to_string(), Urgency::Now),
+            _ => {
+                let Some(entry) = job.key().and_then(|k| self.entries.get(&k)) else { return };
+                let urgency = match &job {
+                    Job::Refresh { due: Some(_), .. } | Job::Recreate { asked: false, .. } => {
+                        self.urgency_of(&entry.session)
+                    }
+                    _ => Urgency::Now,
+                };
+                (entry.session.workbook.to_string(), urgency)
+            }
+        };
+        if let Some(entry) = job.key().and_then(|k| self.entries.get_mut(&k)) {
+            let bit = job.bit();
+            if entry.queued & bit != 0 {
+                return;
+            }
+            entry.queued |= bit;
         }
-        let interval = next_interval(self.interval_of(session), self.rng.f64());
-        let due = session.last_activity() + chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX);
-        (due - self.ctx.clock.now()).to_std().unwrap_or(Duration::ZERO)
+        self.dispatcher.submit(&lane, urgency, job);
     }
 
-    fn add_entry(&mut self, mut session: TrackedSession) {
-        session.outcomes.truncate(MEMORY_OUTCOMES);
-        let key = session.key;
-        let delay = self.initial_delay(&session);
-        self.entries.insert(key, Entry { session, generation: 0, in_flight: false, queued: false });
-        self.schedule_in(key, delay);
+    /// Moves due work to the dispatcher and starts what the limits allow.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.later.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let job = entry.remove();
+            self.submit(job);
+        }
+        if self.dispatcher.release_holds(now) {
+            self.report_holds();
+        }
+        if self.driving && !self.paused {
+            for (key, due) in self.schedule.due(now) {
+                let Some(entry) = self.entries.get(&key) else { continue };
+                if entry.busy.is_none() && !entry.removing {
+                    self.submit(Job::Refresh { key, due: Some(due), attempt: 0 });
+                }
+            }
+        }
+        let auto_allowed = self.driving && !self.paused;
+        loop {
+            let mut refused: Vec<Finished> = Vec::new();
+            let entries = &mut self.entries;
+            let ticket = self.dispatcher.start(now, |job| accept(entries, auto_allowed, job, &mut refused));
+            for finished in refused {
+                self.emit(Event::Finished(finished));
+            }
+            match ticket {
+                Some(ticket) => self.start(ticket, now),
+                None => break,
+            }
+        }
     }
 
-    fn enqueue(&mut self, key: SessionKey, job: Job) {
-        let Some(entry) = self.entries.get_mut(&key) else { return };
-        if entry.in_flight || entry.queued {
+    fn next_wake(&mut self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut wake = self.dispatcher.wake_at(now);
+        if self.driving
+            && !self.paused
+            && let Some(due) = self.schedule.next_due()
+        {
+            wake = Some(wake.map_or(due, |w| w.min(due)));
+        }
+        if let Some(((at, _), _)) = self.later.first_key_value() {
+            wake = Some(wake.map_or(*at, |w| w.min(*at)));
+        }
+        wake
+    }
+
+    fn report_holds(&mut self) {
+        let holds = self.dispatcher.holds();
+        if (holds.workbooks, holds.until) == self.holds {
             return;
         }
-        entry.queued = true;
-        self.ready.push_back(Queued { key, job, due: None });
+        self.holds = (holds.workbooks, holds.until);
+        let now = Instant::now();
+        let until = holds.until.map(|t| crate::time::add(self.ctx.clock.now(), t.saturating_duration_since(now)));
+        self.emit(Event::Holds { workbooks: holds.workbooks, until });
     }
+
+    // ---- calls ----------------------------------------------------------------------------------
+
+    fn start(&mut self, ticket: Ticket<Job>, now: Instant) {
+        let Ticket { id, payload: job, .. } = ticket;
+        let session = match job.key().and_then(|k| self.entries.get_mut(&k)) {
+            Some(entry) => {
+                entry.busy = Some(id);
+                entry.late = match &job {
+                    Job::Refresh { due: Some(due), .. } => Some(now.saturating_duration_since(*due)),
+                    _ => None,
+                };
+                Some(entry.session.clone())
+            }
+            None => None,
+        };
+        if let Some(key) = job.key() {
+            self.emit(Event::Started { key, kind: job.kind() });
+        }
+        let graph = self.ctx.graph.clone();
+        let clock = self.ctx.clock.clone();
+        let store = self.store.clone();
+        let key = job.key();
+        let task = self.tasks.spawn(async move {
+            let graph = &*graph;
+            let (report, inserted) = match (&job, &session) {
+                (Job::Refresh { .. }, Some(s)) => (ops::refresh(graph, s, &clock).await, None),
+                (Job::Close { .. }, Some(s)) => (ops::close(graph, s, &clock).await, None),
+                (Job::Recreate { .. }, Some(s)) => (ops::create(graph, &s.workbook, s.mode, &clock).await, None),
+                (Job::CloseOrphan { session, .. }, _) => (ops::close(graph, session, &clock).await, None),
+                (Job::Create { new, .. }, _) => {
+                    let report = ops::create(graph, &new.workbook, new.mode, &clock).await;
+                    let inserted = match &report.new_session_id {
+                        Some(id) => {
+                            let mut session = new.clone().into_tracked(id.clone(), clock.now());
+                            report.apply_to(&mut session);
+                            Some(store.insert(session).await.map_err(|e| e.to_string()))
+                        }
+                        None => None,
+                    };
+                    (report, inserted)
+                }
+                (Job::Track { new, .. }, _) => {
+                    let (resolved, requests) = ops::resolve(graph, &new.workbook).await;
+                    let mut report = Report { requests, ..Report::default() };
+                    let inserted = match (resolved, &new.session_id) {
+                        (Ok(workbook), Some(id)) => {
+                            let mut session = new.clone().into_tracked(id.clone(), clock.now());
+                            session.workbook = workbook;
+                            Some(store.insert(session).await.map_err(|e| e.to_string()))
+                        }
+                        (Err(failure), _) => {
+                            report.failure = Some(failure);
+                            None
+                        }
+                        (Ok(_), None) => Some(Err("no session id to track".to_string())),
+                    };
+                    (report, inserted)
+                }
+                // The session went away between the dispatcher's check and here: nothing to do.
+                (_, None) => (Report::default(), None),
+            };
+            Done::Job { id, job: Box::new(job), report: Box::new(report), inserted }
+        });
+        self.running.insert(task.id(), (Some(id), key));
+    }
+
+    fn complete(&mut self, done: Done) {
+        match done {
+            Done::Job { id, job, report, inserted } => self.job_done(id, *job, *report, inserted),
+            Done::Inserted { name, result } => self.inserted(JobKind::Track, &name, result),
+            Done::Local { key, name, op, result } => self.local_done(key, &name, op, result),
+            Done::Paused { paused, result } => match result {
+                Ok(()) => self.set_paused(paused),
+                Err(e) => self.emit(Event::Error(format!(
+                    "cannot {} automatic refresh: {e}",
+                    if paused { "pause" } else { "resume" }
+                ))),
+            },
+            Done::History { key, result } => match result {
+                Ok(outcomes) => self.emit(Event::History { key, outcomes }),
+                Err(e) => self.emit(Event::Error(format!("cannot read the history: {e}"))),
+            },
+        }
+    }
+
+    fn job_done(&mut self, id: JobId, job: Job, report: Report, inserted: Option<Result<TrackedSession, String>>) {
+        let now = Instant::now();
+        let failure = report.failure.as_ref();
+        let verdict = Verdict::of(failure.map(Failure::class), failure.and_then(Failure::retry_after));
+        if self.dispatcher.finish(id, now, report.requests, verdict, self.rng.f64()) {
+            self.report_holds();
+        }
+        if job.asked()
+            && let Some(failure) = failure
+            && job.attempt() < MANUAL_RETRIES
+            && let Some(retry) = manual_retry(failure.class(), failure.http_status(), job.attempt(), self.rng.f64())
+        {
+            // Record what happened, then try again; whoever asked hears only the last word.
+            if let Some(key) = job.key() {
+                self.record(key, &report);
+                if let Some(entry) = self.entries.get_mut(&key) {
+                    entry.busy = None;
+                }
+            }
+            tracing::info!(
+                call = job.kind().verb(),
+                attempt = job.attempt() + 1,
+                "trying again after a {}",
+                failure.http_status().map_or("failure".into(), |s| s.to_string())
+            );
+            let key = job.key();
+            match retry {
+                Retry::Now => self.submit(job.retried()),
+                Retry::After(pause) => {
+                    self.later_seq += 1;
+                    self.later.insert((now + pause, self.later_seq), job.retried());
+                }
+            }
+            if let Some(key) = key {
+                self.run_parked(key);
+            }
+            return;
+        }
+        match job {
+            Job::Refresh { key, .. } | Job::Close { key, .. } | Job::Recreate { key, .. } => {
+                self.session_call_done(key, &job, &report)
+            }
+            Job::Create { new, .. } => match (inserted, &report.new_session_id) {
+                (Some(Ok(session)), _) => self.inserted(JobKind::Create, &new.name, Ok(session)),
+                (Some(Err(why)), Some(id)) => {
+                    // Nothing may be left open at Graph that nothing tracks: close it.
+                    let mut orphan = new.clone().into_tracked(id.clone(), self.ctx.clock.now());
+                    report.apply_to(&mut orphan);
+                    tracing::warn!(session = %new.name, error = %why, "a created session could not be stored; closing it");
+                    self.submit(Job::CloseOrphan { name: new.name, session: Box::new(orphan), why });
+                }
+                _ => {
+                    let why =
+                        report.failure.as_ref().map_or_else(|| "no session id came back".into(), |f| f.to_string());
+                    self.log_failures(&new.name, &report);
+                    self.finished(JobKind::Create, None, &new.name, Err(why));
+                }
+            },
+            Job::Track { new, .. } => match inserted {
+                Some(result) => self.inserted(JobKind::Track, &new.name, result),
+                None => {
+                    let why =
+                        report.failure.as_ref().map_or_else(|| "it could not be resolved".into(), |f| f.to_string());
+                    self.finished(
+                        JobKind::Track,
+                        None,
+                        &new.name,
+                        Err(format!("cannot resolve {}: {why}", new.workbook)),
+                    );
+                }
+            },
+            Job::CloseOrphan { name, session, why } => {
+                let result = match &report.failure {
+                    None => format!("{why}; the session it opened at Graph was closed again"),
+                    Some(failure) => format!(
+                        "{why}; the session it opened at Graph could not be closed either ({failure}): it stays open until it expires; its id is {}",
+                        session.session_id
+                    ),
+                };
+                self.finished(JobKind::Create, None, &name, Err(result));
+            }
+        }
+    }
+
+    /// Writes a report's outcomes and the session's new state, and tells the front ends.
+    fn record(&mut self, key: SessionKey, report: &Report) {
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        report.apply_to(&mut entry.session);
+        let late = entry.late.take();
+        let session = entry.session.clone();
+        for write in report.records(&session) {
+            self.store.write(write);
+        }
+        self.log_failures(&session.name, report);
+        for (i, outcome) in report.outcomes.iter().enumerate() {
+            let late = if i == 0 { late } else { None };
+            self.emit(Event::Outcome { key, name: session.name.clone(), outcome: outcome.clone(), late });
+        }
+        self.emit(Event::Changed(Box::new(session)));
+    }
+
+    /// What Microsoft support asks for: the ids of each failed request.
+    fn log_failures(&self, name: &str, report: &Report) {
+        for outcome in report.outcomes.iter().filter(|o| o.kind != OutcomeKind::Ok) {
+            tracing::warn!(session = %name, action = outcome.action.as_str(), kind = outcome.kind.as_str(),
+                http_status = ?outcome.http_status, codes = ?outcome.codes, request_id = ?outcome.request_id,
+                client_request_id = ?outcome.client_request_id, "call failed");
+        }
+    }
+
+    fn session_call_done(&mut self, key: SessionKey, job: &Job, report: &Report) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            if job.asked() {
+                self.finished(job.kind(), Some(key), "", Err("the session was removed meanwhile".into()));
+            }
+            return;
+        };
+        entry.busy = None;
+        let closing = entry.queued & queued::CLOSE != 0;
+        self.record(key, report);
+        let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) else { return };
+        let class = report.failure.as_ref().map(Failure::class);
+        // An expired session that may be recreated is, at once, unless it is being closed; whoever
+        // asked for the refresh hears how the recreation went.
+        let recreate =
+            matches!(job, Job::Refresh { .. }) && class == Some(ErrorClass::Expired) && session.recreate && !closing;
+        if job.asked() && !recreate {
+            let result = match &report.failure {
+                None => Ok(()),
+                Some(failure) => Err(failure.to_string()),
+            };
+            self.finished(job.kind(), Some(key), &session.name, result);
+        }
+        match (job, class) {
+            (Job::Close { .. }, None) => {
+                self.schedule.cancel(key);
+                self.emit(Event::Scheduled { key, at: None });
+            }
+            _ if recreate => {
+                tracing::info!(session = %session.name, "session expired; creating a new one as allowed");
+                self.submit(Job::Recreate { key, attempt: 0, asked: job.asked() });
+            }
+            _ => {
+                let hold = self.dispatcher_hold_for(&session);
+                let delay = after_call(class, &session, self.interval_of(&session), hold, self.rng.f64());
+                match delay {
+                    Some(delay) => self.plan(key, delay),
+                    None => {
+                        self.schedule.cancel(key);
+                        if self.driving {
+                            self.emit(Event::Scheduled { key, at: None });
+                        }
+                    }
+                }
+            }
+        }
+        self.run_parked(key);
+    }
+
+    /// How long the session's workbook is held back, if it is.
+    fn dispatcher_hold_for(&self, session: &TrackedSession) -> Option<Duration> {
+        let lane = session.workbook.to_string();
+        if !self.dispatcher.is_held(&lane) {
+            return None;
+        }
+        let until = self.dispatcher.holds().until?;
+        Some(until.saturating_duration_since(Instant::now()))
+    }
+
+    fn inserted(&mut self, kind: JobKind, name: &str, result: Result<TrackedSession, String>) {
+        match result {
+            Ok(session) => {
+                let key = session.key;
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.entries.entry(key) {
+                    slot.insert(Entry::new(session.clone()));
+                    self.plan_from_state(key);
+                    self.emit(Event::Added(Box::new(session)));
+                }
+                self.finished(kind, Some(key), name, Ok(()));
+            }
+            Err(e) => self.finished(kind, None, name, Err(e)),
+        }
+    }
+
+    // ---- store-only changes ---------------------------------------------------------------------
+
+    fn local(&mut self, key: SessionKey, op: Local) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            self.finished(op.kind(), Some(key), "", Err("no such session".into()));
+            return;
+        };
+        if entry.busy.is_some() {
+            entry.parked.push_back(op);
+            return;
+        }
+        let name = entry.session.name.clone();
+        let write = match &op {
+            Local::Edit(settings) => Write::Settings { key, settings: settings.clone() },
+            Local::SetAuto(auto) => {
+                let mut settings = SessionSettings::of(&entry.session);
+                settings.auto = *auto;
+                Write::Settings { key, settings }
+            }
+            Local::Remove => {
+                entry.removing = true;
+                Write::Remove { key }
+            }
+        };
+        if matches!(op, Local::Remove) {
+            self.schedule.cancel(key);
+        }
+        let store = self.store.clone();
+        let task = self.tasks.spawn(async move {
+            let result = store.write_acked(vec![write]).await.map_err(|e| e.to_string());
+            Done::Local { key, name, op, result }
+        });
+        self.running.insert(task.id(), (None, Some(key)));
+    }
+
+    fn run_parked(&mut self, key: SessionKey) {
+        let parked: Vec<Local> = match self.entries.get_mut(&key) {
+            Some(entry) => entry.parked.drain(..).collect(),
+            None => return,
+        };
+        for op in parked {
+            self.local(key, op);
+        }
+    }
+
+    fn local_done(&mut self, key: SessionKey, name: &str, op: Local, result: Result<(), String>) {
+        let kind = op.kind();
+        if let Err(e) = result {
+            if let Some(entry) = self.entries.get_mut(&key) {
+                entry.removing = false;
+            }
+            if matches!(op, Local::Remove) {
+                self.plan_from_state(key);
+            }
+            self.finished(kind, Some(key), name, Err(e));
+            return;
+        }
+        match op {
+            Local::Remove => {
+                self.schedule.forget(key);
+                if let Some(entry) = self.entries.remove(&key) {
+                    self.emit(Event::Removed { key, name: entry.session.name });
+                }
+            }
+            Local::Edit(settings) => self.adopt_settings(key, |s| settings.apply_to(s)),
+            Local::SetAuto(auto) => self.adopt_settings(key, |s| s.auto = auto),
+        }
+        self.finished(kind, Some(key), name, Ok(()));
+    }
+
+    fn adopt_settings(&mut self, key: SessionKey, change: impl FnOnce(&mut TrackedSession)) {
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        change(&mut entry.session);
+        let session = entry.session.clone();
+        self.plan_from_state(key);
+        self.emit(Event::Changed(Box::new(session)));
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        if self.paused != paused {
+            self.paused = paused;
+            self.emit(Event::Paused(paused));
+        }
+    }
+
+    // ---- commands -----------------------------------------------------------------------------
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Refresh(keys) => keys.into_iter().for_each(|k| self.enqueue(k, Job::Refresh)),
+            Command::Refresh(keys) => {
+                for key in keys {
+                    self.submit(Job::Refresh { key, due: None, attempt: 0 });
+                }
+            }
             Command::RefreshAll => {
                 let mut keys: Vec<SessionKey> =
                     self.entries.iter().filter(|(_, e)| e.session.status != Status::Closed).map(|(k, _)| *k).collect();
                 keys.sort_unstable();
-                keys.into_iter().for_each(|k| self.enqueue(k, Job::Refresh));
-            }
-            Command::Close(keys) => keys.into_iter().for_each(|k| self.enqueue(k, Job::Close)),
-            Command::Remove(keys) => {
                 for key in keys {
-                    let Some(entry) = self.entries.get(&key) else { continue };
-                    let name = entry.session.name.clone();
-                    let writer = self.writer.clone();
-                    self.tasks.spawn(async move {
-                        let result = writer.write_acked(vec![Write::Remove { key }]).await.map_err(|e| e.to_string());
-                        TaskDone::Removed { key, name, result }
-                    });
+                    self.submit(Job::Refresh { key, due: None, attempt: 0 });
                 }
             }
-            Command::Create { name, workbook, mode, interval, recreate } => {
-                let ctx = self.ctx.clone();
-                let writer = self.writer.clone();
-                self.tasks.spawn(async move {
-                    let report = ops::create(&ctx, &workbook, mode).await;
-                    let Some(id) = report.new_session_id.clone() else {
-                        let why = report.failure.map_or_else(|| "no session id".to_string(), |f| f.to_string());
-                        return TaskDone::Added(Err(format!("creating {name} failed: {why}")));
-                    };
-                    let mut session = TrackedSession::new(name, workbook, id, mode, ctx.clock.now());
-                    session.interval = interval;
-                    session.recreate = recreate;
-                    report.apply_to(&mut session, MEMORY_OUTCOMES);
-                    TaskDone::Added(writer.insert(session).await.map_err(|e| e.to_string()))
-                });
+            Command::Close(keys) => {
+                for key in keys {
+                    self.submit(Job::Close { key, attempt: 0 });
+                }
             }
-            Command::Track(session) => {
-                let writer = self.writer.clone();
-                let ctx = self.ctx.clone();
-                self.tasks.spawn(async move {
-                    let mut session = *session;
-                    match ops::resolve(&ctx, &session.workbook).await {
-                        Ok(workbook) => session.workbook = workbook,
-                        Err(e) => return TaskDone::Added(Err(format!("cannot resolve {}: {e}", session.workbook))),
-                    }
-                    TaskDone::Added(writer.insert(session).await.map_err(|e| e.to_string()))
-                });
+            Command::Recreate(keys) => {
+                for key in keys {
+                    self.submit(Job::Recreate { key, attempt: 0, asked: true });
+                }
             }
+            Command::Create(new) => {
+                if let Err(why) = check_new(&new) {
+                    self.finished(JobKind::Create, None, &new.name, Err(why));
+                } else {
+                    self.submit(Job::Create { new, attempt: 0 });
+                }
+            }
+            Command::Track(new) => match (check_new(&new), new.session_id.clone()) {
+                (Err(why), _) => self.finished(JobKind::Track, None, &new.name, Err(why)),
+                (Ok(()), None) => self.finished(JobKind::Track, None, &new.name, Err("no session id to track".into())),
+                (Ok(()), Some(_)) if new.workbook.is_by_path() => self.submit(Job::Track { new, attempt: 0 }),
+                (Ok(()), Some(id)) => {
+                    // Nothing to ask Graph: straight to the store.
+                    let name = new.name.clone();
+                    let session = new.into_tracked(id, self.ctx.clock.now());
+                    let store = self.store.clone();
+                    let task = self.tasks.spawn(async move {
+                        let result = store.insert(session).await.map_err(|e| e.to_string());
+                        Done::Inserted { name, result }
+                    });
+                    self.running.insert(task.id(), (None, None));
+                }
+            },
             Command::Edit { key, settings } => {
-                let writer = self.writer.clone();
-                self.tasks.spawn(async move {
-                    let result = writer
-                        .write_acked(vec![Write::Settings { key, settings: settings.clone() }])
-                        .await
-                        .map_err(|e| e.to_string());
-                    TaskDone::Edited { key, settings, result }
-                });
+                let checked =
+                    validate_name(&settings.name).map_err(|e| e.to_string()).and(check_interval(settings.interval));
+                match checked {
+                    Err(why) => self.finished(JobKind::Edit, Some(key), &settings.name, Err(why)),
+                    Ok(()) => self.local(key, Local::Edit(settings)),
+                }
             }
             Command::SetAuto { keys, auto } => {
                 for key in keys {
-                    let Some(entry) = self.entries.get_mut(&key) else { continue };
-                    entry.session.auto = auto;
-                    let settings = SessionSettings::of(&entry.session);
-                    let session = entry.session.clone();
-                    self.writer.write(Write::Settings { key, settings });
-                    let delay = self.initial_delay(&session);
-                    self.schedule_in(key, delay);
-                    self.emit(Event::Changed(Box::new(session)));
+                    self.local(key, Local::SetAuto(auto));
+                }
+            }
+            Command::Remove(keys) => {
+                for key in keys {
+                    self.local(key, Local::Remove);
                 }
             }
             Command::PauseAll(paused) => {
-                self.paused = paused;
-                self.emit(Event::Paused(paused));
+                let store = self.store.clone();
+                let task = self.tasks.spawn(async move {
+                    let result = store.write_acked(vec![Write::Paused(paused)]).await.map_err(|e| e.to_string());
+                    Done::Paused { paused, result }
+                });
+                self.running.insert(task.id(), (None, None));
+            }
+            Command::History(key) => {
+                let store = self.store.clone();
+                let task = self.tasks.spawn(async move {
+                    let result = store.history(key, KEPT_OUTCOMES).await.map_err(|e| e.to_string());
+                    Done::History { key, result }
+                });
+                self.running.insert(task.id(), (None, None));
+            }
+            Command::SignIn => self.start_sign_in(),
+            Command::CancelSignIn => {
+                if let Some(task) = self.signin.take() {
+                    task.abort();
+                }
             }
             // Stopping ends the loop in `run`; it never gets here.
             Command::Shutdown => {}
         }
     }
 
-    /// Moves due refreshes to the ready queue and starts what the limits allow.
-    fn dispatch(&mut self) {
-        let now = Instant::now();
-        if let Some(hold) = self.hold_until {
-            if hold > now {
-                return;
-            }
-            self.hold_until = None;
-            self.emit(Event::Throttled { until: None });
+    // ---- sign-in --------------------------------------------------------------------------------
+
+    fn start_sign_in(&mut self) {
+        if let Some(task) = self.signin.take() {
+            task.abort();
         }
-        if self.config.driver && !self.paused {
-            while let Some(Reverse((due, generation, key))) = self.heap.peek().copied() {
-                if due > now {
-                    break;
-                }
-                self.heap.pop();
-                let Some(entry) = self.entries.get_mut(&key) else { continue };
-                if entry.generation != generation || entry.in_flight || entry.queued {
-                    continue;
-                }
-                entry.queued = true;
-                self.ready.push_back(Queued { key, job: Job::Refresh, due: Some(due) });
+        let Some(auth) = self.ctx.auth.clone() else {
+            self.emit(Event::SignIn(Progress::Done(Err("signing in is not available here".into()))));
+            return;
+        };
+        let Some(authority) = auth.authority.clone() else {
+            self.emit(Event::SignIn(Progress::Done(Err(NO_CLIENT_ID.into()))));
+            return;
+        };
+        let progress = self.signin_tx.clone();
+        self.signin = Some(tokio::spawn(async move {
+            crate::auth::signin::sign_in(authority, &auth.client, &auth.cache, &auth.tokens, |p| {
+                let _ = progress.send(p);
+            })
+            .await;
+        }));
+    }
+
+    fn signin_progress(&mut self, progress: Progress) {
+        let succeeded = matches!(progress, Progress::Done(Ok(_)));
+        self.emit(Event::SignIn(progress));
+        if succeeded {
+            self.report_auth();
+            // Sessions that failed for want of a token need not wait for their next retry.
+            let waiting: Vec<SessionKey> =
+                self.entries.values().filter(|e| e.session.status == Status::Auth).map(|e| e.session.key).collect();
+            for key in waiting {
+                self.submit(Job::Refresh { key, due: None, attempt: 0 });
             }
-        }
-        while self.in_flight < self.config.settings.concurrency {
-            let Some(queued) = self.ready.pop_front() else { break };
-            let Some(entry) = self.entries.get(&queued.key) else { continue };
-            if queued.job == Job::Refresh && entry.session.status == Status::Closed {
-                if let Some(e) = self.entries.get_mut(&queued.key) {
-                    e.queued = false;
-                }
-                continue;
-            }
-            let workbook = entry.session.workbook.to_string();
-            if self.busy.contains(&workbook) {
-                self.waiting.entry(workbook).or_default().push_back(queued);
-                continue;
-            }
-            if !self.budget.try_take(now) {
-                self.ready.push_front(queued);
-                break;
-            }
-            self.start(queued, workbook, now);
         }
     }
 
-    fn start(&mut self, queued: Queued, workbook: String, now: Instant) {
-        let Some(entry) = self.entries.get_mut(&queued.key) else { return };
-        entry.queued = false;
-        entry.in_flight = true;
-        self.in_flight += 1;
-        self.busy.insert(workbook.clone());
-        let session = entry.session.clone();
-        let key = queued.key;
-        let late = queued.due.map(|due| now.saturating_duration_since(due));
-        if let Some(late) = late {
-            self.late.insert(key, late);
+    fn report_auth(&mut self) {
+        let Some(auth) = &self.ctx.auth else { return };
+        let tokens = &auth.tokens;
+        let state = if !tokens.is_sign_in() {
+            SignInState::Source(tokens.describe())
+        } else if let Some(problem) = tokens.problem() {
+            SignInState::Unusable(problem)
+        } else {
+            match tokens.status() {
+                Some(status) if status.ended.is_some() => SignInState::Ended,
+                Some(status) => SignInState::SignedIn { user: status.user, until: status.expires_at },
+                None => SignInState::NotSignedIn,
+            }
+        };
+        if self.auth_state.as_ref() != Some(&state) {
+            self.auth_state = Some(state.clone());
+            self.emit(Event::Auth(state));
         }
-        self.emit(Event::Started { key });
-        let ctx = self.ctx.clone();
-        let job = queued.job;
-        let held = workbook.clone();
-        let task = self.tasks.spawn(async move {
-            let report = match job {
-                Job::Refresh => ops::refresh(&ctx, &session).await,
-                Job::Close => ops::close(&ctx, &session).await,
-            };
-            TaskDone::Job { key, job, workbook, report }
-        });
-        self.calls.insert(task.id(), (key, held));
     }
 
-    fn next_wake(&mut self) -> Option<Instant> {
-        let now = Instant::now();
-        if let Some(hold) = self.hold_until {
-            return Some(hold);
+    // ---- the tick -------------------------------------------------------------------------------
+
+    fn tick(&mut self) {
+        if let Some(auth) = &self.ctx.auth {
+            auth.tokens.reload();
         }
-        let mut wake: Option<Instant> = None;
-        if !self.ready.is_empty() && self.in_flight < self.config.settings.concurrency {
-            wake = self.budget.next_free(now);
-        }
-        if self.config.driver && !self.paused {
-            // Drop stale heap entries so the wake-up is real.
-            while let Some(Reverse((_, generation, key))) = self.heap.peek().copied() {
-                if self.entries.get(&key).is_some_and(|e| e.generation == generation) {
-                    break;
-                }
-                self.heap.pop();
+        self.report_auth();
+        if !self.driving && self.takeover.try_now() {
+            self.driving = true;
+            let keys: Vec<SessionKey> = self.entries.keys().copied().collect();
+            for key in keys {
+                self.plan_from_state(key);
             }
-            if let Some(Reverse((due, _, _))) = self.heap.peek() {
-                wake = Some(wake.map_or(*due, |w| w.min(*due)));
+            self.emit(Event::Driving);
+        }
+        if let Some(gap) = self.gap.check(self.ctx.clock.now(), Instant::now()) {
+            let now = self.ctx.clock.now();
+            let overdue: Vec<SessionKey> = self
+                .entries
+                .values()
+                .filter(|e| e.busy.is_none() && e.session.is_kept_alive())
+                .filter(|e| crate::time::until(e.session.last_activity(), now) >= self.interval_of(&e.session))
+                .map(|e| e.session.key)
+                .collect();
+            tracing::info!(gap = ?gap, sessions = overdue.len(), "the clock jumped (sleep?); refreshing overdue sessions now");
+            for key in overdue {
+                self.plan(key, Duration::ZERO);
             }
         }
-        wake
     }
 
-    fn complete(&mut self, done: TaskDone) {
-        match done {
-            TaskDone::Job { key, job, workbook, report } => self.job_done(key, job, workbook, report),
-            TaskDone::Added(Ok(session)) => {
-                if !self.entries.contains_key(&session.key) {
-                    self.add_entry(session.clone());
-                    self.emit(Event::Added(Box::new(session)));
+    // ---- other processes ------------------------------------------------------------------------
+
+    fn sync(&mut self, changes: crate::store::Changes) {
+        let paused = changes.paused;
+        for synced in reconcile(&mut self.entries, changes) {
+            match synced {
+                Synced::Added(key) => {
+                    self.plan_from_state(key);
+                    if let Some(entry) = self.entries.get(&key) {
+                        self.emit(Event::Added(Box::new(entry.session.clone())));
+                    }
                 }
-            }
-            TaskDone::Added(Err(e)) => self.emit(Event::Error(e)),
-            TaskDone::Edited { key, settings, result } => match result {
-                Ok(()) => {
-                    let Some(entry) = self.entries.get_mut(&key) else { return };
-                    entry.session.name = settings.name;
-                    entry.session.interval = settings.interval;
-                    entry.session.recreate = settings.recreate;
-                    entry.session.auto = settings.auto;
-                    let session = entry.session.clone();
-                    let delay = self.initial_delay(&session);
-                    self.schedule_in(key, delay);
-                    self.emit(Event::Changed(Box::new(session)));
+                Synced::Changed(key) => {
+                    if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
+                        self.plan_from_state(key);
+                    }
+                    if let Some(entry) = self.entries.get(&key) {
+                        self.emit(Event::Changed(Box::new(entry.session.clone())));
+                    }
                 }
-                Err(e) => self.emit(Event::Error(e)),
-            },
-            TaskDone::Removed { key, name, result } => match result {
-                Ok(()) => {
-                    self.entries.remove(&key);
+                Synced::Removed(key, name) => {
+                    self.schedule.forget(key);
                     self.emit(Event::Removed { key, name });
                 }
-                Err(e) => self.emit(Event::Error(e)),
-            },
-        }
-    }
-
-    fn job_done(&mut self, key: SessionKey, job: Job, workbook: String, report: Report) {
-        self.release(&workbook);
-        let late = self.late.remove(&key);
-        let Some(entry) = self.entries.get_mut(&key) else { return };
-        entry.in_flight = false;
-        report.apply_to(&mut entry.session, MEMORY_OUTCOMES);
-        let session = entry.session.clone();
-        for write in report.records(&session) {
-            self.writer.write(write);
-        }
-        for (i, outcome) in report.outcomes.iter().enumerate() {
-            if outcome.kind != crate::session::OutcomeKind::Ok {
-                // What Microsoft support asks for: the ids of the failed request.
-                tracing::warn!(session = %session.name, action = outcome.action.as_str(), kind = outcome.kind.as_str(),
-                    http_status = ?outcome.http_status, codes = ?outcome.codes, request_id = ?outcome.request_id,
-                    client_request_id = ?outcome.client_request_id, "call failed");
-            }
-            let late = if i == 0 { late } else { None };
-            self.emit(Event::Outcome { key, name: session.name.clone(), outcome: outcome.clone(), late });
-        }
-        let interval = self.interval_of(&session);
-        let now = Instant::now();
-        let delay = match (&job, report.failure.as_ref().map(Failure::class)) {
-            (Job::Close, _) => None,
-            (_, None) => {
-                self.throttle_streak = 0;
-                Some(next_interval(interval, self.rng.f64()))
-            }
-            (_, Some(ErrorClass::Throttled)) => {
-                self.throttle_streak += 1;
-                let wait = report
-                    .failure
-                    .as_ref()
-                    .and_then(Failure::retry_after)
-                    .unwrap_or_else(|| backoff(self.throttle_streak, Duration::from_secs(60), self.rng.f64()));
-                let until = now + wait;
-                if self.hold_until.is_none_or(|h| h < until) {
-                    self.hold_until = Some(until);
-                    let wall =
-                        self.ctx.clock.now() + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
-                    self.emit(Event::Throttled { until: Some(wall) });
-                }
-                Some(wait)
-            }
-            (_, Some(ErrorClass::Transient | ErrorClass::Failed)) => {
-                Some(backoff(session.failures, interval.min(Duration::from_secs(300)), self.rng.f64()))
-            }
-            (_, Some(ErrorClass::Expired)) if session.recreate => {
-                Some(backoff(session.failures, interval.min(Duration::from_secs(300)), self.rng.f64()))
-            }
-            // A sign-in in another shell fixes this without telling us: look again now and then.
-            (_, Some(ErrorClass::Auth)) => {
-                Some(backoff(session.failures + 4, Duration::from_secs(300), self.rng.f64()))
-            }
-            (_, Some(ErrorClass::Expired | ErrorClass::Dead)) => None,
-        };
-        match delay {
-            Some(delay) => self.schedule_in(key, delay),
-            None => self.unschedule(key),
-        }
-        self.emit(Event::Changed(Box::new(session)));
-    }
-
-    /// Lets the next call on this workbook start.
-    fn release(&mut self, workbook: &str) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.busy.remove(workbook);
-        if let Some(mut waiting) = self.waiting.remove(workbook) {
-            while let Some(q) = waiting.pop_back() {
-                self.ready.push_front(q);
             }
         }
-    }
-
-    /// A call's task died without reporting: free its workbook and try the session again later.
-    fn call_lost(&mut self, key: SessionKey, workbook: &str) {
-        self.release(workbook);
-        self.late.remove(&key);
-        let Some(entry) = self.entries.get_mut(&key) else { return };
-        entry.in_flight = false;
-        let delay = backoff(entry.session.failures + 1, Duration::from_secs(300), self.rng.f64());
-        self.schedule_in(key, delay);
-    }
-
-    /// Another process changed the store: adopt what it changed.
-    fn reconcile(&mut self, list: Vec<TrackedSession>) {
-        let mut seen = HashSet::with_capacity(list.len());
-        for stored in list {
-            seen.insert(stored.key);
-            let Some(entry) = self.entries.get_mut(&stored.key) else {
-                self.add_entry(stored.clone());
-                self.emit(Event::Added(Box::new(stored)));
-                continue;
-            };
-            let mine = &mut entry.session;
-            let mut changed = false;
-            if (&mine.name, &mine.workbook, mine.mode, mine.interval, mine.recreate, mine.auto)
-                != (&stored.name, &stored.workbook, stored.mode, stored.interval, stored.recreate, stored.auto)
-            {
-                mine.name = stored.name.clone();
-                mine.mode = stored.mode;
-                mine.interval = stored.interval;
-                mine.recreate = stored.recreate;
-                mine.auto = stored.auto;
-                if !entry.in_flight {
-                    mine.workbook = stored.workbook.clone();
-                }
-                changed = true;
-            }
-            let newer = |o: &[Outcome]| o.first().map(|o| o.at);
-            if !entry.in_flight && newer(&stored.outcomes) > newer(&mine.outcomes) {
-                mine.status = stored.status;
-                mine.last_refresh = stored.last_refresh;
-                mine.failures = stored.failures;
-                mine.session_id = stored.session_id.clone();
-                mine.workbook = stored.workbook.clone();
-                mine.outcomes = stored.outcomes.clone();
-                mine.outcomes.truncate(MEMORY_OUTCOMES);
-                changed = true;
-            }
-            if changed {
-                let session = mine.clone();
-                let delay = self.initial_delay(&session);
-                self.schedule_in(session.key, delay);
-                self.emit(Event::Changed(Box::new(session)));
-            }
-        }
-        let gone: Vec<SessionKey> = self.entries.keys().filter(|k| !seen.contains(k)).copied().collect();
-        for key in gone {
-            if let Some(entry) = self.entries.remove(&key) {
-                self.emit(Event::Removed { key, name: entry.session.name });
-            }
-        }
-    }
-
-    /// In watch mode, become the driver once the old one has let go of the lock.
-    fn try_take_over(&mut self) {
-        if self.config.driver {
-            return;
-        }
-        let Some(store) = self.config.take_over.clone() else { return };
-        let Ok(lock) = crate::store::DriverLock::acquire_now(&store) else { return };
-        tracing::info!("the driver went away; this process schedules automatic refreshes now");
-        self.taken_over = Some(lock);
-        self.config.driver = true;
-        let keys: Vec<SessionKey> = self.entries.keys().copied().collect();
-        for key in keys {
-            if let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) {
-                let delay = self.initial_delay(&session);
-                self.schedule_in(key, delay);
-            }
-        }
-        self.emit(Event::Driving);
-    }
-
-    /// After a sleep or a stall, refresh at once every session whose interval has passed in wall time.
-    fn check_for_gap(&mut self) {
-        let (wall0, mono0) = self.wall_anchor;
-        let (wall, mono) = (self.ctx.clock.now(), Instant::now());
-        self.wall_anchor = (wall, mono);
-        let wall_elapsed = (wall - wall0).to_std().unwrap_or(Duration::ZERO);
-        if wall_elapsed <= mono.saturating_duration_since(mono0) + GAP_THRESHOLD {
-            return;
-        }
-        let overdue: Vec<SessionKey> = self
-            .entries
-            .values()
-            .filter(|e| !e.in_flight && e.session.is_kept_alive())
-            .filter(|e| {
-                (wall - e.session.last_activity()).to_std().unwrap_or(Duration::ZERO) >= self.interval_of(&e.session)
-            })
-            .map(|e| e.session.key)
-            .collect();
-        tracing::info!(gap = ?wall_elapsed, sessions = overdue.len(), "the clock jumped (sleep?); refreshing overdue sessions now");
-        for key in overdue {
-            self.schedule_in(key, Duration::ZERO);
-        }
+        self.set_paused(paused);
     }
 }
 
-async fn sleep_until(wake: Option<Instant>) {
-    match wake {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
+/// The engine's side of the one rule for new sessions: what a `NewSession` guarantees, checked
+/// again because a front end may have built one by hand.
+fn check_new(new: &NewSession) -> Result<(), String> {
+    validate_name(&new.name).map_err(|e| e.to_string())?;
+    check_interval(new.interval)
+}
+
+/// The dispatcher's last word on a candidate call: is its session still there and still wanting it?
+fn accept(
+    entries: &mut HashMap<SessionKey, Entry>,
+    auto_allowed: bool,
+    job: &Job,
+    refused: &mut Vec<Finished>,
+) -> bool {
+    let Some(key) = job.key() else { return true };
+    let refuse = |refused: &mut Vec<Finished>, name: &str, why: String| {
+        if job.asked() {
+            refused.push(Finished { kind: job.kind(), key: Some(key), name: name.to_string(), result: Err(why) });
+        }
+        false
+    };
+    let Some(entry) = entries.get_mut(&key) else {
+        return refuse(refused, "", "the session is no longer tracked".into());
+    };
+    entry.queued &= !job.bit();
+    if entry.removing {
+        return refuse(refused, &entry.session.name, "the session is being removed".into());
+    }
+    let session = &entry.session;
+    match job {
+        Job::Refresh { due, .. } => {
+            if session.status == Status::Closed {
+                return refuse(
+                    refused,
+                    &session.name,
+                    format!(
+                        "{} is closed; nothing to refresh (`wbsessions recreate {}` starts a new session)",
+                        session.name, session.name
+                    ),
+                );
+            }
+            due.is_none() || (auto_allowed && session.is_kept_alive())
+        }
+        // An expired session about to be closed is not recreated first.
+        Job::Recreate { asked: false, .. } => entry.queued & queued::CLOSE == 0,
+        _ => true,
     }
 }

@@ -1,52 +1,69 @@
-//! One operation on one session, start to finish: the token, the call, one renewal on a `401`,
-//! and recreation of an expired session where allowed. The engine runs these in tasks; the
-//! one-shot commands call them directly.
+//! The calls the engine makes, behind a trait so that the engine can be tested against a fake
+//! under paused time, and the operations built on them: refresh, create (resolving a by-path
+//! workbook on the way), close. Each operation returns a `Report` of everything it did.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 
 use crate::auth::{AuthError, Secret, Tokens};
-use crate::graph::{ErrorClass, GraphClient, GraphError, Reply};
-use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, TrackedSession, WorkbookRef};
+use crate::graph::{CallMeta, ErrorClass, GraphClient, GraphError, Reply};
+use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, Status, TrackedSession, WorkbookRef};
 use crate::time::Clock;
-
-/// What operations need, cheap to clone into tasks.
-#[derive(Clone, Debug)]
-pub struct Context {
-    pub client: GraphClient,
-    pub tokens: Tokens,
-    pub clock: Clock,
-}
 
 /// Why a call did not succeed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
-    #[error(transparent)]
-    Auth(#[from] AuthError),
+    /// No usable token; `requests` made before that was known (a refused token is one).
+    #[error("{error}")]
+    Auth { error: AuthError, requests: u32 },
     #[error(transparent)]
     Graph(#[from] GraphError),
+}
+
+impl From<AuthError> for Failure {
+    fn from(error: AuthError) -> Self {
+        Failure::Auth { error, requests: 0 }
+    }
 }
 
 impl Failure {
     pub fn class(&self) -> ErrorClass {
         match self {
-            Failure::Auth(_) => ErrorClass::Auth,
+            Failure::Auth { .. } => ErrorClass::Auth,
             Failure::Graph(e) => e.class,
         }
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Failure::Auth(_) => None,
+            Failure::Auth { .. } => None,
             Failure::Graph(e) => e.retry_after,
+        }
+    }
+
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            Failure::Auth { .. } => None,
+            Failure::Graph(e) => e.meta.http_status,
+        }
+    }
+
+    /// HTTP requests the failed call made.
+    pub fn requests(&self) -> u32 {
+        match self {
+            Failure::Auth { requests, .. } => *requests,
+            Failure::Graph(e) => e.meta.requests,
         }
     }
 
     fn outcome(&self, action: Action, at: DateTime<Utc>) -> Outcome {
         match self {
             Failure::Graph(e) => e.outcome(action, at),
-            Failure::Auth(e) => Outcome {
+            Failure::Auth { error, .. } => Outcome {
                 at,
                 action,
                 kind: OutcomeKind::Auth,
@@ -55,28 +72,92 @@ impl Failure {
                 codes: Vec::new(),
                 request_id: None,
                 client_request_id: None,
-                message: Some(e.to_string()),
+                message: Some(error.to_string()),
             },
         }
     }
 }
 
-/// Runs `call` with a token; on a `401` the token is renewed once and the call made again.
-async fn authorized<T, F, Fut>(tokens: &Tokens, call: F) -> Result<Reply<T>, Failure>
-where
-    F: Fn(Secret) -> Fut,
-    Fut: Future<Output = Result<Reply<T>, GraphError>>,
-{
-    let token = tokens.get().await?;
-    match call(token.secret.clone()).await {
-        Err(e) if e.class == ErrorClass::Auth => {
-            tracing::info!(request_id = ?e.meta.request_id, "the token was refused; renewing it once");
-            match tokens.renew_after_rejection(&token).await? {
-                Some(renewed) => Ok(call(renewed.secret).await?),
-                None => Err(e.into()),
+/// The Graph calls the engine makes, with whatever authorisation they need.
+pub trait Graph: Send + Sync {
+    fn create<'a>(&'a self, workbook: &'a WorkbookRef, mode: Mode) -> BoxFuture<'a, Result<Reply<SessionId>, Failure>>;
+    fn refresh<'a>(&'a self, workbook: &'a WorkbookRef, id: &'a SessionId)
+    -> BoxFuture<'a, Result<Reply<()>, Failure>>;
+    fn close<'a>(&'a self, workbook: &'a WorkbookRef, id: &'a SessionId) -> BoxFuture<'a, Result<Reply<()>, Failure>>;
+    /// A by-path workbook as an item id; other forms come back as they are, without a request.
+    fn resolve<'a>(&'a self, workbook: &'a WorkbookRef) -> BoxFuture<'a, Result<Reply<WorkbookRef>, Failure>>;
+}
+
+/// Graph over HTTP: a token for each call, renewed once when Graph refuses it.
+pub struct LiveGraph {
+    pub client: GraphClient,
+    pub tokens: Tokens,
+}
+
+impl LiveGraph {
+    pub fn new(client: GraphClient, tokens: Tokens) -> Arc<LiveGraph> {
+        Arc::new(LiveGraph { client, tokens })
+    }
+
+    /// Runs `call` with a token; on a `401` the token is renewed once and the call made again.
+    async fn authorized<T, F, Fut>(&self, call: F) -> Result<Reply<T>, Failure>
+    where
+        F: Fn(Secret) -> Fut,
+        Fut: Future<Output = Result<Reply<T>, GraphError>>,
+    {
+        let token = self.tokens.get().await?;
+        match call(token.secret.clone()).await {
+            Err(first) if first.class == ErrorClass::Auth => {
+                tracing::info!(request_id = ?first.meta.request_id, "the token was refused; renewing it once");
+                let spent = first.meta.requests;
+                match self.tokens.renew_after_rejection(&token).await {
+                    Ok(Some(renewed)) => match call(renewed.secret).await {
+                        Ok(mut reply) => {
+                            reply.meta.requests += spent;
+                            Ok(reply)
+                        }
+                        Err(mut e) => {
+                            e.meta.requests += spent;
+                            Err(e.into())
+                        }
+                    },
+                    Ok(None) => Err(first.into()),
+                    Err(error) => Err(Failure::Auth { error, requests: spent }),
+                }
             }
+            other => Ok(other?),
         }
-        other => Ok(other?),
+    }
+}
+
+impl Graph for LiveGraph {
+    fn create<'a>(&'a self, workbook: &'a WorkbookRef, mode: Mode) -> BoxFuture<'a, Result<Reply<SessionId>, Failure>> {
+        self.authorized(move |t: Secret| async move { self.client.create_session(t.expose(), workbook, mode).await })
+            .boxed()
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        workbook: &'a WorkbookRef,
+        id: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
+        self.authorized(move |t: Secret| async move { self.client.refresh_session(t.expose(), workbook, id).await })
+            .boxed()
+    }
+
+    fn close<'a>(&'a self, workbook: &'a WorkbookRef, id: &'a SessionId) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
+        self.authorized(move |t: Secret| async move { self.client.close_session(t.expose(), workbook, id).await })
+            .boxed()
+    }
+
+    fn resolve<'a>(&'a self, workbook: &'a WorkbookRef) -> BoxFuture<'a, Result<Reply<WorkbookRef>, Failure>> {
+        async move {
+            if !workbook.is_by_path() {
+                return Ok(Reply { value: workbook.clone(), meta: CallMeta::default() });
+            }
+            self.authorized(move |t: Secret| async move { self.client.resolve(t.expose(), workbook).await }).await
+        }
+        .boxed()
     }
 }
 
@@ -85,17 +166,25 @@ where
 pub struct Report {
     /// Oldest first.
     pub outcomes: Vec<Outcome>,
-    /// Set when the session was recreated (or created).
+    /// Set when the session was created or recreated.
     pub new_session_id: Option<SessionId>,
     /// Set when a by-path workbook was resolved on the way.
     pub resolved_workbook: Option<WorkbookRef>,
     /// The failure the operation ended with; `None` when it ended well.
     pub failure: Option<Failure>,
+    /// HTTP requests made, for the budget.
+    pub requests: u32,
 }
 
 impl Report {
     pub fn succeeded(&self) -> bool {
         self.failure.is_none()
+    }
+
+    fn fail(&mut self, failure: Failure, action: Action, clock: &Clock) {
+        self.requests += failure.requests();
+        self.outcomes.push(failure.outcome(action, clock.now()));
+        self.failure = Some(failure);
     }
 
     /// The store writes that record this report for `session` (after `apply_to`): its new state
@@ -108,9 +197,8 @@ impl Report {
             .collect()
     }
 
-    /// Applies the report to a session: status, last refresh, failures, id, outcomes (newest first,
-    /// at most `keep`).
-    pub fn apply_to(&self, session: &mut TrackedSession, keep: usize) {
+    /// Applies the report to a session: status, last refresh, failures, id, newest outcome.
+    pub fn apply_to(&self, session: &mut TrackedSession) {
         if let Some(id) = &self.new_session_id {
             session.session_id = id.clone();
         }
@@ -126,12 +214,11 @@ impl Report {
             } else {
                 session.failures = session.failures.saturating_add(1);
             }
-            session.outcomes.insert(0, outcome.clone());
         }
-        session.outcomes.truncate(keep);
         if let Some(last) = self.outcomes.last() {
+            session.last_outcome = Some(last.clone());
             session.status = match (last.action, last.kind) {
-                (Action::Close, OutcomeKind::Ok) => crate::session::Status::Closed,
+                (Action::Close, OutcomeKind::Ok) => Status::Closed,
                 (_, kind) => kind.into(),
             };
         }
@@ -139,17 +226,22 @@ impl Report {
 }
 
 /// Resolves a by-path workbook once; others come back as they are.
-pub async fn resolve(ctx: &Context, workbook: &WorkbookRef) -> Result<WorkbookRef, Failure> {
-    if !workbook.is_by_path() {
-        return Ok(workbook.clone());
+pub async fn resolve(graph: &dyn Graph, workbook: &WorkbookRef) -> (Result<WorkbookRef, Failure>, u32) {
+    match graph.resolve(workbook).await {
+        Ok(reply) => (Ok(reply.value), reply.meta.requests),
+        Err(failure) => {
+            let spent = failure.requests();
+            (Err(failure), spent)
+        }
     }
-    Ok(authorized(&ctx.tokens, |t: Secret| async move { ctx.client.resolve(t.expose(), workbook).await }).await?.value)
 }
 
-/// Creates a session on `workbook`.
-pub async fn create(ctx: &Context, workbook: &WorkbookRef, mode: Mode) -> Report {
+/// Creates a session on `workbook`, resolving a by-path one first.
+pub async fn create(graph: &dyn Graph, workbook: &WorkbookRef, mode: Mode, clock: &Clock) -> Report {
     let mut report = Report::default();
-    let workbook = match resolve(ctx, workbook).await {
+    let (resolved, spent) = resolve(graph, workbook).await;
+    report.requests += spent;
+    let workbook = match resolved {
         Ok(w) => {
             if w != *workbook {
                 report.resolved_workbook = Some(w.clone());
@@ -157,70 +249,50 @@ pub async fn create(ctx: &Context, workbook: &WorkbookRef, mode: Mode) -> Report
             w
         }
         Err(failure) => {
-            report.outcomes.push(failure.outcome(Action::Create, ctx.clock.now()));
-            report.failure = Some(failure);
+            report.fail(failure, Action::Create, clock);
             return report;
         }
     };
-    match authorized(&ctx.tokens, |t: Secret| {
-        let workbook = &workbook;
-        async move { ctx.client.create_session(t.expose(), workbook, mode).await }
-    })
-    .await
-    {
+    match graph.create(&workbook, mode).await {
         Ok(reply) => {
-            report.outcomes.push(reply.meta.ok_outcome(Action::Create, ctx.clock.now()));
+            report.requests += reply.meta.requests;
+            report.outcomes.push(reply.meta.ok_outcome(Action::Create, clock.now()));
             report.new_session_id = Some(reply.value);
         }
-        Err(failure) => {
-            report.outcomes.push(failure.outcome(Action::Create, ctx.clock.now()));
-            report.failure = Some(failure);
-        }
+        Err(failure) => report.fail(failure, Action::Create, clock),
     }
     report
 }
 
-/// Refreshes a session; an expired one is recreated when the session allows it.
-pub async fn refresh(ctx: &Context, session: &TrackedSession) -> Report {
+/// Refreshes a session: one call. Recreating an expired one is a job of its own.
+pub async fn refresh(graph: &dyn Graph, session: &TrackedSession, clock: &Clock) -> Report {
     let mut report = Report::default();
-    let call =
-        |t: Secret| async move { ctx.client.refresh_session(t.expose(), &session.workbook, &session.session_id).await };
-    match authorized(&ctx.tokens, call).await {
-        Ok(reply) => report.outcomes.push(reply.meta.ok_outcome(Action::Refresh, ctx.clock.now())),
-        Err(failure) => {
-            report.outcomes.push(failure.outcome(Action::Refresh, ctx.clock.now()));
-            if failure.class() == ErrorClass::Expired && session.recreate {
-                tracing::info!(session = %session.name, "session expired; creating a new one as allowed");
-                let created = create(ctx, &session.workbook, session.mode).await;
-                report.outcomes.extend(created.outcomes);
-                report.new_session_id = created.new_session_id;
-                report.resolved_workbook = created.resolved_workbook;
-                report.failure = created.failure;
-            } else {
-                report.failure = Some(failure);
-            }
+    match graph.refresh(&session.workbook, &session.session_id).await {
+        Ok(reply) => {
+            report.requests += reply.meta.requests;
+            report.outcomes.push(reply.meta.ok_outcome(Action::Refresh, clock.now()));
         }
+        Err(failure) => report.fail(failure, Action::Refresh, clock),
     }
     report
 }
 
 /// Closes a session at Graph. One that is already gone counts as closed.
-pub async fn close(ctx: &Context, session: &TrackedSession) -> Report {
+pub async fn close(graph: &dyn Graph, session: &TrackedSession, clock: &Clock) -> Report {
     let mut report = Report::default();
-    let call =
-        |t: Secret| async move { ctx.client.close_session(t.expose(), &session.workbook, &session.session_id).await };
-    match authorized(&ctx.tokens, call).await {
-        Ok(reply) => report.outcomes.push(reply.meta.ok_outcome(Action::Close, ctx.clock.now())),
+    match graph.close(&session.workbook, &session.session_id).await {
+        Ok(reply) => {
+            report.requests += reply.meta.requests;
+            report.outcomes.push(reply.meta.ok_outcome(Action::Close, clock.now()));
+        }
         Err(Failure::Graph(e)) if e.class == ErrorClass::Expired => {
-            let mut outcome = e.outcome(Action::Close, ctx.clock.now());
+            report.requests += e.meta.requests;
+            let mut outcome = e.outcome(Action::Close, clock.now());
             outcome.kind = OutcomeKind::Ok;
             outcome.message = Some("the session was already gone".into());
             report.outcomes.push(outcome);
         }
-        Err(failure) => {
-            report.outcomes.push(failure.outcome(Action::Close, ctx.clock.now()));
-            report.failure = Some(failure);
-        }
+        Err(failure) => report.fail(failure, Action::Close, clock),
     }
     report
 }

@@ -1,63 +1,94 @@
-//! The scheduler's arithmetic, kept pure so it can be tested without a clock.
+//! When each session's next automatic refresh is due, and noticing that the machine slept.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-/// Graph's throttling window.
-pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+use crate::session::SessionKey;
 
-/// At most `limit` request starts in any `BUDGET_WINDOW`.
-#[derive(Debug)]
-pub struct Budget {
-    limit: usize,
-    starts: VecDeque<Instant>,
+/// Due times in a heap; planning a session again makes its older entry stale (generations).
+#[derive(Default)]
+pub struct Schedule {
+    heap: BinaryHeap<Reverse<(Instant, u64, SessionKey)>>,
+    generations: HashMap<SessionKey, u64>,
 }
 
-impl Budget {
-    pub fn new(limit: u32) -> Self {
-        Budget { limit: limit.max(1) as usize, starts: VecDeque::new() }
+impl Schedule {
+    fn bump(&mut self, key: SessionKey) -> u64 {
+        let generation = self.generations.entry(key).or_default();
+        *generation += 1;
+        *generation
     }
 
-    fn evict(&mut self, now: Instant) {
-        while self.starts.front().is_some_and(|t| now.saturating_duration_since(*t) >= BUDGET_WINDOW) {
-            self.starts.pop_front();
+    pub fn plan(&mut self, key: SessionKey, at: Instant) {
+        let generation = self.bump(key);
+        self.heap.push(Reverse((at, generation, key)));
+    }
+
+    /// No automatic refresh for this session until it is planned again.
+    pub fn cancel(&mut self, key: SessionKey) {
+        self.bump(key);
+    }
+
+    pub fn forget(&mut self, key: SessionKey) {
+        self.generations.remove(&key);
+    }
+
+    fn is_current(&self, generation: u64, key: SessionKey) -> bool {
+        self.generations.get(&key) == Some(&generation)
+    }
+
+    /// The sessions due by `now`, with when each was due; each is consumed.
+    pub fn due(&mut self, now: Instant) -> Vec<(SessionKey, Instant)> {
+        let mut due = Vec::new();
+        while let Some(Reverse((at, generation, key))) = self.heap.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.heap.pop();
+            if self.is_current(generation, key) {
+                self.bump(key);
+                due.push((key, at));
+            }
         }
+        due
     }
 
-    pub fn try_take(&mut self, now: Instant) -> bool {
-        self.evict(now);
-        if self.starts.len() < self.limit {
-            self.starts.push_back(now);
-            true
-        } else {
-            false
+    /// When the next session is due (stale entries are dropped on the way).
+    pub fn next_due(&mut self) -> Option<Instant> {
+        while let Some(Reverse((at, generation, key))) = self.heap.peek().copied() {
+            if self.is_current(generation, key) {
+                return Some(at);
+            }
+            self.heap.pop();
         }
-    }
-
-    /// When the next start becomes possible, if none is possible now.
-    pub fn next_free(&mut self, now: Instant) -> Option<Instant> {
-        self.evict(now);
-        (self.starts.len() >= self.limit).then(|| self.starts.front().map(|t| *t + BUDGET_WINDOW)).flatten()
+        None
     }
 }
 
-/// Share of the interval by which a refresh may come early, so that sessions created together
-/// drift apart instead of refreshing in one burst. Never late: late risks expiry.
-pub const JITTER: f64 = 0.1;
+/// Wall-clock time running ahead of monotonic time by more than this means the machine slept.
+const GAP_THRESHOLD: Duration = Duration::from_secs(5);
 
-/// The next refresh: one interval on, less up to `JITTER` of it. `sample` is uniform in [0, 1).
-pub fn next_interval(interval: Duration, sample: f64) -> Duration {
-    interval.mul_f64(1.0 - JITTER * sample.clamp(0.0, 1.0))
+/// Compares wall-clock and monotonic time between ticks: monotonic time stops while a laptop
+/// sleeps, the wall clock does not.
+pub struct GapWatch {
+    anchor: (DateTime<Utc>, Instant),
 }
 
-/// Exponential backoff with jitter after `failures` failures in a row: 2 s, 4 s, 8 s, ...,
-/// capped, then scaled by a random factor in [0.5, 1).
-pub fn backoff(failures: u32, cap: Duration, sample: f64) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let raw = Duration::from_secs(2).saturating_mul(1u32 << exp).min(cap).max(Duration::from_millis(100));
-    raw.mul_f64(0.5 + 0.5 * sample.clamp(0.0, 1.0))
+impl GapWatch {
+    pub fn new(wall: DateTime<Utc>, mono: Instant) -> Self {
+        GapWatch { anchor: (wall, mono) }
+    }
+
+    /// The wall time that passed unseen since the last check, if the machine slept.
+    pub fn check(&mut self, wall: DateTime<Utc>, mono: Instant) -> Option<Duration> {
+        let (wall0, mono0) = std::mem::replace(&mut self.anchor, (wall, mono));
+        let wall_elapsed = crate::time::until(wall0, wall);
+        (wall_elapsed > mono.saturating_duration_since(mono0) + GAP_THRESHOLD).then_some(wall_elapsed)
+    }
 }
 
 #[cfg(test)]
@@ -65,37 +96,26 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn the_budget_holds_a_sliding_ten_second_window() {
-        let mut budget = Budget::new(3);
-        let t0 = Instant::now();
-        assert!(budget.try_take(t0));
-        assert!(budget.try_take(t0 + Duration::from_secs(1)));
-        assert!(budget.try_take(t0 + Duration::from_secs(2)));
-        assert!(!budget.try_take(t0 + Duration::from_secs(3)));
-        assert_eq!(budget.next_free(t0 + Duration::from_secs(3)), Some(t0 + BUDGET_WINDOW));
-        assert!(budget.try_take(t0 + BUDGET_WINDOW));
-        assert!(!budget.try_take(t0 + BUDGET_WINDOW));
-        assert_eq!(budget.next_free(t0 + Duration::from_secs(30)), None);
+    async fn planning_again_replaces_the_older_plan() {
+        let now = Instant::now();
+        let mut s = Schedule::default();
+        s.plan(1, now + Duration::from_secs(5));
+        s.plan(2, now + Duration::from_secs(3));
+        s.plan(1, now + Duration::from_secs(10));
+        assert_eq!(s.next_due(), Some(now + Duration::from_secs(3)));
+        assert_eq!(s.due(now + Duration::from_secs(6)), [(2, now + Duration::from_secs(3))]);
+        s.cancel(1);
+        assert_eq!(s.next_due(), None);
+        assert!(s.due(now + Duration::from_secs(60)).is_empty());
     }
 
     #[test]
-    fn intervals_come_early_never_late() {
-        let four = Duration::from_secs(240);
-        assert_eq!(next_interval(four, 0.0), four);
-        assert_eq!(next_interval(four, 0.5), Duration::from_secs(228));
-        assert!(next_interval(four, 0.999) > Duration::from_secs(216));
-        assert_eq!(next_interval(four, 7.0), Duration::from_secs(216), "samples are clamped");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let cap = Duration::from_secs(60);
-        assert_eq!(backoff(1, cap, 1.0), Duration::from_secs(2));
-        assert_eq!(backoff(2, cap, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff(3, cap, 1.0), Duration::from_secs(8));
-        assert_eq!(backoff(10, cap, 1.0), cap);
-        assert_eq!(backoff(10, cap, 0.0), cap / 2);
-        assert_eq!(backoff(u32::MAX, cap, 1.0), cap);
-        assert_eq!(backoff(1, Duration::ZERO, 1.0), Duration::from_millis(100), "never a busy loop");
+    fn a_jump_of_the_wall_clock_is_a_gap() {
+        let mono = Instant::now();
+        let wall = Utc::now();
+        let mut watch = GapWatch::new(wall, mono);
+        assert_eq!(watch.check(wall + chrono::Duration::seconds(1), mono + Duration::from_secs(1)), None);
+        let slept = watch.check(wall + chrono::Duration::seconds(601), mono + Duration::from_secs(2));
+        assert_eq!(slept, Some(Duration::from_secs(600)));
     }
 }

@@ -12,6 +12,7 @@ use url::Url;
 
 use super::error::{CallKind, ErrorBody, ErrorClass, classify, parse_retry_after};
 use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, WorkbookRef};
+use crate::text;
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 
@@ -39,19 +40,31 @@ pub struct ClientOptions {
     pub poll: PollPolicy,
     /// Ask for `Prefer: respond-async` on create; both answers are handled either way.
     pub respond_async: bool,
-    /// How many times a `504` on create is sent again.
-    pub create_retries_on_504: u32,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions {
-            timeout: Duration::from_secs(30),
-            poll: PollPolicy::default(),
-            respond_async: true,
-            create_retries_on_504: 2,
-        }
+        ClientOptions { timeout: Duration::from_secs(30), poll: PollPolicy::default(), respond_async: true }
     }
+}
+
+/// The most of an answer's body that is read: Graph's answers here are a few hundred bytes, and an
+/// endless or huge body must not grow memory.
+pub const MAX_BODY: usize = 64 * 1024;
+
+/// Reads a body up to `MAX_BODY`; a longer one is an error of its own.
+pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(format!("the answer is larger than {} KiB; refusing to read it", MAX_BODY / 1024));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| format!("the answer broke off: {}", error_chain(&e)))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the answer is larger than {} KiB; stopped reading it", MAX_BODY / 1024));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +75,10 @@ pub enum ClientBuildError {
         "the Graph URL {0:?} uses plain http:// to a host that is not loopback; tokens would travel unencrypted, so use https://"
     )]
     Insecure(String),
+    #[error(
+        "the Graph URL {0:?} carries a user name or password; tokens are the only credentials sent, so remove them"
+    )]
+    Credentials(String),
     #[error("the HTTP client could not be built: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -73,6 +90,8 @@ pub struct CallMeta {
     pub request_id: Option<String>,
     pub client_request_id: String,
     pub latency: Duration,
+    /// HTTP requests the call made (a long-running create polls): what it costs of the budget.
+    pub requests: u32,
 }
 
 impl CallMeta {
@@ -217,6 +236,11 @@ pub fn check_base_url(raw: &str) -> Result<Url, ClientBuildError> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ClientBuildError::BadUrl(raw.to_string()));
     }
+    if !url.username().is_empty() || url.password().is_some() {
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
+        return Err(ClientBuildError::Credentials(url.to_string()));
+    }
     // Joining segments later needs a path without a trailing slash.
     let trimmed = url.path().trim_end_matches('/').to_string();
     url.set_path(&trimmed);
@@ -273,7 +297,7 @@ impl GraphClient {
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>, CallMeta), GraphError> {
         let Call { method, url, session, body, prefer_async, kind } = call;
         let client_request_id = uuid::Uuid::new_v4().to_string();
-        let mut meta = CallMeta { client_request_id: client_request_id.clone(), ..CallMeta::default() };
+        let mut meta = CallMeta { client_request_id: client_request_id.clone(), requests: 1, ..CallMeta::default() };
         let auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
             GraphError::local(
                 ErrorClass::Auth,
@@ -320,16 +344,12 @@ impl GraphClient {
         let status = response.status();
         let headers = response.headers().clone();
         meta.http_status = Some(status.as_u16());
-        meta.request_id = header_text(&headers, "request-id");
-        let bytes = match response.bytes().await {
-            Ok(b) => b.to_vec(),
-            Err(e) => {
+        meta.request_id = header_text(&headers, "request-id").map(|id| text::clean(&id, text::MAX_TOKEN));
+        let bytes = match read_capped(response).await {
+            Ok(b) => b,
+            Err(why) => {
                 meta.latency = started.elapsed();
-                return Err(GraphError::local(
-                    ErrorClass::Transient,
-                    meta,
-                    format!("the answer broke off: {}", error_chain(&e)),
-                ));
+                return Err(GraphError::local(ErrorClass::Transient, meta, why));
             }
         };
         meta.latency = started.elapsed();
@@ -340,16 +360,16 @@ impl GraphClient {
         let retry_after =
             header_text(&headers, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
         let class = classify(status.as_u16(), &body, kind, retry_after.is_some());
-        meta.request_id = meta.request_id.or(body.request_id.clone());
+        meta.request_id = meta.request_id.or_else(|| text::clean_opt(body.request_id.as_deref(), text::MAX_TOKEN));
         if let Some(echoed) = body.client_request_id.as_ref().filter(|c| **c != meta.client_request_id) {
-            tracing::debug!(sent = %meta.client_request_id, echoed = %echoed, "client-request-id differs in the error body");
+            tracing::debug!(sent = %meta.client_request_id, echoed = %text::clean(echoed, text::MAX_TOKEN), "client-request-id differs in the error body");
         }
-        let message = body.message.clone().or_else(|| {
-            let text = String::from_utf8_lossy(&bytes);
-            let text = text.trim();
-            (!text.is_empty()).then(|| text.chars().take(200).collect())
-        });
-        Err(GraphError { class, meta, codes: body.all_codes(), message, retry_after })
+        let message = match body.message.as_deref() {
+            Some(m) => text::clean_opt(Some(m), text::MAX_MESSAGE),
+            None => text::clean_opt(Some(&String::from_utf8_lossy(&bytes)), 200),
+        };
+        let codes = body.all_codes().iter().take(8).map(|c| text::clean(c, text::MAX_TOKEN)).collect();
+        Err(GraphError { class, meta, codes, message, retry_after })
     }
 
     /// createSession: `201` at once, or `202` + operation polling; a `504` is sent again (bounded).
@@ -361,28 +381,24 @@ impl GraphClient {
     ) -> Result<Reply<SessionId>, GraphError> {
         let url = self.url_for(workbook, &["workbook", "createSession"]);
         let started = Instant::now();
-        let mut attempt = 0;
-        let (status, headers, bytes, mut meta) = loop {
-            let call = Call {
-                body: Some(json!({ "persistChanges": mode.persist_changes() })),
-                prefer_async: self.options.respond_async,
-                ..Call::new(Method::POST, url.clone(), CallKind::Create)
-            };
-            match self.send(token, call).await {
-                Err(e) if e.meta.http_status == Some(504) && attempt < self.options.create_retries_on_504 => {
-                    attempt += 1;
-                    tracing::info!(request_id = ?e.meta.request_id, attempt, "createSession answered 504; sending it again");
-                    tokio::time::sleep(Duration::from_millis(500 * u64::from(attempt))).await;
-                }
-                other => break other?,
-            }
+        // A 504 here is sent again by the caller's dispatcher (docs/graph.md, "Errors"), which sees
+        // every request.
+        let call = Call {
+            body: Some(json!({ "persistChanges": mode.persist_changes() })),
+            prefer_async: self.options.respond_async,
+            ..Call::new(Method::POST, url, CallKind::Create)
         };
+        let (status, headers, bytes, mut meta) = self.send(token, call).await?;
         let id = if status == StatusCode::ACCEPTED {
             let location = header_text(&headers, LOCATION.as_str()).ok_or_else(|| {
                 GraphError::local(ErrorClass::Transient, meta.clone(), "202 Accepted without a Location header".into())
             })?;
-            let (id, last) = self.poll_operation(token, &location, meta.clone()).await?;
-            meta = last;
+            let first = meta.requests;
+            let (id, last) = self.poll_operation(token, &location, meta.clone()).await.map_err(|mut e| {
+                e.meta.requests += first;
+                e
+            })?;
+            meta = CallMeta { requests: first + last.requests, ..last };
             id
         } else {
             parse_session_id(&bytes).map_err(|why| GraphError::local(ErrorClass::Transient, meta.clone(), why))?
@@ -391,11 +407,42 @@ impl GraphClient {
         Ok(Reply { value: id, meta })
     }
 
+    /// Polls a long-running create; the returned meta (or the error's) counts every poll.
     async fn poll_operation(
         &self,
         token: &str,
         location: &str,
+        meta: CallMeta,
+    ) -> Result<(SessionId, CallMeta), GraphError> {
+        let sent = std::sync::atomic::AtomicU32::new(0);
+        match self.poll_operation_counted(token, location, meta, &sent).await {
+            Ok((id, mut meta)) => {
+                meta.requests = sent.load(std::sync::atomic::Ordering::Relaxed);
+                Ok((id, meta))
+            }
+            Err(mut e) => {
+                e.meta.requests = sent.load(std::sync::atomic::Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    async fn send_counted(
+        &self,
+        sent: &std::sync::atomic::AtomicU32,
+        token: &str,
+        call: Call<'_>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>, CallMeta), GraphError> {
+        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.send(token, call).await
+    }
+
+    async fn poll_operation_counted(
+        &self,
+        token: &str,
+        location: &str,
         mut meta: CallMeta,
+        sent: &std::sync::atomic::AtomicU32,
     ) -> Result<(SessionId, CallMeta), GraphError> {
         #[derive(Deserialize)]
         struct Operation {
@@ -413,7 +460,24 @@ impl GraphClient {
         loop {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(policy.max);
-            let (_, _, bytes, m) = self.send(token, Call::new(Method::GET, url.clone(), CallKind::Other)).await?;
+            // The session may exist already: a throttled or failed poll is polled again, never
+            // answered with a second createSession that would leave the first one open.
+            let (_, _, bytes, m) = match self
+                .send_counted(sent, token, Call::new(Method::GET, url.clone(), CallKind::Other))
+                .await
+            {
+                Err(e)
+                    if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transient)
+                        && started.elapsed() < policy.give_up_after =>
+                {
+                    tracing::info!(request_id = ?e.meta.request_id, "polling the create operation failed; polling again");
+                    if let Some(after) = e.retry_after {
+                        wait = after.clamp(policy.first, policy.max);
+                    }
+                    continue;
+                }
+                other => other?,
+            };
             meta = m;
             let op: Operation = serde_json::from_slice(&bytes).map_err(|e| {
                 GraphError::local(ErrorClass::Transient, meta.clone(), format!("unreadable operation status: {e}"))
@@ -430,7 +494,21 @@ impl GraphClient {
                     let url = self
                         .follow(&resource)
                         .map_err(|why| GraphError::local(ErrorClass::Failed, meta.clone(), why))?;
-                    let (_, _, bytes, m) = self.send(token, Call::new(Method::GET, url, CallKind::Other)).await?;
+                    let mut pause = policy.first;
+                    let (_, _, bytes, m) = loop {
+                        match self.send_counted(sent, token, Call::new(Method::GET, url.clone(), CallKind::Other)).await
+                        {
+                            Err(e)
+                                if matches!(e.class, ErrorClass::Throttled | ErrorClass::Transient)
+                                    && started.elapsed() < policy.give_up_after =>
+                            {
+                                tokio::time::sleep(e.retry_after.map_or(pause, |a| a.clamp(policy.first, policy.max)))
+                                    .await;
+                                pause = (pause * 2).min(policy.max);
+                            }
+                            other => break other?,
+                        }
+                    };
                     let id = parse_session_id(&bytes)
                         .map_err(|why| GraphError::local(ErrorClass::Transient, m.clone(), why))?;
                     return Ok((id, m));
@@ -445,12 +523,16 @@ impl GraphClient {
                     } else {
                         class
                     };
-                    meta.request_id = meta.request_id.or(body.request_id.clone());
+                    meta.request_id =
+                        meta.request_id.or_else(|| text::clean_opt(body.request_id.as_deref(), text::MAX_TOKEN));
                     return Err(GraphError {
                         class,
                         meta,
-                        codes: body.all_codes(),
-                        message: Some(body.message.unwrap_or_else(|| "the createSession operation failed".into())),
+                        codes: body.all_codes().iter().take(8).map(|c| text::clean(c, text::MAX_TOKEN)).collect(),
+                        message: Some(
+                            text::clean_opt(body.message.as_deref(), text::MAX_MESSAGE)
+                                .unwrap_or_else(|| "the createSession operation failed".into()),
+                        ),
                         retry_after: None,
                     });
                 }

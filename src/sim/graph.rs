@@ -434,7 +434,7 @@ impl Sim {
         }
     }
 
-    fn create(&self, workbook: &str, persistent: bool) -> String {
+    pub(super) fn create(&self, workbook: &str, persistent: bool) -> String {
         let id = format!("cluster=SIM&session={}", self.random_text(280));
         let now = self.clock.now();
         let mut state = self.state();

@@ -204,6 +204,11 @@ impl Sim {
         now - s.last_activity >= expiry
     }
 
+    /// Opens a session as if another client had created it: for tests that need ids to track.
+    pub fn open_session(&self, workbook: &str) -> String {
+        self.create(workbook, true)
+    }
+
     /// Drops a session on the server side, as Graph may do at any time.
     pub fn drop_session(&self, id: &str) -> bool {
         self.state().sessions.remove(id).is_some()

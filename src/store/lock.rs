@@ -1,6 +1,6 @@
 //! The driver lock: exactly one process schedules automatic refreshes for a store.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -25,20 +25,17 @@ pub fn lock_path(store: &Path) -> PathBuf {
     store.with_file_name(name)
 }
 
+/// The lock file is the user's alone and never a symlink: a planted link must not get the pid
+/// written into its target.
 fn open(path: &Path) -> Result<File, LockError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|source| LockError::Io { path: path.to_path_buf(), source })
+    crate::files::open_private(path).map_err(|source| LockError::Io { path: path.to_path_buf(), source })
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {
     let mut text = String::new();
     file.seek(SeekFrom::Start(0)).ok()?;
-    file.read_to_string(&mut text).ok()?;
+    // A pid is a few digits; whatever else sits there is not read whole.
+    Read::take(&mut *file, 32).read_to_string(&mut text).ok()?;
     text.trim().parse().ok()
 }
 
@@ -100,6 +97,18 @@ pub fn read_holder(store: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlinked_lock_file_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("s.db");
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "keep me").unwrap();
+        std::os::unix::fs::symlink(&target, lock_path(&store)).unwrap();
+        assert!(matches!(DriverLock::acquire(&store), Err(LockError::Io { .. })));
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
+    }
 
     #[test]
     fn one_driver_at_a_time() {

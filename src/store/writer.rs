@@ -1,20 +1,23 @@
-//! The store's writer thread: batches writes into few transactions, and watches for changes that
-//! other processes commit (`PRAGMA data_version`).
+//! The store's writer thread: batches writes into few transactions, answers the reads the engine
+//! needs off its own task, and watches for changes that other processes commit
+//! (`PRAGMA data_version`), reading only what changed since the revision it last saw.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use super::{Store, StoreError, Write};
-use crate::session::TrackedSession;
+use super::{Changes, Persist, Store, StoreError, Write};
+use crate::session::{Outcome, SessionKey, TrackedSession};
 
 /// What the writer reports on its own.
 #[derive(Debug)]
 pub enum StoreEvent {
-    /// Another process changed the store; this is the whole list as it is now.
-    External(Vec<TrackedSession>),
+    /// Another process changed the store.
+    Changed(Changes),
     /// A batch of unacknowledged writes failed.
     Failed(String),
 }
@@ -29,6 +32,7 @@ enum Message {
 enum Request {
     Acked(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
     Insert(Box<TrackedSession>, oneshot::Sender<Result<TrackedSession, StoreError>>),
+    History(SessionKey, usize, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -38,32 +42,46 @@ pub struct WriterHandle {
 }
 
 impl WriterHandle {
-    /// Queues a write; it lands in the next batch.
-    pub fn write(&self, write: Write) {
+    fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> BoxFuture<'static, Result<T, StoreError>> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.send(Message::Request(make(reply)));
+        async move {
+            sent.map_err(|_| StoreError::WriterGone)?;
+            answer.await.map_err(|_| StoreError::WriterGone)?
+        }
+        .boxed()
+    }
+}
+
+impl Persist for WriterHandle {
+    fn write(&self, write: Write) {
         let _ = self.tx.send(Message::Write(Box::new(write)));
     }
 
-    /// Writes and waits until the transaction has committed.
-    pub async fn write_acked(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx.send(Message::Request(Request::Acked(writes, reply))).map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+    fn write_acked(&self, writes: Vec<Write>) -> BoxFuture<'static, Result<(), StoreError>> {
+        self.ask(|reply| Request::Acked(writes, reply))
     }
 
-    pub async fn insert(&self, session: TrackedSession) -> Result<TrackedSession, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.tx
-            .send(Message::Request(Request::Insert(Box::new(session), reply)))
-            .map_err(|_| StoreError::WriterGone)?;
-        answer.await.map_err(|_| StoreError::WriterGone)?
+    fn insert(&self, session: TrackedSession) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
+        self.ask(|reply| Request::Insert(Box::new(session), reply))
     }
 
-    /// Resolves once everything queued before it has committed.
-    pub async fn flush(&self) {
+    fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>> {
+        self.ask(|reply| Request::History(key, limit, reply))
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(Message::Request(Request::Flush(reply))).is_ok() {
-            let _ = answer.await;
+        let sent = self.tx.send(Message::Request(Request::Flush(reply))).is_ok();
+        async move {
+            if sent {
+                let _ = answer.await;
+            }
         }
+        .boxed()
     }
 }
 
@@ -74,16 +92,14 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Moves the store onto its own thread. `poll` is how often other processes' changes are looked
-    /// for; `outcomes` how many outcomes per session an external snapshot carries.
-    pub fn spawn(store: Store, poll: Duration, outcomes: usize) -> StoreWriter {
+    /// Moves the store onto its own thread. With `watch`, other processes' changes since revision
+    /// `seen` are looked for every so often.
+    pub fn spawn(store: Store, watch: Option<(Duration, i64)>) -> std::io::Result<StoreWriter> {
         let (tx, rx) = mpsc::channel();
         let (events_tx, events) = tmpsc::unbounded_channel();
-        let thread = std::thread::Builder::new()
-            .name("store-writer".into())
-            .spawn(move || run(store, rx, events_tx, poll, outcomes))
-            .unwrap_or_else(|e| panic!("cannot start the store thread: {e}"));
-        StoreWriter { handle: WriterHandle { tx }, events, thread }
+        let thread =
+            std::thread::Builder::new().name("store-writer".into()).spawn(move || run(store, rx, events_tx, watch))?;
+        Ok(StoreWriter { handle: WriterHandle { tx }, events, thread })
     }
 }
 
@@ -97,12 +113,11 @@ fn run(
     mut store: Store,
     rx: mpsc::Receiver<Message>,
     events: tmpsc::UnboundedSender<StoreEvent>,
-    poll: Duration,
-    outcomes: usize,
+    watch: Option<(Duration, i64)>,
 ) {
-    // No version seen yet: the first check always sends a snapshot, which covers any change made
-    // between the caller's first read of the store and this thread's start.
-    let mut seen_version = None;
+    let poll = watch.map_or(Duration::from_secs(3600), |(poll, _)| poll);
+    let mut seen_rev = watch.map_or(0, |(_, rev)| rev);
+    let mut seen_version = store.data_version().ok();
     let mut last_check = Instant::now();
     loop {
         let first = match rx.recv_timeout(poll) {
@@ -128,6 +143,9 @@ fn run(
                     }
                 }
             }
+            // What someone waits for was reported done: it must survive a power cut, not only a kill.
+            let durable = after.iter().any(|r| !matches!(r, Request::History(..)));
+            let _ = store.set_durable(durable);
             if !batch.is_empty()
                 && let Err(e) = store.apply(&batch)
             {
@@ -142,20 +160,35 @@ fn run(
                     Request::Insert(mut session, reply) => {
                         let _ = reply.send(store.insert(&mut session).map(|()| *session));
                     }
+                    Request::History(key, limit, reply) => {
+                        let _ = reply.send(store.outcomes(key, limit));
+                    }
                     Request::Flush(reply) => {
                         let _ = reply.send(());
                     }
                 }
             }
+            let _ = store.set_durable(false);
+            // Our own commits need not come back as changes: if nobody else committed meanwhile,
+            // everything up to now is known here.
+            if watch.is_some() {
+                let version = store.data_version().ok();
+                if version == seen_version
+                    && let Ok(rev) = store.rev()
+                {
+                    seen_rev = rev;
+                }
+            }
         }
-        if last_check.elapsed() >= poll {
+        if watch.is_some() && last_check.elapsed() >= poll {
             last_check = Instant::now();
             let version = store.data_version().ok();
             if version.is_some() && version != seen_version {
                 seen_version = version;
-                match store.sessions(outcomes) {
-                    Ok(list) => {
-                        let _ = events.send(StoreEvent::External(list));
+                match store.changes_since(seen_rev) {
+                    Ok(changes) => {
+                        seen_rev = changes.rev;
+                        let _ = events.send(StoreEvent::Changed(changes));
                     }
                     Err(e) => {
                         let _ = events.send(StoreEvent::Failed(e.to_string()));

@@ -1,18 +1,19 @@
-//! The dashboard's state and how it changes: keys, mouse, engine events, ticks. No drawing and no
-//! I/O here; `update` returns the engine commands to send.
+//! The dashboard's state and how it changes: keys, mouse, engine events, ticks, resizes. No
+//! drawing and no I/O here: `update` returns the effects to carry out (engine commands, quitting),
+//! and leaves the state the view draws from (the visible rows, the scroll offset) computed.
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use ratatui::layout::Rect;
 
+use super::dialog::{Confirm, Dialog, Form, FormKind, SignInDialog, Submitted};
 use super::keymap::{Action, action_for};
-use crate::engine::{Command, Event};
-use crate::session::{MIN_INTERVAL, Mode, SessionId, SessionKey, Status, TrackedSession, WorkbookRef, validate_name};
-use crate::store::SessionSettings;
-use crate::time::{format_ago, format_duration, format_until, parse_duration};
+use super::layout::{Areas, areas};
+use crate::engine::{Command, Event, Finished, JobKind, KEPT_OUTCOMES, SignInProgress as Progress, SignInState};
+use crate::session::{Defaults, Outcome, SessionKey, Status, TrackedSession};
+use crate::text::natural_cmp;
+use crate::time::{format_ago, format_until};
 
 /// Who schedules automatic refreshes for the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,10 +29,9 @@ pub struct Info {
     pub store: String,
     pub endpoint: String,
     pub demo: bool,
-    pub signin: String,
     pub driver: Driver,
-    /// The default intervals, for sessions without their own.
-    pub defaults: crate::config::EngineSettings,
+    /// Intervals and idle expiries for sessions without their own.
+    pub defaults: Defaults,
     pub no_color: bool,
 }
 
@@ -74,136 +74,57 @@ pub struct Flash {
     pub text: String,
     pub error: bool,
     pub at: DateTime<Utc>,
+    /// The session it is about: an error about it goes once it succeeds.
+    pub about: Option<SessionKey>,
 }
 
 /// Info flashes go after this long; errors stay until dismissed or replaced.
 const FLASH_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FormKind {
-    Create,
-    Track,
-    Edit(SessionKey),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Field {
-    pub label: &'static str,
-    pub value: String,
-    pub toggle: bool,
-    pub hint: &'static str,
-}
-
-impl Field {
-    fn text(label: &'static str, value: &str, hint: &'static str) -> Field {
-        Field { label, value: value.to_string(), toggle: false, hint }
-    }
-    fn toggle(label: &'static str, on: bool) -> Field {
-        Field { label, value: if on { "yes" } else { "no" }.to_string(), toggle: true, hint: "space toggles" }
-    }
-    pub fn is_on(&self) -> bool {
-        self.value == "yes"
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Form {
-    pub kind: FormKind,
-    pub fields: Vec<Field>,
-    pub focus: usize,
-    pub error: Option<String>,
-}
-
-impl Form {
-    /// The fields of a new session; tracking an existing one adds its id.
-    fn new_session(kind: FormKind) -> Form {
-        let mut fields = vec![
-            Field::text("name", "", "letters, digits, - _ ."),
-            Field::text("workbook", "", "me/drive/items/ID or /me/drive/root:/path.xlsx:"),
-            Field::text("interval", "", "blank for the default, or e.g. 90s, 4m"),
-            Field::toggle("non-persistent", false),
-            Field::toggle("recreate", false),
-        ];
-        if kind == FormKind::Track {
-            fields.insert(2, Field::text("session id", "", "the id createSession returned"));
-        }
-        Form { kind, fields, focus: 0, error: None }
-    }
-
-    pub fn title(&self) -> &'static str {
-        match self.kind {
-            FormKind::Create => "Create a session",
-            FormKind::Track => "Track an existing session",
-            FormKind::Edit(_) => "Edit session",
-        }
-    }
-
-    fn value(&self, label: &str) -> &str {
-        self.fields.iter().find(|f| f.label == label).map_or("", |f| f.value.trim())
-    }
-
-    fn on(&self, label: &str) -> bool {
-        self.fields.iter().any(|f| f.label == label && f.is_on())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Confirm {
-    Close,
-    Remove,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dialog {
-    Form(Form),
-    Confirm {
-        what: Confirm,
-        keys: Vec<SessionKey>,
-        names: Vec<String>,
-    },
-    /// A device-code sign-in in progress.
-    SignIn(SignInDialog),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignInDialog {
-    /// Where to go and what to type, once the code has come.
-    pub code: Option<(String, String)>,
-    pub deadline: Option<DateTime<Utc>>,
-    pub error: Option<String>,
-}
-
-/// How a sign-in started from the dashboard goes.
-#[derive(Debug, Clone)]
-pub enum SignInEvent {
-    Code { verification_uri: String, user_code: String, expires_in: u64 },
-    Done(Result<String, String>),
-}
 
 /// Everything that can happen to the dashboard.
 #[derive(Debug, Clone)]
 pub enum Msg {
     Key(KeyEvent),
     Mouse(MouseEvent),
+    Paste(String),
     Engine(Event),
-    SignIn(SignInEvent),
     Tick,
-    Resize,
+    Resize(u16, u16),
+}
+
+/// What the event loop carries out for the app.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    Engine(Command),
+    Quit,
+}
+
+/// The relative times one row shows, computed in one place for drawing and for deciding whether
+/// a tick changes what is on screen.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RowTimes {
+    pub last: String,
+    pub next: String,
+    pub expires: String,
 }
 
 pub struct App {
     pub info: Info,
+    pub signin: Option<SignInState>,
     /// The mirror of the engine's list; changed only through `put` and `take`, which keep the
     /// counts and the view up to date.
     pub rows: BTreeMap<SessionKey, Row>,
     counts: BTreeMap<Status, usize>,
-    /// Where the selection sits in the view, once looked up.
-    selected_pos: Option<usize>,
-    /// The visible order: filtered and sorted; rebuilt lazily.
+    /// The visible order: filtered and sorted; rebuilt when what it depends on changed.
     view: Vec<SessionKey>,
     view_stale: bool,
     pub selected: Option<SessionKey>,
+    selected_pos: Option<usize>,
+    /// Until the user moves, the selection stays on the top row as rows arrive.
+    moved: bool,
+    /// The first row of the view on screen, and the rows on screen: set by `update`.
     pub offset: usize,
+    pub visible: Vec<SessionKey>,
     pub marks: HashSet<SessionKey>,
     pub filter: String,
     pub filtering: bool,
@@ -214,33 +135,37 @@ pub struct App {
     pub dialog: Option<Dialog>,
     pub flash: Option<Flash>,
     pub paused: bool,
-    pub throttled_until: Option<DateTime<Utc>>,
-    /// Sessions whose manual action the user waits to hear about.
-    awaiting: HashSet<SessionKey>,
-    pub quit: bool,
+    /// Workbooks Graph asked to wait, and until when.
+    pub holds: (usize, Option<DateTime<Utc>>),
+    /// The terminal's size and where each part of the screen goes.
+    pub size: (u16, u16),
+    pub layout: Areas,
     /// Something changed since the last draw.
     pub dirty: bool,
-    /// Where the table's rows were drawn, for mouse clicks.
-    pub table_rows: Rect,
-    /// `clock_text` as of the last frame.
-    pub drawn_clock_text: u64,
+    /// The digest of `clock_texts` as of the last frame.
+    pub drawn_clock: u64,
     /// Next automatic refreshes as the engine planned them.
-    scheduled: std::collections::HashMap<SessionKey, Option<DateTime<Utc>>>,
-    /// The user asked for a sign-in; the event loop starts it and clears this.
-    pub sign_in_requested: bool,
+    scheduled: HashMap<SessionKey, Option<DateTime<Utc>>>,
+    /// The stored outcomes of the session whose details are open, newest first.
+    pub history: Option<(SessionKey, Vec<Outcome>)>,
+    /// The clock as of the last update: what the tick compares against.
+    now: DateTime<Utc>,
 }
 
 impl App {
-    pub fn new(info: Info, sessions: Vec<TrackedSession>) -> App {
+    pub fn new(info: Info, sessions: Vec<TrackedSession>, size: (u16, u16), now: DateTime<Utc>) -> App {
         let mut app = App {
             info,
+            signin: None,
             rows: BTreeMap::new(),
             counts: BTreeMap::new(),
-            selected_pos: None,
             view: Vec::new(),
             view_stale: true,
             selected: None,
+            selected_pos: None,
+            moved: false,
             offset: 0,
+            visible: Vec::new(),
             marks: HashSet::new(),
             filter: String::new(),
             filtering: false,
@@ -251,24 +176,25 @@ impl App {
             dialog: None,
             flash: None,
             paused: false,
-            throttled_until: None,
-            awaiting: HashSet::new(),
-            quit: false,
+            holds: (0, None),
+            size,
+            layout: areas(size.0, size.1, false),
             dirty: true,
-            table_rows: Rect::default(),
-            drawn_clock_text: 0,
-            scheduled: std::collections::HashMap::new(),
-            sign_in_requested: false,
+            drawn_clock: 0,
+            scheduled: HashMap::new(),
+            history: None,
+            now,
         };
         for session in sessions {
             app.put(Row { session, refreshing: false });
         }
-        app.selected = app.view().first().copied();
+        app.sync_view();
         app
     }
 
-    fn shown(row: &Row) -> Status {
-        if row.refreshing { Status::Refreshing } else { row.session.status }
+    /// The status a row shows now: what is happening to it, else its stored status aged by time.
+    pub fn status_of(&self, row: &Row) -> Status {
+        if row.refreshing { Status::Refreshing } else { self.info.defaults.status_at(&row.session, self.now) }
     }
 
     fn count(&mut self, status: Status, up: bool) {
@@ -281,16 +207,18 @@ impl App {
 
     /// Adds or replaces a row. The view is rebuilt only if what it sorts or filters by changed.
     fn put(&mut self, row: Row) {
-        self.count(Self::shown(&row), true);
+        let shown = self.status_of(&row);
+        self.count(shown, true);
         let key = row.session.key;
         match self.rows.insert(key, row) {
             None => self.view_stale = true,
             Some(old) => {
-                self.count(Self::shown(&old), false);
+                let was = self.status_of(&old);
+                self.count(was, false);
                 let (a, b) = (&old.session, &self.rows[&key].session);
                 let moved = a.name != b.name
                     || a.workbook != b.workbook
-                    || ((self.failing_only || self.sort == SortBy::Status) && a.status != b.status)
+                    || ((self.failing_only || self.sort == SortBy::Status) && was != shown)
                     || (self.sort == SortBy::LastRefresh && a.last_refresh != b.last_refresh);
                 self.view_stale |= moved;
             }
@@ -300,19 +228,30 @@ impl App {
 
     fn take(&mut self, key: SessionKey) -> Option<Row> {
         let row = self.rows.remove(&key)?;
-        self.count(Self::shown(&row), false);
+        let shown = self.status_of(&row);
+        self.count(shown, false);
         self.view_stale = true;
         self.dirty = true;
         Some(row)
     }
 
+    /// Recounts statuses when time may have turned an `ok` stale.
+    fn recount(&mut self) {
+        let counts = self.rows.values().fold(BTreeMap::new(), |mut counts, row| {
+            *counts.entry(self.status_of(row)).or_insert(0) += 1;
+            counts
+        });
+        if counts != self.counts {
+            self.counts = counts;
+            self.view_stale |= self.failing_only || self.sort == SortBy::Status;
+            self.dirty = true;
+        }
+    }
+
     fn select(&mut self, key: Option<SessionKey>) {
         self.selected = key;
         self.selected_pos = None;
-    }
-
-    pub fn interval_of(&self, s: &TrackedSession) -> Duration {
-        self.info.defaults.interval_of(s)
+        self.moved = true;
     }
 
     /// When the next automatic refresh is expected; `None` when none will come. The engine says
@@ -326,61 +265,145 @@ impl App {
         {
             return *at;
         }
-        s.next_refresh_estimate(self.interval_of(s))
+        s.next_refresh_estimate(self.info.defaults.interval_of(s))
     }
 
-    /// The filtered, sorted keys, rebuilt only when something changed.
-    pub fn view(&mut self) -> &[SessionKey] {
-        if self.view_stale {
-            self.view_stale = false;
-            let needle = self.filter.to_lowercase();
-            let mut view: Vec<&Row> = self
-                .rows
-                .values()
-                .filter(|r| !self.failing_only || r.session.status.is_failing())
-                .filter(|r| {
-                    needle.is_empty()
-                        || r.session.name.to_lowercase().contains(&needle)
-                        || r.session.workbook.to_string().to_lowercase().contains(&needle)
-                })
-                .collect();
-            match self.sort {
-                SortBy::Name => view.sort_by(|a, b| a.session.name.cmp(&b.session.name)),
-                SortBy::Status => view.sort_by(|a, b| {
-                    (b.session.status.is_failing(), a.session.status, &a.session.name).cmp(&(
-                        a.session.status.is_failing(),
-                        b.session.status,
-                        &b.session.name,
-                    ))
-                }),
-                SortBy::LastRefresh => view.sort_by(|a, b| {
-                    (a.session.last_refresh, &a.session.name).cmp(&(b.session.last_refresh, &b.session.name))
-                }),
-                SortBy::Workbook => view.sort_by(|a, b| {
-                    (a.session.workbook.to_string(), &a.session.name)
-                        .cmp(&(b.session.workbook.to_string(), &b.session.name))
-                }),
-            }
-            self.view = view.into_iter().map(|r| r.session.key).collect();
-            self.selected_pos = None;
-            if self.selected.is_none_or(|k| !self.rows.contains_key(&k) || !self.view.contains(&k)) {
-                self.selected = self.view.first().copied();
-            }
+    /// The one place relative times of a row are made.
+    pub fn row_times(&self, row: &Row, now: DateTime<Utc>) -> RowTimes {
+        let s = &row.session;
+        let last = s.last_refresh.map_or("never".to_string(), |t| format_ago(t, now));
+        let next = if row.refreshing {
+            "now".to_string()
+        } else if !s.auto {
+            "manual".to_string()
+        } else {
+            self.next_due(s).map_or("-".to_string(), |due| format_until(due, now))
+        };
+        let expires = match self.info.defaults.expires_at(s) {
+            None => "-".to_string(),
+            Some(at) if at <= now => "passed".to_string(),
+            Some(at) => format_until(at, now).trim_start_matches("in ").to_string(),
+        };
+        RowTimes { last, next, expires }
+    }
+
+    /// Every relative time on screen: the visible rows', the open details', the header's waits.
+    pub fn clock_texts(&self, now: DateTime<Utc>) -> Vec<String> {
+        let mut texts = Vec::new();
+        for row in self.visible.iter().filter_map(|k| self.rows.get(k)) {
+            let RowTimes { last, next, expires } = self.row_times(row, now);
+            texts.extend([last, next, expires]);
         }
+        if self.details
+            && let Some((_, outcomes)) = &self.history
+        {
+            texts.extend(outcomes.iter().map(|o| format_ago(o.at, now)));
+        }
+        if let Some(until) = self.holds.1 {
+            texts.push(format_until(until, now));
+        }
+        if let Some(Dialog::SignIn(SignInDialog { deadline: Some(deadline), .. })) = &self.dialog {
+            texts.push(deadline.signed_duration_since(now).num_seconds().to_string());
+        }
+        texts
+    }
+
+    pub fn clock_digest(&self, now: DateTime<Utc>) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.clock_texts(now).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// Whether anything on screen reads differently with time, so that ticks are needed.
+    pub fn needs_ticks(&self) -> bool {
+        !self.visible.is_empty()
+            || self.flash.is_some()
+            || self.holds.1.is_some()
+            || matches!(self.dialog, Some(Dialog::SignIn(_)))
+    }
+
+    /// The filtered, sorted keys.
+    pub fn view(&self) -> &[SessionKey] {
         &self.view
+    }
+
+    fn rebuild_view(&mut self) {
+        self.view_stale = false;
+        let needle = self.filter.to_lowercase();
+        let mut view: Vec<&Row> = self
+            .rows
+            .values()
+            .filter(|r| !self.failing_only || self.status_of(r).is_failing())
+            .filter(|r| {
+                needle.is_empty()
+                    || r.session.name.to_lowercase().contains(&needle)
+                    || r.session.workbook.to_string().to_lowercase().contains(&needle)
+            })
+            .collect();
+        match self.sort {
+            SortBy::Name => view.sort_by(|a, b| natural_cmp(&a.session.name, &b.session.name)),
+            SortBy::Status => view.sort_by(|a, b| {
+                let (sa, sb) = (self.status_of(a), self.status_of(b));
+                (sb.is_failing(), sa)
+                    .cmp(&(sa.is_failing(), sb))
+                    .then_with(|| natural_cmp(&a.session.name, &b.session.name))
+            }),
+            SortBy::LastRefresh => view.sort_by(|a, b| {
+                a.session
+                    .last_refresh
+                    .cmp(&b.session.last_refresh)
+                    .then_with(|| natural_cmp(&a.session.name, &b.session.name))
+            }),
+            SortBy::Workbook => view.sort_by(|a, b| {
+                a.session
+                    .workbook
+                    .to_string()
+                    .cmp(&b.session.workbook.to_string())
+                    .then_with(|| natural_cmp(&a.session.name, &b.session.name))
+            }),
+        }
+        self.view = view.into_iter().map(|r| r.session.key).collect();
+        self.selected_pos = None;
+        if !self.moved || self.selected.is_none_or(|k| !self.rows.contains_key(&k) || !self.view.contains(&k)) {
+            self.selected = self.view.first().copied();
+        }
     }
 
     pub fn selected_index(&mut self) -> Option<usize> {
         let selected = self.selected?;
-        if self.view_stale || self.selected_pos.is_none() {
-            let position = self.view().iter().position(|k| *k == selected);
-            self.selected_pos = position;
+        if self.selected_pos.is_none() {
+            self.selected_pos = self.view.iter().position(|k| *k == selected);
         }
         self.selected_pos
     }
 
     pub fn selected_row(&self) -> Option<&Row> {
         self.selected.and_then(|k| self.rows.get(&k))
+    }
+
+    /// Rebuilds what the view draws from: the order, the scroll offset that keeps the selection
+    /// on screen, and the visible rows.
+    fn sync_view(&mut self) {
+        if self.view_stale {
+            self.rebuild_view();
+        }
+        let height = usize::from(self.layout.table_rows.height);
+        let len = self.view.len();
+        let index = self.selected_index().unwrap_or(0);
+        if height > 0 {
+            if index < self.offset {
+                self.offset = index;
+            } else if index >= self.offset + height {
+                self.offset = index + 1 - height;
+            }
+        }
+        self.offset = self.offset.min(len.saturating_sub(height));
+        let visible: Vec<SessionKey> = self.view.iter().skip(self.offset).take(height).copied().collect();
+        if visible != self.visible {
+            self.visible = visible;
+            self.dirty = true;
+        }
     }
 
     /// The marked sessions, or the selected one when nothing is marked.
@@ -398,12 +421,19 @@ impl App {
         keys.iter().filter_map(|k| self.rows.get(k)).map(|r| r.session.name.clone()).collect()
     }
 
+    /// The newest message wins, whatever came before.
     pub fn flash_info(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
-        self.flash = Some(Flash { text: text.into(), error: false, at: now });
+        self.flash = Some(Flash { text: text.into(), error: false, at: now, about: None });
+        self.dirty = true;
     }
 
     pub fn flash_error(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
-        self.flash = Some(Flash { text: text.into(), error: true, at: now });
+        self.flash_error_about(text, None, now);
+    }
+
+    fn flash_error_about(&mut self, text: impl Into<String>, about: Option<SessionKey>, now: DateTime<Utc>) {
+        self.flash = Some(Flash { text: text.into(), error: true, at: now, about });
+        self.dirty = true;
     }
 
     fn changed(&mut self) {
@@ -412,61 +442,93 @@ impl App {
     }
 
     fn move_by(&mut self, delta: isize) {
-        let len = self.view().len();
+        let len = self.view.len();
         if len == 0 {
             return;
         }
         let index = self.selected_index().unwrap_or(0) as isize;
         let next = (index + delta).clamp(0, len as isize - 1) as usize;
-        self.selected = self.view().get(next).copied();
+        self.selected = self.view.get(next).copied();
         self.selected_pos = Some(next);
+        self.moved = true;
     }
 
-    pub fn update(&mut self, msg: Msg, now: DateTime<Utc>) -> Vec<Command> {
-        match msg {
+    /// The details follow the selection: its stored history is asked for.
+    fn selection_moved(&mut self) -> Option<Effect> {
+        self.dirty = true;
+        if !self.details {
+            return None;
+        }
+        let key = self.selected?;
+        if self.history.as_ref().is_some_and(|(k, _)| *k == key) {
+            return None;
+        }
+        self.history = None;
+        Some(Effect::Engine(Command::History(key)))
+    }
+
+    pub fn update(&mut self, msg: Msg, now: DateTime<Utc>) -> Vec<Effect> {
+        self.now = now;
+        let selected_before = self.selected;
+        let mut effects = match msg {
             Msg::Key(key) if key.kind != KeyEventKind::Release => {
                 self.dirty = true;
                 self.key(key, now)
             }
             Msg::Key(_) => Vec::new(),
+            Msg::Paste(text) => {
+                if let Some(Dialog::Form(form)) = &mut self.dialog {
+                    form.paste(&text);
+                    self.dirty = true;
+                }
+                Vec::new()
+            }
             Msg::Mouse(mouse) => {
                 self.mouse(mouse);
                 Vec::new()
             }
-            Msg::Engine(event) => {
-                self.engine_event(event, now);
-                Vec::new()
-            }
-            Msg::SignIn(event) => {
-                self.dirty = true;
-                self.sign_in_event(event, now)
-            }
+            Msg::Engine(event) => self.engine_event(event, now),
             Msg::Tick => {
-                if self.flash.as_ref().is_some_and(|f| !f.error && now - f.at >= FLASH_FOR) {
+                if self.flash.as_ref().is_some_and(|f| !f.error && now.signed_duration_since(f.at) >= FLASH_FOR) {
                     self.flash = None;
                     self.dirty = true;
                 }
-                if self.throttled_until.is_some_and(|t| t <= now) {
-                    self.throttled_until = None;
+                if self.holds.1.is_some_and(|t| t <= now) {
+                    self.holds = (0, None);
                     self.dirty = true;
                 }
-                // Redraw only if a relative time on screen reads differently now.
-                if self.clock_text(now) != self.drawn_clock_text {
-                    self.dirty = true;
-                }
+                self.recount();
                 Vec::new()
             }
-            Msg::Resize => {
+            Msg::Resize(width, height) => {
+                self.size = (width, height);
                 self.dirty = true;
                 Vec::new()
             }
+        };
+        self.layout = areas(self.size.0, self.size.1, self.details);
+        self.sync_view();
+        if self.selected != selected_before
+            && let Some(effect) = self.selection_moved()
+        {
+            effects.push(effect);
         }
+        // Redraw on a tick only if a relative time on screen reads differently now.
+        if !self.dirty && self.clock_digest(now) != self.drawn_clock {
+            self.dirty = true;
+        }
+        effects
     }
 
-    fn key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Command> {
+    /// The view calls this once it has drawn the state as of `now`.
+    pub fn drawn(&mut self, now: DateTime<Utc>) {
+        self.dirty = false;
+        self.drawn_clock = self.clock_digest(now);
+    }
+
+    fn key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Effect> {
         if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
-            self.quit = true;
-            return Vec::new();
+            return vec![Effect::Quit];
         }
         if self.dialog.is_some() {
             return self.dialog_key(key, now);
@@ -481,7 +543,7 @@ impl App {
                 KeyCode::Backspace => {
                     self.filter.pop();
                 }
-                KeyCode::Char(c) => self.filter.push(c),
+                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.push(c),
                 _ => {}
             }
             self.changed();
@@ -505,29 +567,42 @@ impl App {
         self.action(action, now)
     }
 
-    fn action(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Command> {
+    fn engine(command: Command) -> Vec<Effect> {
+        vec![Effect::Engine(command)]
+    }
+
+    fn action(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
         match action {
             Action::Up => self.move_by(-1),
             Action::Down => self.move_by(1),
             Action::First => {
-                let first = self.view().first().copied();
+                let first = self.view.first().copied();
                 self.select(first);
             }
             Action::Last => {
-                let last = self.view().last().copied();
+                let last = self.view.last().copied();
                 self.select(last);
             }
             Action::Refresh => {
                 let keys = self.targets();
-                if keys.is_empty() {
-                    return Vec::new();
+                let (closed, open): (Vec<SessionKey>, Vec<SessionKey>) = keys
+                    .into_iter()
+                    .partition(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed));
+                if !closed.is_empty() {
+                    let names = self.names(&closed).join(", ");
+                    self.flash_info(
+                        format!("{names}: closed, so there is nothing to refresh; recreate starts a new session"),
+                        now,
+                    );
                 }
-                self.awaiting.extend(keys.iter().copied());
-                return vec![Command::Refresh(keys)];
+                if !open.is_empty() {
+                    return Self::engine(Command::Refresh(open));
+                }
             }
             Action::RefreshAll => {
-                self.flash_info(format!("refreshing all {} sessions", self.rows.len()), now);
-                return vec![Command::RefreshAll];
+                let open = self.rows.values().filter(|r| r.session.status != Status::Closed).count();
+                self.flash_info(format!("refreshing {}", plural(open, "session")), now);
+                return Self::engine(Command::RefreshAll);
             }
             Action::Mark => {
                 if let Some(key) = self.selected {
@@ -541,39 +616,24 @@ impl App {
                 let keys = self.targets();
                 let Some(first) = keys.first().and_then(|k| self.rows.get(k)) else { return Vec::new() };
                 let auto = !first.session.auto;
-                self.flash_info(
-                    format!(
-                        "automatic refresh {} for {}",
-                        if auto { "on" } else { "off" },
-                        self.names(&keys).join(", ")
-                    ),
-                    now,
-                );
-                return vec![Command::SetAuto { keys, auto }];
+                return Self::engine(Command::SetAuto { keys, auto });
             }
-            Action::PauseAll => return vec![Command::PauseAll(!self.paused)],
-            Action::Create => self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Create))),
-            Action::Track => self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Track))),
+            Action::PauseAll => return Self::engine(Command::PauseAll(!self.paused)),
+            Action::Create => {
+                self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Create, &self.info.defaults)))
+            }
+            Action::Track => self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Track, &self.info.defaults))),
             Action::Edit => {
                 let Some(row) = self.selected_row() else { return Vec::new() };
-                let s = &row.session;
-                let interval = s.interval.map(format_duration).unwrap_or_default();
-                self.dialog = Some(Dialog::Form(Form {
-                    kind: FormKind::Edit(s.key),
-                    fields: vec![
-                        Field::text("name", &s.name, "letters, digits, - _ ."),
-                        Field::text("interval", &interval, "blank for the default, or e.g. 90s, 4m"),
-                        Field::toggle("recreate", s.recreate),
-                    ],
-                    focus: 0,
-                    error: None,
-                }))
+                self.dialog = Some(Dialog::Form(Form::edit(&row.session)));
             }
             Action::Close | Action::Remove => {
                 let keys = self.targets();
                 if !keys.is_empty() {
                     let names = self.names(&keys);
-                    let what = if action == Action::Close { Confirm::Close } else { Confirm::Remove };
+                    let all_closed =
+                        keys.iter().all(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed));
+                    let what = if action == Action::Close { Confirm::Close } else { Confirm::Remove { all_closed } };
                     self.dialog = Some(Dialog::Confirm { what, keys, names });
                 }
             }
@@ -590,171 +650,120 @@ impl App {
                 self.failing_only = !self.failing_only;
                 self.changed();
             }
-            Action::Details => self.details = !self.details,
-            Action::SignIn => self.start_sign_in(),
+            Action::Details => {
+                self.details = !self.details;
+                self.history = None;
+                if self.details
+                    && let Some(key) = self.selected
+                {
+                    return Self::engine(Command::History(key));
+                }
+            }
+            Action::SignIn => return self.start_sign_in(),
             Action::Help => self.help = true,
-            Action::Quit => self.quit = true,
+            Action::Quit => return vec![Effect::Quit],
         }
         Vec::new()
     }
 
-    /// Opens the sign-in dialog; the event loop sees the request and starts the flow.
-    pub fn start_sign_in(&mut self) {
+    /// Opens the sign-in dialog and asks the engine to start the flow.
+    pub fn start_sign_in(&mut self) -> Vec<Effect> {
         self.dialog = Some(Dialog::SignIn(SignInDialog { code: None, deadline: None, error: None }));
-        self.sign_in_requested = true;
         self.dirty = true;
+        Self::engine(Command::SignIn)
     }
 
-    fn sign_in_event(&mut self, event: SignInEvent, now: DateTime<Utc>) -> Vec<Command> {
-        let Some(Dialog::SignIn(dialog)) = self.dialog.as_mut() else { return Vec::new() };
-        match event {
-            SignInEvent::Code { verification_uri, user_code, expires_in } => {
-                dialog.code = Some((verification_uri, user_code));
-                dialog.deadline = Some(now + chrono::Duration::seconds(expires_in.min(3600) as i64));
-                Vec::new()
-            }
-            SignInEvent::Done(Err(e)) => {
-                dialog.error = Some(e);
-                Vec::new()
-            }
-            SignInEvent::Done(Ok(user)) => {
-                self.dialog = None;
+    fn sign_in_progress(&mut self, progress: Progress, now: DateTime<Utc>) {
+        match progress {
+            Progress::Done(Ok(user)) => {
+                if matches!(self.dialog, Some(Dialog::SignIn(_))) {
+                    self.dialog = None;
+                }
                 self.flash_info(format!("signed in as {user}"), now);
-                // Sessions that failed for want of a token need not wait for their next retry.
-                let waiting: Vec<SessionKey> =
-                    self.rows.values().filter(|r| r.session.status == Status::Auth).map(|r| r.session.key).collect();
-                if waiting.is_empty() { Vec::new() } else { vec![Command::Refresh(waiting)] }
+            }
+            other => {
+                let Some(Dialog::SignIn(dialog)) = self.dialog.as_mut() else { return };
+                match other {
+                    Progress::Code { verification_uri, user_code, expires_in } => {
+                        dialog.code = Some((verification_uri, user_code));
+                        dialog.deadline =
+                            Some(crate::time::add(now, std::time::Duration::from_secs(expires_in.min(3600))));
+                    }
+                    Progress::Done(Err(e)) => dialog.error = Some(e),
+                    Progress::Done(Ok(_)) => {}
+                }
             }
         }
     }
 
-    fn dialog_key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Command> {
+    fn dialog_key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Effect> {
         let Some(dialog) = self.dialog.as_mut() else { return Vec::new() };
         match dialog {
             Dialog::SignIn(_) => {
                 if key.code == KeyCode::Esc {
                     self.dialog = None;
+                    return Self::engine(Command::CancelSignIn);
                 }
             }
             Dialog::Confirm { what, keys, names } => match key.code {
-                KeyCode::Char('y') | KeyCode::Enter => {
+                // Destructive: only `y` confirms, never a stray enter.
+                KeyCode::Char('y') => {
                     let (what, keys, names) = (*what, keys.clone(), names.join(", "));
                     self.dialog = None;
                     self.marks.clear();
                     return match what {
                         Confirm::Close => {
-                            self.awaiting.extend(keys.iter().copied());
-                            self.flash_info(format!("closing {names}"), now);
-                            vec![Command::Close(keys)]
+                            self.flash_info(format!("closing {names}…"), now);
+                            Self::engine(Command::Close(keys))
                         }
-                        Confirm::Remove => {
-                            self.flash_info(format!("removed {names} (the sessions stay open at Graph)"), now);
-                            vec![Command::Remove(keys)]
+                        Confirm::Remove { .. } => {
+                            self.flash_info(format!("removing {names}…"), now);
+                            Self::engine(Command::Remove(keys))
                         }
                     };
                 }
                 KeyCode::Char('n') | KeyCode::Esc => self.dialog = None,
                 _ => {}
             },
-            Dialog::Form(form) => match key.code {
-                KeyCode::Esc => self.dialog = None,
-                KeyCode::Tab | KeyCode::Down => form.focus = (form.focus + 1) % form.fields.len(),
-                KeyCode::BackTab | KeyCode::Up => form.focus = (form.focus + form.fields.len() - 1) % form.fields.len(),
-                KeyCode::Enter => {
-                    let form = form.clone();
-                    match self.submit(&form) {
-                        Ok(command) => {
-                            self.dialog = None;
-                            return vec![command];
-                        }
-                        Err(why) => {
-                            if let Some(Dialog::Form(f)) = self.dialog.as_mut() {
-                                f.error = Some(why);
-                            }
-                        }
+            Dialog::Form(form) => {
+                let taken: Vec<(SessionKey, String)> =
+                    self.rows.values().map(|r| (r.session.key, r.session.name.clone())).collect();
+                match form.key(key, &self.info.defaults, &taken) {
+                    Submitted::No => {}
+                    Submitted::Cancel => self.dialog = None,
+                    Submitted::Yes(command) => {
+                        self.dialog = None;
+                        let what = match &command {
+                            Command::Create(new) => format!("creating {}…", new.name),
+                            Command::Track(new) => format!("tracking {}…", new.name),
+                            _ => "saving…".to_string(),
+                        };
+                        self.flash_info(what, now);
+                        return Self::engine(command);
                     }
                 }
-                KeyCode::Backspace => {
-                    let field = &mut form.fields[form.focus];
-                    if !field.toggle {
-                        field.value.pop();
-                    }
-                    form.error = None;
-                }
-                KeyCode::Char(c) => {
-                    let field = &mut form.fields[form.focus];
-                    if field.toggle {
-                        if c == ' ' || c == 'y' || c == 'n' {
-                            let on = if c == ' ' { !field.is_on() } else { c == 'y' };
-                            field.value = if on { "yes" } else { "no" }.into();
-                        }
-                    } else {
-                        field.value.push(c);
-                    }
-                    form.error = None;
-                }
-                _ => {}
-            },
+            }
         }
         Vec::new()
     }
 
-    /// Checks a form the way the command line checks its flags; the error names the field.
-    fn submit(&self, form: &Form) -> Result<Command, String> {
-        let name = form.value("name").to_string();
-        validate_name(&name).map_err(|e| e.to_string())?;
-        let own_key = match form.kind {
-            FormKind::Edit(key) => Some(key),
-            _ => None,
-        };
-        if self.rows.values().any(|r| r.session.name == name && Some(r.session.key) != own_key) {
-            return Err(format!("a session named {name:?} is already tracked"));
-        }
-        let interval = match form.value("interval") {
-            "" => None,
-            text => {
-                let d = parse_duration(text).map_err(|e| format!("interval: {e}"))?;
-                if d < MIN_INTERVAL {
-                    return Err(format!("interval: at least {}", format_duration(MIN_INTERVAL)));
-                }
-                Some(d)
-            }
-        };
-        let mode = if form.on("non-persistent") { Mode::NonPersistent } else { Mode::Persistent };
-        let recreate = form.on("recreate");
-        match form.kind {
-            FormKind::Create => {
-                let workbook = WorkbookRef::parse(form.value("workbook")).map_err(|e| e.to_string())?;
-                Ok(Command::Create { name, workbook, mode, interval, recreate })
-            }
-            FormKind::Track => {
-                let workbook = WorkbookRef::parse(form.value("workbook")).map_err(|e| e.to_string())?;
-                let id = SessionId::new(form.value("session id")).map_err(|e| e.to_string())?;
-                let mut session = TrackedSession::new(name, workbook, id, mode, Utc::now());
-                session.interval = interval;
-                session.recreate = recreate;
-                Ok(Command::Track(Box::new(session)))
-            }
-            FormKind::Edit(key) => {
-                let auto = self.rows.get(&key).is_none_or(|r| r.session.auto);
-                Ok(Command::Edit { key, settings: SessionSettings { name, interval, recreate, auto } })
-            }
-        }
-    }
-
     fn mouse(&mut self, mouse: MouseEvent) {
+        // A dialog or the help takes every mouse event: nothing reaches the table behind it.
+        if self.dialog.is_some() || self.help {
+            return;
+        }
         match mouse.kind {
             MouseEventKind::ScrollDown => self.move_by(1),
             MouseEventKind::ScrollUp => self.move_by(-1),
             MouseEventKind::Down(MouseButton::Left) => {
-                let area = self.table_rows;
+                let area = self.layout.table_rows;
                 if mouse.column >= area.x
                     && mouse.column < area.right()
                     && mouse.row >= area.y
                     && mouse.row < area.bottom()
                 {
                     let index = self.offset + usize::from(mouse.row - area.y);
-                    if let Some(key) = self.view().get(index).copied() {
+                    if let Some(key) = self.view.get(index).copied() {
                         self.select(Some(key));
                     }
                 }
@@ -764,112 +773,116 @@ impl App {
         self.dirty = true;
     }
 
-    fn engine_event(&mut self, event: Event, now: DateTime<Utc>) {
+    fn finished(&mut self, f: Finished, now: DateTime<Utc>) {
+        let name = f.key.and_then(|k| self.rows.get(&k)).map_or(f.name.clone(), |r| r.session.name.clone());
+        match f.result {
+            Ok(()) => {
+                let text = match f.kind {
+                    JobKind::Refresh => format!("{name}: refreshed"),
+                    JobKind::Close => format!("closed {name}"),
+                    JobKind::Recreate => format!("{name}: a new session replaces the old one"),
+                    JobKind::Create => format!("created {name}"),
+                    JobKind::Track => format!("now tracking {name}"),
+                    JobKind::Edit => format!("saved {name}"),
+                    JobKind::Remove => format!("removed {name}"),
+                    JobKind::SetAuto => {
+                        let auto = f.key.and_then(|k| self.rows.get(&k)).is_some_and(|r| r.session.auto);
+                        format!("automatic refresh {} for {name}", if auto { "on" } else { "off" })
+                    }
+                };
+                self.flash_info(text, now);
+            }
+            Err(why) => self.flash_error_about(format!("{name}: {} failed: {why}", f.kind.verb()), f.key, now),
+        }
+    }
+
+    fn engine_event(&mut self, event: Event, now: DateTime<Utc>) -> Vec<Effect> {
         match event {
-            Event::Started { key } => {
+            Event::Started { key, .. } => {
                 if let Some(mut row) = self.rows.get(&key).cloned() {
                     row.refreshing = true;
                     self.put(row);
                 }
             }
-            Event::Outcome { key, name, outcome, .. } => {
-                if self.awaiting.contains(&key) && outcome.kind != crate::session::OutcomeKind::Ok {
-                    let codes =
-                        if outcome.codes.is_empty() { String::new() } else { format!(" {}", outcome.codes.join("/")) };
-                    let message = outcome.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
-                    self.flash_error(
-                        format!("{name}: {} {}{codes}{message}", outcome.action.as_str(), outcome.kind.as_str()),
-                        now,
-                    );
+            Event::Outcome { key, outcome, .. } => {
+                if self.details
+                    && let Some((shown, history)) = &mut self.history
+                    && *shown == key
+                {
+                    history.insert(0, outcome);
+                    history.truncate(KEPT_OUTCOMES);
+                    self.dirty = true;
                 }
             }
             Event::Changed(session) => {
                 let key = session.key;
-                let was_awaited = self.awaiting.remove(&key);
-                let error_showing = self.flash.as_ref().is_some_and(|f| f.error);
-                if was_awaited && !session.status.is_failing() && !error_showing {
-                    self.flash_info(format!("{}: {}", session.name, session.status), now);
+                // An error about this session is stale once it works again.
+                if self.flash.as_ref().is_some_and(|f| f.error && f.about == Some(key)) && session.failures == 0 {
+                    self.flash = None;
                 }
                 self.put(Row { session: *session, refreshing: false });
             }
-            Event::Added(session) => {
-                self.flash_info(format!("now tracking {}", session.name), now);
-                self.put(Row { session: *session, refreshing: false });
-            }
+            Event::Added(session) => self.put(Row { session: *session, refreshing: false }),
             Event::Removed { key, .. } => {
                 if self.selected == Some(key) {
                     // Select the row that takes the removed one's place.
                     let index = self.selected_index().unwrap_or(0);
-                    let rest: Vec<SessionKey> = self.view().iter().copied().filter(|k| *k != key).collect();
-                    self.select(rest.get(index).or(rest.last()).copied());
+                    let rest: Vec<SessionKey> = self.view.iter().copied().filter(|k| *k != key).collect();
+                    self.selected = rest.get(index).or(rest.last()).copied();
+                    self.selected_pos = None;
                 }
                 self.take(key);
                 self.scheduled.remove(&key);
                 self.marks.remove(&key);
-                self.awaiting.remove(&key);
                 self.changed();
             }
             Event::Scheduled { key, at } => {
                 self.scheduled.insert(key, at);
             }
-            Event::Throttled { until } => self.throttled_until = until,
+            Event::Holds { workbooks, until } => self.holds = (workbooks, until.filter(|_| workbooks > 0)),
             Event::Paused(paused) => {
                 self.paused = paused;
-                self.flash_info(if paused { "automatic refresh paused" } else { "automatic refresh resumed" }, now);
+                let whose = if self.info.driver == Driver::This { "" } else { " (the driver follows within a second)" };
+                self.flash_info(
+                    if paused {
+                        format!("automatic refresh paused{whose}")
+                    } else {
+                        format!("automatic refresh resumed{whose}")
+                    },
+                    now,
+                );
             }
             Event::Driving => {
                 self.info.driver = Driver::This;
-                self.flash_info("the driver went away: this dashboard refreshes automatically now", now);
+                self.flash_info(
+                    if self.paused {
+                        "the driver went away: this dashboard drives now, with automatic refresh paused (p resumes it)"
+                    } else {
+                        "the driver went away: this dashboard refreshes automatically now"
+                    },
+                    now,
+                );
+            }
+            Event::Finished(f) => self.finished(f, now),
+            Event::SignIn(progress) => self.sign_in_progress(progress, now),
+            Event::Auth(state) => self.signin = Some(state),
+            Event::History { key, outcomes } => {
+                if self.selected == Some(key) {
+                    self.history = Some((key, outcomes));
+                }
             }
             Event::Error(e) => self.flash_error(e, now),
-            Event::Stopped => self.quit = true,
+            Event::Stopped => return vec![Effect::Quit],
         }
         self.dirty = true;
-    }
-
-    /// Keeps the selection inside a window of `height` rows.
-    pub fn scroll_to_selection(&mut self, height: usize) {
-        let len = self.view().len();
-        let index = self.selected_index().unwrap_or(0);
-        if height == 0 {
-            return;
-        }
-        if index < self.offset {
-            self.offset = index;
-        } else if index >= self.offset + height {
-            self.offset = index + 1 - height;
-        }
-        self.offset = self.offset.min(len.saturating_sub(height));
-    }
-
-    /// A digest of every relative time on screen ("12s ago", "in 3m", countdowns).
-    pub fn clock_text(&mut self, now: DateTime<Utc>) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        let height = usize::from(self.table_rows.height).max(1);
-        let offset = self.offset;
-        let visible: Vec<SessionKey> = self.view().iter().skip(offset).take(height).copied().collect();
-        for key in visible {
-            if let Some(row) = self.rows.get(&key) {
-                row.session.last_refresh.map(|t| format_ago(t, now)).hash(&mut hasher);
-                self.next_due(&row.session).map(|t| format_until(t, now)).hash(&mut hasher);
-            }
-        }
-        if self.details
-            && let Some(row) = self.selected_row()
-        {
-            for outcome in &row.session.outcomes {
-                format_ago(outcome.at, now).hash(&mut hasher);
-            }
-        }
-        self.throttled_until.map(|t| format_until(t, now)).hash(&mut hasher);
-        if let Some(Dialog::SignIn(SignInDialog { deadline: Some(deadline), .. })) = &self.dialog {
-            (*deadline - now).num_seconds().hash(&mut hasher);
-        }
-        hasher.finish()
+        Vec::new()
     }
 
     pub fn counts(&self) -> &BTreeMap<Status, usize> {
         &self.counts
     }
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }

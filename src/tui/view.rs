@@ -1,4 +1,5 @@
-//! Drawing: a pure function of the app state and the time. Only the visible rows are built.
+//! Drawing: a pure function of the app's state and the time. It reads the rows `update` chose
+//! as visible and the areas `update` laid out; it changes nothing.
 
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
@@ -7,15 +8,15 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Sparkline, Table, Wrap};
 
-use super::app::{App, Confirm, Dialog, Driver};
+use super::app::{App, Driver, Row, RowTimes};
+use super::dialog::{Confirm, Dialog, FieldValue};
 use super::keymap::{KEYMAP, footer_hints};
-use crate::session::Status;
+use super::layout::{MIN_HEIGHT, MIN_WIDTH};
+use crate::engine::SignInState;
+use crate::session::{Action as CallAction, Mode, Status};
 use crate::time::{format_ago, format_duration, format_until};
 
-pub const MIN_WIDTH: u16 = 60;
-pub const MIN_HEIGHT: u16 = 12;
-
-struct Theme {
+pub struct Theme {
     color: bool,
 }
 
@@ -28,7 +29,7 @@ impl Theme {
         let color = match status {
             Status::Ok => Color::Green,
             Status::Refreshing => Color::Cyan,
-            Status::Expired => Color::Yellow,
+            Status::Stale | Status::Expired => Color::Yellow,
             Status::Throttled => Color::Magenta,
             Status::Dead | Status::Auth | Status::Error => Color::Red,
             Status::New | Status::Closed => Color::DarkGray,
@@ -44,6 +45,14 @@ impl Theme {
         self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
     }
 
+    fn error(&self) -> Style {
+        self.fg(Color::Red).add_modifier(Modifier::BOLD)
+    }
+
+    fn warning(&self) -> Style {
+        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
+    }
+
     fn selected(&self) -> Style {
         if self.color {
             Style::new().bg(Color::Blue).fg(Color::White)
@@ -51,36 +60,57 @@ impl Theme {
             Style::new().add_modifier(Modifier::REVERSED)
         }
     }
+
+    /// The life left before Graph would expire a session: calm, then yellow, then red.
+    fn expiry(&self, left: Option<chrono::TimeDelta>) -> Style {
+        match left {
+            Some(left) if left <= chrono::TimeDelta::seconds(30) => self.fg(Color::Red),
+            Some(left) if left <= chrono::TimeDelta::seconds(90) => self.fg(Color::Yellow),
+            _ => Style::new(),
+        }
+    }
 }
 
-pub fn draw(frame: &mut Frame, app: &mut App, now: DateTime<Utc>) {
-    let area = frame.area();
+pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
+    let areas = app.layout;
     let theme = Theme { color: !app.info.no_color };
-    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-        let text = format!("terminal too small: {}x{}, need {MIN_WIDTH}x{MIN_HEIGHT}", area.width, area.height);
-        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).alignment(Alignment::Center), area);
+    if areas.too_small {
+        let text = format!(
+            "terminal too small: {}x{}, need {MIN_WIDTH}x{MIN_HEIGHT}",
+            areas.screen.width, areas.screen.height
+        );
+        frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).alignment(Alignment::Center), areas.screen);
         return;
     }
-    let detail_height = if app.details { (area.height / 2).clamp(8, 16) } else { 0 };
-    let [header, table, detail, footer] = Layout::vertical([
-        Constraint::Length(2),
-        Constraint::Min(3),
-        Constraint::Length(detail_height),
-        Constraint::Length(1),
-    ])
-    .areas(area);
-    draw_header(frame, app, header, &theme, now);
-    draw_table(frame, app, table, &theme, now);
+    draw_header(frame, app, areas.header, &theme, now);
+    draw_table(frame, app, &theme, now);
     if app.details {
-        draw_details(frame, app, detail, &theme, now);
+        draw_details(frame, app, areas.detail, &theme, now);
     }
-    draw_footer(frame, app, footer, &theme);
-    app.drawn_clock_text = app.clock_text(now);
+    draw_footer(frame, app, areas.footer, &theme);
     if app.help {
-        draw_help(frame, area, &theme);
+        draw_help(frame, areas.screen, &theme);
     }
     if app.dialog.is_some() {
-        draw_dialog(frame, app, area, &theme, now);
+        draw_dialog(frame, app, areas.screen, &theme, now);
+    }
+}
+
+fn signin_label(app: &App) -> String {
+    if app.info.demo {
+        return "simulated".into();
+    }
+    match &app.signin {
+        None => "…".into(),
+        Some(SignInState::Source(source)) => (*source).into(),
+        Some(SignInState::SignedIn { user, until }) => format!(
+            "{} · token until {}",
+            user.as_deref().unwrap_or("signed in"),
+            until.with_timezone(&chrono::Local).format("%H:%M")
+        ),
+        Some(SignInState::Ended) => "ended: l signs in again".into(),
+        Some(SignInState::NotSignedIn) => "not signed in: l signs in".into(),
+        Some(SignInState::Unusable(_)) => "token cache unusable: run wbsessions whoami".into(),
     }
 }
 
@@ -103,15 +133,13 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
         )),
     }
     first.push(Span::styled(" · ", theme.dim()));
-    if app.info.driver != Driver::This {
-        first.push(Span::styled("auto by driver", theme.dim()));
-    } else if app.paused {
+    if app.paused {
         first.push(Span::styled("auto paused", theme.fg(Color::Yellow)));
     } else {
         first.push(Span::raw("auto on"));
     }
     first.push(Span::styled(" · sign-in ", theme.dim()));
-    first.push(Span::raw(app.info.signin.clone()));
+    first.push(Span::raw(signin_label(app)));
     first.push(Span::styled(" · graph ", theme.dim()));
     first.push(Span::raw(app.info.endpoint.clone()));
     first.push(Span::styled(" · store ", theme.dim()));
@@ -122,9 +150,11 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
         second.push(Span::raw(" "));
         second.push(Span::styled(format!("{count} {status}"), theme.status(status)));
     }
-    if let Some(until) = app.throttled_until.filter(|t| *t > now) {
+    if let (workbooks, Some(until)) = app.holds
+        && until > now
+    {
         second.push(Span::styled(
-            format!("  · throttled, resuming {}", format_until(until, now)),
+            format!("  · throttled: {workbooks} held back, resuming {}", format_until(until, now)),
             theme.status(Status::Throttled),
         ));
     }
@@ -140,19 +170,43 @@ struct Column {
 
 const WIDE: u16 = 100;
 
-const COLUMNS: [Column; 9] = [
+const COLUMNS: [Column; 10] = [
     Column { title: "", width: Constraint::Length(1), narrow: true },
     Column { title: "NAME", width: Constraint::Fill(2), narrow: true },
     Column { title: "WORKBOOK", width: Constraint::Fill(3), narrow: true },
     Column { title: "MODE", width: Constraint::Length(7), narrow: false },
     Column { title: "STATUS", width: Constraint::Length(10), narrow: true },
     Column { title: "LAST REFRESH", width: Constraint::Length(12), narrow: true },
-    Column { title: "NEXT", width: Constraint::Length(8), narrow: true },
+    Column { title: "NEXT", width: Constraint::Length(8), narrow: false },
+    Column { title: "EXPIRES", width: Constraint::Length(7), narrow: true },
     Column { title: "LATENCY", width: Constraint::Length(8), narrow: false },
     Column { title: "FAILS", width: Constraint::Length(5), narrow: false },
 ];
 
-fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
+fn row_cells<'a>(app: &App, row: &'a Row, theme: &Theme, selected: bool, now: DateTime<Utc>) -> Vec<Cell<'a>> {
+    let s = &row.session;
+    let status = app.status_of(row);
+    let RowTimes { last, next, expires } = app.row_times(row, now);
+    let mark = if app.marks.contains(&s.key) { "●" } else { " " };
+    let latency = s.last_outcome.as_ref().map_or("-".to_string(), |o| format!("{}ms", o.latency_ms));
+    let left = app.info.defaults.expires_at(s).map(|at| at.signed_duration_since(now));
+    let plain = |style: Style| if selected { Style::new() } else { style };
+    vec![
+        Cell::from(mark),
+        Cell::from(s.name.as_str()),
+        Cell::from(s.workbook.to_string()),
+        Cell::from(if s.mode == Mode::Persistent { "persist" } else { "scratch" }),
+        Cell::from(Span::styled(status.as_str(), plain(theme.status(status)))),
+        Cell::from(last),
+        Cell::from(next),
+        Cell::from(Span::styled(expires, plain(theme.expiry(left)))),
+        Cell::from(latency),
+        Cell::from(s.failures.to_string()),
+    ]
+}
+
+fn draw_table(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
+    let area = app.layout.table;
     let mut title = format!(" sessions · sort: {} ", app.sort.label());
     if app.failing_only {
         title.push_str("· failing only ");
@@ -163,52 +217,25 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect, theme: &Theme, now: 
     let block = Block::new().borders(Borders::TOP).title(title).border_style(theme.dim());
     let inner = block.inner(area);
     frame.render_widget(block, area);
-    let rows_area = Rect { y: inner.y + 1, height: inner.height.saturating_sub(1), ..inner };
-    app.table_rows = rows_area;
-    let height = rows_area.height as usize;
-    app.scroll_to_selection(height);
-    let offset = app.offset;
-    let selected = app.selected;
-    let visible: Vec<i64> = app.view().iter().skip(offset).take(height).copied().collect();
     let wide = area.width >= WIDE;
-    if visible.is_empty() {
+    if app.visible.is_empty() {
         let text = if app.rows.is_empty() {
             "no sessions yet: n creates one, i tracks an existing id"
         } else {
             "no session matches"
         };
-        frame.render_widget(Paragraph::new(text).style(theme.dim()).alignment(Alignment::Center), rows_area);
+        frame
+            .render_widget(Paragraph::new(text).style(theme.dim()).alignment(Alignment::Center), app.layout.table_rows);
     }
-    let rows: Vec<TableRow> = visible
+    let rows: Vec<TableRow> = app
+        .visible
         .iter()
         .filter_map(|key| app.rows.get(key))
         .map(|row| {
-            let s = &row.session;
-            let status = if row.refreshing { Status::Refreshing } else { s.status };
-            let mark = if app.marks.contains(&s.key) { "●" } else { " " };
-            let last = s.last_refresh.map_or("never".to_string(), |t| format_ago(t, now));
-            let next = if row.refreshing {
-                "now".to_string()
-            } else {
-                app.next_due(s).map_or("-".to_string(), |due| format_until(due, now))
-            };
-            let latency = s.outcomes.first().map_or("-".to_string(), |o| format!("{}ms", o.latency_ms));
-            let style = if Some(s.key) == selected { theme.selected() } else { Style::new() };
-            let cells = vec![
-                Cell::from(mark),
-                Cell::from(s.name.clone()),
-                Cell::from(s.workbook.to_string()),
-                Cell::from(if s.mode == crate::session::Mode::Persistent { "persist" } else { "scratch" }),
-                Cell::from(Span::styled(
-                    status.as_str(),
-                    if Some(s.key) == selected { Style::new() } else { theme.status(status) },
-                )),
-                Cell::from(last),
-                Cell::from(if s.auto { next } else { "manual".into() }),
-                Cell::from(latency),
-                Cell::from(s.failures.to_string()),
-            ];
-            TableRow::new(cells.into_iter().zip(COLUMNS).filter(|(_, c)| wide || c.narrow).map(|(cell, _)| cell))
+            let selected = Some(row.session.key) == app.selected;
+            let cells = row_cells(app, row, theme, selected, now);
+            let style = if selected { theme.selected() } else { Style::new() };
+            TableRow::new(cells.into_iter().zip(&COLUMNS).filter(|(_, c)| wide || c.narrow).map(|(cell, _)| cell))
                 .style(style)
         })
         .collect();
@@ -225,14 +252,16 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
     let Some(row) = app.selected_row() else { return };
     let s = &row.session;
     let [text_area, spark_area] = Layout::horizontal([Constraint::Fill(3), Constraint::Fill(1)]).areas(inner);
-    let url = format!("{}/{}/workbook", app.info.endpoint.trim_end_matches('/'), s.workbook.segments().join("/"));
+    let expires = app.info.defaults.expires_at(s).map_or("unknown".to_string(), |at| {
+        if at <= now { "passed: likely expired".to_string() } else { format_until(at, now) }
+    });
     let mut lines = vec![
-        Line::from(vec![Span::styled("workbook   ", theme.dim()), Span::raw(url)]),
+        Line::from(vec![Span::styled("workbook   ", theme.dim()), Span::raw(s.workbook.url(&app.info.endpoint))]),
         Line::from(vec![
             Span::styled("interval   ", theme.dim()),
             Span::raw(format!(
-                "{}{} · {} · {}",
-                format_duration(app.interval_of(s)),
+                "{}{} · {} · {} · expires {expires}",
+                format_duration(app.info.defaults.interval_of(s)),
                 if s.interval.is_none() { " (default)" } else { "" },
                 if s.auto { "automatic" } else { "manual" },
                 if s.recreate { "recreated on expiry" } else { "not recreated" }
@@ -240,32 +269,42 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
         ]),
         Line::from(vec![Span::styled("session id ", theme.dim()), Span::raw(s.session_id.to_string())]),
     ];
-    for o in &s.outcomes {
-        let mut spans = vec![
-            Span::styled(format!("{:>9} ", format_ago(o.at, now)), theme.dim()),
-            Span::raw(format!("{:7} ", o.action.as_str())),
-            Span::styled(format!("{:9}", o.kind.as_str()), theme.status(o.kind.into())),
-            Span::raw(format!(" {:>3} {:>5}ms", o.http_status.map_or("-".into(), |c| c.to_string()), o.latency_ms)),
-        ];
-        if !o.codes.is_empty() {
-            spans.push(Span::raw(format!(" {}", o.codes.join("/"))));
+    let history = app.history.as_ref().filter(|(k, _)| *k == s.key).map(|(_, h)| h.as_slice());
+    match history {
+        None => lines.push(Line::from(Span::styled("reading the history…", theme.dim()))),
+        Some([]) => lines.push(Line::from(Span::styled("no calls yet", theme.dim()))),
+        Some(outcomes) => {
+            for o in outcomes {
+                let mut spans = vec![
+                    Span::styled(format!("{:>9} ", format_ago(o.at, now)), theme.dim()),
+                    Span::raw(format!("{:7} ", o.action.as_str())),
+                    Span::styled(format!("{:9}", o.kind.as_str()), theme.status(o.kind.into())),
+                    Span::raw(format!(
+                        " {:>3} {:>5}ms",
+                        o.http_status.map_or("-".into(), |c| c.to_string()),
+                        o.latency_ms
+                    )),
+                ];
+                if !o.codes.is_empty() {
+                    spans.push(Span::raw(format!(" {}", o.codes.join("/"))));
+                }
+                if let Some(id) = &o.request_id {
+                    spans.push(Span::styled(format!(" request-id {id}"), theme.dim()));
+                }
+                if let Some(message) = &o.message {
+                    spans.push(Span::raw(format!(" {message}")));
+                }
+                lines.push(Line::from(spans));
+            }
         }
-        if let Some(id) = &o.request_id {
-            spans.push(Span::styled(format!(" request-id {id}"), theme.dim()));
-        }
-        if let Some(message) = &o.message {
-            spans.push(Span::raw(format!(" {message}")));
-        }
-        lines.push(Line::from(spans));
     }
-    // The session id is long: it wraps, and the outcomes follow it.
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
     // Refreshes only: a create with its operation polling would dwarf them.
-    let latencies: Vec<u64> = s
-        .outcomes
+    let latencies: Vec<u64> = history
+        .unwrap_or_default()
         .iter()
         .rev()
-        .filter(|o| o.action == crate::session::Action::Refresh)
+        .filter(|o| o.action == CallAction::Refresh)
         .map(|o| o.latency_ms.max(1))
         .collect();
     let spark_block = Block::new().borders(Borders::LEFT).title("latency").border_style(theme.dim());
@@ -277,8 +316,7 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
     if let Some(flash) = &app.flash {
-        let style =
-            if flash.error { theme.fg(Color::Red).add_modifier(Modifier::BOLD) } else { theme.fg(Color::Green) };
+        let style = if flash.error { theme.error() } else { theme.fg(Color::Green) };
         let suffix = if flash.error { "  (esc dismisses)" } else { "" };
         frame.render_widget(
             Paragraph::new(Line::from(vec![Span::styled(format!("{}{suffix}", flash.text), style)])),
@@ -330,11 +368,67 @@ fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
     frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" keys (any key closes) ")), popup);
 }
 
+/// Splits text into lines of at most `width` characters at spaces, so that a dialog can grow to
+/// show all of it.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(head);
+        }
+        let needed =
+            if line.is_empty() { word.chars().count() } else { line.chars().count() + 1 + word.chars().count() };
+        if needed > width && !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
+/// A dialog box as wide as it may be, as tall as its lines; the last lines (actions, errors)
+/// are kept when the screen is too short for all.
+fn dialog_box(frame: &mut Frame, area: Rect, title: String, mut lines: Vec<Line<'static>>, keep_last: usize) {
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let room = usize::from(height.saturating_sub(2));
+    if lines.len() > room {
+        let tail = lines.split_off(lines.len().saturating_sub(keep_last.min(room)));
+        lines.truncate(room.saturating_sub(tail.len()));
+        lines.extend(tail);
+    }
+    let popup = centered(area, dialog_width(area), height);
+    frame.render_widget(Clear, popup);
+    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(title)), popup);
+}
+
+fn dialog_width(area: Rect) -> u16 {
+    area.width.min(76)
+}
+
+fn styled_lines(text: &str, width: usize, style: Style) -> Vec<Line<'static>> {
+    wrap(text, width).into_iter().map(|l| Line::from(Span::styled(l, style))).collect()
+}
+
 fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
     let Some(dialog) = &app.dialog else { return };
+    let inner = usize::from(dialog_width(area).saturating_sub(2));
     match dialog {
         Dialog::SignIn(sign_in) => {
-            let mut lines = Vec::new();
+            let mut lines: Vec<Line<'static>> = Vec::new();
             match &sign_in.code {
                 None => lines.push(Line::from("asking the sign-in service for a code…")),
                 Some((uri, code)) => {
@@ -344,7 +438,7 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
                         Span::styled(code.clone(), Style::new().add_modifier(Modifier::BOLD | Modifier::REVERSED)),
                     ]));
                     if let Some(deadline) = sign_in.deadline {
-                        let left = (deadline - now).num_seconds().max(0);
+                        let left = deadline.signed_duration_since(now).num_seconds().max(0);
                         lines.push(Line::from(Span::styled(
                             format!("waiting for the sign-in: {}:{:02} left", left / 60, left % 60),
                             theme.dim(),
@@ -353,70 +447,99 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
                 }
             }
             lines.push(Line::from(""));
-            match &sign_in.error {
-                Some(e) => {
-                    lines.push(Line::from(Span::styled(e.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD))))
-                }
-                None => lines.push(Line::from(Span::styled("esc cancels", theme.dim()))),
-            }
-            let popup = centered(area, 72, lines.len() as u16 + 2);
-            frame.render_widget(Clear, popup);
-            frame.render_widget(
-                Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(" Sign in ")),
-                popup,
-            );
+            let tail = match &sign_in.error {
+                Some(e) => styled_lines(e, inner, theme.error()),
+                None => vec![Line::from(Span::styled("esc cancels", theme.dim()))],
+            };
+            let keep = tail.len();
+            lines.extend(tail);
+            dialog_box(frame, area, " Sign in ".into(), lines, keep);
         }
         Dialog::Confirm { what, names, .. } => {
             let (verb, note) = match what {
                 Confirm::Close => ("Close", "The session ends at Graph; it stays in the list as closed."),
-                Confirm::Remove => ("Remove", "Only stops tracking; the session stays open at Graph."),
+                Confirm::Remove { all_closed: true } => ("Remove", "Only stops tracking; it is closed already."),
+                Confirm::Remove { all_closed: false } => {
+                    ("Remove", "Only stops tracking; the session stays open at Graph until it expires.")
+                }
             };
-            let lines = vec![
-                Line::from(format!("{verb} {}?", names.join(", "))),
-                Line::from(Span::styled(note, theme.dim())),
-                Line::from(""),
-                Line::from(vec![
-                    Span::styled("y", theme.key()),
-                    Span::raw(" yes   "),
-                    Span::styled("n", theme.key()),
-                    Span::raw(" no"),
-                ]),
-            ];
-            let popup = centered(area, 64, 6);
-            frame.render_widget(Clear, popup);
-            frame.render_widget(
-                Paragraph::new(lines).wrap(Wrap { trim: true }).block(Block::bordered().title(format!(" {verb} "))),
-                popup,
-            );
+            let mut lines =
+                wrap(&format!("{verb} {}?", names.join(", ")), inner).into_iter().map(Line::from).collect::<Vec<_>>();
+            lines.extend(styled_lines(note, inner, theme.dim()));
+            lines.push(Line::from(""));
+            lines.push(Line::from(vec![
+                Span::styled("y", theme.key()),
+                Span::raw(" yes   "),
+                Span::styled("n", theme.key()),
+                Span::raw("/"),
+                Span::styled("esc", theme.key()),
+                Span::raw(" no"),
+            ]));
+            dialog_box(frame, area, format!(" {verb} "), lines, 1);
         }
         Dialog::Form(form) => {
-            let mut lines = Vec::new();
+            let label_width = 17;
+            let value_width = inner.saturating_sub(label_width + 1).max(8);
+            let mut lines: Vec<Line<'static>> = Vec::new();
             for (i, field) in form.fields.iter().enumerate() {
                 let focused = i == form.focus;
-                let cursor = if focused && !field.toggle { "▏" } else { "" };
                 let label_style = if focused { theme.key() } else { theme.dim() };
-                lines.push(Line::from(vec![
-                    Span::styled(format!("{:>15}  ", field.label), label_style),
-                    Span::raw(format!("{}{cursor}", field.value)),
-                ]));
+                let label = Span::styled(format!("{:>15}  ", field.label), label_style);
+                match &field.value {
+                    FieldValue::Toggle(on) => {
+                        lines.push(Line::from(vec![label, Span::raw(if *on { "yes" } else { "no" })]));
+                    }
+                    FieldValue::Text(input) => {
+                        // One line per field: a long value scrolls so the cursor stays in view.
+                        let scroll = input.visual_scroll(value_width.saturating_sub(1));
+                        let visible: String = input.value().chars().skip(scroll).take(value_width).collect();
+                        let mut spans = vec![label];
+                        if focused {
+                            let cursor = input.visual_cursor().saturating_sub(scroll);
+                            let before: String = visible.chars().take(cursor).collect();
+                            let at: String = visible.chars().skip(cursor).take(1).collect();
+                            let after: String = visible.chars().skip(cursor + 1).collect();
+                            spans.push(Span::raw(before));
+                            spans.push(Span::styled(
+                                if at.is_empty() { " ".to_string() } else { at },
+                                Style::new().add_modifier(Modifier::REVERSED),
+                            ));
+                            spans.push(Span::raw(after));
+                        } else {
+                            spans.push(Span::raw(visible));
+                        }
+                        lines.push(Line::from(spans));
+                    }
+                }
                 if focused {
                     lines.push(Line::from(Span::styled(format!("{:>17}{}", "", field.hint), theme.dim())));
                 }
             }
             lines.push(Line::from(""));
-            match &form.error {
-                Some(error) => lines
-                    .push(Line::from(Span::styled(error.clone(), theme.fg(Color::Red).add_modifier(Modifier::BOLD)))),
-                None => lines.push(Line::from(Span::styled("tab next field · enter save · esc cancel", theme.dim()))),
-            }
-            let popup = centered(area, 76, lines.len() as u16 + 4);
-            frame.render_widget(Clear, popup);
-            frame.render_widget(
-                Paragraph::new(lines)
-                    .wrap(Wrap { trim: false })
-                    .block(Block::bordered().title(format!(" {} ", form.title()))),
-                popup,
-            );
+            let tail = match (&form.error, &form.warning) {
+                (Some(error), _) => styled_lines(error, inner, theme.error()),
+                (None, Some(warning)) => {
+                    let mut tail = styled_lines(&format!("warning: {warning}"), inner, theme.warning());
+                    tail.push(Line::from(Span::styled("enter saves anyway · esc cancels", theme.dim())));
+                    tail
+                }
+                (None, None) => vec![Line::from(Span::styled("tab next field · enter save · esc cancel", theme.dim()))],
+            };
+            let keep = tail.len();
+            lines.extend(tail);
+            dialog_box(frame, area, format!(" {} ", form.title()), lines, keep);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn wrapping_keeps_every_word() {
+        assert_eq!(wrap("no client id: register an app", 12), ["no client", "id: register", "an app"]);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 4), [""]);
     }
 }

@@ -15,9 +15,8 @@ pub fn info(no_color: bool) -> Info {
         store: "/home/ana/.local/share/wbsessions/sessions.db".into(),
         endpoint: "https://graph.microsoft.com/v1.0".into(),
         demo: false,
-        signin: "fixed token".into(),
         driver: Driver::This,
-        defaults: wbsessions::config::EngineSettings::default(),
+        defaults: wbsessions::session::Defaults::default(),
         no_color,
     }
 }
@@ -39,8 +38,17 @@ fn outcome(seconds_ago: i64, kind: OutcomeKind, latency_ms: u64, status: u16, co
 /// name, workbook, status, seconds since the last call, its kind, its HTTP status, its codes
 type Spec = (&'static str, &'static str, Status, i64, OutcomeKind, u16, &'static [&'static str]);
 
-/// One session per status, with a little history each.
+/// One session per status, with its newest outcome.
 pub fn sessions() -> Vec<TrackedSession> {
+    specs_with_history().into_iter().map(|(s, _)| s).collect()
+}
+
+/// The stored history of the session with `key`, newest first.
+pub fn history(key: i64) -> Vec<Outcome> {
+    specs_with_history().into_iter().find(|(s, _)| s.key == key).map(|(_, h)| h).unwrap_or_default()
+}
+
+fn specs_with_history() -> Vec<(TrackedSession, Vec<Outcome>)> {
     let specs: [Spec; 8] = [
         ("budget", "me/drive/items/01BUDGET", Status::Ok, 12, OutcomeKind::Ok, 204, &[]),
         (
@@ -98,8 +106,9 @@ pub fn sessions() -> Vec<TrackedSession> {
             );
             s.key = i as i64 + 1;
             s.status = *status;
+            let mut history = Vec::new();
             if *status != Status::New {
-                s.outcomes = (0..6)
+                history = (0..6)
                     .map(|n| {
                         outcome(
                             ago + 60 * n,
@@ -110,18 +119,21 @@ pub fn sessions() -> Vec<TrackedSession> {
                         )
                     })
                     .collect();
-                let last_ok = s.outcomes.iter().find(|o| o.kind == OutcomeKind::Ok).map(|o| o.at);
+                let last_ok = history.iter().find(|o| o.kind == OutcomeKind::Ok).map(|o| o.at);
                 s.last_refresh = last_ok;
+                s.last_outcome = history.first().cloned();
                 s.failures = if *kind == OutcomeKind::Ok { 0 } else { 1 };
             }
             if *name == "pipeline" {
                 s.interval = Some(Duration::from_secs(90));
             }
-            s
+            (s, history)
         })
         .collect()
 }
 
 pub fn app(no_color: bool) -> App {
-    App::new(info(no_color), sessions())
+    let mut app = App::new(info(no_color), sessions(), (120, 40), now());
+    app.signin = Some(wbsessions::engine::SignInState::Source("fixed token"));
+    app
 }

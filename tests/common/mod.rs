@@ -1,8 +1,9 @@
 //! Helpers shared by the integration tests: the simulator in-process, a scripted server for the
-//! answers the simulator never gives, and the real binary.
+//! answers the simulator never gives, a fake Graph and store for the engine, and the real binary.
 #![allow(dead_code)]
 
 pub mod dashboard;
+pub mod fake;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -47,7 +48,6 @@ pub fn fast_options() -> ClientOptions {
             give_up_after: Duration::from_secs(5),
         },
         respond_async: true,
-        create_retries_on_504: 2,
     }
 }
 
@@ -248,4 +248,13 @@ pub fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> bool)
 pub fn sigterm(child: &std::process::Child) {
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
+}
+
+/// Everything the program logged under a home folder: the daily log files, oldest first.
+pub fn log_text(home: &std::path::Path) -> String {
+    let dir = home.join("state/wbsessions/logs");
+    let mut files: Vec<_> =
+        std::fs::read_dir(&dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    files.sort();
+    files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect()
 }

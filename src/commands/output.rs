@@ -1,0 +1,116 @@
+//! How sessions and outcomes read on the command line: one line per outcome, RFC 3339 times in
+//! one offset (local, or UTC with `--utc`), and JSON whose times are always UTC.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use serde_json::json;
+
+use crate::session::{Defaults, Outcome, OutcomeKind, TrackedSession};
+use crate::text;
+use crate::time::format_duration;
+
+/// The offset every human-readable time is printed in.
+#[derive(Debug, Clone, Copy)]
+pub struct Times {
+    pub utc: bool,
+}
+
+impl Times {
+    pub fn stamp(self, t: DateTime<Utc>) -> String {
+        if self.utc {
+            t.to_rfc3339_opts(SecondsFormat::Millis, true)
+        } else {
+            t.with_timezone(&Local).to_rfc3339_opts(SecondsFormat::Millis, false)
+        }
+    }
+
+    /// To the second, for people: `2026-11-29T10:04:05+01:00`.
+    pub fn stamp_secs(self, t: DateTime<Utc>) -> String {
+        if self.utc {
+            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+        } else {
+            t.with_timezone(&Local).to_rfc3339_opts(SecondsFormat::Secs, false)
+        }
+    }
+}
+
+/// One outcome as a line of text: time, session, call, kind, status, latency, codes, ids, message.
+/// Whatever a server said is cleaned: one line, no escape sequences.
+pub fn outcome_line(times: Times, name: Option<&str>, o: &Outcome, late: Option<Duration>) -> String {
+    let mut line = times.stamp(o.at);
+    if let Some(name) = name {
+        line.push(' ');
+        line.push_str(name);
+    }
+    line.push_str(&format!(" {} {}", o.action.as_str(), o.kind.as_str()));
+    if let Some(status) = o.http_status {
+        line.push_str(&format!(" {status}"));
+    }
+    line.push_str(&format!(" {}ms", o.latency_ms));
+    if !o.codes.is_empty() {
+        let codes: Vec<String> = o.codes.iter().map(|c| text::clean(c, text::MAX_TOKEN)).collect();
+        line.push_str(&format!(" {}", codes.join("/")));
+    }
+    if o.kind != OutcomeKind::Ok {
+        if let Some(id) = &o.request_id {
+            line.push_str(&format!(" request-id={}", text::clean(id, text::MAX_TOKEN)));
+        }
+        if let Some(id) = &o.client_request_id {
+            line.push_str(&format!(" client-request-id={}", text::clean(id, text::MAX_TOKEN)));
+        }
+    }
+    if let Some(late) = late.filter(|l| *l >= Duration::from_secs(1)) {
+        line.push_str(&format!(" late={}", format_duration(late)));
+    }
+    if let Some(message) = &o.message {
+        line.push_str(&format!(": {}", text::clean(message, text::MAX_MESSAGE)));
+    }
+    line
+}
+
+pub fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> serde_json::Value {
+    let mut value = serde_json::to_value(o).unwrap_or_default();
+    value["session"] = json!(name);
+    if let Some(late) = late {
+        value["late_ms"] = json!(late.as_secs_f64() * 1000.0);
+    }
+    value
+}
+
+/// A session as `list --json` and `show --json` write it: what is stored, the interval in force,
+/// the status as of now (`stale` past the idle expiry) and when Graph would expire it.
+pub fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>) -> serde_json::Value {
+    let mut value = serde_json::to_value(s).unwrap_or_default();
+    value["interval_secs"] = json!(defaults.interval_of(s).as_secs_f64());
+    value["status"] = json!(defaults.status_at(s, now));
+    value["expires_at"] = json!(defaults.expires_at(s));
+    value
+}
+
+/// `name on workbook (mode, refresh every 4m, recreated on expiry)`.
+pub fn describe(s: &TrackedSession, defaults: &Defaults) -> String {
+    format!(
+        "{} on {} ({}, refresh every {}{})",
+        s.name,
+        s.workbook,
+        s.mode.as_str(),
+        format_duration(defaults.interval_of(s)),
+        if s.recreate { ", recreated on expiry" } else { "" }
+    )
+}
+
+/// `a, b and 3 more`: a list of names that stays one readable line.
+pub fn names_line(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match names.len() {
+        0 => String::new(),
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
+}
+
+/// "1 session", "3 sessions".
+pub fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}

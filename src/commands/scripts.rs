@@ -1,0 +1,63 @@
+//! What scripts use: `exec`, which hands a command a live session, and shell completions.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+
+use super::keeping::{ensure_alive, graph_context};
+use crate::cli::{Cli, ExecArgs};
+use crate::config::Settings;
+
+/// Runs CMD once the session is known to be alive, with its id, workbook URL and name (and the
+/// access token, if asked) in CMD's environment; returns CMD's exit code.
+pub async fn exec(settings: &Settings, args: ExecArgs) -> Result<ExitCode> {
+    let (session, refreshed) = ensure_alive(settings, &args.name).await?;
+    if let Err(why) = refreshed {
+        anyhow::bail!("{} is not alive ({}); the command was not run", args.name, crate::text::clean(&why, 1000));
+    }
+    let mut command = std::process::Command::new(&args.command[0]);
+    command
+        .args(&args.command[1..])
+        .env("WBSESSIONS_SESSION_ID", session.session_id.as_str())
+        .env("WBSESSIONS_WORKBOOK_URL", session.workbook.url(&settings.graph_url))
+        .env("WBSESSIONS_NAME", &session.name);
+    if args.export_token {
+        let ctx = graph_context(settings)?;
+        let Some(auth) = &ctx.auth else { anyhow::bail!("no token source") };
+        let token = auth.tokens.get().await?;
+        command.env("WBSESSIONS_ACCESS_TOKEN", token.secret.expose());
+    }
+    // The command is the user's: it creates files as they would, not as privately as this does.
+    #[cfg(unix)]
+    if let Some(mask) = super::inherited_umask() {
+        // SAFETY: umask only swaps the process's file-creation mask; nothing here creates files
+        // concurrently.
+        unsafe {
+            libc::umask(mask);
+        }
+    }
+    let program = args.command[0].to_string_lossy().into_owned();
+    let status = command.status().map_err(|e| super::bad_input(format!("cannot run {program}: {e}")))?;
+    if let Some(code) = status.code() {
+        return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return Ok(ExitCode::from(u8::try_from(128 + signal).unwrap_or(1)));
+        }
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// Completion scripts, written whole or not at all (a closed stdout is not a panic).
+pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "wbsessions", &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script).and_then(|()| out.flush()).context("cannot write the completions")?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,440 @@
+//! The dispatcher: every Graph call waits here for its turn. One call at a time per workbook (a
+//! lane each), a global concurrency limit, a sliding request budget that slows down when Graph
+//! throttles and speeds up again when it stops, and per-workbook holds for `Retry-After`. Among
+//! the calls that may start, the most urgent goes first: calls someone asked for, then automatic
+//! refreshes by how soon their session would expire.
+//!
+//! The bookkeeping (what runs, which lanes are busy or held, what the budget spent) lives only
+//! here and changes only through `start` and `finish`, so it cannot get out of balance.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::policy::{Verdict, throttle_hold};
+
+/// Graph's throttling window.
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobId(u64);
+
+/// How soon a call must go. `Now` (someone waits for it) before any `By`, and `By` in deadline order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Urgency {
+    Now,
+    By(Instant),
+}
+
+/// A call that may start now.
+#[derive(Debug)]
+pub struct Ticket<T> {
+    pub id: JobId,
+    pub lane: String,
+    pub payload: T,
+}
+
+struct Queued<T> {
+    urgency: Urgency,
+    seq: u64,
+    payload: T,
+}
+
+impl<T> Queued<T> {
+    fn key(&self) -> (Urgency, u64) {
+        (self.urgency, self.seq)
+    }
+}
+
+impl<T> PartialEq for Queued<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+impl<T> Eq for Queued<T> {}
+impl<T> PartialOrd for Queued<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> Ord for Queued<T> {
+    /// Reversed, so that the heap's top is the most urgent.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.key().cmp(&self.key())
+    }
+}
+
+/// One workbook's calls.
+struct Lane<T> {
+    queue: BinaryHeap<Queued<T>>,
+    running: Option<JobId>,
+    held_until: Option<Instant>,
+    /// Throttled answers in a row.
+    streak: u32,
+    /// Bumped whenever the lane's place in `ready` or `holds` changes; older entries are stale.
+    version: u64,
+}
+
+impl<T> Lane<T> {
+    fn new() -> Self {
+        Lane { queue: BinaryHeap::new(), running: None, held_until: None, streak: 0, version: 0 }
+    }
+
+    fn idle(&self) -> bool {
+        self.queue.is_empty() && self.running.is_none() && self.held_until.is_none() && self.streak == 0
+    }
+}
+
+/// At most `limit` request starts in any `BUDGET_WINDOW`, where the limit follows throttling:
+/// cut by 30 % (at most once a second) when Graph answers 429, raised by 1 % of the ceiling on
+/// each success, never below a twentieth of the ceiling, so the keeper slows down instead of
+/// stopping.
+#[derive(Debug)]
+pub struct Budget {
+    ceiling: f64,
+    limit: f64,
+    starts: VecDeque<Instant>,
+    last_cut: Option<Instant>,
+}
+
+impl Budget {
+    pub fn new(ceiling: u32) -> Self {
+        let ceiling = f64::from(ceiling.max(1));
+        Budget { ceiling, limit: ceiling, starts: VecDeque::new(), last_cut: None }
+    }
+
+    fn floor(&self) -> f64 {
+        (self.ceiling / 20.0).max(1.0)
+    }
+
+    fn allowed(&self) -> usize {
+        self.limit.floor().max(1.0) as usize
+    }
+
+    fn evict(&mut self, now: Instant) {
+        while self.starts.front().is_some_and(|t| now.saturating_duration_since(*t) >= BUDGET_WINDOW) {
+            self.starts.pop_front();
+        }
+    }
+
+    pub fn has_room(&mut self, now: Instant) -> bool {
+        self.evict(now);
+        self.starts.len() < self.allowed()
+    }
+
+    /// Spends `requests` at `now`.
+    pub fn spend(&mut self, now: Instant, requests: u32) {
+        for _ in 0..requests {
+            self.starts.push_back(now);
+        }
+    }
+
+    /// When the next start becomes possible, if none is possible now.
+    pub fn next_free(&mut self, now: Instant) -> Option<Instant> {
+        self.evict(now);
+        let allowed = self.allowed();
+        if self.starts.len() < allowed {
+            return None;
+        }
+        self.starts.get(self.starts.len() - allowed).map(|t| *t + BUDGET_WINDOW)
+    }
+
+    pub fn throttled(&mut self, now: Instant) {
+        if self.last_cut.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
+            self.limit = (self.limit * 0.7).max(self.floor());
+            self.last_cut = Some(now);
+        }
+    }
+
+    pub fn succeeded(&mut self) {
+        self.limit = (self.limit + self.ceiling / 100.0).min(self.ceiling);
+    }
+
+    /// Requests per window allowed now.
+    pub fn limit(&self) -> u32 {
+        self.allowed() as u32
+    }
+}
+
+/// Which workbooks Graph asked to wait, and until when the longest wait runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Holds {
+    pub workbooks: usize,
+    pub until: Option<Instant>,
+}
+
+pub struct Dispatcher<T> {
+    lanes: HashMap<String, Lane<T>>,
+    /// One entry per lane that could start a call: its best job's urgency.
+    ready: BinaryHeap<Reverse<(Urgency, u64, u64, String)>>,
+    /// When held lanes are free again (an entry counts while its lane is held until that time).
+    holds: BinaryHeap<Reverse<(Instant, String)>>,
+    held: usize,
+    running: HashMap<JobId, String>,
+    budget: Budget,
+    concurrency: usize,
+    next_id: u64,
+    seq: u64,
+}
+
+impl<T> Dispatcher<T> {
+    pub fn new(concurrency: usize, budget: u32) -> Self {
+        Dispatcher {
+            lanes: HashMap::new(),
+            ready: BinaryHeap::new(),
+            holds: BinaryHeap::new(),
+            held: 0,
+            running: HashMap::new(),
+            budget: Budget::new(budget),
+            concurrency: concurrency.max(1),
+            next_id: 0,
+            seq: 0,
+        }
+    }
+
+    /// Puts the lane back among those that may start, if it may.
+    fn index(&mut self, name: &str) {
+        let Some(lane) = self.lanes.get_mut(name) else { return };
+        lane.version += 1;
+        if lane.running.is_some() || lane.held_until.is_some() {
+            return;
+        }
+        match lane.queue.peek() {
+            Some(best) => self.ready.push(Reverse((best.urgency, best.seq, lane.version, name.to_string()))),
+            None => {
+                if lane.idle() {
+                    self.lanes.remove(name);
+                }
+            }
+        }
+    }
+
+    pub fn submit(&mut self, lane: &str, urgency: Urgency, payload: T) {
+        self.seq += 1;
+        let entry = self.lanes.entry(lane.to_string()).or_insert_with(Lane::new);
+        let better = entry.queue.peek().is_none_or(|best| (urgency, self.seq) < best.key());
+        entry.queue.push(Queued { urgency, seq: self.seq, payload });
+        if better {
+            self.index(lane);
+        }
+    }
+
+    /// The most urgent call that may start now, if the limits allow one. `accept` sees each
+    /// candidate first and may drop it (its session went away meanwhile); a dropped one costs
+    /// nothing.
+    pub fn start(&mut self, now: Instant, mut accept: impl FnMut(&T) -> bool) -> Option<Ticket<T>> {
+        if self.running.len() >= self.concurrency || !self.budget.has_room(now) {
+            return None;
+        }
+        loop {
+            let Reverse((_, _, version, name)) = self.ready.pop()?;
+            let Some(lane) = self.lanes.get_mut(&name) else { continue };
+            if lane.version != version || lane.running.is_some() || lane.held_until.is_some() {
+                continue;
+            }
+            let Some(job) = lane.queue.pop() else {
+                self.index(&name);
+                continue;
+            };
+            if !accept(&job.payload) {
+                self.index(&name);
+                continue;
+            }
+            self.next_id += 1;
+            let id = JobId(self.next_id);
+            lane.running = Some(id);
+            lane.version += 1;
+            self.running.insert(id, name.clone());
+            self.budget.spend(now, 1);
+            return Some(Ticket { id, lane: name, payload: job.payload });
+        }
+    }
+
+    /// A call ended: it made `requests` HTTP requests (the first was paid at its start). Returns
+    /// whether the holds changed. Finishing an unknown or already finished call does nothing.
+    pub fn finish(&mut self, id: JobId, now: Instant, requests: u32, verdict: Verdict, sample: f64) -> bool {
+        let Some(name) = self.running.remove(&id) else { return false };
+        self.budget.spend(now, requests.saturating_sub(1));
+        let mut holds_changed = false;
+        if let Some(lane) = self.lanes.get_mut(&name) {
+            lane.running = None;
+            match verdict {
+                Verdict::Ok => {
+                    lane.streak = 0;
+                    self.budget.succeeded();
+                }
+                Verdict::Throttled { retry_after } => {
+                    lane.streak = lane.streak.saturating_add(1);
+                    let until = now + throttle_hold(retry_after, lane.streak, sample);
+                    if lane.held_until.is_none() {
+                        self.held += 1;
+                    }
+                    if lane.held_until.is_none_or(|h| h < until) {
+                        lane.held_until = Some(until);
+                        self.holds.push(Reverse((until, name.clone())));
+                    }
+                    self.budget.throttled(now);
+                    holds_changed = true;
+                }
+                Verdict::Other => {}
+            }
+        }
+        self.index(&name);
+        holds_changed
+    }
+
+    /// Frees the lanes whose hold has passed. Returns whether any was freed.
+    pub fn release_holds(&mut self, now: Instant) -> bool {
+        let mut released = false;
+        while let Some(Reverse((until, _))) = self.holds.peek() {
+            if *until > now {
+                break;
+            }
+            let until = *until;
+            let Some(Reverse((_, name))) = self.holds.pop() else { break };
+            let Some(lane) = self.lanes.get_mut(&name) else { continue };
+            // A longer hold since replaced this one: its own entry frees the lane.
+            if lane.held_until != Some(until) {
+                continue;
+            }
+            lane.held_until = None;
+            self.held = self.held.saturating_sub(1);
+            released = true;
+            self.index(&name);
+        }
+        released
+    }
+
+    /// The next moment something may become possible: a hold ending, the budget freeing up.
+    pub fn wake_at(&mut self, now: Instant) -> Option<Instant> {
+        let hold = self.holds.peek().map(|Reverse((t, _))| *t);
+        let budget = (!self.ready.is_empty() && self.running.len() < self.concurrency)
+            .then(|| self.budget.next_free(now))
+            .flatten();
+        match (hold, budget) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn holds(&self) -> Holds {
+        let until = if self.held == 0 { None } else { self.lanes.values().filter_map(|l| l.held_until).max() };
+        Holds { workbooks: self.held, until }
+    }
+
+    pub fn is_held(&self, lane: &str) -> bool {
+        self.lanes.get(lane).is_some_and(|l| l.held_until.is_some())
+    }
+
+    pub fn running(&self) -> usize {
+        self.running.len()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.lanes.values().map(|l| l.queue.len()).sum()
+    }
+
+    pub fn budget_limit(&self) -> u32 {
+        self.budget.limit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(d: &mut Dispatcher<&'static str>, now: Instant) -> Vec<(JobId, &'static str)> {
+        std::iter::from_fn(|| d.start(now, |_| true).map(|t| (t.id, t.payload))).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_call_per_workbook_and_a_global_limit() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(2, 100);
+        d.submit("A", Urgency::Now, "a1");
+        d.submit("A", Urgency::Now, "a2");
+        d.submit("B", Urgency::Now, "b1");
+        d.submit("C", Urgency::Now, "c1");
+        let first = drain(&mut d, now);
+        assert_eq!(first.iter().map(|(_, p)| *p).collect::<Vec<_>>(), ["a1", "b1"]);
+        assert!(d.start(now, |_| true).is_none(), "two run: the limit");
+        d.finish(first[0].0, now, 1, Verdict::Ok, 0.0);
+        // A is free again: a2 was submitted before c1 and both are `Now`, so a2 takes the slot.
+        assert_eq!(drain(&mut d, now).iter().map(|(_, p)| *p).collect::<Vec<_>>(), ["a2"]);
+        assert_eq!(d.running(), 2);
+        assert!(!d.finish(JobId(999), now, 1, Verdict::Ok, 0.0), "unknown ids change nothing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_soonest_to_expire_goes_first_and_asked_for_calls_before_all() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(10, 100);
+        d.submit("A", Urgency::By(now + Duration::from_secs(50)), "late");
+        d.submit("B", Urgency::By(now + Duration::from_secs(5)), "soon");
+        d.submit("C", Urgency::Now, "asked");
+        assert_eq!(drain(&mut d, now).iter().map(|(_, p)| *p).collect::<Vec<_>>(), ["asked", "soon", "late"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttled_workbook_is_held_and_the_others_go_on() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(10, 100);
+        d.submit("A", Urgency::Now, "a1");
+        let [(a1, _)] = drain(&mut d, now)[..] else { panic!() };
+        d.submit("A", Urgency::Now, "a2");
+        d.submit("B", Urgency::Now, "b1");
+        assert!(d.finish(a1, now, 1, Verdict::Throttled { retry_after: Some(Duration::from_secs(1_000_000)) }, 0.0));
+        assert_eq!(drain(&mut d, now).iter().map(|(_, p)| *p).collect::<Vec<_>>(), ["b1"]);
+        let holds = d.holds();
+        assert_eq!(holds.workbooks, 1);
+        assert_eq!(holds.until, Some(now + Duration::from_secs(180)), "capped at three minutes");
+        assert_eq!(d.wake_at(now), Some(now + Duration::from_secs(180)));
+        assert!(!d.release_holds(now + Duration::from_secs(179)));
+        assert!(d.release_holds(now + Duration::from_secs(180)));
+        assert_eq!(drain(&mut d, now + Duration::from_secs(180)).iter().map(|(_, p)| *p).collect::<Vec<_>>(), ["a2"]);
+        assert_eq!(d.holds().workbooks, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_counts_every_request_and_adapts_to_throttling() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(100, 10);
+        for lane in ["A", "B", "C", "D"] {
+            d.submit(lane, Urgency::Now, lane);
+        }
+        let started = drain(&mut d, now);
+        assert_eq!(started.len(), 4);
+        // A long-running create polled eight times: nine requests in all.
+        d.finish(started[0].0, now, 9, Verdict::Ok, 0.0);
+        d.submit("E", Urgency::Now, "E");
+        assert!(d.start(now, |_| true).is_none(), "4 + 8 = 12 spent of 10");
+        assert_eq!(d.wake_at(now), Some(now + BUDGET_WINDOW));
+
+        let mut b = Budget::new(1000);
+        b.throttled(now);
+        assert_eq!(b.limit(), 700);
+        b.throttled(now + Duration::from_millis(500));
+        assert_eq!(b.limit(), 700, "one cut a second at most");
+        for i in 0..20 {
+            b.throttled(now + Duration::from_secs(2 + i));
+        }
+        assert_eq!(b.limit(), 50, "never below a twentieth");
+        for _ in 0..10 {
+            b.succeeded();
+        }
+        assert_eq!(b.limit(), 150, "back up by 1 % of the ceiling per success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropped_candidates_cost_nothing() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(10, 1);
+        d.submit("A", Urgency::Now, "gone");
+        d.submit("B", Urgency::Now, "kept");
+        let ticket = d.start(now, |p| *p != "gone").unwrap();
+        assert_eq!(ticket.payload, "kept");
+        assert_eq!(d.queued(), 0);
+    }
+}

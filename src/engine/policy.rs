@@ -1,0 +1,155 @@
+//! When to call again: the retry and next-due rules as pure functions of what happened, so that
+//! they can be tested without a clock. `sample` arguments are uniform in [0, 1).
+
+use std::time::Duration;
+
+use crate::graph::ErrorClass;
+use crate::session::TrackedSession;
+
+/// Share of the interval by which a refresh may come early, so that sessions created together
+/// drift apart instead of refreshing in one burst. Never late: late risks expiry.
+pub const JITTER: f64 = 0.1;
+
+/// The longest a `Retry-After` is honoured, as the Graph SDK's retry handler caps it: a server
+/// that asks for a day must not make every session expire (docs/graph.md, "Throttling").
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
+
+/// How many times a call someone asked for is sent again after a 429, 503 or 504, as the Graph
+/// SDK does, before its failure is reported.
+pub const MANUAL_RETRIES: u8 = 3;
+
+/// The next refresh: one interval on, less up to `JITTER` of it.
+pub fn next_interval(interval: Duration, sample: f64) -> Duration {
+    interval.mul_f64(1.0 - JITTER * sample.clamp(0.0, 1.0))
+}
+
+/// Exponential backoff with jitter after `failures` failures in a row: 2 s, 4 s, 8 s, ...,
+/// capped, then scaled by a random factor in [0.5, 1).
+pub fn backoff(failures: u32, cap: Duration, sample: f64) -> Duration {
+    let exp = failures.saturating_sub(1).min(16);
+    let raw = Duration::from_secs(2).saturating_mul(1u32 << exp).min(cap).max(Duration::from_millis(100));
+    raw.mul_f64(0.5 + 0.5 * sample.clamp(0.0, 1.0))
+}
+
+/// How long a workbook is held back after it was throttled for the `streak`-th time in a row:
+/// its `Retry-After` if it gave a usable one, capped; otherwise (absent, zero, garbage)
+/// exponential backoff with jitter from 1 s.
+pub fn throttle_hold(retry_after: Option<Duration>, streak: u32, sample: f64) -> Duration {
+    match retry_after {
+        Some(wait) if !wait.is_zero() => wait.min(MAX_RETRY_AFTER),
+        _ => {
+            let exp = streak.saturating_sub(1).min(16);
+            let raw = Duration::from_secs(1).saturating_mul(1u32 << exp).min(MAX_RETRY_AFTER);
+            raw.mul_f64(1.0 + sample.clamp(0.0, 1.0)).min(MAX_RETRY_AFTER)
+        }
+    }
+}
+
+/// What a finished call means for its workbook's lane.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Verdict {
+    /// Graph answered well: throttling is easing.
+    Ok,
+    /// Graph asked to wait: hold the workbook back and slow down.
+    Throttled { retry_after: Option<Duration> },
+    /// Anything else: no say about the rate.
+    Other,
+}
+
+impl Verdict {
+    pub fn of(class: Option<ErrorClass>, retry_after: Option<Duration>) -> Verdict {
+        match class {
+            None => Verdict::Ok,
+            Some(ErrorClass::Throttled) => Verdict::Throttled { retry_after },
+            Some(_) => Verdict::Other,
+        }
+    }
+}
+
+/// How a call someone asked for is tried again after a failure, if it is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Retry {
+    /// Throttled: at once, behind its workbook's hold.
+    Now,
+    /// A 503 or 504: after this pause.
+    After(Duration),
+}
+
+/// The Graph SDK's rule for calls a person or a script waits on: 429, 503 and 504 are tried again.
+pub fn manual_retry(class: ErrorClass, http_status: Option<u16>, attempt: u8, sample: f64) -> Option<Retry> {
+    match (class, http_status) {
+        (ErrorClass::Throttled, _) => Some(Retry::Now),
+        (_, Some(503 | 504)) => Some(Retry::After(backoff(u32::from(attempt) + 1, Duration::from_secs(30), sample))),
+        _ => None,
+    }
+}
+
+/// When to refresh a session again after a call on it ended with `class` (`None`: success).
+/// `None` means not by itself: the user must act (a dead session, an expired one that may not be
+/// recreated, a closed one).
+pub fn after_call(
+    class: Option<ErrorClass>,
+    session: &TrackedSession,
+    interval: Duration,
+    hold: Option<Duration>,
+    sample: f64,
+) -> Option<Duration> {
+    let retry_cap = interval.min(Duration::from_secs(300));
+    match class {
+        None => Some(next_interval(interval, sample)),
+        // The workbook's hold decides; come back right after it.
+        Some(ErrorClass::Throttled) => Some(hold.unwrap_or(Duration::from_secs(1))),
+        Some(ErrorClass::Transient | ErrorClass::Failed) => Some(backoff(session.failures, retry_cap, sample)),
+        Some(ErrorClass::Expired) if session.recreate => Some(backoff(session.failures, retry_cap, sample)),
+        // A sign-in in another shell fixes this without telling us: look again now and then.
+        Some(ErrorClass::Auth) => Some(backoff(session.failures.saturating_add(4), Duration::from_secs(300), sample)),
+        Some(ErrorClass::Expired | ErrorClass::Dead) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_come_early_never_late() {
+        let four = Duration::from_secs(240);
+        assert_eq!(next_interval(four, 0.0), four);
+        assert_eq!(next_interval(four, 0.5), Duration::from_secs(228));
+        assert!(next_interval(four, 0.999) > Duration::from_secs(216));
+        assert_eq!(next_interval(four, 7.0), Duration::from_secs(216), "samples are clamped");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(backoff(1, cap, 1.0), Duration::from_secs(2));
+        assert_eq!(backoff(2, cap, 1.0), Duration::from_secs(4));
+        assert_eq!(backoff(3, cap, 1.0), Duration::from_secs(8));
+        assert_eq!(backoff(10, cap, 1.0), cap);
+        assert_eq!(backoff(10, cap, 0.0), cap / 2);
+        assert_eq!(backoff(u32::MAX, cap, 1.0), cap);
+        assert_eq!(backoff(1, Duration::ZERO, 1.0), Duration::from_millis(100), "never a busy loop");
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_three_minutes_and_zero_means_back_off() {
+        assert_eq!(throttle_hold(Some(Duration::from_millis(2128)), 1, 0.5), Duration::from_millis(2128));
+        assert_eq!(throttle_hold(Some(Duration::from_secs(1_000_000_000)), 1, 0.5), MAX_RETRY_AFTER);
+        // Zero, absent or unreadable: 1 s, 2 s, 4 s ... with up to as much again of jitter.
+        assert_eq!(throttle_hold(Some(Duration::ZERO), 1, 0.0), Duration::from_secs(1));
+        assert_eq!(throttle_hold(None, 1, 0.0), Duration::from_secs(1));
+        assert_eq!(throttle_hold(None, 3, 0.0), Duration::from_secs(4));
+        assert_eq!(throttle_hold(None, 3, 0.999), Duration::from_millis(7996));
+        assert_eq!(throttle_hold(None, 40, 0.9), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn manual_calls_retry_on_429_503_and_504_only() {
+        assert_eq!(manual_retry(ErrorClass::Throttled, Some(429), 0, 0.0), Some(Retry::Now));
+        assert!(matches!(manual_retry(ErrorClass::Transient, Some(504), 0, 0.0), Some(Retry::After(_))));
+        assert!(matches!(manual_retry(ErrorClass::Expired, Some(503), 0, 0.0), Some(Retry::After(_))));
+        assert_eq!(manual_retry(ErrorClass::Transient, Some(500), 0, 0.0), None);
+        assert_eq!(manual_retry(ErrorClass::Expired, Some(404), 0, 0.0), None);
+    }
+}

@@ -1,0 +1,69 @@
+//! Store sync: adopting what other processes wrote to the store (new sessions, removals, edits,
+//! outcomes), without undoing what this engine is in the middle of.
+
+use std::collections::{HashMap, HashSet};
+
+use super::Entry;
+use crate::session::{SessionKey, SessionSettings, TrackedSession};
+use crate::store::Changes;
+
+/// What reconciling did to one session.
+#[derive(Debug, PartialEq)]
+pub enum Synced {
+    Added(SessionKey),
+    Changed(SessionKey),
+    Removed(SessionKey, String),
+}
+
+pub fn reconcile(entries: &mut HashMap<SessionKey, Entry>, changes: Changes) -> Vec<Synced> {
+    let mut done = Vec::new();
+    let mut gone: Vec<SessionKey> = changes.removed;
+    if changes.full {
+        let present: HashSet<SessionKey> = changes.sessions.iter().map(|s| s.key).collect();
+        gone.extend(entries.keys().filter(|k| !present.contains(k)).copied());
+    }
+    for key in gone {
+        if let Some(entry) = entries.remove(&key) {
+            done.push(Synced::Removed(key, entry.session.name));
+        }
+    }
+    for stored in changes.sessions {
+        let key = stored.key;
+        match entries.get_mut(&key) {
+            None => {
+                entries.insert(key, Entry::new(stored));
+                done.push(Synced::Added(key));
+            }
+            Some(entry) => {
+                if merge(entry, stored) {
+                    done.push(Synced::Changed(key));
+                }
+            }
+        }
+    }
+    done
+}
+
+/// Takes the other process's settings; takes its call results only when they are newer than this
+/// engine's and no call of this engine's on the session is under way.
+fn merge(entry: &mut Entry, stored: TrackedSession) -> bool {
+    let mine = &mut entry.session;
+    let mut changed = false;
+    let theirs = SessionSettings::of(&stored);
+    if SessionSettings::of(mine) != theirs || mine.mode != stored.mode {
+        theirs.apply_to(mine);
+        mine.mode = stored.mode;
+        changed = true;
+    }
+    let at = |s: &TrackedSession| s.last_outcome.as_ref().map(|o| o.at);
+    if entry.busy.is_none() && at(&stored) > at(mine) {
+        mine.status = stored.status;
+        mine.last_refresh = stored.last_refresh;
+        mine.failures = stored.failures;
+        mine.session_id = stored.session_id;
+        mine.workbook = stored.workbook;
+        mine.last_outcome = stored.last_outcome;
+        changed = true;
+    }
+    changed
+}

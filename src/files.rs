@@ -1,0 +1,109 @@
+//! Files that hold sessions, tokens, logs and locks: created readable by the user alone, in
+//! folders only the user can enter, whatever the umask, and never through a planted symlink.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::Path;
+
+/// Creates `dir` and its missing parents; the folders this creates are 0700.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+fn private_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC);
+    }
+    options
+}
+
+/// Opens (creating if missing) a file for reading and writing, refusing a symlink in its place.
+pub fn open_private(path: &Path) -> io::Result<File> {
+    let file = private_options().read(true).write(true).create(true).truncate(false).open(path)?;
+    tighten(&file)?;
+    Ok(file)
+}
+
+/// Creates a new file that did not exist (no symlink, no race), mode 0600.
+pub fn create_new_private(path: &Path) -> io::Result<File> {
+    private_options().write(true).create_new(true).open(path)
+}
+
+/// Creates an empty file if none is there, so that a program that makes it later (SQLite) keeps
+/// its mode; an existing one is left as it is.
+pub fn ensure_private_file(path: &Path) -> io::Result<()> {
+    match create_new_private(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Takes group and world access away from a file of the user's that has it.
+pub fn tighten(file: &File) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = file.metadata()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() == me && meta.mode() & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
+        }
+    }
+    Ok(())
+}
+
+/// Tightens a path if it exists and is the user's; quietly does nothing otherwise.
+pub fn tighten_path(path: &Path) {
+    if let Ok(file) = private_options().read(true).open(path) {
+        let _ = tighten(&file);
+    }
+}
+
+/// A random suffix for temporary files, so that nobody can plant one in advance.
+pub fn random_suffix() -> String {
+    let mut rng = fastrand::Rng::new();
+    (0..12).map(|_| rng.alphanumeric()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn files_are_private_and_symlinks_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        private_dir(&nested).unwrap();
+        assert_eq!(std::fs::metadata(&nested).unwrap().permissions().mode() & 0o777, 0o700);
+        let file = nested.join("f");
+        open_private(&file).unwrap();
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        let target = dir.path().join("target");
+        std::fs::write(&target, "keep").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        assert!(open_private(&link).is_err(), "a symlink is not followed");
+        assert!(create_new_private(&link).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();
+        tighten_path(&target);
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,151 @@
+//! Text that came from elsewhere (a server, a file) made safe to store and to print: no control
+//! characters or escape sequences that could retitle a terminal, write its clipboard or forge
+//! output lines, and a bounded length.
+
+/// The longest message kept from a server answer; Graph's own messages are a sentence or two.
+pub const MAX_MESSAGE: usize = 1000;
+
+/// The longest code or id kept from a server answer.
+pub const MAX_TOKEN: usize = 200;
+
+/// Removes escape sequences and control characters (newlines become spaces) and keeps at most
+/// `max` characters, marking a cut with `…`.
+pub fn clean(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max + 4));
+    let mut chars = text.chars().peekable();
+    let mut count = 0;
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            // ESC starts a sequence: CSI (`[` … final byte), OSC (`]` … BEL or ST) or a two-byte one.
+            '\u{1b}' => {
+                match chars.next() {
+                    Some('[') => {
+                        for c in chars.by_ref() {
+                            if ('\u{40}'..='\u{7e}').contains(&c) {
+                                break;
+                            }
+                        }
+                    }
+                    Some(']' | 'P' | '^' | '_' | 'X') => skip_string(&mut chars),
+                    _ => {}
+                }
+                continue;
+            }
+            // The 8-bit forms of CSI and OSC.
+            '\u{9b}' => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+                continue;
+            }
+            '\u{9d}' | '\u{90}' | '\u{9e}' | '\u{9f}' => {
+                skip_string(&mut chars);
+                continue;
+            }
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => continue,
+            // Bidirectional overrides can make a line read differently from what it holds.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => continue,
+            c => c,
+        };
+        if count == max {
+            out.push('…');
+            return out;
+        }
+        out.push(piece);
+        count += 1;
+    }
+    out
+}
+
+/// Skips an OSC/DCS-style string up to BEL or ST (`ESC \`).
+fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{7}' | '\u{9c}' => return,
+            '\u{1b}' if chars.peek() == Some(&'\\') => {
+                chars.next();
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `clean` for an optional value, dropping one that is empty once cleaned.
+pub fn clean_opt(text: Option<&str>, max: usize) -> Option<String> {
+    text.map(|t| clean(t, max)).map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// Compares names as people read them: `s2` before `s10`, case aside (case breaks ties only).
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    natural(a.as_bytes(), b.as_bytes()).then_with(|| a.cmp(b))
+}
+
+fn natural(mut a: &[u8], mut b: &[u8]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (ta, tb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
+                let order = ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb)).then_with(|| da.cmp(&db));
+                if order != Ordering::Equal {
+                    return order;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) => {
+                let order = x.to_ascii_lowercase().cmp(&y.to_ascii_lowercase());
+                if order != Ordering::Equal {
+                    return order;
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|c| **c == b'0').count();
+    &digits[zeros.min(digits.len().saturating_sub(1))..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_controls_are_removed() {
+        assert_eq!(clean("a\u{1b}]2;pwned\u{7}b", 100), "ab");
+        assert_eq!(clean("a\u{1b}]52;c;aGk=\u{1b}\\b", 100), "ab");
+        assert_eq!(clean("red \u{1b}[31mtext\u{1b}[0m", 100), "red text");
+        assert_eq!(clean("line1\nline2\r\n", 100), "line1 line2  ");
+        assert_eq!(clean("nul\0bell\u{7}", 100), "nulbell");
+        assert_eq!(clean("\u{9b}31mx", 100), "x");
+        assert_eq!(clean("abc\u{202e}def", 100), "abcdef");
+        assert_eq!(clean("unterminated \u{1b}]0;title", 100), "unterminated ");
+    }
+
+    #[test]
+    fn long_text_is_cut_with_a_mark() {
+        assert_eq!(clean("abcdef", 3), "abc…");
+        assert_eq!(clean("abc", 3), "abc");
+        assert_eq!(clean_opt(Some("  \n "), 10), None);
+    }
+
+    #[test]
+    fn names_sort_naturally() {
+        let mut names = vec!["s10", "s2", "s1", "S3", "s02", "a", "s100"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(names, ["a", "s1", "s2", "s02", "S3", "s10", "s100"]);
+    }
+}

@@ -1,0 +1,337 @@
+//! A fake Graph and an in-memory store for the engine, so that engine tests run under tokio's
+//! paused time: every call's start time is recorded on tokio's clock, and nothing waits for real.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::time::Instant;
+use wbsessions::engine::{Failure, Graph};
+use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
+use wbsessions::session::{Mode, Outcome, SessionId, SessionKey, SessionSettings, TrackedSession, WorkbookRef};
+use wbsessions::store::{Persist, RuntimeState, StoreError, Write};
+
+/// What the fake answers to one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Ok,
+    /// 429 with this `Retry-After` (or none).
+    Throttled(Option<Duration>),
+    /// 404 invalidSessionReCreatable.
+    Expired,
+    /// 400 invalidSessionUnsupportedWorkbook.
+    Dead,
+    /// A server error with this status (500, 503, 504).
+    Status(u16),
+}
+
+/// One call as the fake saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub at: Instant,
+    pub kind: &'static str,
+    pub workbook: String,
+    pub session: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    /// Answers for the next calls on a workbook, in order; afterwards `Ok`.
+    scripted: HashMap<String, VecDeque<Answer>>,
+    /// Answers for every call on a workbook.
+    always: HashMap<String, Answer>,
+    latency: Duration,
+    created: u64,
+    live: HashSet<String>,
+    running: HashMap<String, usize>,
+    /// Most calls seen running on one workbook at once, and on all.
+    peak_per_workbook: usize,
+    peak: usize,
+    in_flight: usize,
+}
+
+#[derive(Default)]
+pub struct FakeGraph {
+    state: Mutex<State>,
+}
+
+fn error(class: ErrorClass, status: u16, codes: &[&str], retry_after: Option<Duration>) -> Failure {
+    Failure::Graph(GraphError {
+        class,
+        meta: CallMeta {
+            http_status: Some(status),
+            request_id: Some(format!("req-{status}")),
+            client_request_id: "client".into(),
+            latency: Duration::ZERO,
+            requests: 1,
+        },
+        codes: codes.iter().map(|c| c.to_string()).collect(),
+        message: Some(format!("simulated {status}")),
+        retry_after,
+    })
+}
+
+impl FakeGraph {
+    pub fn new() -> Arc<FakeGraph> {
+        Arc::new(FakeGraph::default())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn set_latency(&self, latency: Duration) {
+        self.state().latency = latency;
+    }
+
+    pub fn script(&self, workbook: &str, answers: &[Answer]) {
+        self.state().scripted.entry(workbook.into()).or_default().extend(answers.iter().cloned());
+    }
+
+    pub fn always(&self, workbook: &str, answer: Answer) {
+        self.state().always.insert(workbook.into(), answer);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    pub fn calls_of(&self, kind: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.kind == kind).collect()
+    }
+
+    pub fn peaks(&self) -> (usize, usize) {
+        let s = self.state();
+        (s.peak_per_workbook, s.peak)
+    }
+
+    pub fn is_live(&self, id: &str) -> bool {
+        self.state().live.contains(id)
+    }
+
+    /// A session the fake knows, as if created elsewhere.
+    pub fn open(&self, id: &str) {
+        self.state().live.insert(id.into());
+    }
+
+    async fn call(&self, kind: &'static str, workbook: &WorkbookRef, session: Option<&SessionId>) -> Answer {
+        let workbook = workbook.to_string();
+        let latency = {
+            let mut s = self.state();
+            s.calls.push(Call {
+                at: Instant::now(),
+                kind,
+                workbook: workbook.clone(),
+                session: session.map(|i| i.to_string()),
+            });
+            let n = s.running.entry(workbook.clone()).or_default();
+            *n += 1;
+            let n = *n;
+            s.peak_per_workbook = s.peak_per_workbook.max(n);
+            s.in_flight += 1;
+            s.peak = s.peak.max(s.in_flight);
+            s.latency
+        };
+        tokio::time::sleep(latency).await;
+        let mut s = self.state();
+        if let Some(n) = s.running.get_mut(&workbook) {
+            *n -= 1;
+        }
+        s.in_flight -= 1;
+        let scripted = s.scripted.get_mut(&workbook).and_then(VecDeque::pop_front);
+        scripted.or_else(|| s.always.get(&workbook).cloned()).unwrap_or(Answer::Ok)
+    }
+
+    fn failure(answer: &Answer) -> Option<Failure> {
+        match answer {
+            Answer::Ok => None,
+            Answer::Throttled(wait) => Some(error(ErrorClass::Throttled, 429, &["TooManyRequests"], *wait)),
+            Answer::Expired => {
+                Some(error(ErrorClass::Expired, 404, &["itemNotFound", "invalidSessionReCreatable"], None))
+            }
+            Answer::Dead => {
+                Some(error(ErrorClass::Dead, 400, &["badRequest", "invalidSessionUnsupportedWorkbook"], None))
+            }
+            Answer::Status(503) => Some(error(ErrorClass::Expired, 503, &[], None)),
+            Answer::Status(status) => Some(error(ErrorClass::Transient, *status, &[], None)),
+        }
+    }
+
+    fn reply<T>(value: T) -> Reply<T> {
+        Reply { value, meta: CallMeta { http_status: Some(200), requests: 1, ..CallMeta::default() } }
+    }
+}
+
+impl Graph for FakeGraph {
+    fn create<'a>(
+        &'a self,
+        workbook: &'a WorkbookRef,
+        _mode: Mode,
+    ) -> BoxFuture<'a, Result<Reply<SessionId>, Failure>> {
+        async move {
+            let answer = self.call("create", workbook, None).await;
+            if let Some(failure) = Self::failure(&answer) {
+                return Err(failure);
+            }
+            let mut s = self.state();
+            s.created += 1;
+            let id = format!("fake-{}", s.created);
+            s.live.insert(id.clone());
+            Ok(Self::reply(SessionId::new(&id).unwrap()))
+        }
+        .boxed()
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        workbook: &'a WorkbookRef,
+        id: &'a SessionId,
+    ) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
+        async move {
+            let answer = self.call("refresh", workbook, Some(id)).await;
+            let answer = if answer == Answer::Ok && !self.is_live(id.as_str()) { Answer::Expired } else { answer };
+            match Self::failure(&answer) {
+                Some(failure) => Err(failure),
+                None => Ok(Self::reply(())),
+            }
+        }
+        .boxed()
+    }
+
+    fn close<'a>(&'a self, workbook: &'a WorkbookRef, id: &'a SessionId) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
+        async move {
+            let answer = self.call("close", workbook, Some(id)).await;
+            let answer =
+                if answer == Answer::Ok && !self.state().live.remove(id.as_str()) { Answer::Expired } else { answer };
+            match Self::failure(&answer) {
+                Some(failure) => Err(failure),
+                None => Ok(Self::reply(())),
+            }
+        }
+        .boxed()
+    }
+
+    fn resolve<'a>(&'a self, workbook: &'a WorkbookRef) -> BoxFuture<'a, Result<Reply<WorkbookRef>, Failure>> {
+        async move {
+            if !workbook.is_by_path() {
+                return Ok(Reply { value: workbook.clone(), meta: CallMeta::default() });
+            }
+            let answer = self.call("resolve", workbook, None).await;
+            match Self::failure(&answer) {
+                Some(failure) => Err(failure),
+                None => Ok(Self::reply(workbook.with_item("RESOLVED"))),
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The store in memory: writes land at once; `fail_inserts` makes every insert fail.
+#[derive(Default)]
+pub struct MemoryStore {
+    pub state: Mutex<MemoryState>,
+}
+
+#[derive(Default)]
+pub struct MemoryState {
+    pub sessions: HashMap<SessionKey, TrackedSession>,
+    pub outcomes: HashMap<SessionKey, Vec<Outcome>>,
+    pub paused: bool,
+    pub next_key: SessionKey,
+    pub fail_inserts: bool,
+}
+
+impl MemoryStore {
+    pub fn new(sessions: &[TrackedSession]) -> Arc<MemoryStore> {
+        let store = MemoryStore::default();
+        {
+            let mut s = store.state.lock().unwrap();
+            for session in sessions {
+                s.next_key = s.next_key.max(session.key);
+                s.sessions.insert(session.key, session.clone());
+            }
+        }
+        Arc::new(store)
+    }
+
+    pub fn session(&self, key: SessionKey) -> Option<TrackedSession> {
+        self.state.lock().unwrap().sessions.get(&key).cloned()
+    }
+
+    pub fn outcomes(&self, key: SessionKey) -> Vec<Outcome> {
+        self.state.lock().unwrap().outcomes.get(&key).cloned().unwrap_or_default()
+    }
+
+    fn apply(&self, writes: &[Write]) -> Result<(), StoreError> {
+        let mut s = self.state.lock().unwrap();
+        for write in writes {
+            match write {
+                Write::Record { key, state, outcome } => {
+                    let RuntimeState { status, last_refresh, failures, session_id, workbook } = state.clone();
+                    if let Some(session) = s.sessions.get_mut(key) {
+                        (session.status, session.last_refresh, session.failures) = (status, last_refresh, failures);
+                        (session.session_id, session.workbook) = (session_id, workbook);
+                        if let Some(outcome) = outcome {
+                            session.last_outcome = Some(outcome.clone());
+                            s.outcomes.entry(*key).or_default().insert(0, outcome.clone());
+                        }
+                    }
+                }
+                Write::Settings { key, settings } => {
+                    if s.sessions.values().any(|o| o.name == settings.name && o.key != *key) {
+                        return Err(StoreError::NameTaken(settings.name.clone()));
+                    }
+                    if let Some(session) = s.sessions.get_mut(key) {
+                        SessionSettings::apply_to(settings, session);
+                    }
+                }
+                Write::Remove { key } => {
+                    s.sessions.remove(key);
+                }
+                Write::Paused(paused) => s.paused = *paused,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Persist for MemoryStore {
+    fn write(&self, write: Write) {
+        let _ = self.apply(&[write]);
+    }
+
+    fn write_acked(&self, writes: Vec<Write>) -> BoxFuture<'static, Result<(), StoreError>> {
+        let result = self.apply(&writes);
+        async move { result }.boxed()
+    }
+
+    fn insert(&self, mut session: TrackedSession) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
+        let result = (|| {
+            let mut s = self.state.lock().unwrap();
+            if s.fail_inserts {
+                return Err(StoreError::WriterGone);
+            }
+            if s.sessions.values().any(|o| o.name == session.name) {
+                return Err(StoreError::NameTaken(session.name.clone()));
+            }
+            s.next_key += 1;
+            session.key = s.next_key;
+            s.sessions.insert(session.key, session.clone());
+            Ok(session)
+        })();
+        async move { result }.boxed()
+    }
+
+    fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>> {
+        let mut outcomes = self.outcomes(key);
+        outcomes.truncate(limit);
+        async move { Ok(outcomes) }.boxed()
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        async {}.boxed()
+    }
+}
