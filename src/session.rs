@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where a workbook lives, in one of the forms Graph accepts (graph-api.md §1).
+/// Where a workbook lives, in one of the forms Graph accepts (docs/graph.md, "Addressing a workbook").
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum WorkbookRef {

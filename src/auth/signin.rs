@@ -1,5 +1,5 @@
 //! The device code flow and refresh-token grants against the Microsoft identity platform (or the
-//! simulator's copy of it), and the token cache they fill (graph-api.md §6).
+//! simulator's copy of it), and the token cache they fill (docs/graph.md, "Sign-in").
 
 use std::io::Write as _;
 

@@ -8,6 +8,7 @@
 
 pub mod dispatch;
 pub mod keeper;
+mod messages;
 pub mod ops;
 pub mod policy;
 mod reconcile;
@@ -20,7 +21,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -37,6 +37,7 @@ pub use crate::store::KEPT_OUTCOMES;
 use crate::store::{MAX_INTERVAL, Persist, StoreEvent, Write};
 use crate::time::Clock;
 use dispatch::{Dispatcher, JobId, Ticket, Urgency};
+pub use messages::{Command, Event, Finished, JobKind, SignInState};
 pub use ops::{Failure, Graph, LiveGraph, Report};
 use policy::{MANUAL_RETRIES, Retry, Verdict, after_call, manual_retry, next_interval};
 use reconcile::{Synced, reconcile};
@@ -46,133 +47,6 @@ use takeover::Takeover;
 
 /// How long in-flight calls may finish after a shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-#[derive(Debug, Clone)]
-pub enum Command {
-    Refresh(Vec<SessionKey>),
-    RefreshAll,
-    /// Create a session at Graph and track it.
-    Create(NewSession),
-    /// Track a session that exists (its id in the `NewSession`).
-    Track(NewSession),
-    Edit {
-        key: SessionKey,
-        settings: SessionSettings,
-    },
-    SetAuto {
-        keys: Vec<SessionKey>,
-        auto: bool,
-    },
-    /// Pause or resume automatic refresh for the whole store, for every process on it.
-    PauseAll(bool),
-    Close(Vec<SessionKey>),
-    Remove(Vec<SessionKey>),
-    /// A new session on the same workbook, replacing the id.
-    Recreate(Vec<SessionKey>),
-    SignIn,
-    CancelSignIn,
-    /// The stored outcomes of a session, for its details.
-    History(SessionKey),
-    Shutdown,
-}
-
-/// What was asked for; `Finished` names it when it is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    Refresh,
-    Close,
-    Recreate,
-    Create,
-    Track,
-    Edit,
-    Remove,
-    SetAuto,
-}
-
-impl JobKind {
-    pub fn verb(self) -> &'static str {
-        match self {
-            JobKind::Refresh => "refresh",
-            JobKind::Close => "close",
-            JobKind::Recreate => "recreate",
-            JobKind::Create => "create",
-            JobKind::Track => "track",
-            JobKind::Edit => "edit",
-            JobKind::Remove => "remove",
-            JobKind::SetAuto => "set automatic refresh of",
-        }
-    }
-}
-
-/// Something asked for is done, well or not: after every retry, never silently dropped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finished {
-    pub kind: JobKind,
-    pub key: Option<SessionKey>,
-    pub name: String,
-    pub result: Result<(), String>,
-}
-
-/// Where tokens come from, as the header shows it; never a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignInState {
-    /// A fixed token or a token command.
-    Source(&'static str),
-    SignedIn {
-        user: Option<String>,
-        until: DateTime<Utc>,
-    },
-    /// The sign-in ended (`invalid_grant`): a new one is needed.
-    Ended,
-    NotSignedIn,
-    /// The token cache cannot be used; the text says why and how to fix it.
-    Unusable(String),
-}
-
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A call on this session started.
-    Started {
-        key: SessionKey,
-        kind: JobKind,
-    },
-    /// One call finished. `late` is how long after its due time an automatic refresh started.
-    Outcome {
-        key: SessionKey,
-        name: String,
-        outcome: Outcome,
-        late: Option<Duration>,
-    },
-    Added(Box<TrackedSession>),
-    Changed(Box<TrackedSession>),
-    Removed {
-        key: SessionKey,
-        name: String,
-    },
-    /// When the next automatic refresh of a session is due (`None`: none is planned).
-    Scheduled {
-        key: SessionKey,
-        at: Option<DateTime<Utc>>,
-    },
-    /// Workbooks Graph asked to wait, and when the longest wait ends.
-    Holds {
-        workbooks: usize,
-        until: Option<DateTime<Utc>>,
-    },
-    Paused(bool),
-    /// The driver of the store went away and this engine schedules automatic refreshes now.
-    Driving,
-    Finished(Finished),
-    SignIn(Progress),
-    Auth(SignInState),
-    History {
-        key: SessionKey,
-        outcomes: Vec<Outcome>,
-    },
-    /// Something failed that belongs to no single call (a store write).
-    Error(String),
-    Stopped,
-}
 
 /// What sign-in needs: the token source, where to sign in, the cache, and Graph for `/me`.
 pub struct AuthSetup {

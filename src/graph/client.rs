@@ -16,7 +16,7 @@ use crate::text;
 
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 
-/// How a long-running createSession is polled (graph-api.md §1: about every 30 s, never more than 4 min apart).
+/// How a long-running createSession is polled (docs/graph.md, "Long-running create").
 #[derive(Debug, Clone, Copy)]
 pub struct PollPolicy {
     pub first: Duration,

@@ -1,4 +1,4 @@
-//! Graph error bodies, read leniently, and Microsoft's classification rule (graph-api.md §3).
+//! Graph error bodies, read leniently, and Microsoft's classification rule (docs/graph.md, "Errors").
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! The simulator's sign-in endpoints: the device code flow and refresh-token grants (graph-api.md §6).
+//! The simulator's sign-in endpoints: the device code flow and refresh-token grants (docs/graph.md, "Sign-in").
 
 use std::collections::HashMap;
 
