@@ -67,10 +67,19 @@ pub fn tighten(file: &File) -> io::Result<()> {
     Ok(())
 }
 
-/// Tightens a path if it exists and is the user's; quietly does nothing otherwise.
+/// Tightens a path if it exists, is the user's and is no symlink; quietly does nothing otherwise.
+/// It never opens the file: closing a descriptor of a file SQLite holds would drop SQLite's POSIX
+/// locks for the whole process.
 pub fn tighten_path(path: &Path) {
-    if let Ok(file) = private_options().read(true).open(path) {
-        let _ = tighten(&file);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.file_type().is_file() && meta.uid() == me && meta.mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o700));
+        }
     }
 }
 

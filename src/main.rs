@@ -5,11 +5,25 @@ use clap::{CommandFactory, FromArgMatches};
 use wbsessions::cli::Cli;
 use wbsessions::commands;
 
+/// Prints clap's answer (help, version, a usage error); a help that cannot be written is not a
+/// success.
+fn clap_exit(e: &clap::Error) -> ExitCode {
+    let printed = e.print();
+    match u8::try_from(e.exit_code()) {
+        Ok(0) if printed.is_err() => ExitCode::from(1),
+        Ok(code) => ExitCode::from(code),
+        Err(_) => ExitCode::from(2),
+    }
+}
+
 fn main() -> ExitCode {
-    let matches = Cli::command().get_matches();
+    let matches = match Cli::command().try_get_matches() {
+        Ok(matches) => matches,
+        Err(e) => return clap_exit(&e),
+    };
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => return clap_exit(&e),
     };
     // The demo keeps a store only when told so on its command line, never from the environment.
     let store_from_flag = matches.value_source("store") == Some(clap::parser::ValueSource::CommandLine);

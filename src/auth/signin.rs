@@ -68,11 +68,12 @@ impl CachedSignIn {
 
     /// When to renew: 5 minutes before expiry, or at 80 % of a lifetime shorter than 25 minutes.
     pub fn renew_at(&self) -> DateTime<Utc> {
-        let lifetime = self.expires_at - self.obtained_at;
-        if lifetime >= chrono::Duration::minutes(25) {
-            self.expires_at - chrono::Duration::minutes(5)
+        // The times come from a file: saturate rather than overflow on nonsense.
+        let lifetime = crate::time::until(self.obtained_at, self.expires_at);
+        if lifetime >= Duration::from_secs(25 * 60) {
+            crate::time::sub(self.expires_at, Duration::from_secs(5 * 60))
         } else {
-            self.obtained_at + lifetime * 4 / 5
+            crate::time::add(self.obtained_at, lifetime.mul_f64(0.8))
         }
     }
 }
@@ -447,6 +448,17 @@ mod tests {
             expires_at: now + lifetime,
             user: None,
         }
+    }
+
+    #[test]
+    fn absurd_times_in_the_cache_do_not_overflow() {
+        let mut odd = signin(chrono::Duration::hours(1));
+        odd.obtained_at = DateTime::<Utc>::MAX_UTC;
+        odd.expires_at = DateTime::<Utc>::MIN_UTC;
+        let _ = odd.renew_at();
+        odd.obtained_at = DateTime::<Utc>::MIN_UTC;
+        odd.expires_at = DateTime::<Utc>::MAX_UTC;
+        let _ = odd.renew_at();
     }
 
     #[test]

@@ -88,21 +88,23 @@ impl<T> Lane<T> {
 }
 
 /// At most `limit` request starts in any `BUDGET_WINDOW`, where the limit follows throttling:
-/// cut by 30 % (at most once a second) when Graph answers 429, raised by 1 % of the ceiling on
-/// each success, never below a twentieth of the ceiling, so the keeper slows down instead of
-/// stopping.
+/// each second in which Graph throttled, it is cut by half the share of answers that were 429s
+/// (scattered 429s barely slow the keeper, a wall of them halves its rate); each success raises
+/// it by 1 % of the ceiling. It never goes below a twentieth of the ceiling, so the keeper slows
+/// down instead of stopping.
 #[derive(Debug)]
 pub struct Budget {
     ceiling: f64,
     limit: f64,
     starts: VecDeque<Instant>,
-    last_cut: Option<Instant>,
+    /// This second's answers: (when it began, answers, throttled ones).
+    second: (Option<Instant>, u32, u32),
 }
 
 impl Budget {
     pub fn new(ceiling: u32) -> Self {
         let ceiling = f64::from(ceiling.max(1));
-        Budget { ceiling, limit: ceiling, starts: VecDeque::new(), last_cut: None }
+        Budget { ceiling, limit: ceiling, starts: VecDeque::new(), second: (None, 0, 0) }
     }
 
     fn floor(&self) -> f64 {
@@ -141,15 +143,22 @@ impl Budget {
         self.starts.get(self.starts.len() - allowed).map(|t| *t + BUDGET_WINDOW)
     }
 
-    pub fn throttled(&mut self, now: Instant) {
-        if self.last_cut.is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1)) {
-            self.limit = (self.limit * 0.7).max(self.floor());
-            self.last_cut = Some(now);
+    /// Counts an answer; a second that is over applies its cut.
+    pub fn answered(&mut self, now: Instant, throttled: bool) {
+        let (began, answers, hits) = &mut self.second;
+        if began.is_none_or(|b| now.saturating_duration_since(b) >= Duration::from_secs(1)) {
+            if *hits > 0 && *answers > 0 {
+                let share = f64::from(*hits) / f64::from(*answers);
+                self.limit = (self.limit * (1.0 - share / 2.0)).max(self.floor());
+            }
+            self.second = (Some(now), 0, 0);
         }
-    }
-
-    pub fn succeeded(&mut self) {
-        self.limit = (self.limit + self.ceiling / 100.0).min(self.ceiling);
+        self.second.1 += 1;
+        if throttled {
+            self.second.2 += 1;
+        } else {
+            self.limit = (self.limit + self.ceiling / 100.0).min(self.ceiling);
+        }
     }
 
     /// Requests per window allowed now.
@@ -260,11 +269,9 @@ impl<T> Dispatcher<T> {
         let mut holds_changed = false;
         if let Some(lane) = self.lanes.get_mut(&name) {
             lane.running = None;
+            self.budget.answered(now, matches!(verdict, Verdict::Throttled { .. }));
             match verdict {
-                Verdict::Ok => {
-                    lane.streak = 0;
-                    self.budget.succeeded();
-                }
+                Verdict::Ok => lane.streak = 0,
                 Verdict::Throttled { retry_after } => {
                     lane.streak = lane.streak.saturating_add(1);
                     let until = now + throttle_hold(retry_after, lane.streak, sample);
@@ -275,7 +282,6 @@ impl<T> Dispatcher<T> {
                         lane.held_until = Some(until);
                         self.holds.push(Reverse((until, name.clone())));
                     }
-                    self.budget.throttled(now);
                     holds_changed = true;
                 }
                 Verdict::Other => {}
@@ -413,16 +419,23 @@ mod tests {
         assert_eq!(d.wake_at(now), Some(now + BUDGET_WINDOW));
 
         let mut b = Budget::new(1000);
-        b.throttled(now);
-        assert_eq!(b.limit(), 700);
-        b.throttled(now + Duration::from_millis(500));
-        assert_eq!(b.limit(), 700, "one cut a second at most");
-        for i in 0..20 {
-            b.throttled(now + Duration::from_secs(2 + i));
+        // A second with one 429 in five answers: the next second starts 10 % lower.
+        for i in 0..5 {
+            b.answered(now, i == 0);
         }
-        assert_eq!(b.limit(), 50, "never below a twentieth");
+        assert_eq!(b.limit(), 1000, "successes in the same second raised it back to the ceiling");
+        let second = now + Duration::from_secs(1);
+        b.answered(second, true);
+        assert_eq!(b.limit(), 900, "cut by half of a 20 % share");
+        // A wall of 429s: halved each second, never below a twentieth.
+        for s in 2..20 {
+            for _ in 0..10 {
+                b.answered(now + Duration::from_secs(s), true);
+            }
+        }
+        assert_eq!(b.limit(), 50);
         for _ in 0..10 {
-            b.succeeded();
+            b.answered(now + Duration::from_secs(30), false);
         }
         assert_eq!(b.limit(), 150, "back up by 1 % of the ceiling per success");
     }

@@ -58,7 +58,7 @@ impl Keeper {
         };
         let path = store.path().to_path_buf();
         let writer = StoreWriter::spawn(store, watch).map_err(|source| StoreError::Io { path, source })?;
-        let config = EngineConfig { settings, role, paused };
+        let config = EngineConfig { settings, role, paused, seed: None };
         let EngineHandle { commands, events, task } =
             super::spawn(ctx, Arc::new(writer.handle), Some(writer.events), sessions, config);
         Ok(Keeper { commands, events, task, writer: Some(writer.thread), lock })

@@ -39,7 +39,7 @@ use crate::time::Clock;
 use dispatch::{Dispatcher, JobId, Ticket, Urgency};
 pub use messages::{Command, Event, Finished, JobKind, SignInState};
 pub use ops::{Failure, Graph, LiveGraph, Report};
-use policy::{MANUAL_RETRIES, Retry, Verdict, after_call, manual_retry, next_interval};
+use policy::{FailureRate, MANUAL_RETRIES, Retry, Verdict, after_call, manual_retry, next_interval, safe_interval};
 use reconcile::{Synced, reconcile};
 use schedule::{GapWatch, Schedule};
 pub use settings::EngineSettings;
@@ -82,6 +82,8 @@ pub struct EngineConfig {
     pub role: Role,
     /// Whether automatic refresh is paused for the store, as the store says.
     pub paused: bool,
+    /// Seeds the jitter, for runs that must repeat exactly; `None` seeds it at random.
+    pub seed: Option<u64>,
 }
 
 pub struct EngineHandle {
@@ -268,11 +270,12 @@ pub fn spawn(
         tasks: JoinSet::new(),
         running: HashMap::new(),
         takeover,
-        rng: fastrand::Rng::new(),
+        rng: config.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
         signin: None,
         signin_tx,
         auth_state: None,
         holds: (0, None),
+        failure_rate: FailureRate::default(),
     };
     for session in initial {
         let key = session.key;
@@ -307,6 +310,8 @@ struct Engine {
     auth_state: Option<SignInState>,
     /// The holds last reported.
     holds: (usize, Option<Instant>),
+    /// How often refreshes fail lately: sessions are refreshed earlier when it is high.
+    failure_rate: FailureRate,
 }
 
 fn instant_after(delay: Duration) -> Instant {
@@ -346,7 +351,11 @@ impl Engine {
         loop {
             self.pump();
             let wake = self.next_wake();
+            // A fixed order rather than tokio's random one, so that a run under paused time
+            // repeats exactly; every branch is cheap and `pump` runs whichever fired.
             tokio::select! {
+                biased;
+                _ = tick.tick() => self.tick(),
                 command = commands.recv() => match command {
                     Some(Command::Shutdown) | None => break,
                     Some(command) => self.command(command),
@@ -365,7 +374,6 @@ impl Engine {
                 },
                 Some(progress) = signin_rx.recv() => self.signin_progress(progress),
                 _ = sleep_until(wake) => {}
-                _ = tick.tick() => self.tick(),
             }
         }
         self.shutdown().await;
@@ -415,8 +423,10 @@ impl Engine {
 
     // ---- scheduling ---------------------------------------------------------------------------
 
+    /// The interval in force: the session's, shortened while calls fail often (`safe_interval`).
     fn interval_of(&self, session: &TrackedSession) -> Duration {
-        self.settings.defaults.interval_of(session)
+        let defaults = &self.settings.defaults;
+        safe_interval(defaults.interval_of(session), defaults.expiry(session.mode), self.failure_rate.value())
     }
 
     /// Plans the next automatic refresh `delay` from now, if this engine drives and the session
@@ -754,6 +764,9 @@ impl Engine {
         self.record(key, report);
         let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) else { return };
         let class = report.failure.as_ref().map(Failure::class);
+        if matches!(job, Job::Refresh { .. }) {
+            self.failure_rate.record(report.failure.is_some());
+        }
         // An expired session that may be recreated is, at once, unless it is being closed; whoever
         // asked for the refresh hears how the recreation went.
         let recreate =
@@ -776,7 +789,9 @@ impl Engine {
             }
             _ => {
                 let hold = self.dispatcher_hold_for(&session);
-                let delay = after_call(class, &session, self.interval_of(&session), hold, self.rng.f64());
+                let life_left =
+                    self.settings.defaults.expires_at(&session).map(|at| crate::time::until(self.ctx.clock.now(), at));
+                let delay = after_call(class, &session, self.interval_of(&session), hold, life_left, self.rng.f64());
                 match delay {
                     Some(delay) => self.plan(key, delay),
                     None => {

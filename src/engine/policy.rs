@@ -31,6 +31,36 @@ pub fn backoff(failures: u32, cap: Duration, sample: f64) -> Duration {
     raw.mul_f64(0.5 + 0.5 * sample.clamp(0.0, 1.0))
 }
 
+/// How often calls fail lately, as a moving average over about the last hundred calls.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FailureRate(f64);
+
+impl FailureRate {
+    pub fn record(&mut self, failed: bool) {
+        const WEIGHT: f64 = 0.01;
+        self.0 = self.0 * (1.0 - WEIGHT) + if failed { WEIGHT } else { 0.0 };
+    }
+
+    pub fn value(self) -> f64 {
+        self.0
+    }
+}
+
+/// The time a session may go between refreshes when calls fail at `failure_rate`: its interval,
+/// or less, so that the slack before its idle expiry leaves room for enough retries (measured
+/// about 2.4 s apart under heavy throttling: its own waits and its workbook's) that a run of
+/// failures long enough to let it expire has a chance of one in ten million. Never less than
+/// half the expiry: refreshing more often would add load where Graph is struggling already.
+pub fn safe_interval(interval: Duration, expiry: Duration, failure_rate: f64) -> Duration {
+    const RETRY_GAP: f64 = 2.4;
+    if failure_rate < 0.01 {
+        return interval;
+    }
+    let tries = (1e-7f64).ln() / failure_rate.min(0.9).ln();
+    let slack = Duration::from_secs_f64((tries * RETRY_GAP).min(expiry.as_secs_f64() / 2.0));
+    interval.min(expiry.saturating_sub(slack))
+}
+
 /// How long a workbook is held back after it was throttled for the `streak`-th time in a row:
 /// its `Retry-After` if it gave a usable one, capped; otherwise (absent, zero, garbage)
 /// exponential backoff with jitter from 1 s.
@@ -86,20 +116,29 @@ pub fn manual_retry(class: ErrorClass, http_status: Option<u16>, attempt: u8, sa
 
 /// When to refresh a session again after a call on it ended with `class` (`None`: success).
 /// `None` means not by itself: the user must act (a dead session, an expired one that may not be
-/// recreated, a closed one).
+/// recreated, a closed one). `life_left` is how long until Graph would expire the session: a
+/// retry comes within a fortieth of it (but not sooner than half a second), so that backoff never
+/// outlasts the session it protects and a failing session gets many tries before it would die;
+/// the request budget still bounds what all of them together send.
 pub fn after_call(
     class: Option<ErrorClass>,
     session: &TrackedSession,
+    // The interval in force (see `safe_interval`).
     interval: Duration,
     hold: Option<Duration>,
+    life_left: Option<Duration>,
     sample: f64,
 ) -> Option<Duration> {
     let retry_cap = interval.min(Duration::from_secs(300));
+    let soon = |delay: Duration| match life_left {
+        Some(left) => delay.min((left / 40).max(Duration::from_millis(500))),
+        None => delay,
+    };
     match class {
         None => Some(next_interval(interval, sample)),
         // The workbook's hold decides; come back right after it.
         Some(ErrorClass::Throttled) => Some(hold.unwrap_or(Duration::from_secs(1))),
-        Some(ErrorClass::Transient | ErrorClass::Failed) => Some(backoff(session.failures, retry_cap, sample)),
+        Some(ErrorClass::Transient | ErrorClass::Failed) => Some(soon(backoff(session.failures, retry_cap, sample))),
         Some(ErrorClass::Expired) if session.recreate => Some(backoff(session.failures, retry_cap, sample)),
         // A sign-in in another shell fixes this without telling us: look again now and then.
         Some(ErrorClass::Auth) => Some(backoff(session.failures.saturating_add(4), Duration::from_secs(300), sample)),
@@ -142,6 +181,42 @@ mod tests {
         assert_eq!(throttle_hold(None, 3, 0.0), Duration::from_secs(4));
         assert_eq!(throttle_hold(None, 3, 0.999), Duration::from_millis(7996));
         assert_eq!(throttle_hold(None, 40, 0.9), MAX_RETRY_AFTER);
+    }
+
+    #[test]
+    fn when_calls_fail_often_sessions_are_refreshed_early_enough_to_retry() {
+        let (interval, expiry) = (Duration::from_secs(40), Duration::from_secs(60));
+        assert_eq!(safe_interval(interval, expiry, 0.0), interval, "healthy: the interval as set");
+        let flaky = safe_interval(interval, expiry, 0.4);
+        assert_eq!(flaky, Duration::from_secs(30), "{flaky:?}");
+        assert_eq!(safe_interval(interval, expiry, 0.1), interval, "enough slack for rare failures");
+        assert_eq!(safe_interval(interval, expiry, 0.99), Duration::from_secs(30), "never below half the expiry");
+        let default = Duration::from_secs(240);
+        assert_eq!(safe_interval(default, Duration::from_secs(300), 0.4), default, "the defaults leave slack enough");
+        let mut rate = FailureRate::default();
+        for i in 0..1000 {
+            rate.record(i % 5 < 2);
+        }
+        assert!((rate.value() - 0.4).abs() < 0.02, "{}", rate.value());
+    }
+
+    #[test]
+    fn a_failing_session_is_retried_well_within_its_remaining_life() {
+        let mut s = TrackedSession::new(
+            "a".into(),
+            crate::session::WorkbookRef::parse("me/drive/items/X").unwrap(),
+            crate::session::SessionId::new("S").unwrap(),
+            crate::session::Mode::Persistent,
+            chrono::Utc::now(),
+        );
+        s.failures = 6;
+        let interval = Duration::from_secs(240);
+        let far = after_call(Some(ErrorClass::Transient), &s, interval, None, Some(Duration::from_secs(3000)), 1.0);
+        assert_eq!(far, Some(Duration::from_secs(64)), "plain backoff while expiry is far");
+        let near = after_call(Some(ErrorClass::Transient), &s, interval, None, Some(Duration::from_secs(60)), 1.0);
+        assert_eq!(near, Some(Duration::from_millis(1500)), "a fortieth of the life left");
+        let gone = after_call(Some(ErrorClass::Transient), &s, interval, None, Some(Duration::ZERO), 1.0);
+        assert_eq!(gone, Some(Duration::from_millis(500)), "never a busy loop");
     }
 
     #[test]

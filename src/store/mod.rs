@@ -38,8 +38,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Removal records kept for watchers that sync by revision; one further behind reloads the list.
 const KEPT_TOMBSTONES: i64 = 10_000;
 
-const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
-
 /// Each entry moves the schema one version up; the index + 1 is the version it produces.
 const MIGRATIONS: &[&str] = &[
     "
@@ -219,27 +217,16 @@ fn interval_ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.min(MAX_INTERVAL).as_millis()).unwrap_or(i64::MAX))
 }
 
-/// Whether a file starts like an SQLite database; an empty or missing one is fine to create.
+/// Whether the store exists. Its content is checked through SQLite itself, never by opening the
+/// file here: closing such a descriptor would drop SQLite's locks for the whole process.
 fn check_header(path: &Path) -> Result<bool, StoreError> {
-    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
-    let corrupt = |detail: &str| StoreError::Corrupt { path: path.to_path_buf(), detail: detail.into() };
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(corrupt("it is a directory")),
-        Ok(meta) if meta.len() > 0 => {
-            use std::io::Read;
-            let mut head = [0u8; 16];
-            let mut file = std::fs::File::open(path).map_err(|e| match e.kind() {
-                std::io::ErrorKind::PermissionDenied => StoreError::ReadOnly { path: path.to_path_buf() },
-                _ => io(e),
-            })?;
-            if file.read_exact(&mut head).is_err() || &head != SQLITE_MAGIC {
-                return Err(corrupt("it does not start with the SQLite header"));
-            }
-            Ok(true)
+        Ok(meta) if meta.is_dir() => {
+            Err(StoreError::Corrupt { path: path.to_path_buf(), detail: "it is a directory".into() })
         }
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-        Err(e) => Err(io(e)),
+        Err(source) => Err(StoreError::Io { path: path.to_path_buf(), source }),
     }
 }
 
@@ -270,7 +257,14 @@ impl Store {
                 _ => io(e),
             })?;
         } else {
+            // Before SQLite opens them: closing a descriptor of a file SQLite holds would drop its
+            // POSIX locks for the whole process (and let another process reset a mapped -shm).
             crate::files::tighten_path(path);
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.as_os_str().to_os_string();
+                side.push(suffix);
+                crate::files::tighten_path(Path::new(&side));
+            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| {
@@ -287,11 +281,6 @@ impl Store {
             .conn
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| store.write_err(e))?;
-        for suffix in ["-wal", "-shm"] {
-            let mut side = path.as_os_str().to_os_string();
-            side.push(suffix);
-            crate::files::tighten_path(Path::new(&side));
-        }
         store.migrate(version)?;
         Ok(store)
     }
@@ -893,7 +882,7 @@ mod tests {
         assert!(err.to_string().contains("garbage.db"));
         assert_eq!(std::fs::read(&garbage).unwrap(), before);
 
-        let mut fake = SQLITE_MAGIC.to_vec();
+        let mut fake = b"SQLite format 3\0".to_vec();
         fake.extend(std::iter::repeat_n(0xAB, 4096));
         let broken = dir.path().join("broken.db");
         std::fs::write(&broken, &fake).unwrap();

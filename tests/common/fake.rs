@@ -34,6 +34,8 @@ pub struct Call {
     pub kind: &'static str,
     pub workbook: String,
     pub session: Option<String>,
+    /// What the fake answered (filled in when the call ends).
+    pub answer: Option<Answer>,
 }
 
 #[derive(Default)]
@@ -46,6 +48,13 @@ struct State {
     latency: Duration,
     created: u64,
     live: HashSet<String>,
+    /// Idle expiry, when set: a session not touched for this long is gone.
+    expiry: Option<Duration>,
+    last_touch: HashMap<String, Instant>,
+    expired: u64,
+    expired_ids: Vec<String>,
+    /// Random faults: (share throttled, share failing with 500), and the generator.
+    faults: Option<(f64, f64, fastrand::Rng)>,
     running: HashMap<String, usize>,
     /// Most calls seen running on one workbook at once, and on all.
     peak_per_workbook: usize,
@@ -112,9 +121,52 @@ impl FakeGraph {
         self.state().live.contains(id)
     }
 
+    /// Sessions expire after `expiry` without a successful call, as Graph's do.
+    pub fn set_expiry(&self, expiry: Duration) {
+        self.state().expiry = Some(expiry);
+    }
+
+    /// How many sessions were found expired when called.
+    pub fn expired(&self) -> u64 {
+        self.state().expired
+    }
+
+    pub fn expired_ids(&self) -> Vec<String> {
+        self.state().expired_ids.clone()
+    }
+
+    /// Throttles (with a Retry-After of 0.5 to 3 s) and fails calls at random, as the
+    /// simulator's `--throttle-rate` and `--error-rate` do.
+    pub fn set_faults(&self, throttle: f64, error: f64, seed: u64) {
+        self.state().faults = Some((throttle, error, fastrand::Rng::with_seed(seed)));
+    }
+
+    /// Whether a live session has outlived its idle expiry; touching it if not.
+    fn touch(&self, id: &str) -> bool {
+        let mut s = self.state();
+        let now = Instant::now();
+        let expired = match (s.expiry, s.last_touch.get(id)) {
+            (Some(expiry), Some(last)) => now.duration_since(*last) >= expiry,
+            _ => false,
+        };
+        if expired {
+            s.live.remove(id);
+            s.expired += 1;
+            s.expired_ids.push(id.to_string());
+            return false;
+        }
+        let live = s.live.contains(id);
+        if live {
+            s.last_touch.insert(id.to_string(), now);
+        }
+        live
+    }
+
     /// A session the fake knows, as if created elsewhere.
     pub fn open(&self, id: &str) {
-        self.state().live.insert(id.into());
+        let mut s = self.state();
+        s.live.insert(id.into());
+        s.last_touch.insert(id.into(), Instant::now());
     }
 
     async fn call(&self, kind: &'static str, workbook: &WorkbookRef, session: Option<&SessionId>) -> Answer {
@@ -126,6 +178,7 @@ impl FakeGraph {
                 kind,
                 workbook: workbook.clone(),
                 session: session.map(|i| i.to_string()),
+                answer: None,
             });
             let n = s.running.entry(workbook.clone()).or_default();
             *n += 1;
@@ -136,13 +189,38 @@ impl FakeGraph {
             s.latency
         };
         tokio::time::sleep(latency).await;
+        let answer = self.answer(&workbook);
         let mut s = self.state();
-        if let Some(n) = s.running.get_mut(&workbook) {
+        let index = s.calls.iter().rposition(|c| c.workbook == workbook && c.answer.is_none());
+        if let Some(call) = index.and_then(|i| s.calls.get_mut(i)) {
+            call.answer = Some(answer.clone());
+        }
+        answer
+    }
+
+    fn answer(&self, workbook: &str) -> Answer {
+        let mut s = self.state();
+        if let Some(n) = s.running.get_mut(workbook) {
             *n -= 1;
         }
         s.in_flight -= 1;
-        let scripted = s.scripted.get_mut(&workbook).and_then(VecDeque::pop_front);
-        scripted.or_else(|| s.always.get(&workbook).cloned()).unwrap_or(Answer::Ok)
+        let scripted = s.scripted.get_mut(workbook).and_then(VecDeque::pop_front);
+        if let Some(answer) = scripted.or_else(|| s.always.get(workbook).cloned()) {
+            return answer;
+        }
+        match &mut s.faults {
+            Some((throttle, error, rng)) => {
+                let roll = rng.f64();
+                if roll < *throttle {
+                    Answer::Throttled(Some(Duration::from_millis(rng.u64(500..3000))))
+                } else if roll < *throttle + *error {
+                    Answer::Status(500)
+                } else {
+                    Answer::Ok
+                }
+            }
+            None => Answer::Ok,
+        }
     }
 
     fn failure(answer: &Answer) -> Option<Failure> {
@@ -180,6 +258,7 @@ impl Graph for FakeGraph {
             s.created += 1;
             let id = format!("fake-{}", s.created);
             s.live.insert(id.clone());
+            s.last_touch.insert(id.clone(), Instant::now());
             Ok(Self::reply(SessionId::new(&id).unwrap()))
         }
         .boxed()
@@ -192,7 +271,7 @@ impl Graph for FakeGraph {
     ) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
         async move {
             let answer = self.call("refresh", workbook, Some(id)).await;
-            let answer = if answer == Answer::Ok && !self.is_live(id.as_str()) { Answer::Expired } else { answer };
+            let answer = if answer == Answer::Ok && !self.touch(id.as_str()) { Answer::Expired } else { answer };
             match Self::failure(&answer) {
                 Some(failure) => Err(failure),
                 None => Ok(Self::reply(())),

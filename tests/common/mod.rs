@@ -4,6 +4,7 @@
 
 pub mod dashboard;
 pub mod fake;
+pub mod hostile;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -204,8 +205,21 @@ impl Cli {
 
     pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut command = binary();
+        command.args(args);
+        self.environment(&mut command);
         command
-            .args(args)
+    }
+
+    /// A bash script with the same environment as the binary gets.
+    pub fn shell(&self, script: &str) -> std::process::Command {
+        let mut command = std::process::Command::new("bash");
+        command.arg("-c").arg(script);
+        self.environment(&mut command);
+        command
+    }
+
+    fn environment(&self, command: &mut std::process::Command) {
+        command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &self.home)
@@ -215,7 +229,44 @@ impl Cli {
             .env("WBSESSIONS_GRAPH_URL", &self.graph_url)
             .env("WBSESSIONS_TOKEN", TOKEN)
             .env("WBSESSIONS_STORE", &self.store);
-        command
+    }
+
+    /// Writes the config file this binary reads.
+    pub fn config(&self, text: &str) {
+        let dir = self.home.join("config/wbsessions");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.toml"), text).unwrap();
+    }
+
+    /// Runs a command to its end and returns its exit code (`None`: killed by a signal), stdout,
+    /// stderr and peak resident memory in KiB.
+    #[allow(clippy::zombie_processes)] // reaped by wait4 below, which also gives its memory peak
+    pub fn measured(&self, args: &[&str]) -> (Option<i32>, String, String, u64) {
+        use std::io::Read;
+        let mut child = self
+            .command(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = child.stdout.take().unwrap();
+        let mut err = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = out.read_to_string(&mut text);
+            text
+        });
+        let mut errors = String::new();
+        let _ = err.read_to_string(&mut errors);
+        let mut status = 0;
+        // SAFETY: rusage is plain data that wait4 fills in.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: the pid is our own child, not yet reaped; the pointers are to live locals.
+        let waited = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        assert!(waited > 0, "wait4 failed");
+        let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+        (code, reader.join().unwrap(), errors, usage.ru_maxrss as u64)
     }
 
     pub fn output(&self, args: &[&str]) -> std::process::Output {

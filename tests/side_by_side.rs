@@ -1,0 +1,254 @@
+//! The binary beside itself and among other users' files: several writers and a keeper on one
+//! store, private files, planted symlinks, read-only stores, tokens on standard input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use wbsessions::sim::SimConfig;
+use wbsessions::time::Clock;
+
+fn sim() -> SimThread {
+    SimThread::start(sim_config(&[("W1", None), ("W2", None), ("W3", None), ("W4", None)]), Clock::system())
+}
+
+#[test]
+fn four_writers_and_a_keeper_share_one_store_without_a_lock_error() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "seed", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let mut keeper = cli.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("the keeper's lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+    let ids: Vec<Vec<String>> = (0..4).map(|_| (0..50).map(|_| sim.sim.open_session("W2")).collect()).collect();
+    let writers: Vec<_> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(w, ids)| {
+            let cli = Cli::new(&cli.graph_url, dir.path());
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                for (i, id) in ids.iter().enumerate() {
+                    let name = format!("w{w}-{i}");
+                    let out = cli.output(&[
+                        "add",
+                        &name,
+                        "--workbook",
+                        "me/drive/items/W2",
+                        "--session-id",
+                        id,
+                        "--interval",
+                        "1m",
+                    ]);
+                    if !out.status.success() {
+                        failures.push(format!("{name}: {}", String::from_utf8_lossy(&out.stderr)));
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    sigterm(&keeper);
+    assert!(keeper.wait().unwrap().success());
+    assert!(failures.is_empty(), "{} failed, first: {:?}", failures.len(), failures.first());
+    let list: serde_json::Value = serde_json::from_str(&cli.ok(&["list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 201);
+}
+
+#[test]
+fn parallel_creates_leave_nothing_open_that_nothing_tracks() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let loops: Vec<_> = (0..4)
+        .map(|l| {
+            let cli = Cli::new(&cli.graph_url, dir.path());
+            std::thread::spawn(move || {
+                for i in 0..10 {
+                    let out = cli.output(&[
+                        "create",
+                        &format!("c{l}-{i}"),
+                        "--workbook",
+                        &format!("me/drive/items/W{}", l + 1),
+                    ]);
+                    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                }
+            })
+        })
+        .collect();
+    for l in loops {
+        l.join().unwrap();
+    }
+    let tracked =
+        serde_json::from_str::<serde_json::Value>(&cli.ok(&["list", "--json"])).unwrap().as_array().unwrap().len();
+    let stats = sim.sim.stats();
+    assert_eq!(stats.created, tracked as u64 + stats.closed, "every session created is tracked or was closed again");
+}
+
+#[cfg(unix)]
+#[test]
+fn the_store_the_log_and_the_lock_are_private_and_a_planted_lock_link_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    // A permissive umask must not matter.
+    let out = cli
+        .shell(&format!("umask 000; '{}' create a --workbook me/drive/items/W1", env!("CARGO_BIN_EXE_wbsessions")))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&cli.store), 0o600);
+    let logs = cli.home.join("state/wbsessions/logs");
+    assert_eq!(mode(&logs), 0o700);
+    for log in std::fs::read_dir(&logs).unwrap().flatten() {
+        assert_eq!(mode(&log.path()), 0o600, "{}", log.path().display());
+    }
+
+    let target = dir.path().join("precious");
+    std::fs::write(&target, "keep me").unwrap();
+    let lock = wbsessions::store::lock_path(&cli.store);
+    let _ = std::fs::remove_file(&lock);
+    std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let out = cli.output(&["run"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me", "the link's target is untouched");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_loose_token_cache_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let cache = cli.home.join("data/wbsessions/token.json");
+    std::fs::create_dir_all(cache.parent().unwrap()).unwrap();
+    std::fs::write(&cache, "{}").unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = cli.command(&["whoami"]).env_remove("WBSESSIONS_TOKEN").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("chmod 600") && stderr.lines().count() == 1, "{stderr}");
+}
+
+#[test]
+fn bad_urls_and_refs_are_refused_before_anything_is_sent() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let userinfo = sim.url.replace("http://", "http://user:pass@");
+    let out = cli
+        .command(&["create", "a", "--workbook", "me/drive/items/W1"])
+        .env("WBSESSIONS_GRAPH_URL", &userinfo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("user name or password"));
+    let out = cli.output(&["create", "a", "--workbook", "me/drive/items/.."]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(sim.sim.stats().requests, 0);
+}
+
+#[test]
+fn a_token_can_come_from_standard_input() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let mut child = cli
+        .command(&["--token", "-", "create", "a", "--workbook", "me/drive/items/W1"])
+        .env_remove("WBSESSIONS_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), format!("{TOKEN}\n").as_bytes()).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// As a user who may read the store but not write it (root is not such a user, so the test
+/// drops to `nobody` where it runs as root).
+#[cfg(unix)]
+#[test]
+fn a_read_only_store_is_read_and_a_write_says_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = sim();
+    let dir = tempfile::Builder::new().prefix("wbs-ro").tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&cli.store, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        std::fs::set_permissions(&cli.store, std::fs::Permissions::from_mode(0o444)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    }
+    let as_reader = |args: &[&str]| {
+        let bin = env!("CARGO_BIN_EXE_wbsessions");
+        let mut command = if root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+            c
+        } else {
+            std::process::Command::new(bin)
+        };
+        // The reader's own home: nobody may write the test's.
+        let home = std::env::temp_dir().join(format!("wbs-ro-home-{}", std::process::id()));
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o777)).unwrap();
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("XDG_STATE_HOME", home.join("state"))
+            .env("WBSESSIONS_STORE", &cli.store)
+            .env("WBSESSIONS_TOKEN", TOKEN)
+            .env("WBSESSIONS_GRAPH_URL", &cli.graph_url);
+        command.output().unwrap()
+    };
+    if root && std::process::Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("setpriv is missing: the read-only store check needs a user other than root");
+        return;
+    }
+    // The folder must be reachable by the reader.
+    let mut ancestor = dir.path().parent();
+    while let Some(p) = ancestor {
+        if std::fs::metadata(p).map(|m| m.permissions().mode() & 0o001 == 0).unwrap_or(false) {
+            eprintln!("{} is not reachable by another user: skipping", p.display());
+            return;
+        }
+        ancestor = p.parent();
+    }
+    let listed = as_reader(&["list"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("me/drive/items/W1"));
+    let written = as_reader(&["add", "b", "--workbook", "me/drive/items/W1", "--session-id", "S"]);
+    assert_eq!(written.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&written.stderr);
+    assert!(stderr.contains("permission denied") && stderr.contains(&cli.store.display().to_string()), "{stderr}");
+    assert!(!stderr.contains("not a wbsessions database"), "{stderr}");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn a_missing_store_is_not_created_by_a_command_that_only_reads() {
+    let sim = SimThread::start(SimConfig { token: Some(TOKEN.into()), ..SimConfig::default() }, Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    for args in [&["list"][..], &["show", "a"], &["id", "a"]] {
+        let out = cli.command(args).env("WBSESSIONS_STORE", dir.path().join("none/x.db")).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
+    }
+    assert!(!dir.path().join("none").exists());
+}
