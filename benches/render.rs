@@ -51,6 +51,8 @@ fn info() -> Info {
         driver: Driver::This,
         defaults: wbsessions::session::Defaults::default(),
         no_color: false,
+        log_dir: "/home/user/.local/state/wbsessions/logs".into(),
+        colors: Default::default(),
     }
 }
 

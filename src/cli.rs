@@ -12,6 +12,33 @@ use crate::time::parse_duration;
 /// no-color.org: present and not empty means no colour, whatever the value.
 pub const NO_COLOR: &str = "NO_COLOR";
 
+/// Set by the shell's completion script when it asks this program for candidates.
+pub const COMPLETE_VAR: &str = "WBSESSIONS_COMPLETE";
+
+/// Session names for the shell's completion, from the store the environment or the config file
+/// names; nothing (never an error) when there is none.
+fn session_names(current: &std::ffi::OsStr) -> Vec<clap_complete::engine::CompletionCandidate> {
+    let Some(prefix) = current.to_str() else { return Vec::new() };
+    let overrides = Overrides {
+        store: std::env::var_os("WBSESSIONS_STORE").map(PathBuf::from),
+        config: std::env::var_os("WBSESSIONS_CONFIG").map(PathBuf::from),
+        ..Overrides::default()
+    };
+    let Ok(settings) = crate::config::Settings::load(&overrides) else { return Vec::new() };
+    let Ok(store) = crate::store::Store::open_read_only(&settings.store) else { return Vec::new() };
+    store
+        .names()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|name| name.starts_with(prefix))
+        .map(clap_complete::engine::CompletionCandidate::new)
+        .collect()
+}
+
+fn names_completer() -> clap_complete::engine::ArgValueCompleter {
+    clap_complete::engine::ArgValueCompleter::new(session_names)
+}
+
 impl GlobalArgs {
     pub fn overrides(&self) -> Overrides {
         let no_color_env = std::env::var_os(NO_COLOR).is_some_and(|v| !v.is_empty());
@@ -104,7 +131,7 @@ pub enum Command {
     Whoami,
     /// The Graph simulator on its own
     Sim(SimArgs),
-    /// Shell completions
+    /// Shell completions, session names included: `source <(wbsessions completions bash)`
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
@@ -120,6 +147,7 @@ pub struct JsonArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct IdArgs {
+    #[arg(add = names_completer())]
     pub name: String,
     /// Print the id whatever the session's status
     #[arg(long)]
@@ -128,6 +156,7 @@ pub struct IdArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct EditArgs {
+    #[arg(add = names_completer())]
     pub name: String,
     /// Refresh every DUR
     #[arg(long, value_name = "DUR", value_parser = parse_duration, conflicts_with = "default_interval")]
@@ -153,6 +182,7 @@ pub struct EditArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ExecArgs {
+    #[arg(add = names_completer())]
     pub name: String,
     /// Also export the current access token as WBSESSIONS_ACCESS_TOKEN
     #[arg(long)]
@@ -173,12 +203,13 @@ pub struct ImportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct NamesArg {
-    #[arg(required = true)]
+    #[arg(required = true, add = names_completer())]
     pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ShowArgs {
+    #[arg(add = names_completer())]
     pub name: String,
     #[arg(long)]
     pub json: bool,
@@ -186,7 +217,7 @@ pub struct ShowArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RefreshArgs {
-    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    #[arg(required_unless_present = "all", conflicts_with = "all", add = names_completer())]
     pub names: Vec<String>,
     /// Every tracked session that is not closed
     #[arg(long)]

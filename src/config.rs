@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::auth::signin::Authority;
 use crate::engine::EngineSettings;
 use crate::graph::DEFAULT_GRAPH_URL;
-use crate::session::{Defaults, MIN_INTERVAL};
+use crate::session::{Defaults, MIN_INTERVAL, SortBy, Status};
 use crate::time::{format_duration, parse_duration};
 
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
@@ -44,6 +44,89 @@ struct FileConfig {
     client_id: Option<String>,
     login_url: Option<String>,
     log_level: Option<String>,
+    ui: Option<UiFile>,
+}
+
+/// The `[ui]` table: how the dashboard looks when it opens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UiFile {
+    /// A column (`name`, `workbook`, `mode`, `status`, `last`, `next`, `expires`, `latency`,
+    /// `failures`), `-` in front to reverse.
+    sort: Option<String>,
+    /// `relative` or `absolute`.
+    times: Option<String>,
+    /// Status word to colour: a name such as `green` or `lightred`, or `#rrggbb`.
+    colors: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// How the dashboard looks when it opens; the sort it was left in wins over this one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UiSettings {
+    pub sort: SortBy,
+    pub reverse: bool,
+    pub absolute_times: bool,
+    /// Status to a colour name or `#rrggbb`, already checked.
+    pub colors: Vec<(Status, String)>,
+}
+
+/// The colour names the dashboard knows.
+const COLOR_NAMES: &[&str] = &[
+    "black",
+    "red",
+    "green",
+    "yellow",
+    "blue",
+    "magenta",
+    "cyan",
+    "gray",
+    "darkgray",
+    "lightred",
+    "lightgreen",
+    "lightyellow",
+    "lightblue",
+    "lightmagenta",
+    "lightcyan",
+    "white",
+];
+
+fn is_color(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    COLOR_NAMES.contains(&lower.as_str())
+        || (lower.len() == 7 && lower.starts_with('#') && lower[1..].chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+fn ui_settings(file: Option<UiFile>, invalid: &dyn Fn(String) -> ConfigError) -> Result<UiSettings, ConfigError> {
+    let file = file.unwrap_or_default();
+    let (reverse, word) = match file.sort.as_deref() {
+        None => (false, "name"),
+        Some(text) => match text.strip_prefix('-') {
+            Some(word) => (true, word),
+            None => (false, text),
+        },
+    };
+    let sort = SortBy::parse(word).ok_or_else(|| {
+        let words: Vec<&str> = SortBy::ALL.iter().map(|s| s.word()).collect();
+        invalid(format!("[ui] sort {word:?} is not one of {}", words.join(", ")))
+    })?;
+    let absolute_times = match file.times.as_deref() {
+        None | Some("relative") => false,
+        Some("absolute") => true,
+        Some(other) => return Err(invalid(format!("[ui] times {other:?} is neither relative nor absolute"))),
+    };
+    let mut colors = Vec::new();
+    for (status, color) in file.colors.unwrap_or_default() {
+        let status = Status::parse(&status)
+            .ok_or_else(|| invalid(format!("[ui.colors] {status:?} is not a status (ok, stale, expired, ...)")))?;
+        if !is_color(&color) {
+            return Err(invalid(format!(
+                "[ui.colors] {color:?} is not a colour: use #rrggbb or one of {}",
+                COLOR_NAMES.join(", ")
+            )));
+        }
+        colors.push((status, color));
+    }
+    Ok(UiSettings { sort, reverse, absolute_times, colors })
 }
 
 /// What the command line says: every field here has its flag or variable in `cli.rs`.
@@ -97,10 +180,18 @@ pub struct Settings {
     pub token_cache: PathBuf,
     pub engine: EngineSettings,
     pub login: LoginSettings,
+    pub ui: UiSettings,
+    /// Where the dashboard keeps what it was left in (its sort), beside the logs.
+    pub ui_state: PathBuf,
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("", "", "wbsessions")
+}
+
+/// Where the daily log files go (the state folder, else the data folder).
+pub fn default_log_dir() -> Option<PathBuf> {
+    project_dirs().map(|d| d.state_dir().unwrap_or(d.data_dir()).join("logs"))
 }
 
 /// A duration setting, held to the bounds its flag (if it has one) would hold it to.
@@ -160,10 +251,7 @@ impl Settings {
             Some(s) => s,
             None => data_dir.join("sessions.db"),
         };
-        let log_dir = dirs
-            .as_ref()
-            .map(|d| d.state_dir().unwrap_or(d.data_dir()).join("logs"))
-            .unwrap_or_else(|| data_dir.join("logs"));
+        let log_dir = default_log_dir().unwrap_or_else(|| data_dir.join("logs"));
 
         let defaults = EngineSettings::default();
         let d = &defaults.defaults;
@@ -220,6 +308,7 @@ impl Settings {
             crate::auth::DEFAULT_COMMAND_TIMEOUT,
             CALL_TIMES,
         )?;
+        let ui = ui_settings(file.ui, &invalid)?;
         let log_level = match file.log_level.as_deref() {
             None => "info".to_string(),
             Some(level @ ("error" | "warn" | "info" | "debug" | "trace")) => level.to_string(),
@@ -243,8 +332,10 @@ impl Settings {
             utc: args.utc,
             store_named: args.store.is_some(),
             log_level,
-            log_dir,
+            log_dir: log_dir.clone(),
             token_cache: data_dir.join("token.json"),
+            ui,
+            ui_state: log_dir.parent().map_or_else(|| data_dir.join("ui.json"), |state| state.join("ui.json")),
             data_dir,
             engine,
             login: LoginSettings {
@@ -317,6 +408,20 @@ mod tests {
     }
 
     #[test]
+    fn the_ui_table_sets_the_dashboards_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(
+            &file,
+            "[ui]\nsort = \"-expires\"\ntimes = \"absolute\"\n[ui.colors]\nok = \"#00ff00\"\nstale = \"lightred\"\n",
+        )
+        .unwrap();
+        let ui = Settings::load(&args(&file)).unwrap().ui;
+        assert_eq!((ui.sort, ui.reverse, ui.absolute_times), (SortBy::Expires, true, true));
+        assert_eq!(ui.colors, [(Status::Ok, "#00ff00".to_string()), (Status::Stale, "lightred".to_string())]);
+    }
+
+    #[test]
     fn a_bad_file_is_named_in_one_line() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("config.toml");
@@ -331,6 +436,10 @@ mod tests {
             "persistent_expiry = \"2d\"",
             "concurrency = 0",
             "token_command_timeout = \"10ms\"",
+            "[ui]\nsort = \"colour\"",
+            "[ui]\ntimes = \"soon\"",
+            "[ui.colors]\nok = \"chartreuse-ish\"",
+            "[ui.colors]\nhappy = \"green\"",
         ] {
             std::fs::write(&file, bad).unwrap();
             let err = Settings::load(&args(&file)).unwrap_err().to_string();

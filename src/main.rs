@@ -17,7 +17,13 @@ fn clap_exit(e: &clap::Error) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let matches = match Cli::command().try_get_matches() {
+    // The shell's completion script asks through this variable; answered, the process ends here.
+    clap_complete::CompleteEnv::with_factory(Cli::command).var(wbsessions::cli::COMPLETE_VAR).complete();
+    let mut command = Cli::command();
+    if let Some(logs) = wbsessions::config::default_log_dir() {
+        command = command.after_help(format!("Logs: {} (a file a day, a week kept)", logs.display()));
+    }
+    let matches = match command.try_get_matches() {
         Ok(matches) => matches,
         Err(e) => return clap_exit(&e),
     };

@@ -710,6 +710,68 @@ pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
     }
 }
 
+/// What a list of sessions can be sorted by: any column the dashboard shows. The words are what
+/// config.toml and the dashboard's saved state use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SortBy {
+    Name,
+    Workbook,
+    Mode,
+    Status,
+    Last,
+    Next,
+    Expires,
+    Latency,
+    Failures,
+}
+
+impl SortBy {
+    pub const ALL: [SortBy; 9] = [
+        SortBy::Name,
+        SortBy::Workbook,
+        SortBy::Mode,
+        SortBy::Status,
+        SortBy::Last,
+        SortBy::Next,
+        SortBy::Expires,
+        SortBy::Latency,
+        SortBy::Failures,
+    ];
+
+    pub fn next(self) -> SortBy {
+        let i = SortBy::ALL.iter().position(|s| *s == self).unwrap_or(0);
+        SortBy::ALL[(i + 1) % SortBy::ALL.len()]
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            SortBy::Name => "name",
+            SortBy::Workbook => "workbook",
+            SortBy::Mode => "mode",
+            SortBy::Status => "status",
+            SortBy::Last => "last refresh",
+            SortBy::Next => "next refresh",
+            SortBy::Expires => "expiry",
+            SortBy::Latency => "latency",
+            SortBy::Failures => "failures",
+        }
+    }
+
+    /// The word used in config.toml and the saved state.
+    pub fn word(self) -> &'static str {
+        match self {
+            SortBy::Last => "last",
+            SortBy::Next => "next",
+            SortBy::Expires => "expires",
+            other => other.label(),
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<SortBy> {
+        SortBy::ALL.into_iter().find(|s| s.word() == word)
+    }
+}
+
 /// A session name must be typed on command lines and shown in narrow columns.
 pub fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {

@@ -153,3 +153,73 @@ fn sign_in_dialog() {
     );
     insta::assert_snapshot!(render(&mut app, 80, 24).backend());
 }
+
+#[test]
+fn dialogs_keep_their_action_line_and_errors_at_40x12() {
+    let mut app = app(false);
+    press(&mut app, 'l');
+    app.update(
+        Msg::Engine(Event::SignIn(SignInProgress::Done(Err(wbsessions::auth::signin::NO_CLIENT_ID.into())))),
+        now(),
+    );
+    let screen = render(&mut app, 40, 12).backend().to_string();
+    assert!(screen.contains("docs/configuration.md"), "the part that says what to do is shown:\n{screen}");
+    insta::assert_snapshot!("sign_in_error_40x12", screen);
+    press_code(&mut app, KeyCode::Esc);
+
+    press(&mut app, 'i');
+    for c in "tracked".chars() {
+        press(&mut app, c);
+    }
+    press_code(&mut app, KeyCode::Tab);
+    press_code(&mut app, KeyCode::Tab);
+    app.update(Msg::Paste(format!("cluster=PUS&session={}", "AbCdEf0123456789".repeat(20))), now());
+    press_code(&mut app, KeyCode::Enter);
+    let screen = render(&mut app, 40, 12).backend().to_string();
+    assert!(screen.contains("workbook reference"), "the form's error stays in the box:\n{screen}");
+    insta::assert_snapshot!("track_error_40x12", screen);
+    press_code(&mut app, KeyCode::Esc);
+
+    press(&mut app, 'c');
+    insta::assert_snapshot!("confirm_close_40x12", render(&mut app, 40, 12).backend());
+}
+
+#[test]
+fn the_table_at_60x20_and_40x12() {
+    let mut sessions = common::dashboard::sessions();
+    sessions[0].workbook = wbsessions::session::WorkbookRef::parse("me/drive/items/01BUDGET2026").unwrap();
+    let mut app = App::new(common::dashboard::info(false), sessions, (60, 20), now());
+    let screen = render(&mut app, 60, 20).backend().to_string();
+    let budget = screen.lines().find(|l| l.contains("budget")).unwrap();
+    assert!(budget.contains('…') && budget.contains("2026"), "the item id end of the workbook stays: {budget}");
+    insta::assert_snapshot!("table_60x20", screen);
+    insta::assert_snapshot!("table_40x12", render(&mut app, 40, 12).backend());
+}
+
+#[test]
+fn help_at_80x24_scrolls_to_the_legend() {
+    let mut app = app(false);
+    press(&mut app, '?');
+    insta::assert_snapshot!("help_80x24", render(&mut app, 80, 24).backend());
+    for _ in 0..3 {
+        press_code(&mut app, KeyCode::PageDown);
+    }
+    let screen = render(&mut app, 80, 24).backend().to_string();
+    assert!(screen.contains("statuses") || screen.contains("likely expired"), "{screen}");
+    insta::assert_snapshot!("help_80x24_legend", screen);
+}
+
+#[test]
+fn the_log_view_and_a_sorted_reversed_table() {
+    let mut app = app(false);
+    app.update(Msg::Engine(Event::Error("store: disk full".into())), now());
+    press(&mut app, 'L');
+    insta::assert_snapshot!("log_view", render(&mut app, 80, 24).backend());
+    press_code(&mut app, KeyCode::Esc);
+    press_code(&mut app, KeyCode::Esc);
+    for _ in 0..6 {
+        press(&mut app, 's');
+    }
+    press(&mut app, 'S');
+    insta::assert_snapshot!("sorted_by_expiry_reversed", render(&mut app, 120, 40).backend());
+}

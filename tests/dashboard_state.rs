@@ -6,8 +6,9 @@ mod common;
 use common::dashboard::{app, history, now, sessions};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use wbsessions::engine::{Command, Event, Finished, JobKind, SignInProgress, SignInState};
+use wbsessions::session::SortBy;
 use wbsessions::session::{Outcome, OutcomeKind, Status};
-use wbsessions::tui::app::{App, Effect, Msg, SortBy};
+use wbsessions::tui::app::{App, Effect, Msg, Overlay};
 use wbsessions::tui::dialog::{Dialog, FormKind};
 
 fn key(code: KeyCode) -> Msg {
@@ -108,10 +109,15 @@ fn filter_sort_and_failing_only_narrow_the_view() {
     assert_eq!(failing, ["finance", "forecast", "legacy", "pipeline", "sales"]);
     app.update(chr('f'), now());
 
-    app.update(chr('s'), now());
-    assert_eq!(app.sort, SortBy::Status);
+    for _ in 0..3 {
+        app.update(chr('s'), now());
+    }
+    assert_eq!(app.sort.by, SortBy::Status);
     let first = app.view()[0];
     assert!(app.status_of(&app.rows[&first]).is_failing(), "failing sessions come first");
+    app.update(chr('S'), now());
+    let last = *app.view().last().unwrap();
+    assert!(app.status_of(&app.rows[&last]).is_failing(), "S reverses: failing sessions last");
 }
 
 #[test]
@@ -321,9 +327,12 @@ fn a_session_past_its_idle_expiry_is_stale_not_ok() {
 fn help_mouse_and_quit() {
     let mut app = app(false);
     app.update(chr('?'), now());
-    assert!(app.help);
-    assert!(app.update(chr('r'), now()).is_empty(), "any key closes the help and does nothing else");
-    assert!(!app.help);
+    assert_eq!(app.overlay, Some(Overlay::Help { scroll: 0 }));
+    app.update(chr('j'), now());
+    app.update(key(KeyCode::PageDown), now());
+    assert!(matches!(app.overlay, Some(Overlay::Help { scroll }) if scroll > 1), "the help scrolls");
+    assert!(app.update(chr('r'), now()).is_empty(), "another key closes the help and does nothing else");
+    assert_eq!(app.overlay, None);
 
     let rows = app.layout.table_rows;
     let click = |row: u16, kind| Msg::Mouse(MouseEvent { kind, column: 5, row, modifiers: KeyModifiers::NONE });
@@ -340,6 +349,93 @@ fn help_mouse_and_quit() {
     app.update(key_esc(), now());
 
     assert!(matches!(app.update(ctrl('c'), now()).as_slice(), [Effect::Quit]));
+}
+
+#[test]
+fn copy_keys_put_the_id_or_the_url_on_the_clipboard() {
+    let mut app = app(false);
+    let id = app.selected_row().unwrap().session.session_id.to_string();
+    match app.update(chr('y'), now()).as_slice() {
+        [Effect::Copy(text)] => assert_eq!(text, &id),
+        other => panic!("{other:?}"),
+    }
+    assert!(app.flash.as_ref().unwrap().text.contains("copied the session id of budget"));
+    match app.update(chr('Y'), now()).as_slice() {
+        [Effect::Copy(text)] => assert_eq!(text, "https://graph.microsoft.com/v1.0/me/drive/items/01BUDGET/workbook"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn page_keys_clicks_on_headers_and_natural_names() {
+    let mut sessions = common::dashboard::sessions();
+    let template = sessions[0].clone();
+    for i in 1..=120 {
+        let mut s = template.clone();
+        s.key = 1000 + i;
+        s.name = format!("s{i}");
+        sessions.push(s);
+    }
+    let mut app = App::new(common::dashboard::info(false), sessions, (120, 40), now());
+    let names: Vec<String> = app.view().iter().map(|k| app.rows[k].session.name.clone()).collect();
+    let s2 = names.iter().position(|n| n == "s2").unwrap();
+    let s10 = names.iter().position(|n| n == "s10").unwrap();
+    assert!(s2 < s10, "s2 before s10");
+    let page = usize::from(app.layout.table_rows.height);
+    app.update(key(KeyCode::PageDown), now());
+    assert_eq!(app.selected_index(), Some(page));
+    app.update(ctrl('u'), now());
+    assert_eq!(app.selected_index(), Some(page - page / 2));
+    app.update(key(KeyCode::End), now());
+    assert_eq!(app.selected_index(), Some(app.view().len() - 1));
+    app.update(key(KeyCode::Home), now());
+    assert_eq!(app.selected_index(), Some(0));
+
+    // A click on the FAILS header sorts by failures; a second click reverses.
+    let fails = app.columns.iter().find(|p| p.col == wbsessions::tui::layout::Col::Failures).unwrap().x;
+    let header = app.layout.table_header;
+    let click = Msg::Mouse(MouseEvent {
+        kind: MouseEventKind::Down(MouseButton::Left),
+        column: header.x + fails,
+        row: header.y,
+        modifiers: KeyModifiers::NONE,
+    });
+    app.update(click.clone(), now());
+    assert_eq!((app.sort.by, app.sort.reverse), (SortBy::Failures, false));
+    app.update(click, now());
+    assert_eq!((app.sort.by, app.sort.reverse), (SortBy::Failures, true));
+}
+
+#[test]
+fn times_details_focus_log_and_recreate() {
+    let mut app = app(false);
+    assert!(app.row_times(app.selected_row().unwrap(), now()).last.ends_with("ago"));
+    app.update(chr('t'), now());
+    let absolute = app.row_times(app.selected_row().unwrap(), now()).last;
+    assert!(absolute.len() == 8 && absolute.matches(':').count() == 2, "{absolute}");
+
+    let budget = app.selected.unwrap();
+    app.update(key(KeyCode::Enter), now());
+    app.update(Msg::Engine(Event::History { key: budget, outcomes: history(budget) }), now());
+    app.update(key(KeyCode::Tab), now());
+    assert!(app.details_focus);
+    app.update(chr('j'), now());
+    app.update(chr('j'), now());
+    assert_eq!((app.detail_scroll, app.selected), (2, Some(budget)), "j scrolls the details, not the table");
+    app.update(key(KeyCode::Tab), now());
+    app.update(chr('j'), now());
+    assert_ne!(app.selected, Some(budget));
+
+    app.update(Msg::Engine(Event::Error("store: disk full".into())), now());
+    app.update(chr('L'), now());
+    assert_eq!(app.overlay, Some(Overlay::Log { scroll: 0 }));
+    assert!(app.log.front().unwrap().text.contains("disk full"));
+    app.update(key(KeyCode::Esc), now());
+
+    app.update(chr('g'), now());
+    app.update(chr('N'), now());
+    assert!(matches!(app.dialog, Some(Dialog::Confirm { .. })));
+    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Command::Recreate(keys)] if keys == &vec![budget]));
 }
 
 fn draw(app: &mut App, at: chrono::DateTime<chrono::Utc>) {

@@ -66,7 +66,7 @@ fn rig_from(sessions: Vec<TrackedSession>, settings: EngineSettings, role: Role,
         ctx,
         store.clone(),
         Some(store_events),
-        sessions.clone(),
+        Some(sessions.clone()),
         EngineConfig { settings, role, paused: false, seed: Some(1) },
     );
     Rig { engine, graph, store, keys: sessions.iter().map(|s| s.key).collect(), clock, external, t0: Instant::now() }

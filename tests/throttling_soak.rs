@@ -54,7 +54,7 @@ async fn a_thousand_sessions_survive_five_minutes_of_twenty_percent_throttling_a
         Context { graph: graph.clone(), clock, auth: None },
         store.clone(),
         None,
-        sessions,
+        Some(sessions),
         // Seeded, like the faults: the run repeats exactly, so a failure here is a regression to
         // look at, not bad luck. (Over seeds 1 to 40, one run lost one session of the thousand,
         // to a dozen failures in a row in its first cycle.)

@@ -14,10 +14,11 @@ use crate::auth::signin::Authority;
 use crate::config::Settings;
 use crate::engine::keeper::{Keeper, KeeperRole};
 use crate::engine::{AuthSetup, Command};
-use crate::session::{Draft, NewSession};
+use crate::session::{Draft, NewSession, SortBy};
 use crate::sim::SimConfig;
 use crate::store::{DriverLock, LockError, StoreError};
 use crate::time::Clock;
+use crate::tui::app::Sort;
 use crate::tui::{self, App, Driver, Effect, Info};
 
 /// Opens the dashboard on `settings.store`, as the driver if no other process is. `demo`: the
@@ -48,8 +49,11 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
         ctx.auth = auth.map(Arc::new);
     }
     let clock = ctx.clock.clone();
-    let sessions = store.sessions().map_err(store_error)?;
     let paused = store.paused().map_err(store_error)?;
+    let sort = saved_sort(settings).unwrap_or(Sort { by: settings.ui.sort, reverse: settings.ui.reverse });
+    // The first screenful now; the engine reads the rest behind it, so a big store opens at once.
+    let (_, rows) = tui::terminal_size();
+    let first = store.first_page(sort.by, sort.reverse, usize::from(rows)).map_err(store_error)?;
     let info = Info {
         store: settings.store.display().to_string(),
         endpoint: settings.graph_url.clone(),
@@ -57,28 +61,65 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
         driver,
         defaults: settings.engine.defaults.clone(),
         no_color: settings.no_color,
+        log_dir: settings.log_dir.display().to_string(),
+        colors: settings
+            .ui
+            .colors
+            .iter()
+            .filter_map(|(status, name)| name.parse::<ratatui::style::Color>().ok().map(|c| (*status, c)))
+            .collect(),
     };
-    let mut app = App::new(info, sessions.clone(), tui::terminal_size(), clock.now());
+    let mut app = App::new(info, first, tui::terminal_size(), clock.now());
     app.paused = paused;
-    let mut keeper = Keeper::start(store, role, ctx, settings.engine.clone(), Some(sessions)).map_err(store_error)?;
-    let mut first: Vec<Effect> = creations.into_iter().map(|new| Effect::Engine(Command::Create(new))).collect();
+    app.set_sort(sort);
+    app.absolute_times = settings.ui.absolute_times;
+    app.loading = true;
+    let mut keeper = Keeper::start(store, role, ctx, settings.engine.clone(), None).map_err(store_error)?;
+    let mut effects: Vec<Effect> = creations.into_iter().map(|new| Effect::Engine(Command::Create(new))).collect();
     if let Some(problem) = problem {
         app.flash_error(problem, clock.now());
     } else if token_missing {
         if authority.is_some() {
-            first.extend(app.start_sign_in());
+            effects.extend(app.start_sign_in());
         } else {
             app.flash_error(crate::auth::AuthError::Missing.to_string(), clock.now());
         }
     }
-    let result = tui::run(app, &keeper.commands, &mut keeper.events, &clock, first).await;
+    let result = tui::run(&mut app, &keeper.commands, &mut keeper.events, &clock, effects).await;
     // The terminal is back; let running calls finish and the store flush.
     keeper.stop().await;
+    save_sort(settings, app.sort);
     result.context("the dashboard failed")?;
     Ok(ExitCode::SUCCESS)
 }
 
 const DEMO_CLIENT_ID: &str = "wbsessions-demo";
+
+/// The sort the dashboard was left in, so that it survives restarts.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedUi {
+    sort: String,
+    reverse: bool,
+}
+
+fn saved_sort(settings: &Settings) -> Option<Sort> {
+    let text = std::fs::read_to_string(&settings.ui_state).ok()?;
+    let saved: SavedUi = serde_json::from_str(&text).ok()?;
+    Some(Sort { by: SortBy::parse(&saved.sort)?, reverse: saved.reverse })
+}
+
+fn save_sort(settings: &Settings, sort: Sort) {
+    let saved = SavedUi { sort: sort.by.word().to_string(), reverse: sort.reverse };
+    let written = settings
+        .ui_state
+        .parent()
+        .map_or(Ok(()), crate::files::private_dir)
+        .and_then(|()| serde_json::to_vec(&saved).map_err(std::io::Error::other))
+        .and_then(|bytes| std::fs::write(&settings.ui_state, bytes));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, path = %settings.ui_state.display(), "could not save the dashboard's sort");
+    }
+}
 
 /// The simulator the demo runs against: short expiries, a little throttling, one workbook that
 /// keeps failing and one whose sessions die, so that every status shows within a minute.

@@ -248,8 +248,8 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
         let names: Vec<String> = skipped.iter().map(|s| s.name.clone()).collect();
         writeln!(
             std::io::stderr().lock(),
-            "wbsessions: skipped {} closed: {}",
-            count(names.len(), "session"),
+            "wbsessions: skipped {}: {}",
+            count(names.len(), "closed session"),
             names_line(&names)
         )?;
     }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, Result};
 
 use super::keeping::{ensure_alive, graph_context};
-use crate::cli::{Cli, ExecArgs};
+use crate::cli::{COMPLETE_VAR, ExecArgs};
 use crate::config::Settings;
 
 /// Runs CMD once the session is known to be alive, with its id, workbook URL and name (and the
@@ -52,11 +52,19 @@ pub async fn exec(settings: &Settings, args: ExecArgs) -> Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
-/// Completion scripts, written whole or not at all (a closed stdout is not a panic).
+/// The shell's completion script: it asks this program for candidates as the user types, so
+/// session names complete too. Written whole or not at all (a closed stdout is not a panic).
 pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
-    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let name = shell.to_string();
+    let shells = clap_complete::env::Shells::builtins();
+    let Some(completer) = shells.completer(&name) else {
+        return Err(super::bad_input(format!("no completion for {name}; try bash, zsh, fish, elvish or powershell")));
+    };
+    let program = std::env::current_exe().map_or_else(|_| "wbsessions".to_string(), |p| p.display().to_string());
     let mut script = Vec::new();
-    clap_complete::generate(shell, &mut cmd, "wbsessions", &mut script);
+    completer
+        .write_registration(COMPLETE_VAR, "wbsessions", "wbsessions", &program, &mut script)
+        .context("cannot write the completions")?;
     let mut out = std::io::stdout().lock();
     out.write_all(&script).and_then(|()| out.flush()).context("cannot write the completions")?;
     Ok(ExitCode::SUCCESS)

@@ -36,7 +36,8 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Starts an engine on `store`. `sessions`: the ones to start from (`None`: every stored one).
+    /// Starts an engine on `store`. `sessions`: the ones to start from; `None`: every stored one,
+    /// read by the engine in the background.
     pub fn start(
         store: Store,
         role: KeeperRole,
@@ -44,10 +45,6 @@ impl Keeper {
         settings: EngineSettings,
         sessions: Option<Vec<TrackedSession>>,
     ) -> Result<Keeper, StoreError> {
-        let sessions = match sessions {
-            Some(list) => list,
-            None => store.sessions()?,
-        };
         let paused = store.paused()?;
         let (role, lock, watch) = match role {
             KeeperRole::Drive(lock) => (Role::Driver, Some(lock), Some((STORE_POLL, store.rev()?))),

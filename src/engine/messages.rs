@@ -105,6 +105,8 @@ pub enum Event {
         late: Option<Duration>,
     },
     Added(Box<TrackedSession>),
+    /// Every session, once an engine started without them has read them from the store.
+    Loaded(Vec<TrackedSession>),
     Changed(Box<TrackedSession>),
     Removed {
         key: SessionKey,

@@ -238,13 +238,17 @@ enum Done {
     Local { key: SessionKey, name: String, op: Local, result: Result<(), String> },
     Paused { paused: bool, result: Result<(), String> },
     History { key: SessionKey, result: Result<Vec<Outcome>, String> },
+    Loaded(Result<Vec<TrackedSession>, String>),
 }
 
+/// Starts the engine. `initial`: the sessions to start from; `None` reads them from the store
+/// in the background (commands that come meanwhile wait for them), so that a front end can show
+/// its first screen at once.
 pub fn spawn(
     ctx: Context,
     store: Arc<dyn Persist>,
     store_events: Option<mpsc::UnboundedReceiver<StoreEvent>>,
-    initial: Vec<TrackedSession>,
+    initial: Option<Vec<TrackedSession>>,
     config: EngineConfig,
 ) -> EngineHandle {
     let (commands, command_rx) = mpsc::unbounded_channel();
@@ -263,7 +267,9 @@ pub fn spawn(
         ctx,
         store,
         events: events_tx,
-        entries: HashMap::with_capacity(initial.len()),
+        entries: HashMap::with_capacity(initial.as_ref().map_or(0, Vec::len)),
+        loading: initial.is_none(),
+        waiting: VecDeque::new(),
         schedule: Schedule::default(),
         later: BTreeMap::new(),
         later_seq: 0,
@@ -277,10 +283,19 @@ pub fn spawn(
         holds: (0, None),
         failure_rate: FailureRate::default(),
     };
-    for session in initial {
-        let key = session.key;
-        engine.entries.insert(key, Entry::new(session));
-        engine.plan_from_state(key);
+    match initial {
+        Some(sessions) => {
+            for session in sessions {
+                let key = session.key;
+                engine.entries.insert(key, Entry::new(session));
+                engine.plan_from_state(key);
+            }
+        }
+        None => {
+            let store = engine.store.clone();
+            let task = engine.tasks.spawn(async move { Done::Loaded(store.load().await.map_err(|e| e.to_string())) });
+            engine.running.insert(task.id(), (None, None));
+        }
     }
     let task = tokio::spawn(engine.run(command_rx, store_events, signin_rx));
     EngineHandle { commands, events, task }
@@ -289,6 +304,9 @@ pub fn spawn(
 struct Engine {
     ctx: Context,
     store: Arc<dyn Persist>,
+    /// The sessions are being read from the store; commands wait for them in `waiting`.
+    loading: bool,
+    waiting: VecDeque<Command>,
     settings: EngineSettings,
     events: mpsc::UnboundedSender<Event>,
     driving: bool,
@@ -639,6 +657,30 @@ impl Engine {
                 Ok(outcomes) => self.emit(Event::History { key, outcomes }),
                 Err(e) => self.emit(Event::Error(format!("cannot read the history: {e}"))),
             },
+            Done::Loaded(result) => self.loaded(result),
+        }
+    }
+
+    /// The sessions an engine started without have been read: plan them, tell the front ends,
+    /// and do what was asked meanwhile.
+    fn loaded(&mut self, result: Result<Vec<TrackedSession>, String>) {
+        self.loading = false;
+        match result {
+            Ok(sessions) => {
+                for session in &sessions {
+                    let key = session.key;
+                    // A session other processes wrote meanwhile is known already; keep that copy.
+                    if let std::collections::hash_map::Entry::Vacant(slot) = self.entries.entry(key) {
+                        slot.insert(Entry::new(session.clone()));
+                        self.plan_from_state(key);
+                    }
+                }
+                self.emit(Event::Loaded(sessions));
+            }
+            Err(e) => self.emit(Event::Error(format!("cannot read the sessions: {e}"))),
+        }
+        for command in std::mem::take(&mut self.waiting) {
+            self.command(command);
         }
     }
 
@@ -919,6 +961,10 @@ impl Engine {
     // ---- commands -----------------------------------------------------------------------------
 
     fn command(&mut self, command: Command) {
+        if self.loading && !matches!(command, Command::SignIn | Command::CancelSignIn) {
+            self.waiting.push_back(command);
+            return;
+        }
         match command {
             Command::Refresh(keys) => {
                 for key in keys {

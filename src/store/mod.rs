@@ -198,6 +198,8 @@ pub trait Persist: Send + Sync {
     fn insert(&self, session: TrackedSession) -> BoxFuture<'static, Result<TrackedSession, StoreError>>;
     /// The newest outcomes of a session, newest first.
     fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>>;
+    /// Every session, for an engine that started before reading them.
+    fn load(&self) -> BoxFuture<'static, Result<Vec<TrackedSession>, StoreError>>;
     /// Resolves once everything queued before it has committed durably.
     fn flush(&self) -> BoxFuture<'static, ()>;
 }
@@ -487,6 +489,49 @@ impl Store {
             each(row.map_err(|e| self.err(e))?)?;
         }
         Ok(())
+    }
+
+    /// The first `limit` sessions in an order close to `sort`: what a dashboard shows before the
+    /// rest is read. The keys are found first, so that only those rows are read whole.
+    pub fn first_page(
+        &self,
+        sort: crate::session::SortBy,
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<TrackedSession>, StoreError> {
+        use crate::session::SortBy;
+        let column = match sort {
+            SortBy::Name | SortBy::Latency => "name",
+            SortBy::Workbook => "workbook",
+            SortBy::Mode => "mode",
+            SortBy::Status => "status",
+            SortBy::Last | SortBy::Next | SortBy::Expires => "last_refresh",
+            SortBy::Failures => "failures",
+        };
+        let descending = reverse != matches!(sort, SortBy::Failures);
+        let order = if descending { "DESC" } else { "ASC" };
+        let keys: Vec<SessionKey> = self
+            .conn
+            .prepare(&format!("SELECT id FROM sessions ORDER BY {column} {order}, name LIMIT ?1"))
+            .and_then(|mut s| s.query_map([i64::try_from(limit).unwrap_or(i64::MAX)], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))?;
+        let mut stmt =
+            self.conn.prepare_cached(&format!("{SESSION_SELECT} WHERE s.id = ?1")).map_err(|e| self.err(e))?;
+        let mut page = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(session) = stmt.query_row([key], session_from_row).optional().map_err(|e| self.err(e))? {
+                page.push(session);
+            }
+        }
+        Ok(page)
+    }
+
+    /// Every session's name, in order: what shell completion offers.
+    pub fn names(&self) -> Result<Vec<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT name FROM sessions ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(|e| self.err(e))
     }
 
     /// What changed since revision `since`.

@@ -33,6 +33,7 @@ enum Request {
     Acked(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
     Insert(Box<TrackedSession>, oneshot::Sender<Result<TrackedSession, StoreError>>),
     History(SessionKey, usize, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
+    Load(oneshot::Sender<Result<Vec<TrackedSession>, StoreError>>),
     Flush(oneshot::Sender<()>),
 }
 
@@ -71,6 +72,10 @@ impl Persist for WriterHandle {
 
     fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>> {
         self.ask(|reply| Request::History(key, limit, reply))
+    }
+
+    fn load(&self) -> BoxFuture<'static, Result<Vec<TrackedSession>, StoreError>> {
+        self.ask(Request::Load)
     }
 
     fn flush(&self) -> BoxFuture<'static, ()> {
@@ -144,7 +149,7 @@ fn run(
                 }
             }
             // What someone waits for was reported done: it must survive a power cut, not only a kill.
-            let durable = after.iter().any(|r| !matches!(r, Request::History(..)));
+            let durable = after.iter().any(|r| !matches!(r, Request::History(..) | Request::Load(_)));
             let _ = store.set_durable(durable);
             if !batch.is_empty()
                 && let Err(e) = store.apply(&batch)
@@ -162,6 +167,9 @@ fn run(
                     }
                     Request::History(key, limit, reply) => {
                         let _ = reply.send(store.outcomes(key, limit));
+                    }
+                    Request::Load(reply) => {
+                        let _ = reply.send(store.sessions());
                     }
                     Request::Flush(reply) => {
                         let _ = reply.send(());

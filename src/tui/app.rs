@@ -1,17 +1,19 @@
-//! The dashboard's state and how it changes: keys, mouse, engine events, ticks, resizes. No
-//! drawing and no I/O here: `update` returns the effects to carry out (engine commands, quitting),
-//! and leaves the state the view draws from (the visible rows, the scroll offset) computed.
+//! The dashboard's state and how it changes: keys, mouse, paste, engine events, ticks, resizes.
+//! No drawing and no I/O here: `update` returns the effects to carry out (engine commands,
+//! copying, quitting), and `settle` leaves the state the view draws from computed: the order of
+//! the rows, the scroll offset, the visible rows, the columns that fit.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use ratatui::style::Color;
 
 use super::dialog::{Confirm, Dialog, Form, FormKind, SignInDialog, Submitted};
 use super::keymap::{Action, action_for};
-use super::layout::{Areas, areas};
+use super::layout::{Areas, Col, Placed, areas, fit_columns};
 use crate::engine::{Command, Event, Finished, JobKind, KEPT_OUTCOMES, SignInProgress as Progress, SignInState};
-use crate::session::{Defaults, Outcome, SessionKey, Status, TrackedSession};
+use crate::session::{Defaults, Outcome, OutcomeKind, SessionKey, SortBy, Status, TrackedSession};
 use crate::text::natural_cmp;
 use crate::time::{format_ago, format_until};
 
@@ -23,7 +25,7 @@ pub enum Driver {
     Other(Option<u32>),
 }
 
-/// What the header shows about where the dashboard is connected.
+/// What the dashboard shows about where it is connected, and the user's display preferences.
 #[derive(Debug, Clone)]
 pub struct Info {
     pub store: String,
@@ -33,6 +35,10 @@ pub struct Info {
     /// Intervals and idle expiries for sessions without their own.
     pub defaults: Defaults,
     pub no_color: bool,
+    /// Where the log files are, for the log view.
+    pub log_dir: String,
+    /// Status colours that replace the built-in ones.
+    pub colors: HashMap<Status, Color>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,32 +47,35 @@ pub struct Row {
     pub refreshing: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SortBy {
-    Name,
-    Status,
-    LastRefresh,
-    Workbook,
+/// The column a sort key shows in.
+pub fn column_of(by: SortBy) -> Col {
+    match by {
+        SortBy::Name => Col::Name,
+        SortBy::Workbook => Col::Workbook,
+        SortBy::Mode => Col::Mode,
+        SortBy::Status => Col::Status,
+        SortBy::Last => Col::Last,
+        SortBy::Next => Col::Next,
+        SortBy::Expires => Col::Expires,
+        SortBy::Latency => Col::Latency,
+        SortBy::Failures => Col::Failures,
+    }
 }
 
-impl SortBy {
-    pub fn next(self) -> SortBy {
-        match self {
-            SortBy::Name => SortBy::Status,
-            SortBy::Status => SortBy::LastRefresh,
-            SortBy::LastRefresh => SortBy::Workbook,
-            SortBy::Workbook => SortBy::Name,
-        }
-    }
+fn sort_of(col: Col) -> Option<SortBy> {
+    SortBy::ALL.into_iter().find(|s| column_of(*s) == col)
+}
 
-    pub fn label(self) -> &'static str {
-        match self {
-            SortBy::Name => "name",
-            SortBy::Status => "status",
-            SortBy::LastRefresh => "last refresh",
-            SortBy::Workbook => "workbook",
-        }
-    }
+/// Whether the order can change with time or with a session's calls (so the view is rebuilt
+/// more often).
+fn moves(by: SortBy) -> bool {
+    !matches!(by, SortBy::Name | SortBy::Workbook | SortBy::Mode)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub by: SortBy,
+    pub reverse: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +89,24 @@ pub struct Flash {
 
 /// Info flashes go after this long; errors stay until dismissed or replaced.
 const FLASH_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+
+/// Lines the log view keeps.
+const LOG_LINES: usize = 500;
+
+/// A line of the log view: a warning or an error the dashboard heard of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: DateTime<Utc>,
+    pub text: String,
+    pub error: bool,
+}
+
+/// An overlay over the table, scrolled by the movement keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlay {
+    Help { scroll: usize },
+    Log { scroll: usize },
+}
 
 /// Everything that can happen to the dashboard.
 #[derive(Debug, Clone)]
@@ -96,11 +123,13 @@ pub enum Msg {
 #[derive(Debug, Clone)]
 pub enum Effect {
     Engine(Command),
+    /// Put text on the terminal's clipboard (OSC 52).
+    Copy(String),
     Quit,
 }
 
-/// The relative times one row shows, computed in one place for drawing and for deciding whether
-/// a tick changes what is on screen.
+/// The times one row shows, made in one place for drawing them and for deciding whether a tick
+/// changes what is on screen.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RowTimes {
     pub last: String,
@@ -122,21 +151,30 @@ pub struct App {
     selected_pos: Option<usize>,
     /// Until the user moves, the selection stays on the top row as rows arrive.
     moved: bool,
-    /// The first row of the view on screen, and the rows on screen: set by `update`.
+    /// The first row of the view on screen, the rows on screen and the columns that fit: set by
+    /// `settle`.
     pub offset: usize,
     pub visible: Vec<SessionKey>,
+    pub columns: Vec<Placed>,
     pub marks: HashSet<SessionKey>,
     pub filter: String,
     pub filtering: bool,
-    pub sort: SortBy,
+    pub sort: Sort,
     pub failing_only: bool,
+    /// Absolute local times instead of "12s ago".
+    pub absolute_times: bool,
     pub details: bool,
-    pub help: bool,
+    /// The details pane has the focus: the movement keys scroll it.
+    pub details_focus: bool,
+    pub detail_scroll: usize,
+    pub overlay: Option<Overlay>,
     pub dialog: Option<Dialog>,
     pub flash: Option<Flash>,
     pub paused: bool,
     /// Workbooks Graph asked to wait, and until when.
     pub holds: (usize, Option<DateTime<Utc>>),
+    /// Recent warnings and errors, newest first.
+    pub log: VecDeque<LogLine>,
     /// The terminal's size and where each part of the screen goes.
     pub size: (u16, u16),
     pub layout: Areas,
@@ -148,8 +186,10 @@ pub struct App {
     scheduled: HashMap<SessionKey, Option<DateTime<Utc>>>,
     /// The stored outcomes of the session whose details are open, newest first.
     pub history: Option<(SessionKey, Vec<Outcome>)>,
-    /// The clock as of the last update: what the tick compares against.
+    /// The clock as of the last update.
     now: DateTime<Utc>,
+    /// Only the first screenful is here; the engine is reading the rest.
+    pub loading: bool,
 }
 
 impl App {
@@ -166,17 +206,22 @@ impl App {
             moved: false,
             offset: 0,
             visible: Vec::new(),
+            columns: Vec::new(),
             marks: HashSet::new(),
             filter: String::new(),
             filtering: false,
-            sort: SortBy::Name,
+            sort: Sort { by: SortBy::Name, reverse: false },
             failing_only: false,
+            absolute_times: false,
             details: false,
-            help: false,
+            details_focus: false,
+            detail_scroll: 0,
+            overlay: None,
             dialog: None,
             flash: None,
             paused: false,
             holds: (0, None),
+            log: VecDeque::new(),
             size,
             layout: areas(size.0, size.1, false),
             dirty: true,
@@ -184,12 +229,20 @@ impl App {
             scheduled: HashMap::new(),
             history: None,
             now,
+            loading: false,
         };
         for session in sessions {
             app.put(Row { session, refreshing: false });
         }
-        app.sync_view();
+        app.settle();
         app
+    }
+
+    /// Sorts the view the way the user left it or chose in config.toml.
+    pub fn set_sort(&mut self, sort: Sort) {
+        self.sort = sort;
+        self.changed();
+        self.settle();
     }
 
     /// The status a row shows now: what is happening to it, else its stored status aged by time.
@@ -218,8 +271,8 @@ impl App {
                 let (a, b) = (&old.session, &self.rows[&key].session);
                 let moved = a.name != b.name
                     || a.workbook != b.workbook
-                    || ((self.failing_only || self.sort == SortBy::Status) && was != shown)
-                    || (self.sort == SortBy::LastRefresh && a.last_refresh != b.last_refresh);
+                    || (self.failing_only && was != shown)
+                    || (moves(self.sort.by) && (was != shown || a != b));
                 self.view_stale |= moved;
             }
         }
@@ -243,7 +296,7 @@ impl App {
         });
         if counts != self.counts {
             self.counts = counts;
-            self.view_stale |= self.failing_only || self.sort == SortBy::Status;
+            self.view_stale |= self.failing_only || self.sort.by == SortBy::Status;
             self.dirty = true;
         }
     }
@@ -268,20 +321,37 @@ impl App {
         s.next_refresh_estimate(self.info.defaults.interval_of(s))
     }
 
-    /// The one place relative times of a row are made.
+    /// A time as the user chose to see it: "12s ago" or "14:03:05".
+    fn when(&self, t: DateTime<Utc>, now: DateTime<Utc>, future: bool) -> String {
+        if self.absolute_times {
+            let local = t.with_timezone(&chrono::Local);
+            if local.date_naive() == now.with_timezone(&chrono::Local).date_naive() {
+                local.format("%H:%M:%S").to_string()
+            } else {
+                local.format("%b %d %H:%M").to_string()
+            }
+        } else if future {
+            format_until(t, now)
+        } else {
+            format_ago(t, now)
+        }
+    }
+
+    /// The one place the times of a row are made.
     pub fn row_times(&self, row: &Row, now: DateTime<Utc>) -> RowTimes {
         let s = &row.session;
-        let last = s.last_refresh.map_or("never".to_string(), |t| format_ago(t, now));
+        let last = s.last_refresh.map_or("never".to_string(), |t| self.when(t, now, false));
         let next = if row.refreshing {
             "now".to_string()
         } else if !s.auto {
             "manual".to_string()
         } else {
-            self.next_due(s).map_or("-".to_string(), |due| format_until(due, now))
+            self.next_due(s).map_or("-".to_string(), |due| self.when(due, now, true))
         };
         let expires = match self.info.defaults.expires_at(s) {
             None => "-".to_string(),
             Some(at) if at <= now => "passed".to_string(),
+            Some(at) if self.absolute_times => self.when(at, now, true),
             Some(at) => format_until(at, now).trim_start_matches("in ").to_string(),
         };
         RowTimes { last, next, expires }
@@ -297,7 +367,7 @@ impl App {
         if self.details
             && let Some((_, outcomes)) = &self.history
         {
-            texts.extend(outcomes.iter().map(|o| format_ago(o.at, now)));
+            texts.extend(outcomes.iter().map(|o| self.when(o.at, now, false)));
         }
         if let Some(until) = self.holds.1 {
             texts.push(format_until(until, now));
@@ -331,7 +401,8 @@ impl App {
     fn rebuild_view(&mut self) {
         self.view_stale = false;
         let needle = self.filter.to_lowercase();
-        let mut view: Vec<&Row> = self
+        let now = self.now;
+        let rows: Vec<&Row> = self
             .rows
             .values()
             .filter(|r| !self.failing_only || self.status_of(r).is_failing())
@@ -341,29 +412,44 @@ impl App {
                     || r.session.workbook.to_string().to_lowercase().contains(&needle)
             })
             .collect();
-        match self.sort {
-            SortBy::Name => view.sort_by(|a, b| natural_cmp(&a.session.name, &b.session.name)),
-            SortBy::Status => view.sort_by(|a, b| {
-                let (sa, sb) = (self.status_of(a), self.status_of(b));
-                (sb.is_failing(), sa)
-                    .cmp(&(sa.is_failing(), sb))
-                    .then_with(|| natural_cmp(&a.session.name, &b.session.name))
-            }),
-            SortBy::LastRefresh => view.sort_by(|a, b| {
-                a.session
-                    .last_refresh
-                    .cmp(&b.session.last_refresh)
-                    .then_with(|| natural_cmp(&a.session.name, &b.session.name))
-            }),
-            SortBy::Workbook => view.sort_by(|a, b| {
-                a.session
-                    .workbook
-                    .to_string()
-                    .cmp(&b.session.workbook.to_string())
-                    .then_with(|| natural_cmp(&a.session.name, &b.session.name))
-            }),
+        // Keys computed once per row, not once per comparison: a rebuild of 100,000 rows stays
+        // a few milliseconds.
+        let far = DateTime::<Utc>::MAX_UTC;
+        let mut keyed: Vec<(i128, String, &Row)> = rows
+            .into_iter()
+            .map(|r| {
+                let s = &r.session;
+                let (number, text): (i128, String) = match self.sort.by {
+                    SortBy::Name => (0, String::new()),
+                    SortBy::Workbook => (0, s.workbook.to_string()),
+                    SortBy::Mode => (i128::from(s.mode != crate::session::Mode::Persistent), String::new()),
+                    SortBy::Status => {
+                        let status = self.status_of(r);
+                        (i128::from(!status.is_failing()) * 100 + status as i128, String::new())
+                    }
+                    SortBy::Last => {
+                        (s.last_refresh.map_or(i128::MIN, |t| i128::from(t.timestamp_millis())), String::new())
+                    }
+                    SortBy::Next => (i128::from(self.next_due(s).unwrap_or(far).timestamp_millis()), String::new()),
+                    SortBy::Expires => {
+                        let at = self.info.defaults.expires_at(s).unwrap_or(far);
+                        (i128::from(at.signed_duration_since(now).num_milliseconds()), String::new())
+                    }
+                    SortBy::Latency => {
+                        (s.last_outcome.as_ref().map_or(-1, |o| i128::from(o.latency_ms)), String::new())
+                    }
+                    SortBy::Failures => (-i128::from(s.failures), String::new()),
+                };
+                (number, text, r)
+            })
+            .collect();
+        keyed.sort_by(|(na, ta, a), (nb, tb, b)| {
+            na.cmp(nb).then_with(|| ta.cmp(tb)).then_with(|| natural_cmp(&a.session.name, &b.session.name))
+        });
+        if self.sort.reverse {
+            keyed.reverse();
         }
-        self.view = view.into_iter().map(|r| r.session.key).collect();
+        self.view = keyed.into_iter().map(|(_, _, r)| r.session.key).collect();
         self.selected_pos = None;
         if !self.moved || self.selected.is_none_or(|k| !self.rows.contains_key(&k) || !self.view.contains(&k)) {
             self.selected = self.view.first().copied();
@@ -382,9 +468,11 @@ impl App {
         self.selected.and_then(|k| self.rows.get(&k))
     }
 
-    /// Rebuilds what the view draws from: the order, the scroll offset that keeps the selection
-    /// on screen, and the visible rows.
-    fn sync_view(&mut self) {
+    /// Computes what the view draws from: the layout, the order, the scroll offset that keeps
+    /// the selection on screen, the visible rows and the columns that fit them. `update` calls
+    /// it, except after an engine event: a burst of those settles once, before the next frame.
+    pub fn settle(&mut self) {
+        self.layout = areas(self.size.0, self.size.1, self.details);
         if self.view_stale {
             self.rebuild_view();
         }
@@ -404,6 +492,40 @@ impl App {
             self.visible = visible;
             self.dirty = true;
         }
+        let columns = self.fit_columns();
+        if columns != self.columns {
+            self.columns = columns;
+            self.dirty = true;
+        }
+    }
+
+    /// Widths from the content on screen and the terminal's width.
+    fn fit_columns(&self) -> Vec<Placed> {
+        let rows: Vec<&Row> = self.visible.iter().filter_map(|k| self.rows.get(k)).collect();
+        let widest = |text: &dyn Fn(&Row) -> usize| rows.iter().map(|r| text(r)).max().unwrap_or(0);
+        let sorted = column_of(self.sort.by);
+        let natural = |col: Col| -> u16 {
+            let title = col.title().chars().count() + usize::from(col == sorted);
+            let content = match col {
+                Col::Mark => 1,
+                Col::Name => widest(&|r| r.session.name.chars().count()).min(32),
+                Col::Workbook => widest(&|r| r.session.workbook.to_string().chars().count()).min(60),
+                Col::Mode => 7,
+                Col::Status => 10,
+                Col::Last | Col::Next => 8,
+                Col::Expires => {
+                    if self.absolute_times {
+                        8
+                    } else {
+                        6
+                    }
+                }
+                Col::Latency => 7,
+                Col::Failures => 5,
+            };
+            u16::try_from(title.max(content)).unwrap_or(u16::MAX)
+        };
+        fit_columns(self.layout.table_rows.width, natural)
     }
 
     /// The marked sessions, or the selected one when nothing is marked.
@@ -432,8 +554,16 @@ impl App {
     }
 
     fn flash_error_about(&mut self, text: impl Into<String>, about: Option<SessionKey>, now: DateTime<Utc>) {
-        self.flash = Some(Flash { text: text.into(), error: true, at: now, about });
+        let text = text.into();
+        self.remember(&text, true, now);
+        self.flash = Some(Flash { text, error: true, at: now, about });
         self.dirty = true;
+    }
+
+    /// Keeps a line for the log view.
+    fn remember(&mut self, text: &str, error: bool, now: DateTime<Utc>) {
+        self.log.push_front(LogLine { at: now, text: text.to_string(), error });
+        self.log.truncate(LOG_LINES);
     }
 
     fn changed(&mut self) {
@@ -453,9 +583,14 @@ impl App {
         self.moved = true;
     }
 
+    fn page(&self) -> isize {
+        isize::try_from(self.layout.table_rows.height.max(1)).unwrap_or(1)
+    }
+
     /// The details follow the selection: its stored history is asked for.
     fn selection_moved(&mut self) -> Option<Effect> {
         self.dirty = true;
+        self.detail_scroll = 0;
         if !self.details {
             return None;
         }
@@ -470,6 +605,7 @@ impl App {
     pub fn update(&mut self, msg: Msg, now: DateTime<Utc>) -> Vec<Effect> {
         self.now = now;
         let selected_before = self.selected;
+        let engine_event = matches!(msg, Msg::Engine(_));
         let mut effects = match msg {
             Msg::Key(key) if key.kind != KeyEventKind::Release => {
                 self.dirty = true;
@@ -480,13 +616,13 @@ impl App {
                 if let Some(Dialog::Form(form)) = &mut self.dialog {
                     form.paste(&text);
                     self.dirty = true;
+                } else if self.filtering {
+                    self.filter.extend(text.chars().filter(|c| !c.is_control()));
+                    self.changed();
                 }
                 Vec::new()
             }
-            Msg::Mouse(mouse) => {
-                self.mouse(mouse);
-                Vec::new()
-            }
+            Msg::Mouse(mouse) => self.mouse(mouse),
             Msg::Engine(event) => self.engine_event(event, now),
             Msg::Tick => {
                 if self.flash.as_ref().is_some_and(|f| !f.error && now.signed_duration_since(f.at) >= FLASH_FOR) {
@@ -498,6 +634,10 @@ impl App {
                     self.dirty = true;
                 }
                 self.recount();
+                if moves(self.sort.by) && matches!(self.sort.by, SortBy::Next | SortBy::Expires | SortBy::Status) {
+                    // Time moves these orders; a tick re-sorts (cheap: keys once per row).
+                    self.view_stale = true;
+                }
                 Vec::new()
             }
             Msg::Resize(width, height) => {
@@ -506,21 +646,22 @@ impl App {
                 Vec::new()
             }
         };
-        self.layout = areas(self.size.0, self.size.1, self.details);
-        self.sync_view();
+        if !engine_event {
+            self.settle();
+        }
         if self.selected != selected_before
             && let Some(effect) = self.selection_moved()
         {
             effects.push(effect);
         }
-        // Redraw on a tick only if a relative time on screen reads differently now.
+        // Redraw on a tick only if a time on screen reads differently now.
         if !self.dirty && self.clock_digest(now) != self.drawn_clock {
             self.dirty = true;
         }
         effects
     }
 
-    /// The view calls this once it has drawn the state as of `now`.
+    /// The event loop calls this once it has drawn the state as of `now`.
     pub fn drawn(&mut self, now: DateTime<Utc>) {
         self.dirty = false;
         self.drawn_clock = self.clock_digest(now);
@@ -543,14 +684,15 @@ impl App {
                 KeyCode::Backspace => {
                     self.filter.pop();
                 }
+                KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.clear(),
                 KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.push(c),
                 _ => {}
             }
             self.changed();
             return Vec::new();
         }
-        if self.help {
-            self.help = false;
+        if let Some(overlay) = self.overlay {
+            self.overlay_key(overlay, key);
             return Vec::new();
         }
         if key.code == KeyCode::Esc {
@@ -560,6 +702,7 @@ impl App {
                 self.marks.clear();
             } else {
                 self.details = false;
+                self.details_focus = false;
             }
             return Vec::new();
         }
@@ -567,14 +710,57 @@ impl App {
         self.action(action, now)
     }
 
+    /// The movement keys scroll an overlay; esc, q and the key that opened it close it.
+    fn overlay_key(&mut self, overlay: Overlay, key: KeyEvent) {
+        let (Overlay::Help { scroll } | Overlay::Log { scroll }) = overlay;
+        let page = usize::from(self.size.1.saturating_sub(4).max(1));
+        let scroll = match action_for(&key) {
+            Some(Action::Down) => scroll + 1,
+            Some(Action::Up) => scroll.saturating_sub(1),
+            Some(Action::PageDown | Action::HalfDown) => scroll + page,
+            Some(Action::PageUp | Action::HalfUp) => scroll.saturating_sub(page),
+            Some(Action::First) => 0,
+            Some(Action::Last) => usize::MAX / 2,
+            _ => {
+                self.overlay = None;
+                return;
+            }
+        };
+        self.overlay = Some(match overlay {
+            Overlay::Help { .. } => Overlay::Help { scroll },
+            Overlay::Log { .. } => Overlay::Log { scroll },
+        });
+    }
+
     fn engine(command: Command) -> Vec<Effect> {
         vec![Effect::Engine(command)]
     }
 
     fn action(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
+        // With the focus on the details, the movement keys scroll them.
+        if self.details && self.details_focus {
+            let half = usize::from(self.layout.detail.height / 2).max(1);
+            let scrolled = match action {
+                Action::Down => Some(self.detail_scroll + 1),
+                Action::Up => Some(self.detail_scroll.saturating_sub(1)),
+                Action::PageDown | Action::HalfDown => Some(self.detail_scroll + half),
+                Action::PageUp | Action::HalfUp => Some(self.detail_scroll.saturating_sub(half)),
+                Action::First => Some(0),
+                Action::Last => Some(usize::MAX / 2),
+                _ => None,
+            };
+            if let Some(scroll) = scrolled {
+                self.detail_scroll = scroll;
+                return Vec::new();
+            }
+        }
         match action {
             Action::Up => self.move_by(-1),
             Action::Down => self.move_by(1),
+            Action::PageUp => self.move_by(-self.page()),
+            Action::PageDown => self.move_by(self.page()),
+            Action::HalfUp => self.move_by(-(self.page() / 2).max(1)),
+            Action::HalfDown => self.move_by((self.page() / 2).max(1)),
             Action::First => {
                 let first = self.view.first().copied();
                 self.select(first);
@@ -591,7 +777,7 @@ impl App {
                 if !closed.is_empty() {
                     let names = self.names(&closed).join(", ");
                     self.flash_info(
-                        format!("{names}: closed, so there is nothing to refresh; recreate starts a new session"),
+                        format!("{names}: closed, so there is nothing to refresh; N recreates it as a new session"),
                         now,
                     );
                 }
@@ -627,31 +813,57 @@ impl App {
                 let Some(row) = self.selected_row() else { return Vec::new() };
                 self.dialog = Some(Dialog::Form(Form::edit(&row.session)));
             }
-            Action::Close | Action::Remove => {
+            Action::Close | Action::Remove | Action::Recreate => {
                 let keys = self.targets();
                 if !keys.is_empty() {
                     let names = self.names(&keys);
-                    let all_closed =
-                        keys.iter().all(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed));
-                    let what = if action == Action::Close { Confirm::Close } else { Confirm::Remove { all_closed } };
+                    let what = match action {
+                        Action::Close => Confirm::Close,
+                        Action::Recreate => Confirm::Recreate,
+                        _ => Confirm::Remove {
+                            all_closed: keys
+                                .iter()
+                                .all(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed)),
+                        },
+                    };
                     self.dialog = Some(Dialog::Confirm { what, keys, names });
                 }
+            }
+            Action::CopyId | Action::CopyUrl => {
+                let Some(row) = self.selected_row() else { return Vec::new() };
+                let s = &row.session;
+                let (text, what) = if action == Action::CopyId {
+                    (s.session_id.to_string(), "session id")
+                } else {
+                    (s.workbook.url(&self.info.endpoint), "workbook URL")
+                };
+                self.flash_info(format!("copied the {what} of {} to the clipboard (OSC 52)", s.name), now);
+                return vec![Effect::Copy(text)];
             }
             Action::Filter => {
                 self.filtering = true;
                 self.changed();
             }
             Action::Sort => {
-                self.sort = self.sort.next();
-                self.flash_info(format!("sorted by {}", self.sort.label()), now);
+                self.sort = Sort { by: self.sort.by.next(), reverse: false };
+                self.changed();
+            }
+            Action::Reverse => {
+                self.sort.reverse = !self.sort.reverse;
                 self.changed();
             }
             Action::FailingOnly => {
                 self.failing_only = !self.failing_only;
                 self.changed();
             }
+            Action::Times => {
+                self.absolute_times = !self.absolute_times;
+                self.dirty = true;
+            }
             Action::Details => {
                 self.details = !self.details;
+                self.details_focus = false;
+                self.detail_scroll = 0;
                 self.history = None;
                 if self.details
                     && let Some(key) = self.selected
@@ -659,8 +871,10 @@ impl App {
                     return Self::engine(Command::History(key));
                 }
             }
+            Action::Focus => self.details_focus = self.details && !self.details_focus,
+            Action::Log => self.overlay = Some(Overlay::Log { scroll: 0 }),
             Action::SignIn => return self.start_sign_in(),
-            Action::Help => self.help = true,
+            Action::Help => self.overlay = Some(Overlay::Help { scroll: 0 }),
             Action::Quit => return vec![Effect::Quit],
         }
         Vec::new()
@@ -711,18 +925,15 @@ impl App {
                     let (what, keys, names) = (*what, keys.clone(), names.join(", "));
                     self.dialog = None;
                     self.marks.clear();
-                    return match what {
-                        Confirm::Close => {
-                            self.flash_info(format!("closing {names}…"), now);
-                            Self::engine(Command::Close(keys))
-                        }
-                        Confirm::Remove { .. } => {
-                            self.flash_info(format!("removing {names}…"), now);
-                            Self::engine(Command::Remove(keys))
-                        }
+                    let (doing, command) = match what {
+                        Confirm::Close => ("closing", Command::Close(keys)),
+                        Confirm::Remove { .. } => ("removing", Command::Remove(keys)),
+                        Confirm::Recreate => ("recreating", Command::Recreate(keys)),
                     };
+                    self.flash_info(format!("{doing} {names}…"), now);
+                    return Self::engine(command);
                 }
-                KeyCode::Char('n') | KeyCode::Esc => self.dialog = None,
+                KeyCode::Char('n' | 'q') | KeyCode::Esc => self.dialog = None,
                 _ => {}
             },
             Dialog::Form(form) => {
@@ -747,30 +958,44 @@ impl App {
         Vec::new()
     }
 
-    fn mouse(&mut self, mouse: MouseEvent) {
-        // A dialog or the help takes every mouse event: nothing reaches the table behind it.
-        if self.dialog.is_some() || self.help {
-            return;
+    fn mouse(&mut self, mouse: MouseEvent) -> Vec<Effect> {
+        // A dialog or an overlay takes every mouse event: nothing reaches the table behind it.
+        if self.dialog.is_some() || self.overlay.is_some() {
+            return Vec::new();
         }
+        let inside = |area: ratatui::layout::Rect| {
+            mouse.column >= area.x && mouse.column < area.right() && mouse.row >= area.y && mouse.row < area.bottom()
+        };
         match mouse.kind {
+            MouseEventKind::ScrollDown if self.details && inside(self.layout.detail) => self.detail_scroll += 1,
+            MouseEventKind::ScrollUp if self.details && inside(self.layout.detail) => {
+                self.detail_scroll = self.detail_scroll.saturating_sub(1)
+            }
             MouseEventKind::ScrollDown => self.move_by(1),
             MouseEventKind::ScrollUp => self.move_by(-1),
-            MouseEventKind::Down(MouseButton::Left) => {
-                let area = self.layout.table_rows;
-                if mouse.column >= area.x
-                    && mouse.column < area.right()
-                    && mouse.row >= area.y
-                    && mouse.row < area.bottom()
-                {
-                    let index = self.offset + usize::from(mouse.row - area.y);
-                    if let Some(key) = self.view.get(index).copied() {
-                        self.select(Some(key));
-                    }
+            MouseEventKind::Down(MouseButton::Left) if inside(self.layout.table_header) => {
+                // A click on a column header sorts by it; on the sorted one, reverses it.
+                let x = mouse.column.saturating_sub(self.layout.table_header.x);
+                let clicked = self.columns.iter().find(|p| x >= p.x && x < p.x + p.width.max(1)).map(|p| p.col);
+                if let Some(by) = clicked.and_then(sort_of) {
+                    self.sort = if self.sort.by == by {
+                        Sort { by, reverse: !self.sort.reverse }
+                    } else {
+                        Sort { by, reverse: false }
+                    };
+                    self.changed();
                 }
             }
-            _ => return,
+            MouseEventKind::Down(MouseButton::Left) if inside(self.layout.table_rows) => {
+                let index = self.offset + usize::from(mouse.row - self.layout.table_rows.y);
+                if let Some(key) = self.view.get(index).copied() {
+                    self.select(Some(key));
+                }
+            }
+            _ => return Vec::new(),
         }
         self.dirty = true;
+        Vec::new()
     }
 
     fn finished(&mut self, f: Finished, now: DateTime<Utc>) {
@@ -804,7 +1029,23 @@ impl App {
                     self.put(row);
                 }
             }
-            Event::Outcome { key, outcome, .. } => {
+            Event::Outcome { key, name, outcome, .. } => {
+                if outcome.kind != OutcomeKind::Ok {
+                    let mut line = format!("{name}: {} {}", outcome.action.as_str(), outcome.kind.as_str());
+                    if let Some(status) = outcome.http_status {
+                        line.push_str(&format!(" {status}"));
+                    }
+                    if !outcome.codes.is_empty() {
+                        line.push_str(&format!(" {}", outcome.codes.join("/")));
+                    }
+                    if let Some(id) = &outcome.request_id {
+                        line.push_str(&format!(" request-id {id}"));
+                    }
+                    if let Some(message) = &outcome.message {
+                        line.push_str(&format!(": {message}"));
+                    }
+                    self.remember(&line, false, outcome.at);
+                }
                 if self.details
                     && let Some((shown, history)) = &mut self.history
                     && *shown == key
@@ -823,6 +1064,15 @@ impl App {
                 self.put(Row { session: *session, refreshing: false });
             }
             Event::Added(session) => self.put(Row { session: *session, refreshing: false }),
+            Event::Loaded(sessions) => {
+                self.loading = false;
+                for session in sessions {
+                    // A row the first screen or an event brought is at least as fresh.
+                    if !self.rows.contains_key(&session.key) {
+                        self.put(Row { session, refreshing: false });
+                    }
+                }
+            }
             Event::Removed { key, .. } => {
                 if self.selected == Some(key) {
                     // Select the row that takes the removed one's place.
@@ -838,19 +1088,16 @@ impl App {
             }
             Event::Scheduled { key, at } => {
                 self.scheduled.insert(key, at);
+                if self.sort.by == SortBy::Next {
+                    self.view_stale = true;
+                }
             }
             Event::Holds { workbooks, until } => self.holds = (workbooks, until.filter(|_| workbooks > 0)),
             Event::Paused(paused) => {
                 self.paused = paused;
                 let whose = if self.info.driver == Driver::This { "" } else { " (the driver follows within a second)" };
-                self.flash_info(
-                    if paused {
-                        format!("automatic refresh paused{whose}")
-                    } else {
-                        format!("automatic refresh resumed{whose}")
-                    },
-                    now,
-                );
+                let text = if paused { "automatic refresh paused" } else { "automatic refresh resumed" };
+                self.flash_info(format!("{text}{whose}"), now);
             }
             Event::Driving => {
                 self.info.driver = Driver::This;
@@ -880,6 +1127,12 @@ impl App {
 
     pub fn counts(&self) -> &BTreeMap<Status, usize> {
         &self.counts
+    }
+
+    /// Whether every session that should be kept alive fails for want of a sign-in.
+    pub fn signed_out(&self) -> bool {
+        let mut kept = self.rows.values().filter(|r| r.session.is_kept_alive()).peekable();
+        kept.peek().is_some() && kept.all(|r| r.session.status == Status::Auth)
     }
 }
 

@@ -223,6 +223,7 @@ pub enum Confirm {
     Remove {
         all_closed: bool,
     },
+    Recreate,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

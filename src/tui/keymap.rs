@@ -6,6 +6,10 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 pub enum Action {
     Up,
     Down,
+    PageUp,
+    PageDown,
+    HalfUp,
+    HalfDown,
     First,
     Last,
     Refresh,
@@ -16,13 +20,20 @@ pub enum Action {
     Create,
     Track,
     Edit,
+    Recreate,
     Close,
     Remove,
+    CopyId,
+    CopyUrl,
     Filter,
     Sort,
-    SignIn,
+    Reverse,
     FailingOnly,
+    Times,
     Details,
+    Focus,
+    Log,
+    SignIn,
     Help,
     Quit,
 }
@@ -45,124 +56,62 @@ pub struct Binding {
     pub action: Action,
 }
 
+const fn bind(
+    keys: &'static [Key],
+    label: &'static str,
+    hint: &'static str,
+    help: &'static str,
+    action: Action,
+) -> Binding {
+    Binding { keys, label, hint, help, action }
+}
+
+/// In the order the footer offers them, most used first; the last two are always shown.
 pub const KEYMAP: &[Binding] = &[
-    Binding {
-        keys: &[Key::Code(KeyCode::Up), Key::Char('k')],
-        label: "↑/k",
-        hint: "",
-        help: "move up",
-        action: Action::Up,
-    },
-    Binding {
-        keys: &[Key::Code(KeyCode::Down), Key::Char('j')],
-        label: "↓/j",
-        hint: "",
-        help: "move down",
-        action: Action::Down,
-    },
-    Binding {
-        keys: &[Key::Char('g'), Key::Code(KeyCode::Home)],
-        label: "g",
-        hint: "",
-        help: "first session",
-        action: Action::First,
-    },
-    Binding {
-        keys: &[Key::Char('G'), Key::Code(KeyCode::End)],
-        label: "G",
-        hint: "",
-        help: "last session",
-        action: Action::Last,
-    },
-    Binding {
-        keys: &[Key::Char('r')],
-        label: "r",
-        hint: "refresh",
-        help: "refresh the selected (or marked) sessions",
-        action: Action::Refresh,
-    },
-    Binding {
-        keys: &[Key::Char('R')],
-        label: "R",
-        hint: "all",
-        help: "refresh every session",
-        action: Action::RefreshAll,
-    },
-    Binding {
-        keys: &[Key::Char(' ')],
-        label: "space",
-        hint: "mark",
-        help: "mark or unmark the selected session",
-        action: Action::Mark,
-    },
-    Binding {
-        keys: &[Key::Char('a')],
-        label: "a",
-        hint: "auto",
-        help: "automatic refresh on/off for the selection",
-        action: Action::ToggleAuto,
-    },
-    Binding {
-        keys: &[Key::Char('p')],
-        label: "p",
-        hint: "pause",
-        help: "pause or resume all automatic refreshes",
-        action: Action::PauseAll,
-    },
-    Binding { keys: &[Key::Char('n')], label: "n", hint: "new", help: "create a new session", action: Action::Create },
-    Binding {
-        keys: &[Key::Char('i')],
-        label: "i",
-        hint: "track",
-        help: "track an existing session id",
-        action: Action::Track,
-    },
-    Binding { keys: &[Key::Char('e')], label: "e", hint: "edit", help: "edit name and interval", action: Action::Edit },
-    Binding {
-        keys: &[Key::Char('c')],
-        label: "c",
-        hint: "close",
-        help: "close the session at Graph (asks first)",
-        action: Action::Close,
-    },
-    Binding {
-        keys: &[Key::Char('x')],
-        label: "x",
-        hint: "remove",
-        help: "stop tracking the session (asks first)",
-        action: Action::Remove,
-    },
-    Binding {
-        keys: &[Key::Char('/')],
-        label: "/",
-        hint: "filter",
-        help: "filter by name or workbook",
-        action: Action::Filter,
-    },
-    Binding { keys: &[Key::Char('s')], label: "s", hint: "sort", help: "change the sort order", action: Action::Sort },
-    Binding { keys: &[Key::Char('l')], label: "l", hint: "", help: "sign in (device code)", action: Action::SignIn },
-    Binding {
-        keys: &[Key::Char('f')],
-        label: "f",
-        hint: "failing",
-        help: "show failing sessions only",
-        action: Action::FailingOnly,
-    },
-    Binding {
-        keys: &[Key::Code(KeyCode::Enter)],
-        label: "enter",
-        hint: "details",
-        help: "show or hide the details pane",
-        action: Action::Details,
-    },
-    Binding { keys: &[Key::Char('?')], label: "?", hint: "help", help: "this help", action: Action::Help },
-    Binding {
-        keys: &[Key::Char('q'), Key::Ctrl('c')],
-        label: "q",
-        hint: "quit",
-        help: "quit (ctrl-c too)",
-        action: Action::Quit,
-    },
+    bind(&[Key::Char('r')], "r", "refresh", "refresh the selected (or marked) sessions", Action::Refresh),
+    bind(&[Key::Char('R')], "R", "all", "refresh every session that is not closed", Action::RefreshAll),
+    bind(&[Key::Char(' ')], "space", "mark", "mark or unmark the selected session", Action::Mark),
+    bind(&[Key::Char('y')], "y", "copy id", "copy the session id (OSC 52: works over SSH and in tmux)", Action::CopyId),
+    bind(&[Key::Char('n')], "n", "new", "create a new session", Action::Create),
+    bind(&[Key::Char('e')], "e", "edit", "edit name, interval, recreate, automatic", Action::Edit),
+    bind(&[Key::Char('a')], "a", "auto", "automatic refresh on/off for the selection", Action::ToggleAuto),
+    bind(&[Key::Char('p')], "p", "pause", "pause or resume automatic refresh for the whole store", Action::PauseAll),
+    bind(&[Key::Char('/')], "/", "filter", "filter by name or workbook", Action::Filter),
+    bind(&[Key::Char('s')], "s", "sort", "sort by the next column", Action::Sort),
+    bind(&[Key::Code(KeyCode::Enter)], "enter", "details", "show or hide the details pane", Action::Details),
+    bind(&[Key::Char('L')], "L", "log", "recent warnings and errors, and where the log file is", Action::Log),
+    bind(&[Key::Char('i')], "i", "track", "track an existing session id", Action::Track),
+    bind(
+        &[Key::Char('N')],
+        "N",
+        "recreate",
+        "recreate: a new session replaces the selected one's id (asks first)",
+        Action::Recreate,
+    ),
+    bind(&[Key::Char('c')], "c", "close", "close the session at Graph (asks first)", Action::Close),
+    bind(&[Key::Char('x')], "x", "remove", "stop tracking the session (asks first)", Action::Remove),
+    bind(&[Key::Char('Y')], "Y", "", "copy the workbook URL", Action::CopyUrl),
+    bind(&[Key::Char('S')], "S", "", "reverse the sort", Action::Reverse),
+    bind(&[Key::Char('f')], "f", "", "show failing sessions only", Action::FailingOnly),
+    bind(&[Key::Char('t')], "t", "", "relative times or absolute local times", Action::Times),
+    bind(&[Key::Code(KeyCode::Tab)], "tab", "", "move the focus between the table and the details", Action::Focus),
+    bind(&[Key::Char('l')], "l", "", "sign in (device code)", Action::SignIn),
+    bind(&[Key::Code(KeyCode::Up), Key::Char('k')], "↑/k", "", "move up", Action::Up),
+    bind(&[Key::Code(KeyCode::Down), Key::Char('j')], "↓/j", "", "move down", Action::Down),
+    bind(&[Key::Code(KeyCode::PageUp)], "pgup", "", "a page up", Action::PageUp),
+    bind(&[Key::Code(KeyCode::PageDown)], "pgdn", "", "a page down", Action::PageDown),
+    bind(&[Key::Ctrl('u')], "ctrl-u", "", "half a page up", Action::HalfUp),
+    bind(&[Key::Ctrl('d')], "ctrl-d", "", "half a page down", Action::HalfDown),
+    bind(&[Key::Char('g'), Key::Code(KeyCode::Home)], "g/home", "", "first session", Action::First),
+    bind(&[Key::Char('G'), Key::Code(KeyCode::End)], "G/end", "", "last session", Action::Last),
+    bind(&[Key::Char('?')], "?", "help", "this help (j/k and page keys scroll it)", Action::Help),
+    bind(&[Key::Char('q'), Key::Ctrl('c')], "q", "quit", "quit (ctrl-c too)", Action::Quit),
+];
+
+/// What the help lists besides the keys: the keys that are not actions.
+pub const OTHER_KEYS: &[(&str, &str)] = &[
+    ("esc", "close a dialog, the help or the log; else clear message and marks"),
+    ("mouse", "click a row to select it, a header to sort by it; the wheel scrolls"),
 ];
 
 fn key_of(event: &KeyEvent) -> Key {
@@ -204,7 +153,15 @@ mod tests {
         assert_eq!(action_for(&press(KeyCode::Char('r'))), Some(Action::Refresh));
         assert_eq!(action_for(&press(KeyCode::Char('R'))), Some(Action::RefreshAll));
         assert_eq!(action_for(&press(KeyCode::Down)), Some(Action::Down));
+        assert_eq!(action_for(&press(KeyCode::PageDown)), Some(Action::PageDown));
         assert_eq!(action_for(&KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL)), Some(Action::Quit));
+        assert_eq!(action_for(&KeyEvent::new(KeyCode::Char('d'), KeyModifiers::CONTROL)), Some(Action::HalfDown));
         assert_eq!(action_for(&press(KeyCode::Char('z'))), None);
+    }
+
+    #[test]
+    fn the_footer_ends_with_help_and_quit() {
+        let hints: Vec<_> = footer_hints().collect();
+        assert_eq!(&hints[hints.len() - 2..], &[("?", "help"), ("q", "quit")]);
     }
 }

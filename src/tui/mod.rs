@@ -79,9 +79,10 @@ pub fn terminal_size() -> (u16, u16) {
 }
 
 /// Runs the dashboard until the user quits or the engine stops. `first` carries effects the app
-/// asked for before the loop started (a sign-in it opens by itself).
+/// asked for before the loop started (a sign-in it opens by itself). The app comes back, for
+/// what the caller keeps of it (the sort).
 pub async fn run(
-    mut app: App,
+    app: &mut App,
     commands: &mpsc::UnboundedSender<Command>,
     events: &mut mpsc::UnboundedReceiver<Event>,
     clock: &Clock,
@@ -90,7 +91,7 @@ pub async fn run(
     let guard = TerminalGuard::enter()?;
     let mut terminal: Terminal<CrosstermBackend<Stdout>> = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
-    let result = event_loop(&mut app, commands, events, clock, &mut terminal, first).await;
+    let result = event_loop(app, commands, events, clock, &mut terminal, first).await;
     drop(terminal);
     drop(guard);
     result
@@ -103,6 +104,11 @@ fn apply(effects: Vec<Effect>, commands: &mpsc::UnboundedSender<Command>) -> boo
         match effect {
             Effect::Engine(command) => {
                 let _ = commands.send(command);
+            }
+            // OSC 52: the terminal (or tmux, or the terminal at the far end of ssh) sets its
+            // clipboard; nothing here needs a display server.
+            Effect::Copy(text) => {
+                let _ = execute!(io::stdout(), crossterm::clipboard::CopyToClipboard::to_clipboard_from(text));
             }
             Effect::Quit => quit = true,
         }
@@ -150,10 +156,11 @@ async fn event_loop(
             _ = tick.tick(), if app.needs_ticks() => Msg::Tick,
         };
         quit = apply(app.update(msg, clock.now()), commands);
-        // A burst of engine events becomes one frame.
+        // A burst of engine events becomes one frame, laid out once.
         while !quit && let Ok(event) = events.try_recv() {
             quit = apply(app.update(Msg::Engine(event), clock.now()), commands);
         }
+        app.settle();
     }
     tracing::info!(draws, seconds = started.elapsed().as_secs_f64(), "dashboard closed");
     Ok(())

@@ -1,39 +1,40 @@
-//! Drawing: a pure function of the app's state and the time. It reads the rows `update` chose
-//! as visible and the areas `update` laid out; it changes nothing.
+//! Drawing: a pure function of the app's state and the time. It reads the rows, columns and
+//! areas `update` chose; it changes nothing.
 
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, Sparkline, Table, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Wrap};
 
-use super::app::{App, Driver, Row, RowTimes};
+use super::app::{App, Driver, Overlay, Row, RowTimes};
 use super::dialog::{Confirm, Dialog, FieldValue};
-use super::keymap::{KEYMAP, footer_hints};
-use super::layout::{MIN_HEIGHT, MIN_WIDTH};
+use super::keymap::{KEYMAP, OTHER_KEYS, footer_hints};
+use super::layout::{Col, MIN_HEIGHT, MIN_WIDTH, keep_end, keep_start};
 use crate::engine::SignInState;
 use crate::session::{Action as CallAction, Mode, Status};
 use crate::time::{format_ago, format_duration, format_until};
 
-pub struct Theme {
+pub struct Theme<'a> {
     color: bool,
+    custom: &'a std::collections::HashMap<Status, Color>,
 }
 
-impl Theme {
+impl Theme<'_> {
     fn fg(&self, color: Color) -> Style {
         if self.color { Style::new().fg(color) } else { Style::new() }
     }
 
     fn status(&self, status: Status) -> Style {
-        let color = match status {
+        let color = self.custom.get(&status).copied().unwrap_or(match status {
             Status::Ok => Color::Green,
             Status::Refreshing => Color::Cyan,
             Status::Stale | Status::Expired => Color::Yellow,
             Status::Throttled => Color::Magenta,
             Status::Dead | Status::Auth | Status::Error => Color::Red,
             Status::New | Status::Closed => Color::DarkGray,
-        };
+        });
         self.fg(color)
     }
 
@@ -73,7 +74,7 @@ impl Theme {
 
 pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
     let areas = app.layout;
-    let theme = Theme { color: !app.info.no_color };
+    let theme = Theme { color: !app.info.no_color, custom: &app.info.colors };
     if areas.too_small {
         let text = format!(
             "terminal too small: {}x{}, need {MIN_WIDTH}x{MIN_HEIGHT}",
@@ -88,8 +89,10 @@ pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
         draw_details(frame, app, areas.detail, &theme, now);
     }
     draw_footer(frame, app, areas.footer, &theme);
-    if app.help {
-        draw_help(frame, areas.screen, &theme);
+    match app.overlay {
+        Some(Overlay::Help { scroll }) => draw_help(frame, areas.screen, &theme, app, scroll),
+        Some(Overlay::Log { scroll }) => draw_log(frame, areas.screen, &theme, app, scroll),
+        None => {}
     }
     if app.dialog.is_some() {
         draw_dialog(frame, app, areas.screen, &theme, now);
@@ -112,6 +115,10 @@ fn signin_label(app: &App) -> String {
         Some(SignInState::NotSignedIn) => "not signed in: l signs in".into(),
         Some(SignInState::Unusable(_)) => "token cache unusable: run wbsessions whoami".into(),
     }
+}
+
+fn width_of(spans: &[Span]) -> usize {
+    spans.iter().map(|s| s.content.chars().count()).sum()
 }
 
 fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
@@ -140,12 +147,29 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
     }
     first.push(Span::styled(" · sign-in ", theme.dim()));
     first.push(Span::raw(signin_label(app)));
-    first.push(Span::styled(" · graph ", theme.dim()));
-    first.push(Span::raw(app.info.endpoint.clone()));
-    first.push(Span::styled(" · store ", theme.dim()));
-    first.push(Span::raw(app.info.store.clone()));
+    // What does not fit goes, least useful first: the endpoint, then the start of the store path
+    // (its file name is the informative end).
+    let width = usize::from(area.width);
+    let graph = [Span::styled(" · graph ", theme.dim()), Span::raw(app.info.endpoint.clone())];
+    let store_label = Span::styled(" · store ", theme.dim());
+    let fixed = width_of(&first) + store_label.content.chars().count();
+    if fixed + width_of(&graph) + app.info.store.chars().count() <= width {
+        first.extend(graph);
+    }
+    let room = width.saturating_sub(width_of(&first) + store_label.content.chars().count());
+    if room >= 8 {
+        first.push(store_label);
+        first.push(Span::raw(keep_end(&app.info.store, room)));
+    }
 
-    let mut second = vec![Span::raw(format!("{} sessions:", app.rows.len()))];
+    let mut second = vec![Span::raw(if app.loading {
+        format!("{} sessions so far, reading the rest:", app.rows.len())
+    } else {
+        format!("{} sessions:", app.rows.len())
+    })];
+    if app.signed_out() {
+        second = vec![Span::styled("signed out: press l or run wbsessions login", theme.error()), Span::raw(" ·")];
+    }
     for (&status, count) in app.counts() {
         second.push(Span::raw(" "));
         second.push(Span::styled(format!("{count} {status}"), theme.status(status)));
@@ -158,116 +182,145 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
             theme.status(Status::Throttled),
         ));
     }
+    if app.absolute_times {
+        second.push(Span::styled(
+            format!("  · times local ({})", now.with_timezone(&chrono::Local).format("%Z")),
+            theme.dim(),
+        ));
+    }
     frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]), area);
 }
 
-struct Column {
-    title: &'static str,
-    width: Constraint,
-    /// Kept on terminals narrower than `WIDE`.
-    narrow: bool,
+fn cell(
+    app: &App,
+    row: &Row,
+    col: Col,
+    width: usize,
+    theme: &Theme,
+    times: &RowTimes,
+    now: DateTime<Utc>,
+) -> Span<'static> {
+    let s = &row.session;
+    let plain = |text: String| Span::raw(text);
+    match col {
+        Col::Mark => plain(if app.marks.contains(&s.key) { "●" } else { " " }.into()),
+        Col::Name => plain(keep_start(&s.name, width)),
+        Col::Workbook => plain(keep_end(&s.workbook.to_string(), width)),
+        Col::Mode => plain(if s.mode == Mode::Persistent { "persist" } else { "scratch" }.into()),
+        Col::Status => {
+            let status = app.status_of(row);
+            Span::styled(status.as_str(), theme.status(status))
+        }
+        Col::Last => plain(keep_start(&times.last, width)),
+        Col::Next => plain(keep_start(&times.next, width)),
+        Col::Expires => {
+            let left = app.info.defaults.expires_at(s).map(|at| at.signed_duration_since(now));
+            Span::styled(keep_start(&times.expires, width), theme.expiry(left))
+        }
+        Col::Latency => plain(s.last_outcome.as_ref().map_or("-".to_string(), |o| format!("{}ms", o.latency_ms))),
+        Col::Failures => plain(s.failures.to_string()),
+    }
 }
 
-const WIDE: u16 = 100;
-
-const COLUMNS: [Column; 10] = [
-    Column { title: "", width: Constraint::Length(1), narrow: true },
-    Column { title: "NAME", width: Constraint::Fill(2), narrow: true },
-    Column { title: "WORKBOOK", width: Constraint::Fill(3), narrow: true },
-    Column { title: "MODE", width: Constraint::Length(7), narrow: false },
-    Column { title: "STATUS", width: Constraint::Length(10), narrow: true },
-    Column { title: "LAST REFRESH", width: Constraint::Length(12), narrow: true },
-    Column { title: "NEXT", width: Constraint::Length(8), narrow: false },
-    Column { title: "EXPIRES", width: Constraint::Length(7), narrow: true },
-    Column { title: "LATENCY", width: Constraint::Length(8), narrow: false },
-    Column { title: "FAILS", width: Constraint::Length(5), narrow: false },
-];
-
-fn row_cells<'a>(app: &App, row: &'a Row, theme: &Theme, selected: bool, now: DateTime<Utc>) -> Vec<Cell<'a>> {
-    let s = &row.session;
-    let status = app.status_of(row);
-    let RowTimes { last, next, expires } = app.row_times(row, now);
-    let mark = if app.marks.contains(&s.key) { "●" } else { " " };
-    let latency = s.last_outcome.as_ref().map_or("-".to_string(), |o| format!("{}ms", o.latency_ms));
-    let left = app.info.defaults.expires_at(s).map(|at| at.signed_duration_since(now));
-    let plain = |style: Style| if selected { Style::new() } else { style };
-    vec![
-        Cell::from(mark),
-        Cell::from(s.name.as_str()),
-        Cell::from(s.workbook.to_string()),
-        Cell::from(if s.mode == Mode::Persistent { "persist" } else { "scratch" }),
-        Cell::from(Span::styled(status.as_str(), plain(theme.status(status)))),
-        Cell::from(last),
-        Cell::from(next),
-        Cell::from(Span::styled(expires, plain(theme.expiry(left)))),
-        Cell::from(latency),
-        Cell::from(s.failures.to_string()),
-    ]
+/// One line of the table: each column's text padded to its width.
+fn table_line(cells: Vec<(Span<'static>, u16)>, style: Style) -> Line<'static> {
+    let mut spans = Vec::new();
+    let count = cells.len();
+    for (i, (span, width)) in cells.into_iter().enumerate() {
+        let text: String = span.content.chars().take(usize::from(width)).collect();
+        let pad = usize::from(width).saturating_sub(text.chars().count());
+        spans.push(Span::styled(text, span.style));
+        let gap = if i + 1 < count { pad + super::layout::SPACING as usize } else { pad };
+        spans.push(Span::raw(" ".repeat(gap)));
+    }
+    Line::from(spans).style(style)
 }
 
 fn draw_table(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
     let area = app.layout.table;
-    let mut title = format!(" sessions · sort: {} ", app.sort.label());
+    let arrow = if app.sort.reverse { "▼" } else { "▲" };
+    let mut title =
+        format!(" sessions · sort: {}{} ", app.sort.by.label(), if app.sort.reverse { ", reversed" } else { "" });
     if app.failing_only {
         title.push_str("· failing only ");
     }
     if app.filtering || !app.filter.is_empty() {
         title.push_str(&format!("· filter: {}{} ", app.filter, if app.filtering { "▏" } else { "" }));
     }
-    let block = Block::new().borders(Borders::TOP).title(title).border_style(theme.dim());
-    let inner = block.inner(area);
-    frame.render_widget(block, area);
-    let wide = area.width >= WIDE;
+    frame.render_widget(Block::new().borders(Borders::TOP).title(title).border_style(theme.dim()), area);
+    let sorted = super::app::column_of(app.sort.by);
+    let header: Vec<(Span<'static>, u16)> = app
+        .columns
+        .iter()
+        .map(|p| {
+            let title = if p.col == sorted { format!("{}{arrow}", p.col.title()) } else { p.col.title().to_string() };
+            (Span::raw(title), p.width)
+        })
+        .collect();
+    frame.render_widget(
+        Paragraph::new(table_line(header, Style::new().add_modifier(Modifier::BOLD))),
+        app.layout.table_header,
+    );
+    let rows_area = app.layout.table_rows;
     if app.visible.is_empty() {
         let text = if app.rows.is_empty() {
             "no sessions yet: n creates one, i tracks an existing id"
         } else {
             "no session matches"
         };
-        frame
-            .render_widget(Paragraph::new(text).style(theme.dim()).alignment(Alignment::Center), app.layout.table_rows);
+        frame.render_widget(Paragraph::new(text).style(theme.dim()).alignment(Alignment::Center), rows_area);
+        return;
     }
-    let rows: Vec<TableRow> = app
+    let lines: Vec<Line> = app
         .visible
         .iter()
         .filter_map(|key| app.rows.get(key))
         .map(|row| {
             let selected = Some(row.session.key) == app.selected;
-            let cells = row_cells(app, row, theme, selected, now);
-            let style = if selected { theme.selected() } else { Style::new() };
-            TableRow::new(cells.into_iter().zip(&COLUMNS).filter(|(_, c)| wide || c.narrow).map(|(cell, _)| cell))
-                .style(style)
+            let times = app.row_times(row, now);
+            let cells = app
+                .columns
+                .iter()
+                .map(|p| {
+                    let mut span = cell(app, row, p.col, usize::from(p.width), theme, &times, now);
+                    if selected {
+                        span.style = Style::new();
+                    }
+                    (span, p.width)
+                })
+                .collect();
+            table_line(cells, if selected { theme.selected() } else { Style::new() })
         })
         .collect();
-    let header = TableRow::new(COLUMNS.iter().filter(|c| wide || c.narrow).map(|c| c.title))
-        .style(Style::new().add_modifier(Modifier::BOLD));
-    let widths: Vec<Constraint> = COLUMNS.iter().filter(|c| wide || c.narrow).map(|c| c.width).collect();
-    frame.render_widget(Table::new(rows, widths).header(header).column_spacing(1), inner);
+    frame.render_widget(Paragraph::new(lines), rows_area);
 }
 
 fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
-    let block = Block::new().borders(Borders::TOP).title(" details ").border_style(theme.dim());
+    let title =
+        if app.details_focus { " details (focused: j/k scroll, tab back) " } else { " details (tab to scroll) " };
+    let border = if app.details_focus { theme.key() } else { theme.dim() };
+    let block = Block::new().borders(Borders::TOP).title(title).border_style(border);
     let inner = block.inner(area);
     frame.render_widget(block, area);
     let Some(row) = app.selected_row() else { return };
     let s = &row.session;
-    let [text_area, spark_area] = Layout::horizontal([Constraint::Fill(3), Constraint::Fill(1)]).areas(inner);
+    let [text_area, spark_area] = Layout::horizontal([Constraint::Fill(3), Constraint::Length(24)]).areas(inner);
     let expires = app.info.defaults.expires_at(s).map_or("unknown".to_string(), |at| {
         if at <= now { "passed: likely expired".to_string() } else { format_until(at, now) }
     });
     let mut lines = vec![
+        Line::from(vec![Span::styled("session id ", theme.dim()), Span::raw(s.session_id.to_string())]),
         Line::from(vec![Span::styled("workbook   ", theme.dim()), Span::raw(s.workbook.url(&app.info.endpoint))]),
         Line::from(vec![
-            Span::styled("interval   ", theme.dim()),
+            Span::styled("keeping    ", theme.dim()),
             Span::raw(format!(
-                "{}{} · {} · {} · expires {expires}",
+                "every {}{} · {} · {} · expires {expires}",
                 format_duration(app.info.defaults.interval_of(s)),
                 if s.interval.is_none() { " (default)" } else { "" },
                 if s.auto { "automatic" } else { "manual" },
                 if s.recreate { "recreated on expiry" } else { "not recreated" }
             )),
         ]),
-        Line::from(vec![Span::styled("session id ", theme.dim()), Span::raw(s.session_id.to_string())]),
     ];
     let history = app.history.as_ref().filter(|(k, _)| *k == s.key).map(|(_, h)| h.as_slice());
     match history {
@@ -275,8 +328,13 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
         Some([]) => lines.push(Line::from(Span::styled("no calls yet", theme.dim()))),
         Some(outcomes) => {
             for o in outcomes {
+                let when = if app.absolute_times {
+                    o.at.with_timezone(&chrono::Local).format("%H:%M:%S").to_string()
+                } else {
+                    format_ago(o.at, now)
+                };
                 let mut spans = vec![
-                    Span::styled(format!("{:>9} ", format_ago(o.at, now)), theme.dim()),
+                    Span::styled(format!("{when:>9} "), theme.dim()),
                     Span::raw(format!("{:7} ", o.action.as_str())),
                     Span::styled(format!("{:9}", o.kind.as_str()), theme.status(o.kind.into())),
                     Span::raw(format!(
@@ -298,30 +356,33 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
             }
         }
     }
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
+    let scroll = u16::try_from(app.detail_scroll).unwrap_or(u16::MAX);
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }).scroll((scroll, 0)), text_area);
+    draw_latency(frame, history.unwrap_or_default(), spark_area, theme);
+}
+
+/// The refreshes' latencies on the session's own scale, with their range in the title: equal
+/// latencies draw a flat line, not full bars.
+fn draw_latency(frame: &mut Frame, history: &[crate::session::Outcome], area: Rect, theme: &Theme) {
     // Refreshes only: a create with its operation polling would dwarf them.
-    let latencies: Vec<u64> = history
-        .unwrap_or_default()
-        .iter()
-        .rev()
-        .filter(|o| o.action == CallAction::Refresh)
-        .map(|o| o.latency_ms.max(1))
-        .collect();
-    let spark_block = Block::new().borders(Borders::LEFT).title("latency").border_style(theme.dim());
-    frame.render_widget(
-        Sparkline::default().block(spark_block).data(&latencies).style(theme.fg(Color::Cyan)),
-        spark_area,
-    );
+    let latencies: Vec<u64> =
+        history.iter().rev().filter(|o| o.action == CallAction::Refresh).map(|o| o.latency_ms).collect();
+    let (min, max) = (latencies.iter().min().copied().unwrap_or(0), latencies.iter().max().copied().unwrap_or(0));
+    let title = if latencies.is_empty() { "latency".to_string() } else { format!("latency {min}–{max} ms") };
+    let block = Block::new().borders(Borders::LEFT).title(title).border_style(theme.dim());
+    let range = max - min;
+    // The lowest shows as the smallest bar, the highest as a full one.
+    let data: Vec<u64> = latencies.iter().map(|l| 1 + (l - min) * 7 / range.max(1)).collect();
+    frame.render_widget(Sparkline::default().block(block).data(&data).max(8).style(theme.fg(Color::Cyan)), area);
 }
 
 fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
+    let width = usize::from(area.width);
     if let Some(flash) = &app.flash {
         let style = if flash.error { theme.error() } else { theme.fg(Color::Green) };
-        let suffix = if flash.error { "  (esc dismisses)" } else { "" };
-        frame.render_widget(
-            Paragraph::new(Line::from(vec![Span::styled(format!("{}{suffix}", flash.text), style)])),
-            area,
-        );
+        let suffix = if flash.error { "  (esc dismisses, L shows the log)" } else { "" };
+        let text = keep_start(&flash.text, width.saturating_sub(suffix.chars().count()));
+        frame.render_widget(Paragraph::new(Line::from(vec![Span::styled(format!("{text}{suffix}"), style)])), area);
         return;
     }
     if app.filtering {
@@ -330,15 +391,15 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
     }
     // As many hints as fit, in keymap order; the last two (help, quit) always.
     let hints: Vec<(&str, &str)> = footer_hints().collect();
-    let width = |(label, hint): &(&str, &str)| label.chars().count() + hint.chars().count() + 3;
+    let width_of = |(label, hint): &(&str, &str)| label.chars().count() + hint.chars().count() + 3;
     let (body, tail) = hints.split_at(hints.len().saturating_sub(2));
-    let mut room = (area.width as usize).saturating_sub(tail.iter().map(width).sum());
+    let mut room = width.saturating_sub(tail.iter().map(width_of).sum());
     let mut shown: Vec<&(&str, &str)> = Vec::new();
     for hint in body {
-        if width(hint) > room {
+        if width_of(hint) > room {
             break;
         }
-        room -= width(hint);
+        room -= width_of(hint);
         shown.push(hint);
     }
     shown.extend(tail);
@@ -356,16 +417,62 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
     Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height }
 }
 
-fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme) {
+/// A scrolled overlay box as large as it may be; the scroll is clamped to its content.
+fn overlay(frame: &mut Frame, area: Rect, title: String, lines: Vec<Line<'static>>, scroll: usize, width: u16) {
+    let height = (lines.len() as u16 + 2).min(area.height);
+    let room = usize::from(height.saturating_sub(2));
+    let scroll = scroll.min(lines.len().saturating_sub(room));
+    let more = if scroll + room < lines.len() { " · j/k, pgdn for more " } else { "" };
+    let popup = centered(area, width, height);
+    frame.render_widget(Clear, popup);
+    let visible: Vec<Line> = lines.into_iter().skip(scroll).take(room).collect();
+    frame.render_widget(Paragraph::new(visible).block(Block::bordered().title(format!("{title}{more}"))), popup);
+}
+
+/// Every key (from the keymap), esc and the mouse, and what each status means.
+pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     let mut lines: Vec<Line> = KEYMAP
         .iter()
         .map(|b| Line::from(vec![Span::styled(format!("{:>8}  ", b.label), theme.key()), Span::raw(b.help)]))
         .collect();
+    for (key, help) in OTHER_KEYS {
+        lines.push(Line::from(vec![Span::styled(format!("{key:>8}  "), theme.key()), Span::raw(*help)]));
+    }
     lines.push(Line::from(""));
-    lines.push(Line::from(Span::styled("   mouse  click selects, the wheel scrolls; esc dismisses", theme.dim())));
-    let popup = centered(area, 64, lines.len() as u16 + 2);
-    frame.render_widget(Clear, popup);
-    frame.render_widget(Paragraph::new(lines).block(Block::bordered().title(" keys (any key closes) ")), popup);
+    lines.push(Line::from(Span::styled("statuses", Style::new().add_modifier(Modifier::BOLD))));
+    for status in Status::ALL {
+        lines.push(Line::from(vec![
+            Span::styled(format!("{:>10}  ", status.as_str()), theme.status(status)),
+            Span::raw(status.meaning()),
+        ]));
+    }
+    lines.push(Line::from(""));
+    lines.push(Line::from(vec![Span::styled("     log  ", theme.dim()), Span::raw(app.info.log_dir.clone())]));
+    lines
+}
+
+fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usize) {
+    let lines = help_lines(app, theme);
+    overlay(frame, area, " keys (esc closes) ".into(), lines, scroll, 86);
+}
+
+fn draw_log(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usize) {
+    let width = area.width.min(120);
+    let inner = usize::from(width.saturating_sub(2));
+    let mut lines =
+        vec![Line::from(vec![Span::styled("log files  ", theme.dim()), Span::raw(app.info.log_dir.clone())])];
+    if app.log.is_empty() {
+        lines.push(Line::from(Span::styled("no warnings or errors since the dashboard opened", theme.dim())));
+    }
+    for entry in &app.log {
+        let when = entry.at.with_timezone(&chrono::Local).format("%H:%M:%S").to_string();
+        let style = if entry.error { theme.error() } else { theme.warning() };
+        for (i, part) in wrap(&entry.text, inner.saturating_sub(10)).into_iter().enumerate() {
+            let stamp = if i == 0 { format!("{when}  ") } else { " ".repeat(10) };
+            lines.push(Line::from(vec![Span::styled(stamp, theme.dim()), Span::styled(part, style)]));
+        }
+    }
+    overlay(frame, area, " recent warnings and errors (esc closes) ".into(), lines, scroll, width);
 }
 
 /// Splits text into lines of at most `width` characters at spaces, so that a dialog can grow to
@@ -461,6 +568,9 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
                 Confirm::Remove { all_closed: true } => ("Remove", "Only stops tracking; it is closed already."),
                 Confirm::Remove { all_closed: false } => {
                     ("Remove", "Only stops tracking; the session stays open at Graph until it expires.")
+                }
+                Confirm::Recreate => {
+                    ("Recreate", "A new session on the same workbook replaces the id; the old one is left to expire.")
                 }
             };
             let mut lines =

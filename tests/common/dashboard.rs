@@ -18,6 +18,8 @@ pub fn info(no_color: bool) -> Info {
         driver: Driver::This,
         defaults: wbsessions::session::Defaults::default(),
         no_color,
+        log_dir: "/home/ana/.local/state/wbsessions/logs".into(),
+        colors: Default::default(),
     }
 }
 

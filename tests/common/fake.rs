@@ -410,6 +410,12 @@ impl Persist for MemoryStore {
         async move { Ok(outcomes) }.boxed()
     }
 
+    fn load(&self) -> BoxFuture<'static, Result<Vec<TrackedSession>, StoreError>> {
+        let mut sessions: Vec<TrackedSession> = self.state.lock().unwrap().sessions.values().cloned().collect();
+        sessions.sort_by_key(|s| s.key);
+        async move { Ok(sessions) }.boxed()
+    }
+
     fn flush(&self) -> BoxFuture<'static, ()> {
         async {}.boxed()
     }

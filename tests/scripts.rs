@@ -1,0 +1,105 @@
+//! What scripts use: `exec` hands a command a live session, `edit` and `recreate` change one,
+//! completions name the sessions.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use wbsessions::sim::SimConfig;
+use wbsessions::time::Clock;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn exec_runs_a_command_with_a_live_session_and_returns_its_code() {
+    let clock = Clock::manual(chrono::Utc::now());
+    let sim = SimThread::start(
+        SimConfig { persistent_expiry: Duration::from_secs(60), ..sim_config(&[("W1", None)]) },
+        clock.clone(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let id = cli.ok(&["id", "a"]).trim().to_string();
+    let printed = cli.ok(&[
+        "exec",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$WBSESSIONS_SESSION_ID|$WBSESSIONS_NAME|$WBSESSIONS_WORKBOOK_URL\"",
+    ]);
+    assert_eq!(printed.trim(), format!("{id}|a|{}/me/drive/items/W1/workbook", sim.url));
+    let refreshes = sim.sim.stats().refreshed;
+    assert!(refreshes >= 1, "exec refreshed the session before running the command");
+    let out = cli.output(&["exec", "a", "--", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    // The token is exported only when asked.
+    assert_eq!(cli.ok(&["exec", "a", "--", "sh", "-c", "echo \"[$WBSESSIONS_ACCESS_TOKEN]\""]).trim(), "[]");
+    assert_eq!(
+        cli.ok(&["exec", "a", "--export-token", "--", "sh", "-c", "echo \"[$WBSESSIONS_ACCESS_TOKEN]\""]).trim(),
+        format!("[{TOKEN}]")
+    );
+
+    // Expired and not recreatable: exit 1 and the command never runs.
+    clock.advance(Duration::from_secs(120));
+    let marker = dir.path().join("ran");
+    let out = cli.output(&["exec", "a", "--", "touch", marker.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!marker.exists(), "the command ran on an expired session");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not alive"));
+    // Allowed to recreate, it gets a new id and the command runs with it.
+    cli.ok(&["edit", "a", "--recreate"]);
+    let printed = cli.ok(&["exec", "a", "--", "sh", "-c", "echo \"$WBSESSIONS_SESSION_ID\""]);
+    assert_ne!(printed.trim(), id);
+    assert_eq!(printed.trim(), cli.ok(&["id", "a"]).trim());
+}
+
+#[test]
+fn edit_and_recreate_change_a_session_from_the_command_line() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["edit", "a", "--interval", "30s", "--no-auto"]);
+    let shown = json(&cli.ok(&["show", "a", "--json"]));
+    assert_eq!((shown["interval_secs"].as_f64(), shown["auto"].as_bool()), (Some(30.0), Some(false)));
+    cli.ok(&["edit", "a", "--rename", "b", "--auto", "--default-interval"]);
+    let shown = json(&cli.ok(&["show", "b", "--json"]));
+    assert_eq!((shown["interval_secs"].as_f64(), shown["auto"].as_bool()), (Some(240.0), Some(true)));
+    let out = cli.output(&["edit", "b"]);
+    assert_eq!(out.status.code(), Some(2), "nothing to change is bad input");
+    let warned = cli.output(&["edit", "b", "--interval", "6m"]);
+    assert!(warned.status.success());
+    assert!(String::from_utf8_lossy(&warned.stderr).contains("expire first"));
+
+    let old = cli.ok(&["id", "b"]);
+    let out = cli.ok(&["recreate", "b"]);
+    assert!(out.contains(" b create ok 201"), "{out}");
+    let new = cli.ok(&["id", "b"]);
+    assert_ne!(old, new);
+    // The simulator accepts the new id.
+    assert!(cli.ok(&["refresh", "b"]).contains(" b refresh ok 204"));
+}
+
+#[test]
+fn completion_names_the_tracked_sessions() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "budget-live", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["create", "budget-old", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["create", "sales", "--workbook", "me/drive/items/W1"]);
+    for shell in ["bash", "zsh", "fish"] {
+        let script = cli.ok(&["completions", shell]);
+        assert!(script.contains("WBSESSIONS_COMPLETE"), "{shell}: {script}");
+    }
+    // What the shell asks through the registered script: complete `wbsessions show bud`.
+    let out = cli.command(&["--", "wbsessions", "show", "bud"]).env("WBSESSIONS_COMPLETE", "fish").output().unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(names.contains("budget-live") && names.contains("budget-old") && !names.contains("sales"), "{names}");
+}

@@ -1,0 +1,121 @@
+//! What the commands say about sessions is what Graph would say: stale sessions are not `ok`,
+//! dead ids are not handed out, closed sessions are not refreshed, colour follows NO_COLOR.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use wbsessions::sim::SimConfig;
+use wbsessions::time::Clock;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn a_session_left_past_its_idle_expiry_is_stale_and_its_id_is_not_handed_out() {
+    let sim = SimThread::start(
+        SimConfig { persistent_expiry: Duration::from_secs(3), ..sim_config(&[("W1", None)]) },
+        Clock::system(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.config("persistent_expiry = \"3s\"\n");
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let fresh = json(&cli.ok(&["list", "--json"]));
+    assert_eq!(fresh[0]["status"], "ok");
+    assert!(fresh[0]["expires_at"].is_string());
+    let id = cli.ok(&["id", "a"]);
+    assert!(id.len() > 100);
+
+    // No keeper runs: three seconds on, the session is past its idle expiry.
+    wait_for("the session to turn stale", Duration::from_secs(10), || {
+        json(&cli.ok(&["list", "--json"]))[0]["status"] == "stale"
+    });
+    let stale = json(&cli.ok(&["list", "--json"]));
+    assert_eq!(stale[0]["status"], "stale", "{stale}");
+    let table = cli.ok(&["list"]);
+    assert!(table.contains("stale") && !table.contains(" ok "), "{table}");
+    let out = cli.output(&["id", "a"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "no id on stdout");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stale") && stderr.contains("--any") && stderr.lines().count() == 1, "{stderr}");
+    assert_eq!(cli.ok(&["id", "--any", "a"]), id);
+}
+
+#[test]
+fn a_closed_session_is_not_refreshed_and_graph_hears_nothing() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["create", "b", "--workbook", "me/drive/items/W1"]);
+    let closed = cli.ok(&["close", "a"]);
+    assert!(closed.contains(" a close ok 204"), "{closed}");
+    let before = sim.sim.stats().requests;
+    let out = cli.output(&["refresh", "a"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("closed") && stderr.contains("wbsessions recreate a"), "{stderr}");
+    assert_eq!(sim.sim.stats().requests, before, "the simulator saw no request for it");
+    // --all skips it, and says so.
+    let out = cli.output(&["refresh", "--all"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 closed session: a"));
+    assert_eq!(sim.sim.stats().requests, before + 1, "only b was refreshed");
+    // A closed session's id is not handed out either; removing it says nothing of Graph.
+    assert_eq!(cli.output(&["id", "a"]).status.code(), Some(1));
+    let removed = cli.ok(&["remove", "a"]);
+    assert_eq!(removed.trim(), "removed a");
+    // And `recreate` starts it again.
+    cli.ok(&["create", "c", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["close", "c"]);
+    let recreated = cli.ok(&["recreate", "c"]);
+    assert!(recreated.contains(" c create ok"), "{recreated}");
+    assert_eq!(json(&cli.ok(&["show", "c", "--json"]))["status"], "ok");
+}
+
+#[test]
+fn no_color_in_any_form_is_accepted_by_every_command() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    for value in ["1", "", "yes", "0", "false"] {
+        let out = cli.command(&["list"]).env("NO_COLOR", value).output().unwrap();
+        assert!(out.status.success(), "NO_COLOR={value:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(cli.output(&["--no-color", "list"]).status.success());
+}
+
+#[test]
+fn run_counts_what_it_keeps_and_names_what_it_skips() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "live", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["create", "gone", "--workbook", "me/drive/items/W1"]);
+    cli.ok(&["close", "gone"]);
+    let mut keeper =
+        cli.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(keeper.stderr.as_mut().unwrap()), &mut first).unwrap();
+    sigterm(&keeper);
+    keeper.wait().unwrap();
+    assert!(first.contains("keeping 1 session in") && first.contains("skipping gone (closed)"), "{first}");
+}
+
+#[test]
+fn the_same_id_under_two_names_is_refused_naming_the_first() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let id = sim.sim.open_session("W1");
+    cli.ok(&["add", "first", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    let out = cli.output(&["add", "second", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already tracked as \"first\""));
+}
