@@ -2,7 +2,7 @@
 """Renders a tmux pane (captured with `tmux capture-pane -e -p`) to a PNG.
 
     tmux new-session -d -s shot -x 120 -y 32 'wbsessions demo'
-    sleep 40; tmux send-keys -t shot Enter; sleep 1
+    sleep 75; tmux send-keys -t shot Enter; sleep 1.5
     tmux capture-pane -e -p -t shot > shot.ans
     python3 assets/screenshot.py shot.ans assets/dashboard.png     (pip install pillow)
 """

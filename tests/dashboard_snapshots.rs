@@ -223,3 +223,16 @@ fn the_log_view_and_a_sorted_reversed_table() {
     press(&mut app, 'S');
     insta::assert_snapshot!("sorted_by_expiry_reversed", render(&mut app, 120, 40).backend());
 }
+
+#[test]
+fn a_sign_in_refused_for_every_session_shows_a_banner() {
+    let mut sessions = common::dashboard::sessions();
+    for s in sessions.iter_mut().filter(|s| s.is_kept_alive()) {
+        s.status = wbsessions::session::Status::Auth;
+    }
+    let mut app = App::new(common::dashboard::info(false), sessions, (80, 24), now());
+    let screen = render(&mut app, 80, 24);
+    let second_line: String = (0..80).map(|x| screen.backend().buffer()[(x, 1)].symbol().to_string()).collect();
+    assert!(second_line.starts_with("signed out: press l or run wbsessions login"), "{second_line}");
+    insta::assert_snapshot!(screen.backend());
+}
