@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use wbsessions::auth::Tokens;
-use wbsessions::engine::keeper::{Keeper, KeeperRole};
+use wbsessions::engine::keeper::{Keeper, KeeperRole, Start};
 use wbsessions::engine::{Context, EngineSettings, Event, LiveGraph};
 use wbsessions::graph::{ClientOptions, GraphClient};
 use wbsessions::session::{Defaults, Mode, OutcomeKind, SessionId, Status, TrackedSession, WorkbookRef};
@@ -77,7 +77,7 @@ fn scenario(name: &str, sim_config: SimConfig, seconds: u64) -> Figures {
             request_timeout: Duration::from_secs(10),
             ..EngineSettings::default()
         };
-        let mut keeper = Keeper::start(store, KeeperRole::Drive(lock), ctx, settings, None).unwrap();
+        let mut keeper = Keeper::start(store, KeeperRole::Drive(lock), ctx, settings, Start::Stored).unwrap();
         eprintln!("{name}: running the keeper for {seconds}s...");
         let started = Instant::now();
         let end = tokio::time::Instant::now() + Duration::from_secs(seconds);

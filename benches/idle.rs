@@ -64,7 +64,12 @@ fn main() {
     tmux(&["send-keys", "-t", "idle", "q"]);
     std::thread::sleep(Duration::from_secs(2));
     tmux(&["kill-server"]);
-    let log = std::fs::read_to_string(state.join("wbsessions/logs/wbsessions.log")).unwrap_or_default();
+    // One log file a day: every file's text, oldest first, so the newest line is last.
+    let mut files: Vec<_> = std::fs::read_dir(state.join("wbsessions/logs"))
+        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    let log: String = files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect();
     let closed = log.lines().rev().find(|l| l.contains("dashboard closed")).unwrap_or("").to_string();
     let number =
         |key: &str| -> Option<f64> { closed.split(&format!("{key}=")).nth(1)?.split_whitespace().next()?.parse().ok() };

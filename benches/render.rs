@@ -37,7 +37,7 @@ fn sessions(n: usize) -> Vec<TrackedSession> {
             s.key = i as i64;
             s.status = if i % 17 == 0 { Status::Error } else { Status::Ok };
             s.last_refresh = Some(now - chrono::Duration::seconds((i % 240) as i64));
-            s.last_outcome = Some(outcome(now, 0));
+            s.last_call = Some((&outcome(now, 0)).into());
             s
         })
         .collect()

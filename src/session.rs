@@ -191,9 +191,11 @@ impl std::str::FromStr for WorkbookRef {
 }
 
 /// A workbook session id: long and opaque, and it travels in a header, so it is checked once here.
+/// Shared rather than copied: the engine, the dashboard and every event hold the same hundreds
+/// of bytes (this matters at 100,000 sessions).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SessionId(String);
+pub struct SessionId(std::sync::Arc<str>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SessionIdError {
@@ -221,7 +223,7 @@ impl SessionId {
         if !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(SessionIdError::BadCharacters);
         }
-        Ok(SessionId(id.to_string()))
+        Ok(SessionId(id.into()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -232,7 +234,7 @@ impl SessionId {
     pub fn abbreviated(&self) -> String {
         let s = &self.0;
         if s.len() <= 20 {
-            return s.clone();
+            return s.to_string();
         }
         format!("{}…{}", &s[..10], &s[s.len() - 6..])
     }
@@ -259,7 +261,7 @@ impl TryFrom<String> for SessionId {
 
 impl From<SessionId> for String {
     fn from(value: SessionId) -> Self {
-        value.0
+        value.0.to_string()
     }
 }
 
@@ -496,9 +498,22 @@ pub struct TrackedSession {
     /// Consecutive failed calls since the last success.
     pub failures: u32,
     pub created_at: DateTime<Utc>,
-    /// The newest outcome, for the row's latency.
+    /// What a row shows of the newest outcome; the outcomes themselves stay in the store.
     #[serde(skip)]
-    pub last_outcome: Option<Outcome>,
+    pub last_call: Option<LastCall>,
+}
+
+/// The newest outcome's time and latency: fixed-size, so a session in memory stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastCall {
+    pub at: DateTime<Utc>,
+    pub latency_ms: u64,
+}
+
+impl From<&Outcome> for LastCall {
+    fn from(outcome: &Outcome) -> Self {
+        LastCall { at: outcome.at, latency_ms: outcome.latency_ms }
+    }
 }
 
 impl TrackedSession {
@@ -517,7 +532,7 @@ impl TrackedSession {
             last_refresh: None,
             failures: 0,
             created_at: now,
-            last_outcome: None,
+            last_call: None,
         }
     }
 

@@ -257,7 +257,7 @@ fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
     let outcome = Outcome {
         kind: OutcomeKind::Expired,
         codes: vec!["invalidSessionReCreatable".into()],
-        ..session.last_outcome.clone().unwrap()
+        ..common::dashboard::history(key)[0].clone()
     };
     app.update(Msg::Engine(Event::Outcome { key, name: session.name.clone(), outcome, late: None }), now());
     app.update(Msg::Engine(Event::Changed(Box::new(session.clone()))), now());

@@ -72,6 +72,9 @@ fn create_list_refresh_id_show() {
     let cli = Cli::new(&sim.url, dir.path());
     let created = cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
     assert!(created.contains("created a"), "{created}");
+    let shown = json(&cli.ok(&["show", "a", "--json"]));
+    assert_eq!(shown["outcomes"][0]["action"], "create", "the creation is the first stored outcome: {shown}");
+    assert_eq!(shown["outcomes"][0]["http_status"], 201);
     let list = json(&cli.ok(&["list", "--json"]));
     assert_eq!(list[0]["name"], "a");
     assert_eq!(list[0]["status"], "ok");

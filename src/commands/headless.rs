@@ -189,6 +189,10 @@ struct ImportRecord {
     created_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+fn is_csv_header(line: &str) -> bool {
+    line.get(..5).is_some_and(|start| start.eq_ignore_ascii_case("name,"))
+}
+
 fn parse_mode(text: &str) -> Result<bool, String> {
     match text.trim().to_ascii_lowercase().as_str() {
         "" | "persistent" => Ok(false),
@@ -207,14 +211,14 @@ fn parse_flag(text: &str) -> Result<Option<bool>, String> {
 }
 
 /// One line of the file as a session, checked exactly as `add` checks one; `None` for lines
-/// that hold nothing (blank, the array's brackets, a CSV header).
+/// that hold nothing (blank, the array's brackets, a CSV header, a `#` comment).
 fn parse_line(
     line: &str,
     settings: &Settings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Option<TrackedSession>, String> {
     let line = line.trim().trim_end_matches(',').trim_start_matches(',').trim();
-    if line.is_empty() || line == "[" || line == "]" || line.starts_with("name,") {
+    if line.is_empty() || line == "[" || line == "]" || line.starts_with('#') || is_csv_header(line) {
         return Ok(None);
     }
     let (draft, extra) = if line.starts_with('{') {

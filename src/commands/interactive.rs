@@ -12,7 +12,7 @@ use super::headless::{open_store, store_error};
 use super::keeping::graph_context;
 use crate::auth::signin::Authority;
 use crate::config::Settings;
-use crate::engine::keeper::{Keeper, KeeperRole};
+use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::{AuthSetup, Command};
 use crate::session::{Draft, NewSession, SortBy};
 use crate::sim::SimConfig;
@@ -74,7 +74,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     app.set_sort(sort);
     app.absolute_times = settings.ui.absolute_times;
     app.loading = true;
-    let mut keeper = Keeper::start(store, role, ctx, settings.engine.clone(), None).map_err(store_error)?;
+    let mut keeper = Keeper::start(store, role, ctx, settings.engine.clone(), Start::Stored).map_err(store_error)?;
     let mut effects: Vec<Effect> = creations.into_iter().map(|new| Effect::Engine(Command::Create(new))).collect();
     if let Some(problem) = problem {
         app.flash_error(problem, clock.now());

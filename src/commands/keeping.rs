@@ -14,7 +14,7 @@ use super::{bad_input, shutdown_signal};
 use crate::auth::{AuthError, Tokens};
 use crate::cli::{AddArgs, CreateArgs, EditArgs, RefreshArgs, SessionOptions};
 use crate::config::{LoginOverrides, Settings};
-use crate::engine::keeper::{Keeper, KeeperRole};
+use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::{AuthSetup, Command, Context, Event, Finished, LiveGraph};
 use crate::graph::{ClientOptions, GraphClient};
 use crate::session::{Draft, NewSession, SessionSettings, Status, TrackedSession};
@@ -71,7 +71,8 @@ async fn one_shot(
 ) -> Result<Vec<Finished>> {
     let ctx = graph_context(settings)?;
     let keeper =
-        Keeper::start(store, KeeperRole::OneShot, ctx, settings.engine.clone(), Some(sessions)).map_err(store_error)?;
+        Keeper::start(store, KeeperRole::OneShot, ctx, settings.engine.clone(), Start::Given { sessions, rev: 0 })
+            .map_err(store_error)?;
     for command in commands {
         keeper.send(command);
     }
@@ -390,7 +391,7 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     })?;
     let ctx = graph_context(settings)?;
     require_tokens(&ctx)?;
-    let sessions = store.sessions().map_err(store_error)?;
+    let (sessions, rev) = store.snapshot().map_err(store_error)?;
     let (kept, skipped): (Vec<&TrackedSession>, Vec<&TrackedSession>) =
         sessions.iter().partition(|s| s.is_kept_alive());
     let mut err = std::io::stderr().lock();
@@ -408,8 +409,9 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     writeln!(err, "; Ctrl-C stops")?;
     drop(err);
     tracing::info!(sessions = sessions.len(), store = %settings.store.display(), lock = %lock.path().display(), "keeper started");
-    let mut keeper = Keeper::start(store, KeeperRole::Drive(lock), ctx, settings.engine.clone(), Some(sessions))
-        .map_err(store_error)?;
+    let mut keeper =
+        Keeper::start(store, KeeperRole::Drive(lock), ctx, settings.engine.clone(), Start::Given { sessions, rev })
+            .map_err(store_error)?;
     let times = times(settings);
     let signal = shutdown_signal();
     tokio::pin!(signal);

@@ -27,6 +27,15 @@ pub enum KeeperRole {
     OneShot,
 }
 
+/// What the engine starts from.
+pub enum Start {
+    /// Every stored session, read by the engine in the background (a dashboard draws meanwhile).
+    Stored,
+    /// These sessions, read when the store was at `rev` (`Store::snapshot`): what changes after
+    /// it is picked up, and nothing committed between the read and the start is missed.
+    Given { sessions: Vec<TrackedSession>, rev: i64 },
+}
+
 pub struct Keeper {
     pub commands: mpsc::UnboundedSender<Command>,
     pub events: mpsc::UnboundedReceiver<Event>,
@@ -36,20 +45,25 @@ pub struct Keeper {
 }
 
 impl Keeper {
-    /// Starts an engine on `store`. `sessions`: the ones to start from; `None`: every stored one,
-    /// read by the engine in the background.
+    /// Starts an engine on `store`.
     pub fn start(
         store: Store,
         role: KeeperRole,
         ctx: Context,
         settings: EngineSettings,
-        sessions: Option<Vec<TrackedSession>>,
+        start: Start,
     ) -> Result<Keeper, StoreError> {
         let paused = store.paused()?;
+        // Read before the engine reads the sessions, so a change in between is seen twice at
+        // worst (applying one again changes nothing), never missed.
+        let (sessions, rev) = match start {
+            Start::Stored => (None, store.rev()?),
+            Start::Given { sessions, rev } => (Some(sessions), rev),
+        };
         let (role, lock, watch) = match role {
-            KeeperRole::Drive(lock) => (Role::Driver, Some(lock), Some((STORE_POLL, store.rev()?))),
+            KeeperRole::Drive(lock) => (Role::Driver, Some(lock), Some((STORE_POLL, rev))),
             KeeperRole::Watch { store: path } => {
-                (Role::Watcher { take_over: Some(path) }, None, Some((STORE_POLL, store.rev()?)))
+                (Role::Watcher { take_over: Some(path) }, None, Some((STORE_POLL, rev)))
             }
             KeeperRole::OneShot => (Role::OneShot, None, None),
         };

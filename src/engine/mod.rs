@@ -610,7 +610,8 @@ impl Engine {
                         Some(id) => {
                             let mut session = new.clone().into_tracked(id.clone(), clock.now());
                             report.apply_to(&mut session);
-                            Some(store.insert(session).await.map_err(|e| e.to_string()))
+                            let history = report.outcomes.clone();
+                            Some(store.insert(session, history).await.map_err(|e| e.to_string()))
                         }
                         None => None,
                     };
@@ -623,7 +624,7 @@ impl Engine {
                         (Ok(workbook), Some(id)) => {
                             let mut session = new.clone().into_tracked(id.clone(), clock.now());
                             session.workbook = workbook;
-                            Some(store.insert(session).await.map_err(|e| e.to_string()))
+                            Some(store.insert(session, Vec::new()).await.map_err(|e| e.to_string()))
                         }
                         (Err(failure), _) => {
                             report.failure = Some(failure);
@@ -1006,7 +1007,7 @@ impl Engine {
                     let session = new.into_tracked(id, self.ctx.clock.now());
                     let store = self.store.clone();
                     let task = self.tasks.spawn(async move {
-                        let result = store.insert(session).await.map_err(|e| e.to_string());
+                        let result = store.insert(session, Vec::new()).await.map_err(|e| e.to_string());
                         Done::Inserted { name, result }
                     });
                     self.running.insert(task.id(), (None, None));

@@ -216,7 +216,7 @@ impl Report {
             }
         }
         if let Some(last) = self.outcomes.last() {
-            session.last_outcome = Some(last.clone());
+            session.last_call = Some(last.into());
             session.status = match (last.action, last.kind) {
                 (Action::Close, OutcomeKind::Ok) => Status::Closed,
                 (_, kind) => kind.into(),

@@ -55,14 +55,14 @@ fn merge(entry: &mut Entry, stored: TrackedSession) -> bool {
         mine.mode = stored.mode;
         changed = true;
     }
-    let at = |s: &TrackedSession| s.last_outcome.as_ref().map(|o| o.at);
+    let at = |s: &TrackedSession| s.last_call.map(|c| c.at);
     if entry.busy.is_none() && at(&stored) > at(mine) {
         mine.status = stored.status;
         mine.last_refresh = stored.last_refresh;
         mine.failures = stored.failures;
         mine.session_id = stored.session_id;
         mine.workbook = stored.workbook;
-        mine.last_outcome = stored.last_outcome;
+        mine.last_call = stored.last_call;
         changed = true;
     }
     changed

@@ -20,8 +20,8 @@ pub use lock::{DriverLock, LockError, lock_path, read_holder};
 pub use writer::{StoreEvent, StoreWriter, WriterHandle};
 
 use crate::session::{
-    Action, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SessionSettings, Status, TrackedSession,
-    WorkbookRef,
+    Action, LastCall, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SessionSettings, Status,
+    TrackedSession, WorkbookRef,
 };
 use crate::text;
 
@@ -195,7 +195,11 @@ pub trait Persist: Send + Sync {
     /// Writes and resolves once committed durably.
     fn write_acked(&self, writes: Vec<Write>) -> BoxFuture<'static, Result<(), StoreError>>;
     /// Adds a session (its `key` set from the new row), refusing a taken name or id.
-    fn insert(&self, session: TrackedSession) -> BoxFuture<'static, Result<TrackedSession, StoreError>>;
+    fn insert(
+        &self,
+        session: TrackedSession,
+        history: Vec<Outcome>,
+    ) -> BoxFuture<'static, Result<TrackedSession, StoreError>>;
     /// The newest outcomes of a session, newest first.
     fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>>;
     /// Every session, for an engine that started before reading them.
@@ -477,6 +481,16 @@ impl Store {
         Ok(sessions)
     }
 
+    /// Every session and the revision they were read at, in one read: changes after that
+    /// revision are exactly what `changes_since(rev)` will return.
+    pub fn snapshot(&self) -> Result<(Vec<TrackedSession>, i64), StoreError> {
+        let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
+        let rev = self.rev()?;
+        let sessions = self.sessions()?;
+        drop(tx);
+        Ok((sessions, rev))
+    }
+
     /// Calls `each` with every session in name order, without holding them all in memory.
     pub fn each_session<E: From<StoreError>>(
         &self,
@@ -582,14 +596,27 @@ impl Store {
 
     /// Adds a session; its `key` is set from the new row. A taken name or session id is refused.
     pub fn insert(&mut self, session: &mut TrackedSession) -> Result<(), StoreError> {
-        let key = self.insert_all(std::slice::from_ref(session))?;
+        self.insert_with_history(session, &[])
+    }
+
+    /// Adds a session with the calls that brought it (its creation, a path lookup), oldest first.
+    pub fn insert_with_history(&mut self, session: &mut TrackedSession, history: &[Outcome]) -> Result<(), StoreError> {
+        let key = self.insert_rows(&[(session, history)])?;
         session.key = key.first().copied().unwrap_or_default();
+        if let Some(last) = history.last() {
+            session.last_call = Some(last.into());
+        }
         Ok(())
     }
 
     /// Adds sessions in one transaction: all of them, or none if one name or id is taken (the
     /// error names the first).
     pub fn insert_all(&mut self, sessions: &[TrackedSession]) -> Result<Vec<SessionKey>, StoreError> {
+        let rows: Vec<(&TrackedSession, &[Outcome])> = sessions.iter().map(|s| (s, &[][..])).collect();
+        self.insert_rows(&rows)
+    }
+
+    fn insert_rows(&mut self, sessions: &[(&TrackedSession, &[Outcome])]) -> Result<Vec<SessionKey>, StoreError> {
         let path = self.path.clone();
         let mut clash: Option<StoreError> = None;
         let keys = self.write(|tx, rev| {
@@ -601,7 +628,7 @@ impl Store {
                 "INSERT INTO sessions (name, workbook, session_id, mode, interval_ms, recreate, auto, status, last_refresh, failures, created_at, rev)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?;
-            for session in sessions {
+            for &(session, history) in sessions {
                 if by_name.exists([&session.name])? {
                     clash = Some(StoreError::NameTaken(session.name.clone()));
                     return Err(rusqlite::Error::QueryReturnedNoRows);
@@ -627,7 +654,7 @@ impl Store {
                     rev,
                 ])?;
                 let key = tx.last_insert_rowid();
-                if let Some(outcome) = &session.last_outcome {
+                for outcome in history {
                     insert_outcome(tx, key, outcome)?;
                 }
                 keys.push(key);
@@ -747,7 +774,7 @@ fn prune_tombstones(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// A session row with its newest outcome (if any) joined beside it.
 const SESSION_SELECT: &str = "SELECT s.id, s.name, s.workbook, s.session_id, s.mode, s.interval_ms, s.recreate, s.auto, \
      s.status, s.last_refresh, s.failures, s.created_at, \
-     o.at, o.action, o.kind, o.latency_ms, o.http_status, o.codes, o.request_id, o.client_request_id, o.message \
+     o.at, o.latency_ms \
      FROM sessions s LEFT JOIN outcomes o ON o.id = (SELECT max(id) FROM outcomes WHERE session = s.id)";
 const OUTCOME_COLUMNS: &str =
     "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message";
@@ -767,7 +794,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
     let status: String = row.get(8)?;
     let last_refresh: Option<String> = row.get(9)?;
     let created_at: String = row.get(11)?;
-    let has_outcome: Option<String> = row.get(12)?;
+    let last_call_at: Option<String> = row.get(12)?;
     Ok(TrackedSession {
         key: row.get(0)?,
         name: row.get(1)?,
@@ -792,8 +819,11 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
         last_refresh: last_refresh.map(|t| parse_time(9, &t)).transpose()?,
         failures: row.get(10)?,
         created_at: parse_time(11, &created_at)?,
-        last_outcome: match has_outcome {
-            Some(_) => Some(outcome_from_row(row, 12)?),
+        last_call: match last_call_at {
+            Some(at) => Some(LastCall {
+                at: parse_time(12, &at)?,
+                latency_ms: u64::try_from(row.get::<_, i64>(13)?).unwrap_or(0),
+            }),
             None => None,
         },
     })
@@ -891,7 +921,7 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let back = store.session("a").unwrap();
         assert_eq!(back.interval, Some(Duration::from_secs(90)));
-        assert_eq!(back.last_outcome.as_ref().map(|o| o.latency_ms), Some(59), "the newest rides along");
+        assert_eq!(back.last_call.map(|c| c.latency_ms), Some(59), "the newest rides along");
         let history = store.outcomes(back.key, 100).unwrap();
         assert_eq!(history.len(), KEPT_OUTCOMES);
         assert_eq!(history[0].latency_ms, 59, "newest first");

@@ -31,7 +31,7 @@ enum Message {
 
 enum Request {
     Acked(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
-    Insert(Box<TrackedSession>, oneshot::Sender<Result<TrackedSession, StoreError>>),
+    Insert(Box<(TrackedSession, Vec<Outcome>)>, oneshot::Sender<Result<TrackedSession, StoreError>>),
     History(SessionKey, usize, oneshot::Sender<Result<Vec<Outcome>, StoreError>>),
     Load(oneshot::Sender<Result<Vec<TrackedSession>, StoreError>>),
     Flush(oneshot::Sender<()>),
@@ -66,8 +66,12 @@ impl Persist for WriterHandle {
         self.ask(|reply| Request::Acked(writes, reply))
     }
 
-    fn insert(&self, session: TrackedSession) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
-        self.ask(|reply| Request::Insert(Box::new(session), reply))
+    fn insert(
+        &self,
+        session: TrackedSession,
+        history: Vec<Outcome>,
+    ) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
+        self.ask(|reply| Request::Insert(Box::new((session, history)), reply))
     }
 
     fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>> {
@@ -162,8 +166,9 @@ fn run(
                     Request::Acked(writes, reply) => {
                         let _ = reply.send(store.apply(&writes));
                     }
-                    Request::Insert(mut session, reply) => {
-                        let _ = reply.send(store.insert(&mut session).map(|()| *session));
+                    Request::Insert(inserted, reply) => {
+                        let (mut session, history) = *inserted;
+                        let _ = reply.send(store.insert_with_history(&mut session, &history).map(|()| session));
                     }
                     Request::History(key, limit, reply) => {
                         let _ = reply.send(store.outcomes(key, limit));

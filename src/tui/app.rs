@@ -435,9 +435,7 @@ impl App {
                         let at = self.info.defaults.expires_at(s).unwrap_or(far);
                         (i128::from(at.signed_duration_since(now).num_milliseconds()), String::new())
                     }
-                    SortBy::Latency => {
-                        (s.last_outcome.as_ref().map_or(-1, |o| i128::from(o.latency_ms)), String::new())
-                    }
+                    SortBy::Latency => (s.last_call.map_or(-1, |c| i128::from(c.latency_ms)), String::new()),
                     SortBy::Failures => (-i128::from(s.failures), String::new()),
                 };
                 (number, text, r)

@@ -217,7 +217,7 @@ fn cell(
             let left = app.info.defaults.expires_at(s).map(|at| at.signed_duration_since(now));
             Span::styled(keep_start(&times.expires, width), theme.expiry(left))
         }
-        Col::Latency => plain(s.last_outcome.as_ref().map_or("-".to_string(), |o| format!("{}ms", o.latency_ms))),
+        Col::Latency => plain(s.last_call.map_or("-".to_string(), |c| format!("{}ms", c.latency_ms))),
         Col::Failures => plain(s.failures.to_string()),
     }
 }

@@ -123,7 +123,7 @@ fn specs_with_history() -> Vec<(TrackedSession, Vec<Outcome>)> {
                     .collect();
                 let last_ok = history.iter().find(|o| o.kind == OutcomeKind::Ok).map(|o| o.at);
                 s.last_refresh = last_ok;
-                s.last_outcome = history.first().cloned();
+                s.last_call = history.first().map(Into::into);
                 s.failures = if *kind == OutcomeKind::Ok { 0 } else { 1 };
             }
             if *name == "pipeline" {

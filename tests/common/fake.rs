@@ -354,7 +354,7 @@ impl MemoryStore {
                         (session.status, session.last_refresh, session.failures) = (status, last_refresh, failures);
                         (session.session_id, session.workbook) = (session_id, workbook);
                         if let Some(outcome) = outcome {
-                            session.last_outcome = Some(outcome.clone());
+                            session.last_call = Some(outcome.into());
                             s.outcomes.entry(*key).or_default().insert(0, outcome.clone());
                         }
                     }
@@ -387,7 +387,11 @@ impl Persist for MemoryStore {
         async move { result }.boxed()
     }
 
-    fn insert(&self, mut session: TrackedSession) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
+    fn insert(
+        &self,
+        mut session: TrackedSession,
+        history: Vec<Outcome>,
+    ) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
         let result = (|| {
             let mut s = self.state.lock().unwrap();
             if s.fail_inserts {
@@ -398,7 +402,9 @@ impl Persist for MemoryStore {
             }
             s.next_key += 1;
             session.key = s.next_key;
+            session.last_call = history.last().map(Into::into);
             s.sessions.insert(session.key, session.clone());
+            s.outcomes.entry(session.key).or_default().extend(history.into_iter().rev());
             Ok(session)
         })();
         async move { result }.boxed()

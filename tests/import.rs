@@ -1,0 +1,163 @@
+//! `import` as a user runs it: export → import round trips, CSV, one bad line refusing the lot,
+//! and a running keeper that picks the new sessions up by itself.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use wbsessions::time::Clock;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn names(list: &serde_json::Value) -> Vec<String> {
+    list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn what_list_json_writes_imports_into_another_store_and_a_second_import_is_refused() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let from = tempfile::tempdir().unwrap();
+    let source = Cli::new(&sim.url, from.path());
+    source.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "30s"]);
+    source.ok(&["create", "b", "--workbook", "me/drive/items/W1", "--non-persistent", "--recreate"]);
+    source.ok(&["edit", "b", "--no-auto"]);
+    let exported = source.ok(&["list", "--json"]);
+    let file = from.path().join("export.json");
+    std::fs::write(&file, &exported).unwrap();
+
+    let to = tempfile::tempdir().unwrap();
+    let target = Cli::new(&sim.url, to.path());
+    let out = target.ok(&["import", file.to_str().unwrap()]);
+    assert_eq!(out.trim(), "imported 2 sessions");
+    let (before, after) = (json(&exported), json(&target.ok(&["list", "--json"])));
+    for field in ["name", "workbook", "session_id", "mode", "recreate", "auto", "interval_secs", "last_refresh"] {
+        for i in 0..2 {
+            assert_eq!(before[i][field], after[i][field], "{field} of session {i} survives the round trip");
+        }
+    }
+    // The ids still work at Graph: the imported sessions refresh.
+    assert!(target.ok(&["refresh", "a", "b"]).matches("refresh ok 204").count() == 2);
+
+    // The same file again: refused at its first clashing line, nothing changed.
+    let out = target.output(&["import", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 2 of") && stderr.contains("\"a\" is already tracked"), "{stderr}");
+    assert!(stderr.contains("nothing was imported") && stderr.lines().count() == 1, "{stderr}");
+    assert_eq!(names(&json(&target.ok(&["list", "--json"]))), ["a", "b"]);
+}
+
+#[test]
+fn csv_lines_are_checked_like_add_and_one_bad_line_imports_nothing() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let file = dir.path().join("sessions.csv");
+    std::fs::write(
+        &file,
+        "# name,workbook,session_id,interval,mode,recreate\n\
+         c1,me/drive/items/W1,id-one,90s,persistent,true\n\
+         c2,me/drive/items/W1,id-two\n\
+         c3,me/drive/items/W1,id-three,30s,sometimes\n\
+         c4,me/drive/items/W1,id-four,,non-persistent,no\n",
+    )
+    .unwrap();
+    let out = cli.output(&["import", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("wbsessions: line 4 of") && stderr.contains("mode \"sometimes\""), "{stderr}");
+    assert_eq!(json(&cli.ok(&["list", "--json"])), json("[]"), "nothing was imported");
+
+    let out = cli.output(&["import", "--skip-invalid", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "imported 3 sessions; skipped 1 invalid line");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped line 4"));
+    let list = json(&cli.ok(&["list", "--json"]));
+    assert_eq!(names(&list), ["c1", "c2", "c4"]);
+    assert_eq!(list[0]["interval_secs"], 90.0);
+    assert_eq!(list[0]["recreate"], true);
+    assert_eq!(list[2]["mode"], "non-persistent");
+    assert_eq!(list[1]["status"], "new", "a session only known by its id is new until refreshed");
+
+    // Standard input works too, and a duplicate inside one file is caught before anything is written.
+    let mut child = cli
+        .command(&["import", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"d1,me/drive/items/W1,id-d\nd2,me/drive/items/W1,id-d\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2 of -"), "{out:?}");
+    assert_eq!(names(&json(&cli.ok(&["list", "--json"]))), ["c1", "c2", "c4"]);
+}
+
+#[test]
+fn a_running_keeper_picks_up_imported_sessions_within_a_second() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let from = tempfile::tempdir().unwrap();
+    let source = Cli::new(&sim.url, from.path());
+    for name in ["x", "y", "z"] {
+        source.ok(&["create", name, "--workbook", "me/drive/items/W1"]);
+    }
+    // Exported as never refreshed, so the keeper refreshes them as soon as it sees them.
+    let csv: String = json(&source.ok(&["list", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{},{},{}\n",
+                s["name"].as_str().unwrap(),
+                s["workbook"].as_str().unwrap(),
+                s["session_id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let file = from.path().join("new.csv");
+    std::fs::write(&file, csv).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let mut keeper = cli.command(&["run", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stdout = keeper.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    // Its first stderr line comes once it has read the store: anything imported after that
+    // reaches it as a change, not as part of its first read.
+    let mut stderr = BufReader::new(keeper.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("keeping 0 sessions"), "{first}");
+    let imported_at = Instant::now();
+    assert_eq!(cli.ok(&["import", file.to_str().unwrap()]).trim(), "imported 3 sessions");
+    wait_for("the keeper to refresh the imported sessions", Duration::from_secs(10), || {
+        let lines = lines.lock().unwrap();
+        ["x", "y", "z"].iter().all(|name| {
+            lines.iter().any(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["session"] == *name && v["action"] == "refresh" && v["kind"] == "ok"
+            })
+        })
+    });
+    let took = imported_at.elapsed();
+    sigterm(&keeper);
+    let _ = keeper.wait();
+    // Generous for a loaded machine: the keeper polls the store every 250 ms.
+    assert!(took < Duration::from_secs(3), "picked up after {took:?}");
+}
