@@ -81,7 +81,7 @@ fn measure(n: usize, details: bool) -> (Duration, Duration) {
     for i in 0..frames {
         let mut changed = list[(i as usize * 7919) % n].clone();
         changed.last_refresh = Some(now);
-        app.update(Msg::Engine(Event::Changed(Box::new(changed))), now);
+        app.update(Msg::Engine(Event::Changed(std::sync::Arc::new(changed))), now);
         terminal.draw(|f| view::draw(f, &app, now)).expect("draw");
     }
     let with_update = started.elapsed() / frames;

@@ -251,7 +251,7 @@ fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
     assert!(app.rows[&key].refreshing);
     assert_eq!(app.counts().get(&Status::Refreshing), Some(&1));
 
-    let mut session = app.rows[&key].session.clone();
+    let mut session = (*app.rows[&key].session).clone();
     session.status = Status::Expired;
     session.failures = 1;
     let outcome = Outcome {
@@ -260,7 +260,7 @@ fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
         ..common::dashboard::history(key)[0].clone()
     };
     app.update(Msg::Engine(Event::Outcome { key, name: session.name.clone(), outcome, late: None }), now());
-    app.update(Msg::Engine(Event::Changed(Box::new(session.clone()))), now());
+    app.update(Msg::Engine(Event::Changed(std::sync::Arc::new(session.clone()))), now());
     app.update(done(JobKind::Refresh, Some(key), "budget", Err("session expired (HTTP 404)".into())), now());
     assert!(!app.rows[&key].refreshing);
     assert_eq!(app.rows[&key].session.status, Status::Expired);
@@ -274,7 +274,7 @@ fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
     app.update(done(JobKind::Refresh, Some(key), "budget", Err("session expired".into())), now());
     session.status = Status::Ok;
     session.failures = 0;
-    app.update(Msg::Engine(Event::Changed(Box::new(session))), now());
+    app.update(Msg::Engine(Event::Changed(std::sync::Arc::new(session))), now());
     assert!(app.flash.is_none(), "{:?}", app.flash);
 
     // The engine's plan wins over the estimate: a session that will not be refreshed waits for nothing.
@@ -291,7 +291,7 @@ fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
     let mut added = sessions()[0].clone();
     added.key = 99;
     added.name = "zeta".into();
-    app.update(Msg::Engine(Event::Added(Box::new(added))), now());
+    app.update(Msg::Engine(Event::Added(std::sync::Arc::new(added))), now());
     assert_eq!(app.rows.len(), 8);
 
     app.update(Msg::Engine(Event::Error("store: disk full".into())), now());

@@ -113,7 +113,7 @@ async fn slow_down_adds_five_seconds_to_the_interval() {
 
 #[tokio::test]
 async fn tokens_renew_before_they_expire_and_replace_the_refresh_token() {
-    let sim = start_sim(signin_sim(Duration::ZERO, Duration::from_secs(2))).await;
+    let sim = start_sim(signin_sim(Duration::ZERO, Duration::from_secs(3))).await;
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("token.json");
     let first = sign_in(&sim).await;
@@ -123,7 +123,7 @@ async fn tokens_renew_before_they_expire_and_replace_the_refresh_token() {
     assert_eq!(a.secret, first.access_token());
     let started = Instant::now();
     let mut renewed = None;
-    while started.elapsed() < Duration::from_secs(5) {
+    while started.elapsed() < Duration::from_secs(10) {
         let t = tokens.get().await.unwrap();
         if t.secret != a.secret {
             renewed = Some(t);
@@ -132,11 +132,17 @@ async fn tokens_renew_before_they_expire_and_replace_the_refresh_token() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let renewed = renewed.expect("the token was renewed");
-    let at = started.elapsed();
-    assert!(at >= Duration::from_millis(1300), "renewed too early, after {at:?} of a 2 s token");
-    assert!(at < Duration::from_millis(2000), "renewed after the token expired ({at:?})");
     let on_disk = signin::load(&cache).unwrap().unwrap();
     assert_eq!(on_disk.access_token(), renewed.secret, "the cache holds the new token");
+    // Judged by the times the tokens carry, not by how fast this machine polled: the renewal
+    // came once 80 % of the first token's life had passed, and before it ran out.
+    assert!(
+        on_disk.obtained_at >= first.renew_at(),
+        "renewed too early: {} < {}",
+        on_disk.obtained_at,
+        first.renew_at()
+    );
+    assert!(on_disk.obtained_at < first.expires_at, "renewed after the token expired");
     // The old refresh token was consumed: using the first sign-in again fails.
     let again = SignIn::new(authority(&sim)).unwrap().renew(&first).await;
     assert!(matches!(again, Err(SignInError::SignInRequired(_))));

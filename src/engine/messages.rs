@@ -1,6 +1,7 @@
 //! What goes into the engine (`Command`) and what comes out of it (`Event`): plain enums on
 //! tokio channels, the whole vocabulary between the engine and its front ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -104,10 +105,12 @@ pub enum Event {
         outcome: Outcome,
         late: Option<Duration>,
     },
-    Added(Box<TrackedSession>),
+    /// Sessions travel shared: the engine's copy and a dashboard's are one until the engine
+    /// changes its own (copy on write), so 100,000 sessions are held once, not twice.
+    Added(Arc<TrackedSession>),
     /// Every session, once an engine started without them has read them from the store.
-    Loaded(Vec<TrackedSession>),
-    Changed(Box<TrackedSession>),
+    Loaded(Vec<Arc<TrackedSession>>),
+    Changed(Arc<TrackedSession>),
     Removed {
         key: SessionKey,
         name: String,

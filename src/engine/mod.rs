@@ -118,7 +118,8 @@ impl Local {
 }
 
 pub(crate) struct Entry {
-    session: TrackedSession,
+    /// Shared with the front ends' copies; changed through `Arc::make_mut`.
+    session: Arc<TrackedSession>,
     /// The call on this session that runs now.
     busy: Option<JobId>,
     queued: u8,
@@ -131,7 +132,7 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    fn new(session: TrackedSession) -> Self {
+    fn new(session: Arc<TrackedSession>) -> Self {
         Entry { session, busy: None, queued: 0, parked: VecDeque::new(), late: None, removing: false }
     }
 }
@@ -287,7 +288,7 @@ pub fn spawn(
         Some(sessions) => {
             for session in sessions {
                 let key = session.key;
-                engine.entries.insert(key, Entry::new(session));
+                engine.entries.insert(key, Entry::new(Arc::new(session)));
                 engine.plan_from_state(key);
             }
         }
@@ -668,15 +669,18 @@ impl Engine {
         self.loading = false;
         match result {
             Ok(sessions) => {
-                for session in &sessions {
+                let mut shared = Vec::with_capacity(sessions.len());
+                for session in sessions {
                     let key = session.key;
                     // A session other processes wrote meanwhile is known already; keep that copy.
                     if let std::collections::hash_map::Entry::Vacant(slot) = self.entries.entry(key) {
+                        let session = Arc::new(session);
                         slot.insert(Entry::new(session.clone()));
                         self.plan_from_state(key);
+                        shared.push(session);
                     }
                 }
-                self.emit(Event::Loaded(sessions));
+                self.emit(Event::Loaded(shared));
             }
             Err(e) => self.emit(Event::Error(format!("cannot read the sessions: {e}"))),
         }
@@ -772,7 +776,7 @@ impl Engine {
     /// Writes a report's outcomes and the session's new state, and tells the front ends.
     fn record(&mut self, key: SessionKey, report: &Report) {
         let Some(entry) = self.entries.get_mut(&key) else { return };
-        report.apply_to(&mut entry.session);
+        report.apply_to(Arc::make_mut(&mut entry.session));
         let late = entry.late.take();
         let session = entry.session.clone();
         for write in report.records(&session) {
@@ -783,7 +787,7 @@ impl Engine {
             let late = if i == 0 { late } else { None };
             self.emit(Event::Outcome { key, name: session.name.clone(), outcome: outcome.clone(), late });
         }
-        self.emit(Event::Changed(Box::new(session)));
+        self.emit(Event::Changed(session));
     }
 
     /// What Microsoft support asks for: the ids of each failed request.
@@ -864,9 +868,10 @@ impl Engine {
             Ok(session) => {
                 let key = session.key;
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.entries.entry(key) {
+                    let session = Arc::new(session);
                     slot.insert(Entry::new(session.clone()));
                     self.plan_from_state(key);
-                    self.emit(Event::Added(Box::new(session)));
+                    self.emit(Event::Added(session));
                 }
                 self.finished(kind, Some(key), name, Ok(()));
             }
@@ -935,7 +940,7 @@ impl Engine {
             Local::Remove => {
                 self.schedule.forget(key);
                 if let Some(entry) = self.entries.remove(&key) {
-                    self.emit(Event::Removed { key, name: entry.session.name });
+                    self.emit(Event::Removed { key, name: entry.session.name.clone() });
                 }
             }
             Local::Edit(settings) => self.adopt_settings(key, |s| settings.apply_to(s)),
@@ -946,10 +951,10 @@ impl Engine {
 
     fn adopt_settings(&mut self, key: SessionKey, change: impl FnOnce(&mut TrackedSession)) {
         let Some(entry) = self.entries.get_mut(&key) else { return };
-        change(&mut entry.session);
+        change(Arc::make_mut(&mut entry.session));
         let session = entry.session.clone();
         self.plan_from_state(key);
-        self.emit(Event::Changed(Box::new(session)));
+        self.emit(Event::Changed(session));
     }
 
     fn set_paused(&mut self, paused: bool) {
@@ -1155,7 +1160,7 @@ impl Engine {
                 Synced::Added(key) => {
                     self.plan_from_state(key);
                     if let Some(entry) = self.entries.get(&key) {
-                        self.emit(Event::Added(Box::new(entry.session.clone())));
+                        self.emit(Event::Added(entry.session.clone()));
                     }
                 }
                 Synced::Changed(key) => {
@@ -1163,7 +1168,7 @@ impl Engine {
                         self.plan_from_state(key);
                     }
                     if let Some(entry) = self.entries.get(&key) {
-                        self.emit(Event::Changed(Box::new(entry.session.clone())));
+                        self.emit(Event::Changed(entry.session.clone()));
                     }
                 }
                 Synced::Removed(key, name) => {

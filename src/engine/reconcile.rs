@@ -24,14 +24,14 @@ pub fn reconcile(entries: &mut HashMap<SessionKey, Entry>, changes: Changes) -> 
     }
     for key in gone {
         if let Some(entry) = entries.remove(&key) {
-            done.push(Synced::Removed(key, entry.session.name));
+            done.push(Synced::Removed(key, entry.session.name.clone()));
         }
     }
     for stored in changes.sessions {
         let key = stored.key;
         match entries.get_mut(&key) {
             None => {
-                entries.insert(key, Entry::new(stored));
+                entries.insert(key, Entry::new(std::sync::Arc::new(stored)));
                 done.push(Synced::Added(key));
             }
             Some(entry) => {
@@ -47,23 +47,26 @@ pub fn reconcile(entries: &mut HashMap<SessionKey, Entry>, changes: Changes) -> 
 /// Takes the other process's settings; takes its call results only when they are newer than this
 /// engine's and no call of this engine's on the session is under way.
 fn merge(entry: &mut Entry, stored: TrackedSession) -> bool {
-    let mine = &mut entry.session;
-    let mut changed = false;
     let theirs = SessionSettings::of(&stored);
-    if SessionSettings::of(mine) != theirs || mine.mode != stored.mode {
+    let at = |s: &TrackedSession| s.last_call.map(|c| c.at);
+    let settings_differ = SessionSettings::of(&entry.session) != theirs || entry.session.mode != stored.mode;
+    let results_newer = entry.busy.is_none() && at(&stored) > at(&entry.session);
+    if !settings_differ && !results_newer {
+        // Unchanged: the copy the front ends share stays shared.
+        return false;
+    }
+    let mine = std::sync::Arc::make_mut(&mut entry.session);
+    if settings_differ {
         theirs.apply_to(mine);
         mine.mode = stored.mode;
-        changed = true;
     }
-    let at = |s: &TrackedSession| s.last_call.map(|c| c.at);
-    if entry.busy.is_none() && at(&stored) > at(mine) {
+    if results_newer {
         mine.status = stored.status;
         mine.last_refresh = stored.last_refresh;
         mine.failures = stored.failures;
         mine.session_id = stored.session_id;
         mine.workbook = stored.workbook;
         mine.last_call = stored.last_call;
-        changed = true;
     }
-    changed
+    true
 }

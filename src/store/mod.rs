@@ -208,6 +208,12 @@ pub trait Persist: Send + Sync {
     fn flush(&self) -> BoxFuture<'static, ()>;
 }
 
+/// Above this many rows an insert gets a bigger page cache for its transaction.
+const BULK_ROWS: usize = 1000;
+/// Negative: KiB, as SQLite reads `cache_size`. 64 MiB for a bulk insert, SQLite's 2 MB after.
+const BULK_CACHE_KIB: i64 = -65_536;
+const DEFAULT_CACHE_KIB: i64 = -2_000;
+
 pub struct Store {
     conn: Connection,
     path: PathBuf,
@@ -617,6 +623,20 @@ impl Store {
     }
 
     fn insert_rows(&mut self, sessions: &[(&TrackedSession, &[Outcome])]) -> Result<Vec<SessionKey>, StoreError> {
+        // A bulk insert touches index pages all over the file (session ids are random); with
+        // SQLite's default 2 MB cache it spends its time writing pages out and reading them back.
+        let bulk = sessions.len() > BULK_ROWS;
+        if bulk {
+            self.conn.pragma_update(None, "cache_size", BULK_CACHE_KIB).map_err(|e| self.err(e))?;
+        }
+        let inserted = self.insert_rows_now(sessions);
+        if bulk {
+            self.conn.pragma_update(None, "cache_size", DEFAULT_CACHE_KIB).map_err(|e| self.err(e))?;
+        }
+        inserted
+    }
+
+    fn insert_rows_now(&mut self, sessions: &[(&TrackedSession, &[Outcome])]) -> Result<Vec<SessionKey>, StoreError> {
         let path = self.path.clone();
         let mut clash: Option<StoreError> = None;
         let keys = self.write(|tx, rev| {

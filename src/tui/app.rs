@@ -4,6 +4,7 @@
 //! the rows, the scroll offset, the visible rows, the columns that fit.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
@@ -43,7 +44,8 @@ pub struct Info {
 
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub session: TrackedSession,
+    /// The engine's copy, shared until it changes its own.
+    pub session: Arc<TrackedSession>,
     pub refreshing: bool,
 }
 
@@ -232,7 +234,7 @@ impl App {
             loading: false,
         };
         for session in sessions {
-            app.put(Row { session, refreshing: false });
+            app.put(Row { session: Arc::new(session), refreshing: false });
         }
         app.settle();
         app
@@ -1059,9 +1061,9 @@ impl App {
                 if self.flash.as_ref().is_some_and(|f| f.error && f.about == Some(key)) && session.failures == 0 {
                     self.flash = None;
                 }
-                self.put(Row { session: *session, refreshing: false });
+                self.put(Row { session, refreshing: false });
             }
-            Event::Added(session) => self.put(Row { session: *session, refreshing: false }),
+            Event::Added(session) => self.put(Row { session, refreshing: false }),
             Event::Loaded(sessions) => {
                 self.loading = false;
                 for session in sessions {
