@@ -430,7 +430,8 @@ impl Store {
                 let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 // The meta table arrives with the second migration; before it, there is no revision.
                 let rev = tx
-                    .query_row("UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value", [], |r| r.get(0))
+                    .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value")
+                    .and_then(|mut bump| bump.query_row([], |r| r.get(0)))
                     .optional()
                     .or_else(|e| {
                         if matches!(&e, rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table")) {
@@ -454,7 +455,10 @@ impl Store {
 
     /// Changes whenever another connection commits (SQLite's `PRAGMA data_version`).
     pub fn data_version(&self) -> Result<i64, StoreError> {
-        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0)).map_err(|e| self.err(e))
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut version| version.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))
     }
 
     /// The store's current revision: every write transaction takes the next one.
@@ -463,7 +467,11 @@ impl Store {
     }
 
     fn meta_i64(&self, key: &str) -> Result<i64, StoreError> {
-        match self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get::<_, i64>(0)) {
+        let value = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .and_then(|mut select| select.query_row([key], |r| r.get::<_, i64>(0)));
+        match value {
             Ok(value) => Ok(value),
             Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
             // A first-version store read without upgrading it has no meta table yet.

@@ -115,8 +115,11 @@ impl StoreWriter {
 /// Most writes one transaction takes; more wait for the next.
 const MAX_BATCH: usize = 4096;
 
-/// How long a batch of unacknowledged writes waits for more before it commits.
-const LINGER: Duration = Duration::from_millis(25);
+/// How long a batch of unacknowledged writes waits for more before it commits: a keeper of
+/// 10,000 sessions records about 170 outcomes a second, and one transaction for 40 of them
+/// costs little more than one for a single one. Other processes see them as soon as they would
+/// have polled anyway (`keeper::STORE_POLL`); a crash loses at most this much of the record.
+const LINGER: Duration = Duration::from_millis(250);
 
 fn run(
     mut store: Store,
