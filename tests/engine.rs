@@ -159,9 +159,18 @@ async fn a_retry_after_holds_back_its_workbook_only_and_is_capped_at_three_minut
     rig.graph.script("me/drive/items/W2", &[Answer::Throttled(Some(Duration::from_secs(1_000_000_000)))]);
     rig.send(Command::Refresh(rig.keys.clone()));
     let done = rig.finished(3).await;
-    assert!(done.iter().all(|f| f.result.is_ok()), "each asked-for refresh went through in the end: {done:?}");
+    let held = done.iter().find(|f| f.name == "c").unwrap();
+    assert!(
+        held.result.as_ref().is_err_and(|e| e.contains("retry after")),
+        "whoever asked is told of a long wait instead of sitting through it: {held:?}"
+    );
+    assert!(done.iter().filter(|f| f.name != "c").all(|f| f.result.is_ok()), "{done:?}");
     assert_eq!(rig.starts("refresh", "W1"), [Duration::ZERO], "another workbook is not held");
     assert_eq!(rig.starts("refresh", "W0"), [Duration::ZERO, Duration::from_millis(2500)], "exactly the Retry-After");
+    // The hold stays on the workbook: the next call waits for it, capped at 180 s.
+    let c = rig.keys[2];
+    rig.send(Command::Refresh(vec![c]));
+    assert!(rig.finished(1).await[0].result.is_ok());
     assert_eq!(rig.starts("refresh", "W2"), [Duration::ZERO, Duration::from_secs(180)], "a day is capped at 180 s");
 }
 

@@ -72,6 +72,22 @@ fn a_workbook_held_for_a_billion_seconds_holds_back_only_itself() {
 }
 
 #[test]
+fn a_one_shot_refresh_reports_a_long_retry_after_instead_of_sitting_through_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = hostile_cli(dir.path());
+    add(&cli, "held", "THROTTLED", "1m");
+    add(&cli, "dated", "DATEHOLD", "1m");
+    let started = std::time::Instant::now();
+    let out = cli.output(&["refresh", "held", "dated"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert!(stdout.contains("retry after"), "the wait is named: {stdout}");
+    assert_eq!(server.seen.count("THROTTLED"), 1, "asked once, not retried into the hold");
+    assert_eq!(server.seen.count("DATEHOLD"), 1);
+}
+
+#[test]
 fn an_endless_body_ends_the_call_quickly_and_memory_stays_small() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, cli) = hostile_cli(dir.path());

@@ -699,7 +699,13 @@ impl Engine {
         if job.asked()
             && let Some(failure) = failure
             && job.attempt() < MANUAL_RETRIES
-            && let Some(retry) = manual_retry(failure.class(), failure.http_status(), job.attempt(), self.rng.f64())
+            && let Some(retry) = manual_retry(
+                failure.class(),
+                failure.http_status(),
+                failure.retry_after(),
+                job.attempt(),
+                self.rng.f64(),
+            )
         {
             // Record what happened, then try again; whoever asked hears only the last word.
             if let Some(key) = job.key() {

@@ -18,6 +18,10 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
 /// SDK does, before its failure is reported.
 pub const MANUAL_RETRIES: u8 = 3;
 
+/// The longest `Retry-After` a call someone waits on sits through before it is tried again; a
+/// longer one ends the call with the wait in its message (automatic refreshes honour it).
+pub const MANUAL_WAIT: Duration = Duration::from_secs(10);
+
 /// The next refresh: one interval on, less up to `JITTER` of it.
 pub fn next_interval(interval: Duration, sample: f64) -> Duration {
     interval.mul_f64(1.0 - JITTER * sample.clamp(0.0, 1.0))
@@ -106,8 +110,16 @@ pub enum Retry {
 }
 
 /// The Graph SDK's rule for calls a person or a script waits on: 429, 503 and 504 are tried again.
-pub fn manual_retry(class: ErrorClass, http_status: Option<u16>, attempt: u8, sample: f64) -> Option<Retry> {
+pub fn manual_retry(
+    class: ErrorClass,
+    http_status: Option<u16>,
+    retry_after: Option<Duration>,
+    attempt: u8,
+    sample: f64,
+) -> Option<Retry> {
     match (class, http_status) {
+        // Someone is waiting: a wait longer than this is reported instead of sat through.
+        _ if retry_after.is_some_and(|wait| wait > MANUAL_WAIT) => None,
         (ErrorClass::Throttled, _) => Some(Retry::Now),
         (_, Some(503 | 504)) => Some(Retry::After(backoff(u32::from(attempt) + 1, Duration::from_secs(30), sample))),
         _ => None,
@@ -221,10 +233,15 @@ mod tests {
 
     #[test]
     fn manual_calls_retry_on_429_503_and_504_only() {
-        assert_eq!(manual_retry(ErrorClass::Throttled, Some(429), 0, 0.0), Some(Retry::Now));
-        assert!(matches!(manual_retry(ErrorClass::Transient, Some(504), 0, 0.0), Some(Retry::After(_))));
-        assert!(matches!(manual_retry(ErrorClass::Expired, Some(503), 0, 0.0), Some(Retry::After(_))));
-        assert_eq!(manual_retry(ErrorClass::Transient, Some(500), 0, 0.0), None);
-        assert_eq!(manual_retry(ErrorClass::Expired, Some(404), 0, 0.0), None);
+        assert_eq!(manual_retry(ErrorClass::Throttled, Some(429), None, 0, 0.0), Some(Retry::Now));
+        let short = Some(Duration::from_secs(2));
+        assert_eq!(manual_retry(ErrorClass::Throttled, Some(429), short, 0, 0.0), Some(Retry::Now));
+        let long = Some(Duration::from_secs(999_999_999));
+        assert_eq!(manual_retry(ErrorClass::Throttled, Some(429), long, 0, 0.0), None, "reported, not sat through");
+        assert_eq!(manual_retry(ErrorClass::Throttled, Some(503), long, 0, 0.0), None);
+        assert!(matches!(manual_retry(ErrorClass::Transient, Some(504), None, 0, 0.0), Some(Retry::After(_))));
+        assert!(matches!(manual_retry(ErrorClass::Expired, Some(503), None, 0, 0.0), Some(Retry::After(_))));
+        assert_eq!(manual_retry(ErrorClass::Transient, Some(500), None, 0, 0.0), None);
+        assert_eq!(manual_retry(ErrorClass::Expired, Some(404), None, 0, 0.0), None);
     }
 }

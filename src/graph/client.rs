@@ -138,7 +138,13 @@ impl GraphError {
     pub fn outcome(&self, action: Action, at: chrono::DateTime<chrono::Utc>) -> Outcome {
         let mut outcome = self.meta.outcome(action, self.class.outcome_kind(), at);
         outcome.codes = self.codes.clone();
-        outcome.message = self.message.clone();
+        outcome.message = match (&self.message, self.retry_after) {
+            (Some(message), Some(wait)) => {
+                Some(format!("{message}; retry after {}", crate::time::format_duration(wait)))
+            }
+            (None, Some(wait)) => Some(format!("retry after {}", crate::time::format_duration(wait))),
+            (message, None) => message.clone(),
+        };
         outcome
     }
 }
