@@ -237,6 +237,31 @@ fn a_read_only_store_is_read_and_a_write_says_permission_denied() {
     let stderr = String::from_utf8_lossy(&written.stderr);
     assert!(stderr.contains("permission denied") && stderr.contains(&cli.store.display().to_string()), "{stderr}");
     assert!(!stderr.contains("not a wbsessions database"), "{stderr}");
+    // Every command that would write says so up front, the same way, before Graph hears anything:
+    // in a folder the reader cannot write, and with only the file write-protected (SQLite then
+    // opens it read-only without a word).
+    let before = sim.sim.stats().requests;
+    // Root's files are 0644 in a 0755 folder, then a 0777 one; another user's are 0444 in a 0555
+    // folder, then a 0755 one.
+    let folder_modes = if root { [0o755, 0o777] } else { [0o555, 0o755] };
+    for folder_mode in folder_modes {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(folder_mode)).unwrap();
+        for args in [
+            &["refresh", "a"][..],
+            &["create", "c", "--workbook", "me/drive/items/W1"],
+            &["close", "a"],
+            &["edit", "a", "--interval", "1m"],
+            &["remove", "a"],
+            &["import", "-"],
+        ] {
+            let out = as_reader(args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+            assert!(stderr.contains("permission denied"), "{args:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
+        }
+    }
+    assert_eq!(sim.sim.stats().requests, before, "no Graph call was made for a store that cannot record it");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 
@@ -251,4 +276,42 @@ fn a_missing_store_is_not_created_by_a_command_that_only_reads() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"));
     }
     assert!(!dir.path().join("none").exists());
+}
+
+/// A file that is not a store is refused and left exactly as it was, mode included; an empty file
+/// is refused by commands that only read, as a missing store is.
+#[cfg(unix)]
+#[test]
+fn a_foreign_or_empty_file_is_left_unchanged_by_commands_that_refuse_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = SimThread::start(SimConfig { token: Some(TOKEN.into()), ..SimConfig::default() }, Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let foreign = dir.path().join("notes.txt");
+    std::fs::write(&foreign, "shopping list\n").unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for args in [&["list"][..], &["add", "a", "--workbook", "me/drive/items/W1", "--session-id", "S"]] {
+        let out = cli.command(args).env("WBSESSIONS_STORE", &foreign).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("not a wbsessions database") && stderr.contains("left unchanged"), "{stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(&foreign).unwrap(), "shopping list\n");
+    assert_eq!(std::fs::metadata(&foreign).unwrap().permissions().mode() & 0o777, 0o644, "not even its mode changed");
+
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, "").unwrap();
+    for args in [&["list"][..], &["list", "--json"], &["show", "a"], &["id", "a"]] {
+        let out = cli.command(args).env("WBSESSIONS_STORE", &empty).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("empty file"), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0, "a read did not make it a database");
+    let added = cli
+        .command(&["add", "a", "--workbook", "me/drive/items/W1", "--session-id", "S"])
+        .env("WBSESSIONS_STORE", &empty)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "a command that writes makes the empty file a store");
 }

@@ -99,6 +99,10 @@ pub enum StoreError {
     )]
     Missing { path: PathBuf },
     #[error(
+        "the store {path} is an empty file; it was left unchanged: create a session with `wbsessions create` or `wbsessions add`, or pass the right --store"
+    )]
+    Empty { path: PathBuf },
+    #[error(
         "permission denied: cannot write the store {path}; check its permissions and its folder's, or pass another --store"
     )]
     ReadOnly { path: PathBuf },
@@ -126,6 +130,7 @@ impl StoreError {
             StoreError::Corrupt { .. }
                 | StoreError::Newer { .. }
                 | StoreError::Missing { .. }
+                | StoreError::Empty { .. }
                 | StoreError::ReadOnly { .. }
                 | StoreError::NotFound(_)
                 | StoreError::NameTaken(_)
@@ -242,6 +247,28 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
     }
 }
 
+/// For commands that only read: the store must exist and hold something. An empty file would be
+/// a valid empty database to SQLite, and opening it would make it one.
+fn check_readable(path: &Path) -> Result<(), StoreError> {
+    if !check_header(path)? {
+        return Err(StoreError::Missing { path: path.to_path_buf() });
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => Err(StoreError::Empty { path: path.to_path_buf() }),
+        _ => Ok(()),
+    }
+}
+
+/// The store and the files SQLite keeps beside it, private to their owner.
+fn tighten_store_files(path: &Path) {
+    crate::files::tighten_path(path);
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        crate::files::tighten_path(Path::new(&side));
+    }
+}
+
 fn is_read_only_error(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied))
 }
@@ -268,15 +295,6 @@ impl Store {
                 std::io::ErrorKind::PermissionDenied => StoreError::ReadOnly { path: path.to_path_buf() },
                 _ => io(e),
             })?;
-        } else {
-            // Before SQLite opens them: closing a descriptor of a file SQLite holds would drop its
-            // POSIX locks for the whole process (and let another process reset a mapped -shm).
-            crate::files::tighten_path(path);
-            for suffix in ["-wal", "-shm"] {
-                let mut side = path.as_os_str().to_os_string();
-                side.push(suffix);
-                crate::files::tighten_path(Path::new(&side));
-            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| {
@@ -286,8 +304,18 @@ impl Store {
                 StoreError::Corrupt { path: path.to_path_buf(), detail: e.to_string() }
             }
         })?;
+        // SQLite quietly opens a write-protected file read-only; every write would fail later,
+        // after a Graph call, so it is said now.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(StoreError::ReadOnly { path: path.to_path_buf() });
+        }
         let mut store = Store { conn, path: path.to_path_buf(), read_only: false, durable: false };
         let version = store.check_schema()?;
+        // Only a file known to be ours is touched. Tightening is by path (chmod), never through a
+        // descriptor, which would drop SQLite's POSIX locks for the whole process.
+        if existed {
+            tighten_store_files(path);
+        }
         store.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store.err(e))?;
         store
             .conn
@@ -300,9 +328,7 @@ impl Store {
     /// Opens an existing store for reading only: nothing is created or changed, and a read-only
     /// file (or folder) still works.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        if !check_header(path)? {
-            return Err(StoreError::Missing { path: path.to_path_buf() });
-        }
+        check_readable(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let open = |conn: Connection| -> Result<Store, StoreError> {
             let store = Store { conn, path: path.to_path_buf(), read_only: true, durable: false };
@@ -331,9 +357,7 @@ impl Store {
     /// Opens the store for a command that only reads: a missing store is an error (nothing is
     /// created), a writable one is upgraded as any command would, a read-only one is read.
     pub fn open_for_reading(path: &Path) -> Result<Store, StoreError> {
-        if !check_header(path)? {
-            return Err(StoreError::Missing { path: path.to_path_buf() });
-        }
+        check_readable(path)?;
         match Store::open(path) {
             Err(StoreError::ReadOnly { .. }) => Store::open_read_only(path),
             other => other,
