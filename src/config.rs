@@ -8,7 +8,7 @@ use serde::Deserialize;
 use crate::auth::signin::Authority;
 use crate::engine::EngineSettings;
 use crate::graph::DEFAULT_GRAPH_URL;
-use crate::session::{Defaults, MIN_INTERVAL, SortBy, Status};
+use crate::session::{Defaults, MAX_INTERVAL, MIN_INTERVAL, SortBy, Status};
 use crate::time::{format_duration, parse_duration};
 
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
@@ -22,6 +22,10 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
     #[error("no home directory is known, so there is no default {0}; pass --{0} PATH")]
     NoHome(&'static str),
+    #[error(
+        "the token from --token or WBSESSIONS_TOKEN holds a space or a control character; a token is one word: check how it was set"
+    )]
+    BadToken,
 }
 
 /// The file's shape; every key is optional and documented in docs/configuration.md.
@@ -214,7 +218,7 @@ fn parse_setting_duration(
 
 /// Refresh intervals and idle expiries: at least a second (anything faster hammers Graph), at
 /// most a day.
-const SESSION_TIMES: (Duration, Duration) = (MIN_INTERVAL, Duration::from_secs(86_400));
+const SESSION_TIMES: (Duration, Duration) = (MIN_INTERVAL, MAX_INTERVAL);
 
 /// How long one call may take.
 const CALL_TIMES: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(600));
@@ -321,11 +325,18 @@ impl Settings {
             1 => "debug".into(),
             _ => "trace".into(),
         };
+        // A newline from `$(cat file)` is forgiven; anything inside would be sent as it is and
+        // come back as a sign-in failure on every session.
+        let token = args.token.as_deref().map(str::trim).filter(|t| !t.is_empty());
+        if token.is_some_and(|t| t.chars().any(|c| c.is_whitespace() || c.is_control())) {
+            return Err(ConfigError::BadToken);
+        }
+        let token = token.map(str::to_string);
         Ok(Settings {
             store,
             config_file,
             graph_url: args.graph_url.clone().or(file.graph_url).unwrap_or_else(|| DEFAULT_GRAPH_URL.to_string()),
-            token: args.token.clone().filter(|t| !t.trim().is_empty()),
+            token,
             token_command: args.token_command.clone().or(file.token_command).filter(|c| !c.trim().is_empty()),
             token_command_timeout,
             no_color: args.no_color,

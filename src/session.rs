@@ -472,6 +472,9 @@ impl fmt::Display for Status {
 
 /// The shortest refresh interval accepted: anything faster only hammers Graph.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Sessions expire after minutes idle: an interval beyond a day keeps nothing alive, and is more
+/// likely a typo than a wish.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// The store's row id of a session: stable across renames.
 pub type SessionKey = i64;
@@ -721,6 +724,9 @@ pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
         Some(i) if i < MIN_INTERVAL => {
             Err(format!("the interval must be at least {}", crate::time::format_duration(MIN_INTERVAL)))
         }
+        Some(i) if i > MAX_INTERVAL => {
+            Err(format!("the interval must be at most {}", crate::time::format_duration(MAX_INTERVAL)))
+        }
         _ => Ok(()),
     }
 }
@@ -824,7 +830,8 @@ mod opt_duration_secs {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let secs: Option<f64> = Option::deserialize(d)?;
-        Ok(secs.filter(|s| s.is_finite() && *s >= 0.0).map(Duration::from_secs_f64))
+        // Nonsense (negative, not finite, past `Duration`) reads as no interval of its own.
+        Ok(secs.and_then(|s| Duration::try_from_secs_f64(s).ok()))
     }
 }
 

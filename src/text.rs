@@ -2,6 +2,11 @@
 //! characters or escape sequences that could retitle a terminal, write its clipboard or forge
 //! output lines, and a bounded length.
 
+/// "1 session", "3 sessions".
+pub fn count(n: usize, what: &str) -> String {
+    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+}
+
 /// The longest message kept from a server answer; Graph's own messages are a sentence or two.
 pub const MAX_MESSAGE: usize = 1000;
 

@@ -65,14 +65,16 @@ impl std::fmt::Debug for Clock {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{given:?} is not a duration; write a number with a unit, like 500ms, 90s, 4m, 1h or 1m30s")]
-pub struct DurationError {
-    pub given: String,
+pub enum DurationError {
+    #[error("{given:?} is not a duration; write a number with a unit, like 500ms, 90s, 4m, 1h or 1m30s")]
+    NotADuration { given: String },
+    #[error("{given:?} is longer than a year; write a shorter duration, like 4m or 1h")]
+    TooLong { given: String },
 }
 
 /// Reads `500ms`, `90s`, `4m`, `1h`, `1m30s`, `2.5s`. A bare number is refused: the unit is the point.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let fail = || DurationError { given: input.to_string() };
+    let fail = || DurationError::NotADuration { given: input.to_string() };
     let text = input.trim();
     if text.is_empty() {
         return Err(fail());
@@ -99,7 +101,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
         total += value * scale;
     }
     if !total.is_finite() || total > 365.0 * 86400.0 {
-        return Err(fail());
+        return Err(DurationError::TooLong { given: input.to_string() });
     }
     Ok(Duration::from_secs_f64(total))
 }

@@ -193,4 +193,10 @@ fn closed_or_full_standard_output_ends_quietly_without_a_panic() {
             }
         }
     }
+    // The keeper stops when its reader goes, and says by its exit that the ending was not asked for.
+    add(&cli, "soon", "W2", "1s");
+    let script = format!("'{bin}' run --json | head -n 1 >/dev/null; echo \"exit=${{PIPESTATUS[0]}}\" >&2");
+    let out = cli.shell(&script).stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exit=1") && !stderr.contains("panicked"), "{stderr}");
 }

@@ -161,3 +161,63 @@ fn a_running_keeper_picks_up_imported_sessions_within_a_second() {
     // Generous for a loaded machine: the keeper polls the store every 250 ms.
     assert!(took < Duration::from_secs(3), "picked up after {took:?}");
 }
+
+/// The files people actually have: Excel's CSV UTF-8 (a byte-order mark, quoted fields, columns in
+/// its own order under a header), `list --json` through `jq -c` (one line) or `jq -c '.[]'` (an
+/// object per line), and a typo in a key that must not be dropped without a word.
+#[test]
+fn the_forms_people_export_import_and_a_misspelt_key_is_refused() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+
+    let excel = write(
+        "excel.csv",
+        "\u{feff}Name,Session ID,Workbook,Interval\r\n\
+         x1,\"id,with,commas\",me/drive/items/W1,2m\r\n\
+         \"x2\",id-x2,\"me/drive/items/W1\",\r\n",
+    );
+    assert_eq!(cli.ok(&["import", &excel]).trim(), "imported 2 sessions");
+    let listed = json(&cli.ok(&["list", "--json"]));
+    assert_eq!(names(&listed), ["x1", "x2"]);
+    assert_eq!(listed[0]["session_id"], "id,with,commas");
+    assert_eq!(listed[0]["interval_secs"], 120.0);
+
+    // `jq -c .` and `jq -c '.[]'` of an export, into fresh stores.
+    let exported = json(&cli.ok(&["list", "--json"]));
+    let one_line = write("one-line.json", &serde_json::to_string(&exported).unwrap());
+    let per_line =
+        write("per-line.jsonl", &exported.as_array().unwrap().iter().map(|s| format!("{s}\n")).collect::<String>());
+    for file in [&one_line, &per_line] {
+        let other = tempfile::tempdir().unwrap();
+        let target = Cli::new(&sim.url, other.path());
+        assert_eq!(target.ok(&["import", file]).trim(), "imported 2 sessions", "{file}");
+        assert_eq!(names(&json(&target.ok(&["list", "--json"]))), ["x1", "x2"]);
+    }
+
+    let typo = write(
+        "typo.json",
+        "[\n{\"name\":\"t1\",\"workbook\":\"me/drive/items/W1\",\"session_id\":\"t-1\"},\n\
+         {\"name\":\"t2\",\"workbook\":\"me/drive/items/W1\",\"session_id\":\"t-2\",\"recreat\":true}\n]\n",
+    );
+    let out = cli.output(&["import", &typo]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 3 of") && stderr.contains("recreat"), "the line and the key are named: {stderr}");
+
+    let header_typo = write("header.csv", "name,workbok,session_id\nh1,me/drive/items/W1,h-1\n");
+    let out = cli.output(&["import", &header_typo]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("line 1 of") && stderr.contains("unknown column \"workbok\""), "{stderr}");
+    assert!(!stderr.contains("--skip-invalid"), "skipping lines cannot mend a header: {stderr}");
+
+    let long = write("long.csv", "l1,me/drive/items/W1,l-1,2d\n");
+    let out = cli.output(&["import", &long]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 24h"), "one rule for intervals: {out:?}");
+    assert_eq!(names(&json(&cli.ok(&["list", "--json"]))), ["x1", "x2"], "nothing else was imported");
+}

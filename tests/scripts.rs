@@ -36,6 +36,9 @@ fn exec_runs_a_command_with_a_live_session_and_returns_its_code() {
     assert_eq!(printed.trim(), format!("{id}|a|{}/me/drive/items/W1/workbook", sim.url));
     let refreshes = sim.sim.stats().refreshed;
     assert!(refreshes >= 1, "exec refreshed the session before running the command");
+    let missing = cli.output(&["exec", "a", "--", "no-such-command-anywhere"]);
+    assert_eq!(missing.status.code(), Some(127), "as a shell says a command is not there");
+    assert!(String::from_utf8_lossy(&missing.stderr).starts_with("wbsessions: cannot run no-such-command-anywhere"));
     let out = cli.output(&["exec", "a", "--", "sh", "-c", "exit 7"]);
     assert_eq!(out.status.code(), Some(7));
     // The token is exported only when asked.

@@ -119,3 +119,42 @@ fn the_same_id_under_two_names_is_refused_naming_the_first() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already tracked as \"first\""));
 }
+
+/// `list` does not claim a paused keeper keeps anything alive, and `show` counts in English.
+#[test]
+fn list_says_when_automatic_refresh_is_paused() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let mut keeper =
+        cli.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("the keeper's lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+    assert!(cli.ok(&["list"]).contains("(kept alive by wbsessions pid"));
+    let mut store = wbsessions::store::Store::open(&cli.store).unwrap();
+    store.apply(&[wbsessions::store::Write::Paused(true)]).unwrap();
+    let listed = cli.ok(&["list"]);
+    assert!(!listed.contains("kept alive") && listed.contains("automatic refresh is paused"), "{listed}");
+    sigterm(&keeper);
+    keeper.wait().unwrap();
+    assert!(cli.ok(&["list"]).contains("(automatic refresh is paused: `p` in a dashboard resumes it)"));
+    assert!(cli.ok(&["show", "a"]).contains("(0 failures in a row)"));
+}
+
+/// A token is one word: a trailing newline (`$(cat token.txt)`) is forgiven, one inside is said
+/// up front instead of failing every call with a sign-in error.
+#[test]
+fn a_token_with_a_line_break_inside_is_refused_up_front() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let refreshed = cli.command(&["refresh", "a"]).env("WBSESSIONS_TOKEN", format!("{TOKEN}\n")).output().unwrap();
+    assert!(refreshed.status.success(), "{}", String::from_utf8_lossy(&refreshed.stderr));
+    let before = sim.sim.stats().requests;
+    let refused = cli.command(&["refresh", "a"]).env("WBSESSIONS_TOKEN", format!("{TOKEN}\nX")).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("one word") && stderr.lines().count() == 1, "{stderr}");
+    assert_eq!(sim.sim.stats().requests, before, "nothing was sent");
+}

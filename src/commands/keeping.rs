@@ -417,6 +417,8 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     tokio::pin!(signal);
     let mut out = std::io::stdout().lock();
     let mut stopping = false;
+    // A reader that went away is an ending nobody asked for: the exit says so, as for any command.
+    let mut output_closed = false;
     loop {
         tokio::select! {
             _ = &mut signal, if !stopping => {
@@ -427,10 +429,13 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
                 None | Some(Event::Stopped) => break,
                 Some(Event::Outcome { name, outcome, late, .. }) => {
                     let line = if as_json { outcome_json(&name, &outcome, late).to_string() } else { outcome_line(times, Some(&name), &outcome, late) };
-                    if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() && !stopping {
-                        // Nobody reads the output any more: stop as if asked to.
-                        stopping = true;
-                        keeper.send(Command::Shutdown);
+                    if !output_closed && writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                        output_closed = true;
+                        if !stopping {
+                            // Nobody reads the output any more: stop as if asked to.
+                            stopping = true;
+                            keeper.send(Command::Shutdown);
+                        }
                     }
                 }
                 Some(Event::Holds { workbooks, until }) if !as_json => {
@@ -452,8 +457,8 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     }
     drop(out);
     keeper.stop().await;
-    tracing::info!("keeper stopped");
-    Ok(ExitCode::SUCCESS)
+    tracing::info!(output_closed, "keeper stopped");
+    Ok(if output_closed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 /// Refreshes one session (recreating it if it expired and may be), and returns it as it is after,

@@ -12,6 +12,7 @@ use crate::sim::SimConfig;
 use crate::time::Clock;
 
 mod headless;
+mod import;
 mod interactive;
 mod keeping;
 mod output;
@@ -122,7 +123,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Edit(args) => keeping::edit(&settings, args).await,
             Command::Recreate(args) => keeping::recreate(&settings, &args.names).await,
             Command::Exec(args) => scripts::exec(&settings, args).await,
-            Command::Import(args) => headless::import(&settings, args),
+            Command::Import(args) => import::import(&settings, args),
             Command::Run(args) => keeping::run(&settings, args.json).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),

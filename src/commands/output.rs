@@ -73,7 +73,7 @@ pub fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> serde_js
     let mut value = serde_json::to_value(o).unwrap_or_default();
     value["session"] = json!(name);
     if let Some(late) = late {
-        value["late_ms"] = json!(late.as_secs_f64() * 1000.0);
+        value["late_ms"] = json!(u64::try_from(late.as_millis()).unwrap_or(u64::MAX));
     }
     value
 }
@@ -110,7 +110,4 @@ pub fn names_line(names: &[String]) -> String {
     }
 }
 
-/// "1 session", "3 sessions".
-pub fn count(n: usize, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
-}
+pub use crate::text::count;

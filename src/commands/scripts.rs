@@ -38,7 +38,14 @@ pub async fn exec(settings: &Settings, args: ExecArgs) -> Result<ExitCode> {
         }
     }
     let program = args.command[0].to_string_lossy().into_owned();
-    let status = command.status().map_err(|e| super::bad_input(format!("cannot run {program}: {e}")))?;
+    let status = match command.status() {
+        Ok(status) => status,
+        Err(e) => {
+            // As a shell says it: 127 for a command that is not there, 126 for one that cannot run.
+            writeln!(std::io::stderr().lock(), "wbsessions: cannot run {program}: {e}")?;
+            return Ok(ExitCode::from(if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 }));
+        }
+    };
     if let Some(code) = status.code() {
         return Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)));
     }

@@ -30,11 +30,11 @@ pub use crate::auth::signin::Progress as SignInProgress;
 use crate::auth::signin::{Authority, NO_CLIENT_ID, Progress};
 use crate::graph::{ErrorClass, GraphClient};
 use crate::session::{
-    NewSession, Outcome, OutcomeKind, SessionKey, SessionSettings, Status, TrackedSession, check_interval,
-    validate_name,
+    MAX_INTERVAL, NewSession, Outcome, OutcomeKind, SessionKey, SessionSettings, Status, TrackedSession,
+    check_interval, validate_name,
 };
 pub use crate::store::KEPT_OUTCOMES;
-use crate::store::{MAX_INTERVAL, Persist, StoreEvent, Write};
+use crate::store::{Persist, StoreEvent, Write};
 use crate::time::Clock;
 use dispatch::{Dispatcher, JobId, Ticket, Urgency};
 pub use messages::{Command, Event, Finished, JobKind, SignInState};

@@ -20,17 +20,13 @@ pub use lock::{DriverLock, LockError, lock_path, read_holder};
 pub use writer::{StoreEvent, StoreWriter, WriterHandle};
 
 use crate::session::{
-    Action, LastCall, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SessionSettings, Status,
-    TrackedSession, WorkbookRef,
+    Action, LastCall, MAX_INTERVAL, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SessionSettings,
+    Status, TrackedSession, WorkbookRef,
 };
 use crate::text;
 
 /// Outcomes kept per session.
 pub const KEPT_OUTCOMES: usize = 50;
-
-/// The longest interval a stored session may have; more is read as this (a hand-edited store
-/// must not overflow the scheduler's arithmetic).
-pub const MAX_INTERVAL: Duration = Duration::from_secs(365 * 86_400);
 
 /// How long a write waits for another process's write to finish, per try.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -859,7 +855,7 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
         },
         interval: row
             .get::<_, Option<i64>>(5)?
-            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)).clamp(MIN_INTERVAL, MAX_INTERVAL)),
+            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)).clamp(MIN_INTERVAL, MAX_INTERVAL)), // a hand-edited store must not overflow the scheduler
         recreate: row.get(6)?,
         auto: row.get(7)?,
         status: match Status::parse(&status) {

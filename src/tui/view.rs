@@ -163,9 +163,9 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
     }
 
     let mut second = vec![Span::raw(if app.loading {
-        format!("{} sessions so far, reading the rest:", app.rows.len())
+        format!("{} so far, reading the rest:", crate::text::count(app.rows.len(), "session"))
     } else {
-        format!("{} sessions:", app.rows.len())
+        format!("{}:", crate::text::count(app.rows.len(), "session"))
     })];
     if app.signed_out() {
         second = vec![Span::styled("signed out: press l or run wbsessions login", theme.error()), Span::raw(" ·")];

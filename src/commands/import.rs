@@ -1,0 +1,395 @@
+//! `import`: sessions from a file into the store, all or nothing, without calling Graph.
+//!
+//! The form is told by the first character that is not blank or a `#` comment line: `[` is a JSON
+//! array (what `list --json` writes, or the same through `jq -c`), `{` is one JSON object per line
+//! (`jq -c '.[]'`), anything else is CSV: `name,workbook,session_id[,interval,mode,recreate]`, or
+//! any order under a header row that names the columns. A byte-order mark (Excel's "CSV UTF-8")
+//! is skipped.
+
+use std::collections::HashSet;
+use std::io::{Read as _, Write as _};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+
+use super::bad_input;
+use super::headless::{open_store, store_error};
+use super::output::count;
+use crate::cli::ImportArgs;
+use crate::config::Settings;
+use crate::session::{Draft, Mode, NewSession, SessionId, Status, TrackedSession};
+use crate::store::StoreError;
+
+/// One session as `list --json` writes it. Name, workbook and session id are required; what was
+/// known about the session comes along when present. A key `list --json` never writes is refused:
+/// a misspelt `recreat` must not be dropped without a word.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRecord {
+    name: String,
+    workbook: String,
+    session_id: String,
+    #[serde(default)]
+    mode: Option<Mode>,
+    /// The session's own interval, in seconds.
+    #[serde(default)]
+    interval: Option<f64>,
+    #[serde(default)]
+    recreate: Option<bool>,
+    #[serde(default)]
+    auto: Option<bool>,
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default)]
+    last_refresh: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    failures: Option<u32>,
+    #[serde(default)]
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Written by `list --json` as the interval in force and the expiry as of then: derived from
+    /// the fields above and this machine's settings, so read past.
+    #[serde(default, rename = "interval_secs")]
+    _interval_secs: Option<IgnoredAny>,
+    #[serde(default, rename = "expires_at")]
+    _expires_at: Option<IgnoredAny>,
+}
+
+/// What a session carries beyond what `add` takes: its state when it was listed.
+struct Known {
+    auto: Option<bool>,
+    status: Option<Status>,
+    last_refresh: Option<chrono::DateTime<chrono::Utc>>,
+    failures: Option<u32>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A session read from the file, checked exactly as `add` checks one.
+fn checked(draft: Draft, known: Option<Known>, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Checked {
+    let new = NewSession::check(&draft, &settings.engine.defaults)?;
+    if new.workbook.is_by_path() {
+        return Err(format!(
+            "{} is a by-path workbook, which needs Graph to resolve; import takes item ids (`wbsessions add` resolves paths)",
+            new.workbook
+        ));
+    }
+    let Some(id) = new.session_id.clone() else { return Err("no session id".into()) };
+    let mut session = new.into_tracked(id, now);
+    if let Some(known) = known {
+        session.auto = known.auto.unwrap_or(true);
+        // A refreshing or stale session is just ok: the keeper that said so is not this one.
+        session.status = match known.status {
+            Some(Status::Refreshing | Status::Stale) => Status::Ok,
+            Some(status) => status,
+            None => Status::New,
+        };
+        session.last_refresh = known.last_refresh;
+        session.failures = known.failures.unwrap_or(0);
+        session.created_at = known.created_at.unwrap_or(now);
+    }
+    Ok(session)
+}
+
+type Checked = Result<TrackedSession, String>;
+
+fn from_json(text: &str, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Checked {
+    let record: ImportRecord = serde_json::from_str(text).map_err(|e| format!("not a session: {e}"))?;
+    let interval = match record.interval {
+        None => None,
+        Some(secs) => {
+            Some(Duration::try_from_secs_f64(secs).map_err(|_| format!("interval {secs} is not a number of seconds"))?)
+        }
+    };
+    let draft = Draft {
+        name: record.name,
+        workbook: record.workbook,
+        session_id: Some(record.session_id),
+        non_persistent: record.mode == Some(Mode::NonPersistent),
+        interval,
+        recreate: record.recreate,
+    };
+    let known = Known {
+        auto: record.auto,
+        status: record.status,
+        last_refresh: record.last_refresh,
+        failures: record.failures,
+        created_at: record.created_at,
+    };
+    checked(draft, Some(known), settings, now)
+}
+
+/// The CSV columns, in the order a file without a header gives them.
+const COLUMNS: [&str; 6] = ["name", "workbook", "session_id", "interval", "mode", "recreate"];
+
+fn column_of(header: &str) -> Option<usize> {
+    let header = header.trim().to_ascii_lowercase().replace([' ', '-'], "_");
+    COLUMNS.iter().position(|c| *c == header || (*c == "session_id" && header == "sessionid"))
+}
+
+fn parse_mode(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "persistent" => Ok(false),
+        "non-persistent" | "nonpersistent" => Ok(true),
+        other => Err(format!("mode {other:?} is neither persistent nor non-persistent")),
+    }
+}
+
+fn parse_flag(text: &str) -> Result<Option<bool>, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" => Ok(None),
+        "true" | "yes" | "1" => Ok(Some(true)),
+        "false" | "no" | "0" => Ok(Some(false)),
+        other => Err(format!("{other:?} is not true or false")),
+    }
+}
+
+/// Where each of [`COLUMNS`] sits in a record; required columns always have a place.
+type Layout = [Option<usize>; 6];
+
+const POSITIONAL: Layout = [Some(0), Some(1), Some(2), Some(3), Some(4), Some(5)];
+
+/// A first row that names columns is a header; one that starts with `name` but names something
+/// else is a mistake worth a line, not a session called "name".
+fn header_layout(record: &csv::StringRecord) -> Option<Result<Layout, String>> {
+    if !record.get(0).is_some_and(|first| first.trim().eq_ignore_ascii_case("name")) {
+        return None;
+    }
+    let mut layout: Layout = [None; 6];
+    for (position, header) in record.iter().enumerate() {
+        match column_of(header) {
+            Some(column) if layout[column].is_none() => layout[column] = Some(position),
+            Some(_) => return Some(Err(format!("the column {header:?} is named twice"))),
+            None => {
+                return Some(Err(format!("unknown column {header:?}; the columns are {}", COLUMNS.join(", "))));
+            }
+        }
+    }
+    if let Some(missing) = COLUMNS[..3].iter().zip(layout).find(|(_, at)| at.is_none()) {
+        return Some(Err(format!("the header has no {} column", missing.0)));
+    }
+    Some(Ok(layout))
+}
+
+fn from_csv(
+    record: &csv::StringRecord,
+    layout: &Layout,
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Checked {
+    let width = layout.iter().flatten().max().map_or(0, |last| last + 1);
+    if record.len() > width || record.len() < 3 {
+        return Err(format!(
+            "a CSV line holds {}",
+            if layout == &POSITIONAL {
+                "name,workbook,session_id[,interval,mode,recreate]".to_string()
+            } else {
+                format!("at most the {width} columns of the header")
+            }
+        ));
+    }
+    let field = |column: usize| layout[column].and_then(|at| record.get(at)).unwrap_or("").trim();
+    let interval = match field(3) {
+        "" => None,
+        text => Some(crate::time::parse_duration(text).map_err(|e| e.to_string())?),
+    };
+    let draft = Draft {
+        name: field(0).to_string(),
+        workbook: field(1).to_string(),
+        session_id: Some(field(2).to_string()),
+        non_persistent: parse_mode(field(4))?,
+        interval,
+        recreate: parse_flag(field(5))?,
+    };
+    checked(draft, None, settings, now)
+}
+
+/// The 1-based line of `offset` in `text`, counting on from the last answer (offsets only grow).
+struct LineCounter<'t> {
+    text: &'t str,
+    offset: usize,
+    line: usize,
+}
+
+impl LineCounter<'_> {
+    fn line_at(&mut self, offset: usize) -> usize {
+        let offset = offset.clamp(self.offset, self.text.len());
+        self.line += self.text.as_bytes()[self.offset..offset].iter().filter(|b| **b == b'\n').count();
+        self.offset = offset;
+        self.line
+    }
+}
+
+/// Why an import stopped: at a line of the file, and whether skipping invalid lines would help.
+struct Stop {
+    line: usize,
+    why: String,
+    skippable: bool,
+}
+
+impl Stop {
+    fn file(line: usize, why: String) -> Stop {
+        Stop { line, why, skippable: false }
+    }
+}
+
+/// Calls `each` with every session of `text` and the line it starts on; it stops at the first
+/// `Err` of `each`, or where the file as a whole cannot be read.
+fn each_session(
+    text: &str,
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+    mut each: impl FnMut(usize, Checked) -> Result<(), String>,
+) -> Result<(), Stop> {
+    let mut each =
+        |line: usize, session: Checked| each(line, session).map_err(|why| Stop { line, why, skippable: true });
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .and_then(|line| line.chars().next());
+    match first {
+        None => Ok(()),
+        Some('[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|e| Stop::file(e.line(), format!("not a JSON array of sessions: {e}")))?;
+            let mut lines = LineCounter { text, offset: 0, line: 1 };
+            for item in items {
+                let offset = (item.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
+                let line = lines.line_at(offset);
+                each(line, from_json(item.get(), settings, now))?;
+            }
+            Ok(())
+        }
+        Some('{') => {
+            for (index, line) in text.lines().enumerate() {
+                let line = line.trim();
+                if !line.is_empty() && !line.starts_with('#') {
+                    each(index + 1, from_json(line, settings, now))?;
+                }
+            }
+            Ok(())
+        }
+        Some(_) => {
+            let mut reader = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .comment(Some(b'#'))
+                .trim(csv::Trim::All)
+                .from_reader(text.as_bytes());
+            let mut layout = None;
+            for record in reader.records() {
+                let record = record
+                    .map_err(|e| Stop::file(e.position().map_or(0, |p| p.line() as usize), format!("not CSV: {e}")))?;
+                let line = record.position().map_or(0, |p| p.line() as usize);
+                if layout.is_none() {
+                    match header_layout(&record) {
+                        Some(Ok(header)) => {
+                            layout = Some(header);
+                            continue;
+                        }
+                        Some(Err(why)) => return Err(Stop::file(line, why)),
+                        None => layout = Some(POSITIONAL),
+                    }
+                }
+                let layout = layout.as_ref().unwrap_or(&POSITIONAL);
+                each(line, from_csv(&record, layout, settings, now))?;
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
+    let file = args.file.display();
+    let mut bytes = Vec::new();
+    let read = if args.file.as_os_str() == "-" {
+        std::io::stdin().lock().read_to_end(&mut bytes)
+    } else {
+        std::fs::File::open(&args.file).and_then(|mut f| f.read_to_end(&mut bytes))
+    };
+    read.map_err(|e| bad_input(format!("cannot read {file}: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| bad_input(format!("{file} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8)")))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+
+    let mut store = open_store(settings)?;
+    let mut names: HashSet<String> = HashSet::new();
+    let mut ids: HashSet<SessionId> = HashSet::new();
+    store
+        .each_session(|s| -> Result<(), StoreError> {
+            names.insert(s.name);
+            ids.insert(s.session_id);
+            Ok(())
+        })
+        .map_err(store_error)?;
+    let now = chrono::Utc::now();
+    let mut sessions = Vec::new();
+    let mut skipped: Vec<(usize, String)> = Vec::new();
+    let read = each_session(text, settings, now, |line, session| {
+        let session = session.and_then(|s| {
+            if names.contains(&s.name) {
+                Err(format!("a session named {:?} is already tracked", s.name))
+            } else if ids.contains(&s.session_id) {
+                Err(format!("the session id of {:?} is already tracked", s.name))
+            } else {
+                Ok(s)
+            }
+        });
+        match session {
+            Ok(session) => {
+                names.insert(session.name.clone());
+                ids.insert(session.session_id.clone());
+                sessions.push(session);
+            }
+            Err(why) if args.skip_invalid => skipped.push((line, why)),
+            Err(why) => return Err(why),
+        }
+        Ok(())
+    });
+    if let Err(Stop { line, why, skippable }) = read {
+        return Err(bad_input(format!(
+            "line {line} of {file}: {}; nothing was imported{}",
+            crate::text::clean(&why, 500),
+            if skippable { " (--skip-invalid imports the other lines)" } else { "" }
+        )));
+    }
+    store.insert_all(&sessions).map_err(store_error)?;
+    let mut err = std::io::stderr().lock();
+    for (line, why) in &skipped {
+        writeln!(err, "wbsessions: skipped line {line}: {}", crate::text::clean(why, 500))?;
+    }
+    writeln!(
+        std::io::stdout().lock(),
+        "imported {}{}",
+        count(sessions.len(), "session"),
+        if skipped.is_empty() { String::new() } else { format!("; skipped {}", count(skipped.len(), "invalid line")) }
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_names_columns_in_any_order_and_a_wrong_one_is_named() {
+        let header = csv::StringRecord::from(vec!["Name", "Session ID", "workbook", "interval"]);
+        let layout = header_layout(&header).and_then(Result::ok);
+        assert_eq!(layout, Some([Some(0), Some(2), Some(1), Some(3), None, None]));
+        let typo = csv::StringRecord::from(vec!["name", "workbok", "session_id"]);
+        assert!(header_layout(&typo).is_some_and(|r| r.is_err_and(|e| e.contains("\"workbok\""))));
+        let data = csv::StringRecord::from(vec!["budget", "me/drive/items/X", "S"]);
+        assert!(header_layout(&data).is_none(), "a first row of data is not a header");
+    }
+
+    #[test]
+    fn lines_are_counted_on_from_the_last_offset() {
+        let text = "[\n{}\n\n{}]";
+        let mut lines = LineCounter { text, offset: 0, line: 1 };
+        assert_eq!(lines.line_at(2), 2);
+        assert_eq!(lines.line_at(6), 4);
+        assert_eq!(lines.line_at(999), 4, "past the end is the last line");
+    }
+}
