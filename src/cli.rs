@@ -167,6 +167,7 @@ pub struct EditArgs {
     /// Create a new session when this one expires
     #[arg(long, overrides_with = "no_recreate")]
     pub recreate: bool,
+    /// Let the session end when it expires
     #[arg(long, overrides_with = "recreate")]
     pub no_recreate: bool,
     /// Refresh on schedule

@@ -721,12 +721,11 @@ impl NewSession {
 /// An interval of a session's own must not hammer Graph.
 pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
     match interval {
-        Some(i) if i < MIN_INTERVAL => {
-            Err(format!("the interval must be at least {}", crate::time::format_duration(MIN_INTERVAL)))
-        }
-        Some(i) if i > MAX_INTERVAL => {
-            Err(format!("the interval must be at most {}", crate::time::format_duration(MAX_INTERVAL)))
-        }
+        Some(i) if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i) => Err(format!(
+            "the interval must be {} to {}",
+            crate::time::format_duration(MIN_INTERVAL),
+            crate::time::format_duration(MAX_INTERVAL)
+        )),
         _ => Ok(()),
     }
 }

@@ -167,11 +167,16 @@ async fn a_retry_after_holds_back_its_workbook_only_and_is_capped_at_three_minut
     assert!(done.iter().filter(|f| f.name != "c").all(|f| f.result.is_ok()), "{done:?}");
     assert_eq!(rig.starts("refresh", "W1"), [Duration::ZERO], "another workbook is not held");
     assert_eq!(rig.starts("refresh", "W0"), [Duration::ZERO, Duration::from_millis(2500)], "exactly the Retry-After");
-    // The hold stays on the workbook: the next call waits for it, capped at 180 s.
+    // The hold stays on the workbook (capped at 180 s): the next asked-for call is told so at
+    // once and sends nothing.
     let c = rig.keys[2];
     rig.send(Command::Refresh(vec![c]));
-    assert!(rig.finished(1).await[0].result.is_ok());
-    assert_eq!(rig.starts("refresh", "W2"), [Duration::ZERO, Duration::from_secs(180)], "a day is capped at 180 s");
+    let refused = rig.finished(1).await;
+    assert!(
+        refused[0].result.as_ref().is_err_and(|e| e.contains("alone for 2m57s more; not waited for")),
+        "{refused:?}"
+    );
+    assert_eq!(rig.starts("refresh", "W2"), [Duration::ZERO]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -408,4 +413,16 @@ async fn after_a_gap_in_wall_time_overdue_sessions_are_refreshed_at_once() {
     clock.advance(Duration::from_secs(600));
     rig.until(Duration::from_secs(3), |e| e.iter().any(|e| matches!(e, Event::Outcome { .. }))).await;
     assert_eq!(rig.graph.calls_of("refresh").len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_last_refresh_in_the_future_counts_as_now() {
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let mut s = tracked(1, "skew", "W0", Duration::from_secs(60), &clock);
+    // Written by a machine whose clock ran an hour ahead.
+    s.last_refresh = Some(clock.now() + chrono::Duration::hours(1));
+    let rig = rig_from(vec![s], settings(), Role::Driver, clock);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let starts = rig.starts("refresh", "W0");
+    assert_eq!(starts.len(), 1, "refreshed within one interval, not an hour later: {starts:?}");
 }

@@ -76,15 +76,30 @@ fn a_one_shot_refresh_reports_a_long_retry_after_instead_of_sitting_through_it()
     let dir = tempfile::tempdir().unwrap();
     let (server, cli) = hostile_cli(dir.path());
     add(&cli, "held", "THROTTLED", "1m");
+    add(&cli, "held-too", "THROTTLED", "1m");
     add(&cli, "dated", "DATEHOLD", "1m");
     let started = std::time::Instant::now();
-    let out = cli.output(&["refresh", "held", "dated"]);
+    let out = cli.output(&["refresh", "held", "held-too", "dated"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
-    assert!(stdout.contains("retry after"), "the wait is named: {stdout}");
-    assert_eq!(server.seen.count("THROTTLED"), 1, "asked once, not retried into the hold");
+    assert!(stdout.contains("retry after a day or more"), "the wait is named as the server gave it: {stdout}");
+    assert_eq!(server.seen.count("THROTTLED"), 1, "asked once, not retried into the hold, nor the second session");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("held-too") && stderr.contains("not waited for"), "{stderr}");
     assert_eq!(server.seen.count("DATEHOLD"), 1);
+}
+
+#[test]
+fn a_create_waits_out_a_short_retry_after_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, cli) = hostile_cli(dir.path());
+    let out = cli.output(&["create", "brief", "--workbook", "me/drive/items/BRIEFHOLD"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(server.seen.count("BRIEFHOLD"), 4, "one try and three retries, as the Graph SDK does");
+    assert!(stderr.contains("throttled by Graph; trying again in 1s"), "the wait is not silent: {stderr}");
+    assert!(stderr.lines().last().is_some_and(|l| l.contains("throttled")), "{stderr}");
 }
 
 #[test]
@@ -199,4 +214,19 @@ fn closed_or_full_standard_output_ends_quietly_without_a_panic() {
     let out = cli.shell(&script).stdin(Stdio::null()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("exit=1") && !stderr.contains("panicked"), "{stderr}");
+    // With nothing due for a minute, a reader that went away is still noticed within seconds.
+    let quiet = dir.path().join("quiet.db");
+    cli.command(&["add", "q", "--workbook", "me/drive/items/W3", "--session-id", "Q", "--interval", "1m"])
+        .env("WBSESSIONS_STORE", &quiet)
+        .output()
+        .unwrap();
+    let script = format!(
+        "WBSESSIONS_STORE='{}' timeout 20 '{bin}' run 2>/dev/null | sleep 2; echo \"exit=${{PIPESTATUS[0]}}\" >&2",
+        quiet.display()
+    );
+    let started = std::time::Instant::now();
+    let out = cli.shell(&script).stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exit=1"), "stopped by itself, not by the timeout: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
 }

@@ -73,7 +73,7 @@ fn csv_lines_are_checked_like_add_and_one_bad_line_imports_nothing() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.starts_with("wbsessions: line 4 of") && stderr.contains("mode \"sometimes\""), "{stderr}");
-    assert_eq!(json(&cli.ok(&["list", "--json"])), json("[]"), "nothing was imported");
+    assert!(!cli.store.exists(), "nothing was imported: the store was not even made");
 
     let out = cli.output(&["import", "--skip-invalid", file.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
@@ -98,7 +98,11 @@ fn csv_lines_are_checked_like_add_and_one_bad_line_imports_nothing() {
     child.stdin.take().unwrap().write_all(b"d1,me/drive/items/W1,id-d\nd2,me/drive/items/W1,id-d\n").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2 of -"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("line 2 of standard input: the session id of \"d2\" is in the file twice"),
+        "{out:?}"
+    );
     assert_eq!(names(&json(&cli.ok(&["list", "--json"]))), ["c1", "c2", "c4"]);
 }
 
@@ -218,6 +222,84 @@ fn the_forms_people_export_import_and_a_misspelt_key_is_refused() {
 
     let long = write("long.csv", "l1,me/drive/items/W1,l-1,2d\n");
     let out = cli.output(&["import", &long]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("at most 24h"), "one rule for intervals: {out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be 1s to 24h"), "one rule for intervals: {out:?}");
     assert_eq!(names(&json(&cli.ok(&["list", "--json"]))), ["x1", "x2"], "nothing else was imported");
+}
+
+/// What a second look found: headers in any order, the file's own line numbers whatever the line
+/// ends and comments, objects spread over lines, and a bad file that leaves no store behind.
+#[test]
+fn errors_name_the_files_own_line_and_a_bad_file_creates_nothing() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let refused = |file: &str| {
+        let out = cli.output(&["import", file]);
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+
+    let crlf =
+        write("crlf.csv", "\u{feff}# sessions\r\nok,me/drive/items/W1,S0\r\n\r\n# more\r\nb!,me/drive/items/W1,S1\r\n");
+    let stderr = refused(&crlf);
+    assert!(stderr.contains("line 5 of"), "{stderr}");
+    assert!(!cli.store.exists(), "a refused file leaves no store behind");
+
+    let typo = write("typo.csv", "nmae,workbook,session_id\nx,me/drive/items/W1,S1\n");
+    assert!(refused(&typo).contains("unknown column \"nmae\""));
+
+    let pretty = write(
+        "pretty.json",
+        "{\n  \"name\": \"p1\",\n  \"workbook\": \"me/drive/items/W1\",\n  \"session_id\": \"P-1\"\n}\n\
+         {\n  \"name\": \"p2\",\n  \"workbook\": \"me/drive/items/W1\",\n  \"session_id\": \"P-2\",\n  \"recreat\": true\n}\n",
+    );
+    let stderr = refused(&pretty);
+    assert!(stderr.contains("line 10 of") && stderr.contains("recreat"), "the key's own line: {stderr}");
+    assert!(!stderr.contains("ImportRecord") && !stderr.contains("column"), "{stderr}");
+
+    let empty = write("empty.csv", "# nothing yet\n\n");
+    assert!(refused(&empty).contains("holds no sessions"));
+
+    let reordered = write("reordered.csv", "workbook,name,session_id\nme/drive/items/W1,r1,R-1\n");
+    assert_eq!(cli.ok(&["import", &reordered]).trim(), "imported 1 session");
+    let pretty_ok = write(
+        "pretty-ok.json",
+        "{\n  \"name\": \"p1\",\n  \"workbook\": \"me/drive/items/W1\",\n  \"session_id\": \"P-1\"\n}\n",
+    );
+    assert_eq!(cli.ok(&["import", &pretty_ok]).trim(), "imported 1 session");
+
+    // Everything refused, even when refusals are allowed, is a failed import.
+    let out = cli.output(&["import", "--skip-invalid", &reordered]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped line 2: a session named \"r1\" is already tracked"));
+}
+
+/// Times from a machine whose clock runs ahead must not put the first refresh after Graph expired
+/// the session.
+#[test]
+fn times_in_the_future_are_read_as_now() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let ahead = (chrono::Utc::now() + chrono::Duration::minutes(10)).to_rfc3339();
+    let file = dir.path().join("ahead.json");
+    std::fs::write(
+        &file,
+        format!(
+            "{{\"name\":\"skew\",\"workbook\":\"me/drive/items/W1\",\"session_id\":\"SK\",\"status\":\"ok\",\"last_refresh\":\"{ahead}\",\"created_at\":\"{ahead}\"}}\n"
+        ),
+    )
+    .unwrap();
+    cli.ok(&["import", file.to_str().unwrap()]);
+    let listed = json(&cli.ok(&["list", "--json"]));
+    let after = chrono::Utc::now();
+    for field in ["last_refresh", "created_at"] {
+        let t: chrono::DateTime<chrono::Utc> = listed[0][field].as_str().unwrap().parse().unwrap();
+        assert!(t <= after, "{field} {t} is after now {after}");
+    }
 }

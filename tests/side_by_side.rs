@@ -243,6 +243,10 @@ fn a_read_only_store_is_read_and_a_write_says_permission_denied() {
     let before = sim.sim.stats().requests;
     // Root's files are 0644 in a 0755 folder, then a 0777 one; another user's are 0444 in a 0555
     // folder, then a 0755 one.
+    let one_session = dir.path().join("one.csv");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(&one_session, "i1,me/drive/items/W1,I-1\n").unwrap();
+    std::fs::set_permissions(&one_session, std::fs::Permissions::from_mode(0o644)).unwrap();
     let folder_modes = if root { [0o755, 0o777] } else { [0o555, 0o755] };
     for folder_mode in folder_modes {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(folder_mode)).unwrap();
@@ -252,7 +256,7 @@ fn a_read_only_store_is_read_and_a_write_says_permission_denied() {
             &["close", "a"],
             &["edit", "a", "--interval", "1m"],
             &["remove", "a"],
-            &["import", "-"],
+            &["import", one_session.to_str().unwrap()],
         ] {
             let out = as_reader(args);
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -262,6 +266,20 @@ fn a_read_only_store_is_read_and_a_write_says_permission_denied() {
         }
     }
     assert_eq!(sim.sim.stats().requests, before, "no Graph call was made for a store that cannot record it");
+    // A store in a folder the user may not even look into: the same kind of line, exit 2.
+    let hidden = dir.path().join("hidden");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir(&hidden).unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(if root { 0o700 } else { 0o000 })).unwrap();
+    let hidden_store = hidden.join("s.db");
+    for args in [&["list"][..], &["add", "h", "--workbook", "me/drive/items/W1", "--session-id", "H"]] {
+        let args: Vec<&str> = args.iter().copied().chain(["--store", hidden_store.to_str().unwrap()]).collect();
+        let out = as_reader(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with("wbsessions: permission denied") && !stderr.contains("os error"), "{stderr}");
+    }
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o700)).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 }
 

@@ -135,6 +135,9 @@ fn list_says_when_automatic_refresh_is_paused() {
     store.apply(&[wbsessions::store::Write::Paused(true)]).unwrap();
     let listed = cli.ok(&["list"]);
     assert!(!listed.contains("kept alive") && listed.contains("automatic refresh is paused"), "{listed}");
+    assert!(listed.lines().nth(1).is_some_and(|row| row.contains(" paused ")), "NEXT says paused: {listed}");
+    let shown = cli.ok(&["show", "a"]);
+    assert!(shown.contains("next refresh  paused") && shown.contains("paused for the whole store"), "{shown}");
     sigterm(&keeper);
     keeper.wait().unwrap();
     assert!(cli.ok(&["list"]).contains("(automatic refresh is paused: `p` in a dashboard resumes it)"));

@@ -30,7 +30,12 @@ fn times(settings: &Settings) -> Times {
     Times { utc: settings.utc }
 }
 
-fn next_refresh(s: &TrackedSession, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> String {
+/// When a keeper would refresh the session next: `paused` while automatic refresh is paused for
+/// the whole store, `-` when nothing keeps it.
+fn next_refresh(s: &TrackedSession, settings: &Settings, paused: bool, now: chrono::DateTime<chrono::Utc>) -> String {
+    if paused && s.is_kept_alive() {
+        return "paused".into();
+    }
     let interval = settings.engine.defaults.interval_of(s);
     s.next_refresh_estimate(interval).map_or("-".into(), |due| format_until(due, now))
 }
@@ -56,6 +61,7 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let sessions = store.sessions().map_err(store_error)?;
+    let paused = store.paused().unwrap_or(false);
     if sessions.is_empty() {
         writeln!(
             out,
@@ -82,14 +88,13 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
             s.name,
             defaults.status_at(s, now).as_str(),
             last,
-            next_refresh(s, settings, now),
+            next_refresh(s, settings, paused, now),
             expires,
             s.mode.as_str(),
             s.workbook
         )?;
     }
     // Only a keeper that is not paused keeps anything alive.
-    let paused = store.paused().unwrap_or(false);
     match (crate::store::read_holder(&settings.store), paused) {
         (Some(pid), false) => writeln!(out, "(kept alive by wbsessions pid {pid})")?,
         (Some(pid), true) => writeln!(
@@ -106,6 +111,7 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
 pub fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> {
     let store = open_to_read(settings)?;
     let s = store.session(name).map_err(store_error)?;
+    let paused = store.paused().unwrap_or(false);
     let outcomes = store.outcomes(s.key, KEPT_OUTCOMES).map_err(store_error)?;
     let defaults = &settings.engine.defaults;
     let now = chrono::Utc::now();
@@ -128,13 +134,17 @@ pub fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> 
         "refresh       every {}{}, {}, {}",
         format_duration(defaults.interval_of(&s)),
         if s.interval.is_none() { " (default)" } else { "" },
-        if s.auto { "automatic" } else { "manual only" },
+        match (s.auto, paused) {
+            (true, false) => "automatic",
+            (true, true) => "automatic (paused for the whole store: `p` in a dashboard resumes it)",
+            (false, _) => "manual only",
+        },
         if s.recreate { "recreated on expiry" } else { "not recreated on expiry" }
     )?;
     let last =
         s.last_refresh.map_or("never".to_string(), |t| format!("{} ({})", times.stamp_secs(t), format_ago(t, now)));
     writeln!(out, "last refresh  {last}")?;
-    writeln!(out, "next refresh  {}", next_refresh(&s, settings, now))?;
+    writeln!(out, "next refresh  {}", next_refresh(&s, settings, paused, now))?;
     let expires = defaults.expires_at(&s).map_or("unknown".to_string(), |t| {
         let when = if t <= now { "passed".to_string() } else { format_until(t, now) };
         format!("{} ({when}, if nothing refreshes it)", times.stamp_secs(t))

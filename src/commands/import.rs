@@ -85,17 +85,34 @@ fn checked(draft: Draft, known: Option<Known>, settings: &Settings, now: chrono:
             Some(status) => status,
             None => Status::New,
         };
-        session.last_refresh = known.last_refresh;
+        // Times from a machine whose clock runs ahead would put the first refresh after Graph
+        // expired the session: nothing here happened later than now.
+        session.last_refresh = known.last_refresh.map(|t| t.min(now));
         session.failures = known.failures.unwrap_or(0);
-        session.created_at = known.created_at.unwrap_or(now);
+        session.created_at = known.created_at.map_or(now, |t| t.min(now));
     }
     Ok(session)
 }
 
 type Checked = Result<TrackedSession, String>;
 
-fn from_json(text: &str, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Checked {
-    let record: ImportRecord = serde_json::from_str(text).map_err(|e| format!("not a session: {e}"))?;
+/// A JSON error as one line for a person: serde's own position (counted within the object) is
+/// dropped, since the caller names the file's line, and no Rust type name shows.
+fn json_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = text.rfind(" at line ").map_or(text.as_str(), |at| &text[..at]);
+    text.replace("struct ImportRecord", "a session object")
+}
+
+/// One session object; an error comes with the line within the object where it was found.
+fn from_json(text: &str, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> (usize, Checked) {
+    match serde_json::from_str::<ImportRecord>(text) {
+        Ok(record) => (0, from_record(record, settings, now)),
+        Err(e) => (e.line().saturating_sub(1), Err(format!("not a session: {}", json_problem(&e)))),
+    }
+}
+
+fn from_record(record: ImportRecord, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Checked {
     let interval = match record.interval {
         None => None,
         Some(secs) => {
@@ -150,10 +167,10 @@ type Layout = [Option<usize>; 6];
 
 const POSITIONAL: Layout = [Some(0), Some(1), Some(2), Some(3), Some(4), Some(5)];
 
-/// A first row that names columns is a header; one that starts with `name` but names something
-/// else is a mistake worth a line, not a session called "name".
+/// A first row that names any column is a header, and then every field of it must name one: a
+/// misspelt column is a mistake worth a line, not data.
 fn header_layout(record: &csv::StringRecord) -> Option<Result<Layout, String>> {
-    if !record.get(0).is_some_and(|first| first.trim().eq_ignore_ascii_case("name")) {
+    if !record.iter().any(|field| column_of(field).is_some()) {
         return None;
     }
     let mut layout: Layout = [None; 6];
@@ -205,6 +222,19 @@ fn from_csv(
     checked(draft, None, settings, now)
 }
 
+/// The offset of the first byte at or after `offset` that is not a line end and not in a `#` line.
+fn skip_blank_and_comment_lines(text: &str, mut offset: usize) -> usize {
+    let bytes = text.as_bytes();
+    while let Some(&byte) = bytes.get(offset) {
+        match byte {
+            b'\r' | b'\n' => offset += 1,
+            b'#' => offset = text[offset..].find('\n').map_or(text.len(), |end| offset + end + 1),
+            _ => break,
+        }
+    }
+    offset
+}
+
 /// The 1-based line of `offset` in `text`, counting on from the last answer (offsets only grow).
 struct LineCounter<'t> {
     text: &'t str,
@@ -249,62 +279,86 @@ fn each_session(
         .map(str::trim)
         .find(|line| !line.is_empty() && !line.starts_with('#'))
         .and_then(|line| line.chars().next());
-    match first {
-        None => Ok(()),
-        Some('[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)
-                .map_err(|e| Stop::file(e.line(), format!("not a JSON array of sessions: {e}")))?;
-            let mut lines = LineCounter { text, offset: 0, line: 1 };
-            for item in items {
-                let offset = (item.get().as_ptr() as usize).saturating_sub(text.as_ptr() as usize);
-                let line = lines.line_at(offset);
-                each(line, from_json(item.get(), settings, now))?;
-            }
-            Ok(())
-        }
-        Some('{') => {
-            for (index, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if !line.is_empty() && !line.starts_with('#') {
-                    each(index + 1, from_json(line, settings, now))?;
-                }
-            }
-            Ok(())
-        }
-        Some(_) => {
-            let mut reader = csv::ReaderBuilder::new()
-                .has_headers(false)
-                .flexible(true)
-                .comment(Some(b'#'))
-                .trim(csv::Trim::All)
-                .from_reader(text.as_bytes());
-            let mut layout = None;
-            for record in reader.records() {
-                let record = record
-                    .map_err(|e| Stop::file(e.position().map_or(0, |p| p.line() as usize), format!("not CSV: {e}")))?;
-                let line = record.position().map_or(0, |p| p.line() as usize);
-                if layout.is_none() {
-                    match header_layout(&record) {
-                        Some(Ok(header)) => {
-                            layout = Some(header);
-                            continue;
-                        }
-                        Some(Err(why)) => return Err(Stop::file(line, why)),
-                        None => layout = Some(POSITIONAL),
-                    }
-                }
-                let layout = layout.as_ref().unwrap_or(&POSITIONAL);
-                each(line, from_csv(&record, layout, settings, now))?;
-            }
-            Ok(())
-        }
+    if !matches!(first, Some('[' | '{')) {
+        return each_csv_session(text, settings, now, each);
     }
+    // `#` comment lines are blanked, not removed, so that offsets still give the file's lines.
+    let blanked: String;
+    let json = if text.lines().any(|l| l.trim_start().starts_with('#')) {
+        blanked = text
+            .split_inclusive('\n')
+            .map(|l| if l.trim_start().starts_with('#') { " ".repeat(l.len() - 1) + "\n" } else { l.to_string() })
+            .collect();
+        blanked.as_str()
+    } else {
+        text
+    };
+    let mut lines = LineCounter { text: json, offset: 0, line: 1 };
+    let mut line_of = |item: &RawValue| {
+        let offset = (item.get().as_ptr() as usize).saturating_sub(json.as_ptr() as usize);
+        lines.line_at(offset)
+    };
+    let items: Vec<&RawValue> = if first == Some('[') {
+        serde_json::from_str(json)
+            .map_err(|e| Stop::file(e.line(), format!("not a JSON array of sessions: {}", json_problem(&e))))?
+    } else {
+        // Objects one after another: one per line (`jq -c '.[]'`) or spread over lines (`jq '.[]'`).
+        serde_json::Deserializer::from_str(json)
+            .into_iter::<&RawValue>()
+            .collect::<Result<_, _>>()
+            .map_err(|e| Stop::file(e.line(), format!("not JSON: {}", json_problem(&e))))?
+    };
+    for item in items {
+        let line = line_of(item);
+        let (within, session) = from_json(item.get(), settings, now);
+        each(line + within, session)?;
+    }
+    Ok(())
+}
+
+fn each_csv_session(
+    text: &str,
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+    mut each: impl FnMut(usize, Checked) -> Result<(), Stop>,
+) -> Result<(), Stop> {
+    // The csv crate's position is where it began reading, before the blank and comment lines it
+    // skipped, and its line count misses CRLF: the line is counted here from the offset.
+    let mut lines = LineCounter { text, offset: 0, line: 1 };
+    let mut line_at = |position: Option<&csv::Position>| {
+        position.map_or(0, |p| lines.line_at(skip_blank_and_comment_lines(text, p.byte() as usize)))
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let mut layout = None;
+    for record in reader.records() {
+        let record = record.map_err(|e| Stop::file(line_at(e.position()), format!("not CSV: {e}")))?;
+        let line = line_at(record.position());
+        let layout = match layout {
+            Some(layout) => layout,
+            None => match header_layout(&record) {
+                Some(Ok(header)) => {
+                    layout = Some(header);
+                    continue;
+                }
+                Some(Err(why)) => return Err(Stop::file(line, why)),
+                None => *layout.insert(POSITIONAL),
+            },
+        };
+        each(line, from_csv(&record, &layout, settings, now))?;
+    }
+    Ok(())
 }
 
 pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
-    let file = args.file.display();
+    let from_stdin = args.file.as_os_str() == "-";
+    let file = if from_stdin { "standard input".to_string() } else { args.file.display().to_string() };
     let mut bytes = Vec::new();
-    let read = if args.file.as_os_str() == "-" {
+    let read = if from_stdin {
         std::io::stdin().lock().read_to_end(&mut bytes)
     } else {
         std::fs::File::open(&args.file).and_then(|mut f| f.read_to_end(&mut bytes))
@@ -313,26 +367,26 @@ pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     let text = String::from_utf8(bytes)
         .map_err(|_| bad_input(format!("{file} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8)")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let refuse = |Stop { line, why, skippable }: Stop| {
+        bad_input(format!(
+            "line {line} of {file}: {}; nothing was imported{}",
+            crate::text::clean(&why, 500),
+            if skippable { " (--skip-invalid imports the other lines)" } else { "" }
+        ))
+    };
 
-    let mut store = open_store(settings)?;
+    // The whole file is checked before the store is even opened: a bad file changes nothing.
+    let now = chrono::Utc::now();
     let mut names: HashSet<String> = HashSet::new();
     let mut ids: HashSet<SessionId> = HashSet::new();
-    store
-        .each_session(|s| -> Result<(), StoreError> {
-            names.insert(s.name);
-            ids.insert(s.session_id);
-            Ok(())
-        })
-        .map_err(store_error)?;
-    let now = chrono::Utc::now();
-    let mut sessions = Vec::new();
+    let mut found: Vec<(usize, TrackedSession)> = Vec::new();
     let mut skipped: Vec<(usize, String)> = Vec::new();
-    let read = each_session(text, settings, now, |line, session| {
+    each_session(text, settings, now, |line, session| {
         let session = session.and_then(|s| {
             if names.contains(&s.name) {
-                Err(format!("a session named {:?} is already tracked", s.name))
+                Err(format!("the name {:?} is in the file twice", s.name))
             } else if ids.contains(&s.session_id) {
-                Err(format!("the session id of {:?} is already tracked", s.name))
+                Err(format!("the session id of {:?} is in the file twice", s.name))
             } else {
                 Ok(s)
             }
@@ -341,21 +395,47 @@ pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
             Ok(session) => {
                 names.insert(session.name.clone());
                 ids.insert(session.session_id.clone());
-                sessions.push(session);
+                found.push((line, session));
             }
             Err(why) if args.skip_invalid => skipped.push((line, why)),
             Err(why) => return Err(why),
         }
         Ok(())
-    });
-    if let Err(Stop { line, why, skippable }) = read {
+    })
+    .map_err(refuse)?;
+    if found.is_empty() && skipped.is_empty() {
         return Err(bad_input(format!(
-            "line {line} of {file}: {}; nothing was imported{}",
-            crate::text::clean(&why, 500),
-            if skippable { " (--skip-invalid imports the other lines)" } else { "" }
+            "{file} holds no sessions; import takes what `list --json` writes, or CSV name,workbook,session_id"
         )));
     }
+
+    let mut store = open_store(settings)?;
+    let mut tracked_names: HashSet<String> = HashSet::new();
+    let mut tracked_ids: HashSet<SessionId> = HashSet::new();
+    store
+        .each_session(|s| -> Result<(), StoreError> {
+            tracked_names.insert(s.name);
+            tracked_ids.insert(s.session_id);
+            Ok(())
+        })
+        .map_err(store_error)?;
+    let mut sessions = Vec::with_capacity(found.len());
+    for (line, session) in found {
+        let clash = if tracked_names.contains(&session.name) {
+            Some(format!("a session named {:?} is already tracked", session.name))
+        } else if tracked_ids.contains(&session.session_id) {
+            Some(format!("the session id of {:?} is already tracked", session.name))
+        } else {
+            None
+        };
+        match clash {
+            None => sessions.push(session),
+            Some(why) if args.skip_invalid => skipped.push((line, why)),
+            Some(why) => return Err(refuse(Stop { line, why, skippable: true })),
+        }
+    }
     store.insert_all(&sessions).map_err(store_error)?;
+    skipped.sort_by_key(|(line, _)| *line);
     let mut err = std::io::stderr().lock();
     for (line, why) in &skipped {
         writeln!(err, "wbsessions: skipped line {line}: {}", crate::text::clean(why, 500))?;
@@ -366,7 +446,8 @@ pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
         count(sessions.len(), "session"),
         if skipped.is_empty() { String::new() } else { format!("; skipped {}", count(skipped.len(), "invalid line")) }
     )?;
-    Ok(ExitCode::SUCCESS)
+    // Every line refused is a failed import, even when refusals were allowed.
+    Ok(if sessions.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[cfg(test)]

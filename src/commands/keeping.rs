@@ -90,6 +90,17 @@ async fn one_shot(
                         failed = Some(e);
                         break;
                     }
+                    // A short Retry-After is waited out; whoever waits hears why it takes longer.
+                    if let Event::Holds { workbooks, until: Some(until) } = &event {
+                        let wait = (*until - chrono::Utc::now()).to_std().unwrap_or_default();
+                        if *workbooks > 0 && wait <= crate::engine::policy::MANUAL_WAIT {
+                            let _ = writeln!(
+                                std::io::stderr().lock(),
+                                "wbsessions: throttled by Graph; trying again in {}",
+                                crate::time::format_duration(wait.max(std::time::Duration::from_secs(1)))
+                            );
+                        }
+                    }
                     if let Event::Finished(f) = event {
                         finished.push(f);
                     }
@@ -319,7 +330,7 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
             Status::Closed | Status::Expired | Status::Dead => writeln!(out, "removed {}", s.name)?,
             _ => writeln!(
                 out,
-                "removed {} (the session itself stays open at Graph until it expires; `wbsessions close` ends one)",
+                "removed {} (the session itself stays open at Graph until it expires; `wbsessions close` before `remove` ends it)",
                 s.name
             )?,
         }
@@ -419,8 +430,18 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     let mut stopping = false;
     // A reader that went away is an ending nobody asked for: the exit says so, as for any command.
     let mut output_closed = false;
+    // Between outcomes (an interval can be long) a closed pipe is noticed without writing to it,
+    // so that a keeper nobody reads does not hold the store's driver lock.
+    let mut reader_check = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tokio::select! {
+            _ = reader_check.tick(), if !stopping => {
+                if super::stdout_gone() {
+                    output_closed = true;
+                    stopping = true;
+                    keeper.send(Command::Shutdown);
+                }
+            }
             _ = &mut signal, if !stopping => {
                 stopping = true;
                 keeper.send(Command::Shutdown);

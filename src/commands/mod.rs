@@ -28,6 +28,20 @@ pub fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
 
+/// Whether standard output is a pipe whose reader has gone, found without writing to it.
+#[cfg(unix)]
+pub fn stdout_gone() -> bool {
+    let mut out = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
+    // SAFETY: one valid pollfd and a zero timeout: poll only reads the descriptor's state.
+    let ready = unsafe { libc::poll(&mut out, 1, 0) };
+    ready > 0 && out.revents & (libc::POLLERR | libc::POLLHUP) != 0
+}
+
+#[cfg(not(unix))]
+pub fn stdout_gone() -> bool {
+    false
+}
+
 /// Standard output went away (a closed pipe, a full disk): the command ends quietly.
 fn is_closed_output(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {

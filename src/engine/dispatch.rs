@@ -291,6 +291,30 @@ impl<T> Dispatcher<T> {
         holds_changed
     }
 
+    /// Takes the queued calls `pick` selects out of lanes held past `horizon`, each with the end
+    /// of its lane's hold: calls someone waits for are told of a long hold, not made to sit
+    /// through it.
+    pub fn take_held(&mut self, horizon: Instant, mut pick: impl FnMut(&T) -> bool) -> Vec<(Instant, T)> {
+        if self.held == 0 {
+            return Vec::new();
+        }
+        let long: Vec<String> =
+            self.holds.iter().filter(|Reverse((until, _))| *until > horizon).map(|Reverse((_, n))| n.clone()).collect();
+        let mut taken = Vec::new();
+        for name in long {
+            let Some(lane) = self.lanes.get_mut(&name) else { continue };
+            let Some(until) = lane.held_until.filter(|until| *until > horizon) else { continue };
+            if !lane.queue.iter().any(|q| pick(&q.payload)) {
+                continue;
+            }
+            let (out, keep): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut lane.queue).into_vec().into_iter().partition(|q| pick(&q.payload));
+            lane.queue = keep.into();
+            taken.extend(out.into_iter().map(|q| (until, q.payload)));
+        }
+        taken
+    }
+
     /// Frees the lanes whose hold has passed. Returns whether any was freed.
     pub fn release_holds(&mut self, now: Instant) -> bool {
         let mut released = false;

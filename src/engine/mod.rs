@@ -39,7 +39,9 @@ use crate::time::Clock;
 use dispatch::{Dispatcher, JobId, Ticket, Urgency};
 pub use messages::{Command, Event, Finished, JobKind, SignInState};
 pub use ops::{Failure, Graph, LiveGraph, Report};
-use policy::{FailureRate, MANUAL_RETRIES, Retry, Verdict, after_call, manual_retry, next_interval, safe_interval};
+use policy::{
+    FailureRate, MANUAL_RETRIES, MANUAL_WAIT, Retry, Verdict, after_call, manual_retry, next_interval, safe_interval,
+};
 use reconcile::{Synced, reconcile};
 use schedule::{GapWatch, Schedule};
 pub use settings::EngineSettings;
@@ -474,8 +476,11 @@ impl Engine {
             Duration::ZERO
         } else {
             let interval = next_interval(self.interval_of(session), self.rng.f64());
-            let due = crate::time::add(session.last_activity(), interval);
-            crate::time::until(self.ctx.clock.now(), due)
+            // An activity "in the future" (a clock set back, another machine's clock) counts as
+            // now: Graph's idle timer started no later than that.
+            let now = self.ctx.clock.now();
+            let due = crate::time::add(session.last_activity().min(now), interval);
+            crate::time::until(now, due)
         };
         self.plan(key, delay);
     }
@@ -535,6 +540,7 @@ impl Engine {
                 }
             }
         }
+        self.refuse_long_holds(now);
         let auto_allowed = self.driving && !self.paused;
         loop {
             let mut refused: Vec<Finished> = Vec::new();
@@ -547,6 +553,32 @@ impl Engine {
                 Some(ticket) => self.start(ticket, now),
                 None => break,
             }
+        }
+    }
+
+    /// Calls someone waits for on a workbook Graph asked to leave alone for longer than
+    /// `MANUAL_WAIT` end now, saying so; the keeper's own calls wait for the hold.
+    fn refuse_long_holds(&mut self, now: Instant) {
+        let taken =
+            self.dispatcher.take_held(now + MANUAL_WAIT, |job| job.asked() && !matches!(job, Job::CloseOrphan { .. }));
+        for (until, job) in taken {
+            let (name, workbook) = match &job {
+                Job::Create { new, .. } | Job::Track { new, .. } => (new.name.clone(), new.workbook.to_string()),
+                _ => match job.key().and_then(|k| self.entries.get_mut(&k)) {
+                    Some(entry) => {
+                        entry.queued &= !job.bit();
+                        (entry.session.name.clone(), entry.session.workbook.to_string())
+                    }
+                    None => continue,
+                },
+            };
+            let wait = crate::time::format_duration(until.saturating_duration_since(now));
+            self.finished(
+                job.kind(),
+                job.key(),
+                &name,
+                Err(format!("throttled: Graph asked to leave {workbook} alone for {wait} more; not waited for")),
+            );
         }
     }
 

@@ -139,14 +139,18 @@ impl GraphError {
         let mut outcome = self.meta.outcome(action, self.class.outcome_kind(), at);
         outcome.codes = self.codes.clone();
         outcome.message = match (&self.message, self.retry_after) {
-            (Some(message), Some(wait)) => {
-                Some(format!("{message}; retry after {}", crate::time::format_duration(wait)))
-            }
-            (None, Some(wait)) => Some(format!("retry after {}", crate::time::format_duration(wait))),
+            (Some(message), Some(wait)) => Some(format!("{message}; retry after {}", wait_text(wait))),
+            (None, Some(wait)) => Some(format!("retry after {}", wait_text(wait))),
             (message, None) => message.clone(),
         };
         outcome
     }
+}
+
+/// A `Retry-After` as read: waits are read up to a day (docs/graph.md), so a day means "a day or
+/// more", whatever the server wrote.
+fn wait_text(wait: Duration) -> String {
+    if wait >= super::error::LONGEST_RETRY_AFTER { "a day or more".into() } else { crate::time::format_duration(wait) }
 }
 
 impl fmt::Display for GraphError {
@@ -171,7 +175,7 @@ impl fmt::Display for GraphError {
             write!(f, ": {message}")?;
         }
         if let Some(wait) = self.retry_after {
-            write!(f, "; retry after {}", crate::time::format_duration(wait))?;
+            write!(f, "; retry after {}", wait_text(wait))?;
         }
         if let Some(id) = &self.meta.request_id {
             write!(f, " [request-id {id}]")?;

@@ -164,14 +164,18 @@ pub fn classify(status: u16, body: &ErrorBody, call: CallKind, has_retry_after: 
     by_status(effective, call, has_retry_after)
 }
 
+/// The longest `Retry-After` read as it is; anything longer reads as this.
+pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
 /// `Retry-After` as (possibly fractional) seconds or an HTTP date. Nonsense reads as absent.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)));
+        return (secs.is_finite() && secs >= 0.0)
+            .then(|| Duration::from_secs_f64(secs.min(LONGEST_RETRY_AFTER.as_secs_f64())));
     }
     let when = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
-    Some((when - now).to_std().unwrap_or(Duration::ZERO).min(Duration::from_secs(86_400)))
+    Some((when - now).to_std().unwrap_or(Duration::ZERO).min(LONGEST_RETRY_AFTER))
 }
 
 #[cfg(test)]

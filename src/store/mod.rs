@@ -102,6 +102,10 @@ pub enum StoreError {
         "permission denied: cannot write the store {path}; check its permissions and its folder's, or pass another --store"
     )]
     ReadOnly { path: PathBuf },
+    #[error(
+        "permission denied: cannot read the store {path}; check its permissions and its folder's, or pass another --store"
+    )]
+    Unreadable { path: PathBuf },
     #[error("cannot open the store {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("the store {path} is busy: another process held it for {} s; try again", BUSY_TIMEOUT.as_secs() * 3)]
@@ -128,6 +132,7 @@ impl StoreError {
                 | StoreError::Missing { .. }
                 | StoreError::Empty { .. }
                 | StoreError::ReadOnly { .. }
+                | StoreError::Unreadable { .. }
                 | StoreError::NotFound(_)
                 | StoreError::NameTaken(_)
                 | StoreError::IdTaken(_)
@@ -239,6 +244,9 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
         }
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(StoreError::Unreadable { path: path.to_path_buf() })
+        }
         Err(source) => Err(StoreError::Io { path: path.to_path_buf(), source }),
     }
 }

@@ -62,6 +62,11 @@ async fn handle(
             r.headers_mut().insert("retry-after", "1000000000".parse().unwrap());
             r
         }
+        "BRIEFHOLD" => {
+            let mut r = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.");
+            r.headers_mut().insert("retry-after", "1".parse().unwrap());
+            r
+        }
         "DATEHOLD" => {
             let mut r = graph_error(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", "Please retry again later.");
             r.headers_mut().insert("retry-after", "Fri, 31 Dec 2100 23:59:59 GMT".parse().unwrap());
