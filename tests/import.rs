@@ -16,6 +16,13 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
+/// Writes `text` to `name` in `dir`; its path, as a command line takes it.
+fn file_in(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 fn names(list: &serde_json::Value) -> Vec<String> {
     list.as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_string()).collect()
 }
@@ -174,11 +181,7 @@ fn the_forms_people_export_import_and_a_misspelt_key_is_refused() {
     let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
     let dir = tempfile::tempdir().unwrap();
     let cli = Cli::new(&sim.url, dir.path());
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| file_in(dir.path(), name, text);
 
     let excel = write(
         "excel.csv",
@@ -233,11 +236,7 @@ fn errors_name_the_files_own_line_and_a_bad_file_creates_nothing() {
     let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
     let dir = tempfile::tempdir().unwrap();
     let cli = Cli::new(&sim.url, dir.path());
-    let write = |name: &str, text: &str| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.to_str().unwrap().to_string()
-    };
+    let write = |name: &str, text: &str| file_in(dir.path(), name, text);
     let refused = |file: &str| {
         let out = cli.output(&["import", file]);
         assert_eq!(out.status.code(), Some(2), "{out:?}");

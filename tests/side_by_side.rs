@@ -116,7 +116,12 @@ fn the_store_the_log_and_the_lock_are_private_and_a_planted_lock_link_is_refused
     let _ = std::fs::remove_file(&lock);
     std::os::unix::fs::symlink(&target, &lock).unwrap();
     let out = cli.output(&["run"]);
-    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is a symbolic link") && !stderr.contains("os error"),
+        "says what and what to do: {stderr}"
+    );
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me", "the link's target is untouched");
 }
 

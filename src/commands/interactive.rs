@@ -35,6 +35,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     let (role, driver) = match DriverLock::acquire(&settings.store) {
         Ok(lock) => (KeeperRole::Drive(lock), Driver::This),
         Err(LockError::Held { pid, .. }) => (KeeperRole::Watch { store: settings.store.clone() }, Driver::Other(pid)),
+        Err(e) if e.is_bad_input() => return Err(super::bad_input(e)),
         Err(e) => return Err(e.into()),
     };
     let mut ctx = graph_context(settings)?;

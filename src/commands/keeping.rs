@@ -18,7 +18,7 @@ use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::{AuthSetup, Command, Context, Event, Finished, LiveGraph};
 use crate::graph::{ClientOptions, GraphClient};
 use crate::session::{Draft, NewSession, SessionSettings, Status, TrackedSession};
-use crate::store::{DriverLock, LockError, Store, StoreError};
+use crate::store::{DriverLock, Store, StoreError};
 use crate::time::Clock;
 
 /// Graph as the settings describe it: the client, the token source, and sign-in.
@@ -396,10 +396,8 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
 pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     // The store is checked before the lock file is made beside it: a bad store changes nothing.
     let store = open_store(settings)?;
-    let lock = DriverLock::acquire(&settings.store).map_err(|e| match e {
-        LockError::Held { .. } => bad_input(e),
-        other => other.into(),
-    })?;
+    let lock =
+        DriverLock::acquire(&settings.store).map_err(|e| if e.is_bad_input() { bad_input(e) } else { e.into() })?;
     let ctx = graph_context(settings)?;
     require_tokens(&ctx)?;
     let (sessions, rev) = store.snapshot().map_err(store_error)?;

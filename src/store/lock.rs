@@ -8,8 +8,19 @@ use std::path::{Path, PathBuf};
 pub enum LockError {
     #[error("another keeper (pid {}) already drives the store {store}; stop it first, or open the dashboard, which watches it", .pid.map_or("unknown".to_string(), |p| p.to_string()))]
     Held { pid: Option<u32>, store: PathBuf },
+    #[error(
+        "the lock file {path} is a symbolic link, which is refused (what is written to it would land in its target); remove it and start again"
+    )]
+    Link { path: PathBuf },
     #[error("cannot use the lock file {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+}
+
+impl LockError {
+    /// Whether the fault is the user's to fix rather than a failed operation.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, LockError::Held { .. } | LockError::Link { .. })
+    }
 }
 
 /// Held for as long as this value lives; the OS releases it if the process dies.
@@ -28,7 +39,14 @@ pub fn lock_path(store: &Path) -> PathBuf {
 /// The lock file is the user's alone and never a symlink: a planted link must not get the pid
 /// written into its target.
 fn open(path: &Path) -> Result<File, LockError> {
-    crate::files::open_private(path).map_err(|source| LockError::Io { path: path.to_path_buf(), source })
+    crate::files::open_private(path).map_err(|source| {
+        // O_NOFOLLOW answers a symbolic link with ELOOP.
+        #[cfg(unix)]
+        if source.raw_os_error() == Some(libc::ELOOP) {
+            return LockError::Link { path: path.to_path_buf() };
+        }
+        LockError::Io { path: path.to_path_buf(), source }
+    })
 }
 
 fn read_pid(file: &mut File) -> Option<u32> {
@@ -106,7 +124,7 @@ mod tests {
         let target = dir.path().join("precious");
         std::fs::write(&target, "keep me").unwrap();
         std::os::unix::fs::symlink(&target, lock_path(&store)).unwrap();
-        assert!(matches!(DriverLock::acquire(&store), Err(LockError::Io { .. })));
+        assert!(matches!(DriverLock::acquire(&store), Err(LockError::Link { .. })));
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me");
     }
 
