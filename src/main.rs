@@ -23,6 +23,10 @@ fn main() -> ExitCode {
     if let Some(logs) = wbsessions::config::default_log_dir() {
         command = command.after_help(format!("Logs: {} (a file a day, a week kept)", logs.display()));
     }
+    // clap's own messages (usage errors, help) come before the flag is parsed.
+    if std::env::args_os().any(|arg| arg == "--no-color") {
+        command = command.color(clap::ColorChoice::Never);
+    }
     let matches = match command.try_get_matches() {
         Ok(matches) => matches,
         Err(e) => return clap_exit(&e),

@@ -89,6 +89,22 @@ fn no_color_in_any_form_is_accepted_by_every_command() {
         assert!(out.status.success(), "NO_COLOR={value:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     assert!(cli.output(&["--no-color", "list"]).status.success());
+    // On a terminal (util-linux `script` gives one), `--no-color` reaches the parser's own errors.
+    let bin = env!("CARGO_BIN_EXE_wbsessions");
+    let on_a_terminal = |args: &str| {
+        std::process::Command::new("script")
+            .args(["-qec", &format!("'{bin}' {args}"), "/dev/null"])
+            .env_remove("NO_COLOR")
+            .output()
+    };
+    match on_a_terminal("nosuchcmd") {
+        Ok(coloured) if String::from_utf8_lossy(&coloured.stdout).contains("\x1b[") => {
+            let plain = on_a_terminal("--no-color nosuchcmd").unwrap();
+            let text = String::from_utf8_lossy(&plain.stdout);
+            assert!(text.contains("unrecognized subcommand") && !text.contains('\x1b'), "{text:?}");
+        }
+        _ => eprintln!("no terminal to be had through `script`: the colour of usage errors is not checked"),
+    }
 }
 
 #[test]
