@@ -249,6 +249,10 @@ fn errors_name_the_files_own_line_and_a_bad_file_creates_nothing() {
     assert!(stderr.contains("line 5 of"), "{stderr}");
     assert!(!cli.store.exists(), "a refused file leaves no store behind");
 
+    let unclosed = write("unclosed.csv", "u1,me/drive/items/W1,\"U-1\nu2,me/drive/items/W1,U-2\n");
+    let stderr = refused(&unclosed);
+    assert!(stderr.contains("line 1 of") && stderr.contains("closing \" is missing"), "{stderr}");
+
     let typo = write("typo.csv", "nmae,workbook,session_id\nx,me/drive/items/W1,S1\n");
     assert!(refused(&typo).contains("unknown column \"nmae\""));
 

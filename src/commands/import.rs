@@ -195,6 +195,9 @@ fn from_csv(
     settings: &Settings,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Checked {
+    if record.iter().any(|field| field.contains(['\n', '\r'])) {
+        return Err("a quoted field runs on past its line: a closing \" is missing".into());
+    }
     let width = layout.iter().flatten().max().map_or(0, |last| last + 1);
     if record.len() > width || record.len() < 3 {
         return Err(format!(
