@@ -584,6 +584,56 @@ impl SessionSettings {
     }
 }
 
+/// What an edit changes; `None` leaves a setting as it stands in the store. An edit therefore
+/// never undoes another process's change to a setting it did not touch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SettingsChange {
+    pub name: Option<String>,
+    /// `Some(None)`: follow the default interval again.
+    pub interval: Option<Option<Duration>>,
+    pub recreate: Option<bool>,
+    pub auto: Option<bool>,
+}
+
+impl SettingsChange {
+    /// What a form that started from `before` and ends at `after` changed.
+    pub fn between(before: &SessionSettings, after: &SessionSettings) -> Self {
+        SettingsChange {
+            name: (after.name != before.name).then(|| after.name.clone()),
+            interval: (after.interval != before.interval).then_some(after.interval),
+            recreate: (after.recreate != before.recreate).then_some(after.recreate),
+            auto: (after.auto != before.auto).then_some(after.auto),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == SettingsChange::default()
+    }
+
+    /// The same checks a new session's settings get.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(name) = &self.name {
+            validate_name(name).map_err(|e| e.to_string())?;
+        }
+        check_interval(self.interval.flatten())
+    }
+
+    pub fn apply_to(&self, s: &mut TrackedSession) {
+        if let Some(name) = &self.name {
+            s.name.clone_from(name);
+        }
+        if let Some(interval) = self.interval {
+            s.interval = interval;
+        }
+        if let Some(recreate) = self.recreate {
+            s.recreate = recreate;
+        }
+        if let Some(auto) = self.auto {
+            s.auto = auto;
+        }
+    }
+}
+
 /// How sessions are kept when they say nothing of their own, and how long Graph keeps an idle
 /// one (docs/graph.md, "Lifetime"): settings, so that a test or the demo can shorten them.
 #[derive(Debug, Clone, PartialEq)]

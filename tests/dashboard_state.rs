@@ -7,7 +7,7 @@ use common::dashboard::{app, history, now, sessions};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use wbsessions::engine::{Command, Event, Finished, JobKind, SignInProgress, SignInState};
 use wbsessions::session::SortBy;
-use wbsessions::session::{Outcome, OutcomeKind, Status};
+use wbsessions::session::{Outcome, OutcomeKind, SettingsChange, Status};
 use wbsessions::tui::app::{App, Effect, Msg, Overlay};
 use wbsessions::tui::dialog::{Dialog, FormKind};
 
@@ -208,9 +208,10 @@ fn track_and_edit_dialogs() {
     assert_eq!(form.fields[0].text_value(), Some("budget"));
     typed(&mut app, "-2");
     match press(&mut app, key(KeyCode::Enter)).as_slice() {
-        [Command::Edit { key, settings }] => {
+        [Command::Edit { key, change }] => {
             assert_eq!(*key, selected);
-            assert_eq!(settings.name, "budget-2");
+            let renamed = SettingsChange { name: Some("budget-2".into()), ..SettingsChange::default() };
+            assert_eq!(*change, renamed, "only what the form changed is sent");
         }
         other => panic!("{other:?}"),
     }

@@ -14,7 +14,7 @@ use wbsessions::engine::{
     self, Command, Context, EngineConfig, EngineHandle, EngineSettings, Event, Finished, JobKind, Role,
 };
 use wbsessions::session::{
-    Defaults, Draft, Mode, NewSession, SessionId, SessionKey, SessionSettings, Status, TrackedSession, WorkbookRef,
+    Defaults, Draft, Mode, NewSession, SessionId, SessionKey, SettingsChange, Status, TrackedSession, WorkbookRef,
 };
 use wbsessions::store::{Changes, StoreEvent};
 use wbsessions::time::Clock;
@@ -240,9 +240,8 @@ async fn an_edit_or_removal_during_a_call_waits_for_it_and_is_not_lost() {
     let (a, b) = (rig.keys[0], rig.keys[1]);
     rig.send(Command::Refresh(vec![a, b]));
     rig.until(Duration::from_secs(1), |e| e.iter().filter(|e| matches!(e, Event::Started { .. })).count() == 2).await;
-    let mut renamed = SessionSettings::of(&rig.store.session(a).unwrap());
-    renamed.name = "a2".into();
-    rig.send(Command::Edit { key: a, settings: renamed });
+    let renamed = SettingsChange { name: Some("a2".into()), ..SettingsChange::default() };
+    rig.send(Command::Edit { key: a, change: renamed });
     rig.send(Command::Remove(vec![b]));
     let events = rig.until(Duration::from_secs(10), |e| finished(e).len() == 4).await;
     let kinds: Vec<JobKind> = finished(&events).iter().map(|f| f.kind).collect();
@@ -324,9 +323,8 @@ async fn an_expired_session_is_recreated_only_where_allowed_and_recreate_replace
     let mut rig =
         rig(&[("keep", "W0", Duration::from_secs(30)), ("let-go", "W1", Duration::from_secs(30))], settings());
     let (keep, let_go) = (rig.keys[0], rig.keys[1]);
-    let mut allowed = SessionSettings::of(&rig.store.session(keep).unwrap());
-    allowed.recreate = true;
-    rig.send(Command::Edit { key: keep, settings: allowed });
+    let allowed = SettingsChange { recreate: Some(true), ..SettingsChange::default() };
+    rig.send(Command::Edit { key: keep, change: allowed });
     rig.finished(1).await;
     rig.graph.script("me/drive/items/W0", &[Answer::Expired]);
     rig.graph.script("me/drive/items/W1", &[Answer::Expired]);

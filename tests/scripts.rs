@@ -79,6 +79,12 @@ fn edit_and_recreate_change_a_session_from_the_command_line() {
     let warned = cli.output(&["edit", "b", "--interval", "6m"]);
     assert!(warned.status.success());
     assert!(String::from_utf8_lossy(&warned.stderr).contains("expire first"));
+    // Setting what is already set is no mistake: scripts can say what they want every time.
+    assert!(cli.ok(&["edit", "b", "--interval", "6m"]).starts_with("saved: b on me/drive/items/W1"));
+    // Two edits of different settings, each from its own process: neither undoes the other.
+    cli.ok(&["edit", "b", "--recreate"]);
+    let shown = json(&cli.ok(&["show", "b", "--json"]));
+    assert_eq!((shown["interval_secs"].as_f64(), shown["recreate"].as_bool()), (Some(360.0), Some(true)));
 
     let old = cli.ok(&["id", "b"]);
     let out = cli.ok(&["recreate", "b"]);

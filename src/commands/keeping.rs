@@ -17,7 +17,7 @@ use crate::config::{LoginOverrides, Settings};
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::{AuthSetup, Command, Context, Event, Finished, LiveGraph};
 use crate::graph::{ClientOptions, GraphClient};
-use crate::session::{Draft, NewSession, SessionSettings, Status, TrackedSession};
+use crate::session::{Draft, NewSession, SettingsChange, Status, TrackedSession};
 use crate::store::{DriverLock, Store, StoreError};
 use crate::time::Clock;
 
@@ -340,52 +340,34 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
 }
 
 pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
-    let store = open_store(settings)?;
-    let session = store.session(&args.name).map_err(store_error)?;
-    let mut settings_new = SessionSettings::of(&session);
-    if let Some(name) = &args.rename {
-        crate::session::validate_name(name).map_err(bad_input)?;
-        settings_new.name = name.clone();
-    }
-    if args.default_interval {
-        settings_new.interval = None;
-    }
-    if let Some(interval) = args.interval {
-        crate::session::check_interval(Some(interval)).map_err(bad_input)?;
-        settings_new.interval = Some(interval);
-    }
-    if args.recreate || args.no_recreate {
-        settings_new.recreate = args.recreate;
-    }
-    if args.auto || args.no_auto {
-        settings_new.auto = args.auto;
-    }
-    if settings_new == SessionSettings::of(&session) {
+    // Only what the flags name is changed: another process's edit of the rest stands.
+    let change = SettingsChange {
+        name: args.rename.clone(),
+        interval: if args.default_interval { Some(None) } else { args.interval.map(Some) },
+        recreate: (args.recreate || args.no_recreate).then_some(args.recreate),
+        auto: (args.auto || args.no_auto).then_some(args.auto),
+    };
+    if change.is_empty() {
         return Err(bad_input(
-            "nothing to change: pass --interval, --recreate/--no-recreate, --auto/--no-auto or --rename",
+            "nothing to change: pass --interval, --default-interval, --recreate/--no-recreate, --auto/--no-auto or --rename",
         ));
     }
-    if let Some(warning) = settings.engine.defaults.interval_warning(settings_new.interval, session.mode) {
+    change.check().map_err(bad_input)?;
+    let store = open_store(settings)?;
+    let session = store.session(&args.name).map_err(store_error)?;
+    let mut changed = session.clone();
+    change.apply_to(&mut changed);
+    if let Some(warning) = settings.engine.defaults.interval_warning(changed.interval, session.mode) {
         writeln!(std::io::stderr().lock(), "wbsessions: warning: {warning}")?;
     }
     let key = session.key;
-    let finished = one_shot(
-        settings,
-        store,
-        vec![session.clone()],
-        vec![Command::Edit { key, settings: settings_new.clone() }],
-        1,
-        |_| Ok(()),
-    )
-    .await?;
+    let finished = one_shot(settings, store, vec![session], vec![Command::Edit { key, change }], 1, |_| Ok(())).await?;
     if let Some(Err(why)) = finished.first().map(|f| &f.result) {
         return Err(bad_input(why));
     }
-    let mut changed = session;
-    settings_new.apply_to(&mut changed);
     writeln!(
         std::io::stdout().lock(),
-        "now {}{}",
+        "saved: {}{}",
         describe(&changed, &settings.engine.defaults),
         if changed.auto { "" } else { ", manual only" }
     )?;

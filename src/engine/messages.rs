@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::auth::signin::Progress;
-use crate::session::{NewSession, Outcome, SessionKey, SessionSettings, TrackedSession};
+use crate::session::{NewSession, Outcome, SessionKey, SettingsChange, TrackedSession};
 
 #[derive(Debug, Clone)]
 pub enum Command {
@@ -17,9 +17,10 @@ pub enum Command {
     Create(NewSession),
     /// Track a session that exists (its id in the `NewSession`).
     Track(NewSession),
+    /// Changes only the settings `change` names.
     Edit {
         key: SessionKey,
-        settings: SessionSettings,
+        change: SettingsChange,
     },
     SetAuto {
         keys: Vec<SessionKey>,

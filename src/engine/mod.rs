@@ -30,8 +30,8 @@ pub use crate::auth::signin::Progress as SignInProgress;
 use crate::auth::signin::{Authority, NO_CLIENT_ID, Progress};
 use crate::graph::{ErrorClass, GraphClient};
 use crate::session::{
-    MAX_INTERVAL, NewSession, Outcome, OutcomeKind, SessionKey, SessionSettings, Status, TrackedSession,
-    check_interval, validate_name,
+    MAX_INTERVAL, NewSession, Outcome, OutcomeKind, SessionKey, SettingsChange, Status, TrackedSession, check_interval,
+    validate_name,
 };
 pub use crate::store::KEPT_OUTCOMES;
 use crate::store::{Persist, StoreEvent, Write};
@@ -104,7 +104,7 @@ mod queued {
 /// A store-only change to a session; waits for a call on the session that is under way.
 #[derive(Debug, Clone)]
 enum Local {
-    Edit(SessionSettings),
+    Edit(SettingsChange),
     SetAuto(bool),
     Remove,
 }
@@ -930,11 +930,9 @@ impl Engine {
         }
         let name = entry.session.name.clone();
         let write = match &op {
-            Local::Edit(settings) => Write::Settings { key, settings: settings.clone() },
+            Local::Edit(change) => Write::Settings { key, change: change.clone() },
             Local::SetAuto(auto) => {
-                let mut settings = SessionSettings::of(&entry.session);
-                settings.auto = *auto;
-                Write::Settings { key, settings }
+                Write::Settings { key, change: SettingsChange { auto: Some(*auto), ..SettingsChange::default() } }
             }
             Local::Remove => {
                 entry.removing = true;
@@ -981,7 +979,7 @@ impl Engine {
                     self.emit(Event::Removed { key, name: entry.session.name.clone() });
                 }
             }
-            Local::Edit(settings) => self.adopt_settings(key, |s| settings.apply_to(s)),
+            Local::Edit(change) => self.adopt_settings(key, |s| change.apply_to(s)),
             Local::SetAuto(auto) => self.adopt_settings(key, |s| s.auto = auto),
         }
         self.finished(kind, Some(key), name, Ok(()));
@@ -1056,14 +1054,13 @@ impl Engine {
                     self.running.insert(task.id(), (None, None));
                 }
             },
-            Command::Edit { key, settings } => {
-                let checked =
-                    validate_name(&settings.name).map_err(|e| e.to_string()).and(check_interval(settings.interval));
-                match checked {
-                    Err(why) => self.finished(JobKind::Edit, Some(key), &settings.name, Err(why)),
-                    Ok(()) => self.local(key, Local::Edit(settings)),
+            Command::Edit { key, change } => match change.check() {
+                Err(why) => {
+                    let name = self.entries.get(&key).map(|e| e.session.name.clone()).unwrap_or_default();
+                    self.finished(JobKind::Edit, Some(key), &name, Err(why));
                 }
-            }
+                Ok(()) => self.local(key, Local::Edit(change)),
+            },
             Command::SetAuto { keys, auto } => {
                 for key in keys {
                     self.local(key, Local::SetAuto(auto));

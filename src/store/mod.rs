@@ -20,7 +20,7 @@ pub use lock::{DriverLock, LockError, lock_path, read_holder};
 pub use writer::{StoreEvent, StoreWriter, WriterHandle};
 
 use crate::session::{
-    Action, LastCall, MAX_INTERVAL, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SessionSettings,
+    Action, LastCall, MAX_INTERVAL, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SettingsChange,
     Status, TrackedSession, WorkbookRef,
 };
 use crate::text;
@@ -149,10 +149,10 @@ pub enum Write {
         state: RuntimeState,
         outcome: Option<Outcome>,
     },
-    /// The user changed how the session is kept.
+    /// The user changed how the session is kept: only the settings named change.
     Settings {
         key: SessionKey,
-        settings: SessionSettings,
+        change: SettingsChange,
     },
     Remove {
         key: SessionKey,
@@ -759,24 +759,31 @@ impl Store {
                             touched.push(*key);
                         }
                     }
-                    Write::Settings { key, settings } => {
-                        let other: Option<i64> = tx
-                            .prepare_cached("SELECT id FROM sessions WHERE name = ?1 AND id != ?2")?
-                            .query_row(params![settings.name, key], |r| r.get(0))
-                            .optional()?;
-                        if other.is_some() {
-                            clash = Some(StoreError::NameTaken(settings.name.clone()));
-                            return Err(rusqlite::Error::QueryReturnedNoRows);
+                    Write::Settings { key, change } => {
+                        if let Some(name) = &change.name {
+                            let other: Option<i64> = tx
+                                .prepare_cached("SELECT id FROM sessions WHERE name = ?1 AND id != ?2")?
+                                .query_row(params![name, key], |r| r.get(0))
+                                .optional()?;
+                            if other.is_some() {
+                                clash = Some(StoreError::NameTaken(name.clone()));
+                                return Err(rusqlite::Error::QueryReturnedNoRows);
+                            }
                         }
+                        // Only the columns the change names are written: another process's edit
+                        // of the others, committed a moment ago, stands.
                         tx.prepare_cached(
-                            "UPDATE sessions SET name = ?2, interval_ms = ?3, recreate = ?4, auto = ?5, rev = ?6 WHERE id = ?1",
+                            "UPDATE sessions SET name = coalesce(?2, name), \
+                             interval_ms = CASE WHEN ?3 THEN ?4 ELSE interval_ms END, \
+                             recreate = coalesce(?5, recreate), auto = coalesce(?6, auto), rev = ?7 WHERE id = ?1",
                         )?
                         .execute(params![
                             key,
-                            settings.name,
-                            interval_ms(settings.interval),
-                            settings.recreate,
-                            settings.auto,
+                            change.name,
+                            change.interval.is_some(),
+                            interval_ms(change.interval.flatten()),
+                            change.recreate,
+                            change.auto,
                             rev
                         ])?;
                     }
@@ -1075,14 +1082,20 @@ mod tests {
         let (mut a, mut b) = (sample("a"), sample("b"));
         store.insert(&mut a).unwrap();
         store.insert(&mut b).unwrap();
-        let mut settings = SessionSettings::of(&a);
-        settings.name = "b".into();
+        let rename = |name: &str| SettingsChange { name: Some(name.into()), ..SettingsChange::default() };
         assert!(matches!(
-            store.apply(&[Write::Settings { key: a.key, settings: settings.clone() }]),
+            store.apply(&[Write::Settings { key: a.key, change: rename("b") }]),
             Err(StoreError::NameTaken(_))
         ));
-        settings.name = "renamed".into();
-        store.apply(&[Write::Settings { key: a.key, settings }]).unwrap();
+        // Two processes edit different settings of one session: neither undoes the other.
+        let interval = SettingsChange { interval: Some(Some(Duration::from_secs(77))), ..SettingsChange::default() };
+        store.apply(&[Write::Settings { key: a.key, change: interval }]).unwrap();
+        store.apply(&[Write::Settings { key: a.key, change: rename("renamed") }]).unwrap();
+        let edited = store.session("renamed").unwrap();
+        assert_eq!((edited.interval, edited.recreate), (Some(Duration::from_secs(77)), a.recreate));
+        let back = SettingsChange { interval: Some(None), ..SettingsChange::default() };
+        store.apply(&[Write::Settings { key: a.key, change: back }]).unwrap();
+        assert_eq!(store.session("renamed").unwrap().interval, None, "back to the default");
         store.apply(&[Write::Record { key: a.key, state: RuntimeState::of(&a), outcome: Some(outcome(1)) }]).unwrap();
         store.apply(&[Write::Remove { key: a.key }]).unwrap();
         let names: Vec<String> = store.sessions().unwrap().into_iter().map(|s| s.name).collect();

@@ -9,7 +9,8 @@ use tui_input::backend::crossterm::EventHandler;
 
 use crate::engine::Command;
 use crate::session::{
-    Defaults, Draft, Mode, NewSession, SessionKey, SessionSettings, TrackedSession, check_interval, validate_name,
+    Defaults, Draft, Mode, NewSession, SessionKey, SessionSettings, SettingsChange, TrackedSession, check_interval,
+    validate_name,
 };
 use crate::time::{format_duration, parse_duration};
 
@@ -67,6 +68,8 @@ pub struct Form {
     pub warning: Option<String>,
     /// The session's mode, when editing (its interval warning depends on it).
     mode: Mode,
+    /// The settings the edit form started from: only what differs from them is saved.
+    original: Option<SessionSettings>,
 }
 
 impl Form {
@@ -82,7 +85,7 @@ impl Form {
         if kind == FormKind::Track {
             fields.insert(2, Field::text("session id", "", "the id createSession returned"));
         }
-        Form { kind, fields, focus: 0, error: None, warning: None, mode: Mode::Persistent }
+        Form { kind, fields, focus: 0, error: None, warning: None, mode: Mode::Persistent, original: None }
     }
 
     pub fn edit(s: &TrackedSession) -> Form {
@@ -99,6 +102,7 @@ impl Form {
             error: None,
             warning: None,
             mode: s.mode,
+            original: Some(SessionSettings::of(s)),
         }
     }
 
@@ -203,7 +207,16 @@ impl Form {
                 check_interval(interval)?;
                 let settings =
                     SessionSettings { name, interval, recreate: self.on("recreate"), auto: self.on("automatic") };
-                (Command::Edit { key, settings }, defaults.interval_warning(interval, self.mode))
+                let change = match &self.original {
+                    Some(original) => SettingsChange::between(original, &settings),
+                    None => SettingsChange {
+                        name: Some(settings.name),
+                        interval: Some(settings.interval),
+                        recreate: Some(settings.recreate),
+                        auto: Some(settings.auto),
+                    },
+                };
+                (Command::Edit { key, change }, defaults.interval_warning(interval, self.mode))
             }
         };
         match warning {

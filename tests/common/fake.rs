@@ -10,7 +10,7 @@ use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 use wbsessions::engine::{Failure, Graph};
 use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
-use wbsessions::session::{Mode, Outcome, SessionId, SessionKey, SessionSettings, TrackedSession, WorkbookRef};
+use wbsessions::session::{Mode, Outcome, SessionId, SessionKey, TrackedSession, WorkbookRef};
 use wbsessions::store::{Persist, RuntimeState, StoreError, Write};
 
 /// What the fake answers to one call.
@@ -359,12 +359,14 @@ impl MemoryStore {
                         }
                     }
                 }
-                Write::Settings { key, settings } => {
-                    if s.sessions.values().any(|o| o.name == settings.name && o.key != *key) {
-                        return Err(StoreError::NameTaken(settings.name.clone()));
+                Write::Settings { key, change } => {
+                    if let Some(name) = &change.name
+                        && s.sessions.values().any(|o| o.name == *name && o.key != *key)
+                    {
+                        return Err(StoreError::NameTaken(name.clone()));
                     }
                     if let Some(session) = s.sessions.get_mut(key) {
-                        SessionSettings::apply_to(settings, session);
+                        change.apply_to(session);
                     }
                 }
                 Write::Remove { key } => {
