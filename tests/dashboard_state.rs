@@ -304,6 +304,8 @@ fn engine_events_update_the_mirror_and_messages_follow_the_newest() {
     app.update(Msg::Tick, now() + chrono::Duration::seconds(60));
     assert!(app.flash.is_none(), "info flashes go by themselves");
     assert!(app.paused);
+    let row = app.rows.values().find(|r| r.session.auto && r.session.is_kept_alive()).unwrap();
+    assert_eq!(app.row_times(row, now()).next, "paused", "NEXT says so, as `list` does");
     assert!(matches!(app.update(Msg::Engine(Event::Stopped), now()).as_slice(), [Effect::Quit]));
 }
 

@@ -98,7 +98,8 @@ fn a_create_waits_out_a_short_retry_after_and_says_so() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert_eq!(server.seen.count("BRIEFHOLD"), 4, "one try and three retries, as the Graph SDK does");
-    assert!(stderr.contains("throttled by Graph; trying again in 1s"), "the wait is not silent: {stderr}");
+    assert!(stderr.contains("brief: create failed; trying again in 1s (attempt 2 of 4)"), "not silent: {stderr}");
+    assert_eq!(stderr.matches("trying again").count(), 3, "one line per retry made: {stderr}");
     assert!(stderr.lines().last().is_some_and(|l| l.contains("throttled")), "{stderr}");
 }
 

@@ -66,6 +66,12 @@ fn a_closed_session_is_not_refreshed_and_graph_hears_nothing() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 closed session: a"));
     assert_eq!(sim.sim.stats().requests, before + 1, "only b was refreshed");
+    // Closing it again, or running a command with it, asks Graph nothing.
+    assert_eq!(cli.ok(&["close", "a"]).trim(), "a is already closed");
+    let exec = cli.output(&["exec", "a", "--", "sh", "-c", "echo RAN"]);
+    assert_eq!(exec.status.code(), Some(1), "not alive, as for an expired session");
+    assert!(!String::from_utf8_lossy(&exec.stdout).contains("RAN"));
+    assert_eq!(sim.sim.stats().requests, before + 1);
     // A closed session's id is not handed out either; removing it says nothing of Graph.
     assert_eq!(cli.output(&["id", "a"]).status.code(), Some(1));
     let removed = cli.ok(&["remove", "a"]);

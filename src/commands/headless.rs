@@ -151,7 +151,11 @@ pub fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> 
     });
     writeln!(out, "expires       {expires}")?;
     writeln!(out, "tracked since {}", times.stamp_secs(s.created_at))?;
-    writeln!(out, "outcomes (newest first):")?;
+    if outcomes.is_empty() {
+        writeln!(out, "outcomes      none yet")?;
+    } else {
+        writeln!(out, "outcomes (newest first):")?;
+    }
     for o in &outcomes {
         writeln!(out, "  {}", outcome_line(times, None, o, None))?;
     }
@@ -170,7 +174,12 @@ pub fn id(settings: &Settings, name: &str, any: bool) -> Result<ExitCode> {
             _ if s.recreate => format!("the keeper recreates it; `wbsessions recreate {name}` does it now"),
             _ => format!("`wbsessions recreate {name}` starts a new one"),
         };
-        anyhow::bail!("{name} is {status} ({}); {hint}, or pass --any to print its id anyway", status.meaning());
+        // "is expired", "is stale", but a failing call is not a state of being.
+        let state = match status {
+            Status::Error | Status::Auth | Status::Throttled => format!("failing ({status})"),
+            other => other.to_string(),
+        };
+        anyhow::bail!("{name} is {state}: {}; {hint}, or pass --any to print its id anyway", status.meaning());
     }
     writeln!(std::io::stdout().lock(), "{}", s.session_id)?;
     Ok(ExitCode::SUCCESS)

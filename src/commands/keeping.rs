@@ -90,16 +90,19 @@ async fn one_shot(
                         failed = Some(e);
                         break;
                     }
-                    // A short Retry-After is waited out; whoever waits hears why it takes longer.
-                    if let Event::Holds { workbooks, until: Some(until) } = &event {
-                        let wait = (*until - chrono::Utc::now()).to_std().unwrap_or_default();
-                        if *workbooks > 0 && wait <= crate::engine::policy::MANUAL_WAIT {
-                            let _ = writeln!(
-                                std::io::stderr().lock(),
-                                "wbsessions: throttled by Graph; trying again in {}",
-                                crate::time::format_duration(wait.max(std::time::Duration::from_secs(1)))
-                            );
-                        }
+                    // Whoever waits hears why it takes longer.
+                    if let Event::Retrying { kind, name, attempt, after } = &event {
+                        let when = match after.as_secs_f64().ceil() {
+                            0.0 => "now".to_string(),
+                            secs => format!("in {}", crate::time::format_duration(std::time::Duration::from_secs_f64(secs))),
+                        };
+                        let _ = writeln!(
+                            std::io::stderr().lock(),
+                            "wbsessions: {name}: {} failed; trying again {when} (attempt {} of {})",
+                            kind.verb(),
+                            attempt + 1,
+                            crate::engine::policy::MANUAL_RETRIES + 1
+                        );
                     }
                     if let Event::Finished(f) = event {
                         finished.push(f);
@@ -285,7 +288,15 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
 
 pub async fn close(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     let store = open_store(settings)?;
-    let sessions = find_all(&store, names)?;
+    let (closed, sessions): (Vec<TrackedSession>, Vec<TrackedSession>) =
+        find_all(&store, names)?.into_iter().partition(|s| s.status == Status::Closed);
+    // Closing twice asks Graph nothing: the end wished for is already there.
+    for s in &closed {
+        writeln!(std::io::stdout().lock(), "{} is already closed", s.name)?;
+    }
+    if sessions.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
     require_tokens(&graph_context(settings)?)?;
     let keys = sessions.iter().map(|s| s.key).collect();
     let finished = one_shot(
@@ -468,7 +479,8 @@ pub async fn ensure_alive(settings: &Settings, name: &str) -> Result<(TrackedSes
     let store = open_store(settings)?;
     let session = store.session(name).map_err(store_error)?;
     if session.status == Status::Closed {
-        return Err(bad_input(format!("{name} is closed; `wbsessions recreate {name}` starts a new session")));
+        // Not alive, as for an expired session: `exec` exits 1 without running the command.
+        anyhow::bail!("{name} is closed; the command was not run (`wbsessions recreate {name}` starts a new session)");
     }
     require_tokens(&graph_context(settings)?)?;
     let mut latest = session.clone();

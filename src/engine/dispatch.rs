@@ -354,6 +354,11 @@ impl<T> Dispatcher<T> {
         Holds { workbooks: self.held, until }
     }
 
+    /// When a held lane may start calls again.
+    pub fn held_until(&self, lane: &str) -> Option<Instant> {
+        self.lanes.get(lane).and_then(|l| l.held_until)
+    }
+
     pub fn is_held(&self, lane: &str) -> bool {
         self.lanes.get(lane).is_some_and(|l| l.held_until.is_some())
     }

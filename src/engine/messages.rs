@@ -129,6 +129,14 @@ pub enum Event {
     Paused(bool),
     /// The driver of the store went away and this engine schedules automatic refreshes now.
     Driving,
+    /// A call someone waits for failed and is tried again after `after` (Graph's `Retry-After`,
+    /// or a backoff): said so that a wait is never silent.
+    Retrying {
+        kind: JobKind,
+        name: String,
+        attempt: u8,
+        after: Duration,
+    },
     Finished(Finished),
     SignIn(Progress),
     Auth(SignInState),

@@ -752,6 +752,22 @@ impl Engine {
                 "trying again after a {}",
                 failure.http_status().map_or("failure".into(), |s| s.to_string())
             );
+            let (name, lane) = match &job {
+                Job::Create { new, .. } | Job::Track { new, .. } => (new.name.clone(), new.workbook.to_string()),
+                Job::CloseOrphan { name, session, .. } => (name.clone(), session.workbook.to_string()),
+                _ => job
+                    .key()
+                    .and_then(|k| self.entries.get(&k))
+                    .map(|e| (e.session.name.clone(), e.session.workbook.to_string()))
+                    .unwrap_or_default(),
+            };
+            let after = match retry {
+                Retry::Now => {
+                    self.dispatcher.held_until(&lane).map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+                }
+                Retry::After(pause) => pause,
+            };
+            self.emit(Event::Retrying { kind: job.kind(), name, attempt: job.attempt() + 1, after });
             let key = job.key();
             match retry {
                 Retry::Now => self.submit(job.retried()),

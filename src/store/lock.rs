@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("another keeper (pid {}) already drives the store {store}; stop it first, or open the dashboard, which watches it", .pid.map_or("unknown".to_string(), |p| p.to_string()))]
+    #[error("wbsessions pid {} (a keeper or a dashboard) already drives the store {store}; stop it first, or open a dashboard, which watches it", .pid.map_or("unknown".to_string(), |p| p.to_string()))]
     Held { pid: Option<u32>, store: PathBuf },
     #[error(
         "the lock file {path} is a symbolic link, which is refused (what is written to it would land in its target); remove it and start again"

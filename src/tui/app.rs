@@ -347,6 +347,9 @@ impl App {
             "now".to_string()
         } else if !s.auto {
             "manual".to_string()
+        } else if self.paused && s.is_kept_alive() {
+            // As `list` says it: nothing is due while the whole store is paused.
+            "paused".to_string()
         } else {
             self.next_due(s).map_or("-".to_string(), |due| self.when(due, now, true))
         };
@@ -1118,6 +1121,10 @@ impl App {
                     self.history = Some((key, outcomes));
                 }
             }
+            Event::Retrying { kind, name, after, .. } => self.flash_info(
+                format!("{} {name}: trying again in {}", kind.verb(), crate::time::format_duration(after)),
+                now,
+            ),
             Event::Error(e) => self.flash_error(e, now),
             Event::Stopped => return vec![Effect::Quit],
         }
