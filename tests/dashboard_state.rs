@@ -419,7 +419,9 @@ fn times_details_focus_log_and_recreate() {
 
     let budget = app.selected.unwrap();
     app.update(key(KeyCode::Enter), now());
-    app.update(Msg::Engine(Event::History { key: budget, outcomes: history(budget) }), now());
+    // More outcomes than the pane shows, so that there is something to scroll.
+    let outcomes: Vec<Outcome> = std::iter::repeat_with(|| history(budget)).take(20).flatten().collect();
+    app.update(Msg::Engine(Event::History { key: budget, outcomes }), now());
     app.update(key(KeyCode::Tab), now());
     assert!(app.details_focus);
     app.update(chr('j'), now());
@@ -521,4 +523,33 @@ fn signing_in_from_the_dashboard() {
     assert_eq!(dialog.error.as_deref(), Some("the sign-in was declined"));
     assert!(matches!(press(&mut app, key_esc()).as_slice(), [Command::CancelSignIn]));
     assert!(app.dialog.is_none());
+}
+
+/// The help and the details stop at their last page: the first step back always moves.
+#[test]
+fn scrolling_stops_at_the_last_page_and_the_first_step_back_moves() {
+    let mut app = app(false);
+    app.update(Msg::Resize(80, 24), now());
+    assert_eq!(wbsessions::tui::view::help_lines(&app).len(), wbsessions::tui::keymap::help_len());
+    app.update(chr('?'), now());
+    app.update(chr('G'), now());
+    let Some(Overlay::Help { scroll: last }) = app.overlay else { panic!("{:?}", app.overlay) };
+    assert_eq!(last, wbsessions::tui::keymap::help_len() - 22, "the last page of the help, not beyond");
+    app.update(chr('k'), now());
+    assert!(matches!(app.overlay, Some(Overlay::Help { scroll }) if scroll == last - 1));
+    app.update(key(KeyCode::Esc), now());
+
+    app.update(key(KeyCode::Enter), now());
+    let selected = app.selected_row().unwrap().session.key;
+    let mut long = history(selected);
+    while long.len() < 40 {
+        long.extend(history(selected));
+    }
+    app.update(Msg::Engine(Event::History { key: selected, outcomes: long }), now());
+    app.update(key(KeyCode::Tab), now());
+    app.update(chr('G'), now());
+    let bottom = app.detail_scroll;
+    assert!(bottom > 0 && bottom < 100, "{bottom}");
+    app.update(chr('k'), now());
+    assert_eq!(app.detail_scroll, bottom - 1);
 }

@@ -729,10 +729,49 @@ impl App {
                 return;
             }
         };
+        // Never past the last page, or the next step up would seem to do nothing.
+        let scroll = scroll.min(self.overlay_max_scroll(&overlay));
         self.overlay = Some(match overlay {
             Overlay::Help { .. } => Overlay::Help { scroll },
             Overlay::Log { .. } => Overlay::Log { scroll },
         });
+    }
+
+    /// How far an overlay scrolls: its lines less the rows it shows, as the view lays it out.
+    fn overlay_max_scroll(&self, overlay: &Overlay) -> usize {
+        let lines = match overlay {
+            Overlay::Help { .. } => super::keymap::help_len(),
+            Overlay::Log { .. } => {
+                let inner = usize::from(self.size.0.min(120).saturating_sub(2));
+                let entries: usize =
+                    self.log.iter().map(|e| super::layout::wrap(&e.text, inner.saturating_sub(10)).len()).sum();
+                1 + usize::from(self.log.is_empty()) + entries
+            }
+        };
+        lines.saturating_sub(usize::from(self.size.1.saturating_sub(2)))
+    }
+
+    /// How far the details scroll: their lines as the pane wraps them (an estimate that errs
+    /// long, so that the end can always be reached), less the rows it shows.
+    fn detail_max_scroll(&self) -> usize {
+        let Some(row) = self.selected_row() else { return 0 };
+        let s = &row.session;
+        let width = usize::from(self.layout.detail.width.saturating_sub(24)).max(1);
+        let rows = |chars: usize| chars.div_ceil(width).max(1);
+        let history = self.history.as_ref().filter(|(k, _)| *k == s.key).map_or(&[][..], |(_, h)| h.as_slice());
+        let mut lines =
+            rows(11 + s.session_id.as_str().len()) + rows(11 + s.workbook.url(&self.info.endpoint).len()) + rows(100);
+        lines += history
+            .iter()
+            .map(|o| {
+                let extra = o.message.as_ref().map_or(0, String::len)
+                    + o.request_id.as_ref().map_or(0, String::len)
+                    + o.codes.iter().map(|c| c.len() + 1).sum::<usize>();
+                rows(60 + extra)
+            })
+            .sum::<usize>()
+            .max(1);
+        lines.saturating_sub(usize::from(self.layout.detail.height.saturating_sub(1)))
     }
 
     fn engine(command: Command) -> Vec<Effect> {
@@ -753,7 +792,7 @@ impl App {
                 _ => None,
             };
             if let Some(scroll) = scrolled {
-                self.detail_scroll = scroll;
+                self.detail_scroll = scroll.min(self.detail_max_scroll());
                 return Vec::new();
             }
         }
@@ -970,7 +1009,9 @@ impl App {
             mouse.column >= area.x && mouse.column < area.right() && mouse.row >= area.y && mouse.row < area.bottom()
         };
         match mouse.kind {
-            MouseEventKind::ScrollDown if self.details && inside(self.layout.detail) => self.detail_scroll += 1,
+            MouseEventKind::ScrollDown if self.details && inside(self.layout.detail) => {
+                self.detail_scroll = (self.detail_scroll + 1).min(self.detail_max_scroll());
+            }
             MouseEventKind::ScrollUp if self.details && inside(self.layout.detail) => {
                 self.detail_scroll = self.detail_scroll.saturating_sub(1)
             }

@@ -114,6 +114,12 @@ pub const OTHER_KEYS: &[(&str, &str)] = &[
     ("mouse", "click a row to select it, a header to sort by it; the wheel scrolls"),
 ];
 
+/// Lines of the help overlay: the keys, the other keys, the status legend with its heading and a
+/// blank line before it, a blank line and the log folder (`view::help_lines` draws them).
+pub fn help_len() -> usize {
+    KEYMAP.len() + OTHER_KEYS.len() + 2 + crate::session::Status::ALL.len() + 2
+}
+
 fn key_of(event: &KeyEvent) -> Key {
     match event.code {
         KeyCode::Char(c) if event.modifiers.contains(KeyModifiers::CONTROL) => Key::Ctrl(c.to_ascii_lowercase()),

@@ -155,6 +155,38 @@ pub fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Placed> {
         .collect()
 }
 
+/// Splits text into lines of at most `width` characters at spaces, so that a dialog can grow to
+/// show all of it.
+pub fn wrap(text: &str, width: usize) -> Vec<String> {
+    let width = width.max(1);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split(' ') {
+        let mut word = word.to_string();
+        while word.chars().count() > width {
+            if !line.is_empty() {
+                lines.push(std::mem::take(&mut line));
+            }
+            let head: String = word.chars().take(width).collect();
+            word = word.chars().skip(width).collect();
+            lines.push(head);
+        }
+        let needed =
+            if line.is_empty() { word.chars().count() } else { line.chars().count() + 1 + word.chars().count() };
+        if needed > width && !line.is_empty() {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(&word);
+    }
+    if !line.is_empty() || lines.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 /// The end of `text` in `width` characters, `…` marking what was cut: for workbook references
 /// (the item id is the informative part) and paths (the file name is).
 pub fn keep_end(text: &str, width: usize) -> String {

@@ -11,7 +11,7 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Wrap};
 use super::app::{App, Driver, Overlay, Row, RowTimes};
 use super::dialog::{Confirm, Dialog, FieldValue};
 use super::keymap::{KEYMAP, OTHER_KEYS, footer_hints};
-use super::layout::{Col, MIN_HEIGHT, MIN_WIDTH, keep_end, keep_start};
+use super::layout::{Col, MIN_HEIGHT, MIN_WIDTH, keep_end, keep_start, wrap};
 use crate::engine::SignInState;
 use crate::session::{Action as CallAction, Mode, Status};
 use crate::time::{format_ago, format_duration, format_until};
@@ -90,7 +90,7 @@ pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
     }
     draw_footer(frame, app, areas.footer, &theme);
     match app.overlay {
-        Some(Overlay::Help { scroll }) => draw_help(frame, areas.screen, &theme, app, scroll),
+        Some(Overlay::Help { scroll }) => draw_help(frame, areas.screen, app, scroll),
         Some(Overlay::Log { scroll }) => draw_log(frame, areas.screen, &theme, app, scroll),
         None => {}
     }
@@ -430,7 +430,8 @@ fn overlay(frame: &mut Frame, area: Rect, title: String, lines: Vec<Line<'static
 }
 
 /// Every key (from the keymap), esc and the mouse, and what each status means.
-pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
+pub fn help_lines(app: &App) -> Vec<Line<'static>> {
+    let theme = &Theme { color: !app.info.no_color, custom: &app.info.colors };
     let mut lines: Vec<Line> = KEYMAP
         .iter()
         .map(|b| Line::from(vec![Span::styled(format!("{:>8}  ", b.label), theme.key()), Span::raw(b.help)]))
@@ -451,8 +452,8 @@ pub fn help_lines(app: &App, theme: &Theme) -> Vec<Line<'static>> {
     lines
 }
 
-fn draw_help(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usize) {
-    let lines = help_lines(app, theme);
+fn draw_help(frame: &mut Frame, area: Rect, app: &App, scroll: usize) {
+    let lines = help_lines(app);
     overlay(frame, area, " keys (esc closes) ".into(), lines, scroll, 86);
 }
 
@@ -473,38 +474,6 @@ fn draw_log(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usi
         }
     }
     overlay(frame, area, " recent warnings and errors (esc closes) ".into(), lines, scroll, width);
-}
-
-/// Splits text into lines of at most `width` characters at spaces, so that a dialog can grow to
-/// show all of it.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let width = width.max(1);
-    let mut lines = Vec::new();
-    let mut line = String::new();
-    for word in text.split(' ') {
-        let mut word = word.to_string();
-        while word.chars().count() > width {
-            if !line.is_empty() {
-                lines.push(std::mem::take(&mut line));
-            }
-            let head: String = word.chars().take(width).collect();
-            word = word.chars().skip(width).collect();
-            lines.push(head);
-        }
-        let needed =
-            if line.is_empty() { word.chars().count() } else { line.chars().count() + 1 + word.chars().count() };
-        if needed > width && !line.is_empty() {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(&word);
-    }
-    if !line.is_empty() || lines.is_empty() {
-        lines.push(line);
-    }
-    lines
 }
 
 /// A dialog box as wide as it may be, as tall as its lines; the last lines (actions, errors)
