@@ -215,6 +215,10 @@ fn the_log_view_and_a_sorted_reversed_table() {
     app.update(Msg::Engine(Event::Error("store: disk full".into())), now());
     press(&mut app, 'L');
     insta::assert_snapshot!("log_view", render(&mut app, 80, 24).backend());
+    // At 40 columns the log folder wraps instead of being cut.
+    let narrow = render(&mut app, 40, 12).backend().to_string();
+    let folder: String = narrow.lines().flat_map(|l| l.trim_matches(['│', ' ', '"']).split_whitespace()).collect();
+    assert!(folder.contains(&app.info.log_dir.replace(' ', "")), "{narrow}");
     press_code(&mut app, KeyCode::Esc);
     press_code(&mut app, KeyCode::Esc);
     for _ in 0..6 {

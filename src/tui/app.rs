@@ -745,7 +745,8 @@ impl App {
                 let inner = usize::from(self.size.0.min(120).saturating_sub(2));
                 let entries: usize =
                     self.log.iter().map(|e| super::layout::wrap(&e.text, inner.saturating_sub(10)).len()).sum();
-                1 + usize::from(self.log.is_empty()) + entries
+                let folder = super::layout::wrap(&self.info.log_dir, inner.saturating_sub(11)).len();
+                folder + usize::from(self.log.is_empty()) + entries
             }
         };
         lines.saturating_sub(usize::from(self.size.1.saturating_sub(2)))

@@ -460,8 +460,17 @@ fn draw_help(frame: &mut Frame, area: Rect, app: &App, scroll: usize) {
 fn draw_log(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usize) {
     let width = area.width.min(120);
     let inner = usize::from(width.saturating_sub(2));
-    let mut lines =
-        vec![Line::from(vec![Span::styled("log files  ", theme.dim()), Span::raw(app.info.log_dir.clone())])];
+    // The folder is the one thing here worth copying: wrapped, never cut.
+    let mut lines: Vec<Line> = wrap(&app.info.log_dir, inner.saturating_sub(11))
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            Line::from(vec![
+                Span::styled(if i == 0 { "log files  " } else { "           " }, theme.dim()),
+                Span::raw(part),
+            ])
+        })
+        .collect();
     if app.log.is_empty() {
         lines.push(Line::from(Span::styled("no warnings or errors since the dashboard opened", theme.dim())));
     }
