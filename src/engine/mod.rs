@@ -285,6 +285,7 @@ pub fn spawn(
         auth_state: None,
         holds: (0, None),
         failure_rate: FailureRate::default(),
+        asked_since_holds: false,
     };
     match initial {
         Some(sessions) => {
@@ -333,6 +334,9 @@ struct Engine {
     holds: (usize, Option<Instant>),
     /// How often refreshes fail lately: sessions are refreshed earlier when it is high.
     failure_rate: FailureRate,
+    /// An asked-for call was queued, or a hold set, since long holds were last looked at: the
+    /// look costs a pass over the held lanes, so it is made only then.
+    asked_since_holds: bool,
 }
 
 fn instant_after(delay: Duration) -> Instant {
@@ -495,6 +499,7 @@ impl Engine {
 
     /// Queues a call, unless the same kind is queued for the session already.
     fn submit(&mut self, job: Job) {
+        self.asked_since_holds |= job.asked();
         let (lane, urgency) = match &job {
             Job::Create { new, .. } | Job::Track { new, .. } => (new.workbook.to_string(), Urgency::Now),
             Job::CloseOrphan { session, .. } => (session.workbook.to_string(), Urgency::Now),
@@ -540,7 +545,9 @@ impl Engine {
                 }
             }
         }
-        self.refuse_long_holds(now);
+        if std::mem::take(&mut self.asked_since_holds) {
+            self.refuse_long_holds(now);
+        }
         let auto_allowed = self.driving && !self.paused;
         loop {
             let mut refused: Vec<Finished> = Vec::new();
@@ -726,6 +733,7 @@ impl Engine {
         let failure = report.failure.as_ref();
         let verdict = Verdict::of(failure.map(Failure::class), failure.and_then(Failure::retry_after));
         if self.dispatcher.finish(id, now, report.requests, verdict, self.rng.f64()) {
+            self.asked_since_holds = true;
             self.report_holds();
         }
         if job.asked()
