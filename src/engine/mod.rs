@@ -30,8 +30,8 @@ pub use crate::auth::signin::Progress as SignInProgress;
 use crate::auth::signin::{Authority, NO_CLIENT_ID, Progress};
 use crate::graph::{ErrorClass, GraphClient};
 use crate::session::{
-    MAX_INTERVAL, NewSession, Outcome, OutcomeKind, SessionKey, SettingsChange, Status, TrackedSession, check_interval,
-    validate_name,
+    MAX_INTERVAL, NewSession, Outcome, OutcomeKind, SessionKey, SettingsChange, Status, TrackedSession, WorkbookRef,
+    check_interval, validate_name,
 };
 pub use crate::store::KEPT_OUTCOMES;
 use crate::store::{Persist, StoreEvent, Write};
@@ -497,22 +497,30 @@ impl Engine {
         }
     }
 
+    /// The session a job is about, by name, and the workbook it calls; `None` when its session is
+    /// no longer tracked.
+    fn subject<'a>(&'a self, job: &'a Job) -> Option<(&'a str, &'a WorkbookRef)> {
+        match job {
+            Job::Create { new, .. } | Job::Track { new, .. } => Some((&new.name, &new.workbook)),
+            Job::CloseOrphan { name, session, .. } => Some((name, &session.workbook)),
+            _ => job.key().and_then(|k| self.entries.get(&k)).map(|e| (e.session.name.as_str(), &e.session.workbook)),
+        }
+    }
+
+    /// The subject's name and its dispatcher lane, owned.
+    fn name_and_lane(&self, job: &Job) -> Option<(String, String)> {
+        self.subject(job).map(|(name, workbook)| (name.to_string(), workbook.to_string()))
+    }
+
     /// Queues a call, unless the same kind is queued for the session already.
     fn submit(&mut self, job: Job) {
         self.asked_since_holds |= job.asked();
-        let (lane, urgency) = match &job {
-            Job::Create { new, .. } | Job::Track { new, .. } => (new.workbook.to_string(), Urgency::Now),
-            Job::CloseOrphan { session, .. } => (session.workbook.to_string(), Urgency::Now),
-            _ => {
-                let Some(entry) = job.key().and_then(|k| self.entries.get(&k)) else { return };
-                let urgency = match &job {
-                    Job::Refresh { due: Some(_), .. } | Job::Recreate { asked: false, .. } => {
-                        self.urgency_of(&entry.session)
-                    }
-                    _ => Urgency::Now,
-                };
-                (entry.session.workbook.to_string(), urgency)
+        let Some(lane) = self.subject(&job).map(|(_, workbook)| workbook.to_string()) else { return };
+        let urgency = match (&job, job.key().and_then(|k| self.entries.get(&k))) {
+            (Job::Refresh { due: Some(_), .. } | Job::Recreate { asked: false, .. }, Some(entry)) => {
+                self.urgency_of(&entry.session)
             }
+            _ => Urgency::Now,
         };
         if let Some(entry) = job.key().and_then(|k| self.entries.get_mut(&k)) {
             let bit = job.bit();
@@ -569,16 +577,10 @@ impl Engine {
         let taken =
             self.dispatcher.take_held(now + MANUAL_WAIT, |job| job.asked() && !matches!(job, Job::CloseOrphan { .. }));
         for (until, job) in taken {
-            let (name, workbook) = match &job {
-                Job::Create { new, .. } | Job::Track { new, .. } => (new.name.clone(), new.workbook.to_string()),
-                _ => match job.key().and_then(|k| self.entries.get_mut(&k)) {
-                    Some(entry) => {
-                        entry.queued &= !job.bit();
-                        (entry.session.name.clone(), entry.session.workbook.to_string())
-                    }
-                    None => continue,
-                },
-            };
+            let Some((name, workbook)) = self.name_and_lane(&job) else { continue };
+            if let Some(entry) = job.key().and_then(|k| self.entries.get_mut(&k)) {
+                entry.queued &= !job.bit();
+            }
             let wait = crate::time::format_duration(until.saturating_duration_since(now));
             self.finished(
                 job.kind(),
@@ -760,15 +762,7 @@ impl Engine {
                 "trying again after a {}",
                 failure.http_status().map_or("failure".into(), |s| s.to_string())
             );
-            let (name, lane) = match &job {
-                Job::Create { new, .. } | Job::Track { new, .. } => (new.name.clone(), new.workbook.to_string()),
-                Job::CloseOrphan { name, session, .. } => (name.clone(), session.workbook.to_string()),
-                _ => job
-                    .key()
-                    .and_then(|k| self.entries.get(&k))
-                    .map(|e| (e.session.name.clone(), e.session.workbook.to_string()))
-                    .unwrap_or_default(),
-            };
+            let (name, lane) = self.name_and_lane(&job).unwrap_or_default();
             let after = match retry {
                 Retry::Now => {
                     self.dispatcher.held_until(&lane).map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
