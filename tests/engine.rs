@@ -424,3 +424,13 @@ async fn a_last_refresh_in_the_future_counts_as_now() {
     let starts = rig.starts("refresh", "W0");
     assert_eq!(starts.len(), 1, "refreshed within one interval, not an hour later: {starts:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn closing_a_closed_session_asks_graph_nothing() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    rig.send(Command::Close(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_ok());
+    rig.send(Command::Close(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_ok(), "the end wished for is there already");
+    assert_eq!(rig.starts("close", "W0").len(), 1, "one close call, not two");
+}

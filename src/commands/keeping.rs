@@ -290,7 +290,8 @@ pub async fn close(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     let store = open_store(settings)?;
     let (closed, sessions): (Vec<TrackedSession>, Vec<TrackedSession>) =
         find_all(&store, names)?.into_iter().partition(|s| s.status == Status::Closed);
-    // Closing twice asks Graph nothing: the end wished for is already there.
+    // Closing twice asks Graph nothing (the engine says the same for every front end); said here
+    // too, so that knowing it needs no sign-in.
     for s in &closed {
         writeln!(std::io::stdout().lock(), "{} is already closed", s.name)?;
     }

@@ -558,10 +558,10 @@ impl Engine {
         }
         let auto_allowed = self.driving && !self.paused;
         loop {
-            let mut refused: Vec<Finished> = Vec::new();
+            let mut ended: Vec<Finished> = Vec::new();
             let entries = &mut self.entries;
-            let ticket = self.dispatcher.start(now, |job| accept(entries, auto_allowed, job, &mut refused));
-            for finished in refused {
+            let ticket = self.dispatcher.start(now, |job| accept(entries, auto_allowed, job, &mut ended));
+            for finished in ended {
                 self.emit(Event::Finished(finished));
             }
             match ticket {
@@ -1242,32 +1242,27 @@ fn check_new(new: &NewSession) -> Result<(), String> {
 }
 
 /// The dispatcher's last word on a candidate call: is its session still there and still wanting it?
-fn accept(
-    entries: &mut HashMap<SessionKey, Entry>,
-    auto_allowed: bool,
-    job: &Job,
-    refused: &mut Vec<Finished>,
-) -> bool {
+fn accept(entries: &mut HashMap<SessionKey, Entry>, auto_allowed: bool, job: &Job, ended: &mut Vec<Finished>) -> bool {
     let Some(key) = job.key() else { return true };
-    let refuse = |refused: &mut Vec<Finished>, name: &str, why: String| {
+    let refuse = |ended: &mut Vec<Finished>, name: &str, why: String| {
         if job.asked() {
-            refused.push(Finished { kind: job.kind(), key: Some(key), name: name.to_string(), result: Err(why) });
+            ended.push(Finished { kind: job.kind(), key: Some(key), name: name.to_string(), result: Err(why) });
         }
         false
     };
     let Some(entry) = entries.get_mut(&key) else {
-        return refuse(refused, "", "the session is no longer tracked".into());
+        return refuse(ended, "", "the session is no longer tracked".into());
     };
     entry.queued &= !job.bit();
     if entry.removing {
-        return refuse(refused, &entry.session.name, "the session is being removed".into());
+        return refuse(ended, &entry.session.name, "the session is being removed".into());
     }
     let session = &entry.session;
     match job {
         Job::Refresh { due, .. } => {
             if session.status == Status::Closed {
                 return refuse(
-                    refused,
+                    ended,
                     &session.name,
                     format!(
                         "{} is closed; nothing to refresh (`wbsessions recreate {}` starts a new session)",
@@ -1276,6 +1271,13 @@ fn accept(
                 );
             }
             due.is_none() || (auto_allowed && session.is_kept_alive())
+        }
+        // Closing twice asks Graph nothing: the end wished for is there already.
+        Job::Close { .. } if session.status == Status::Closed => {
+            if job.asked() {
+                ended.push(Finished { kind: job.kind(), key: Some(key), name: session.name.clone(), result: Ok(()) });
+            }
+            false
         }
         // An expired session about to be closed is not recreated first.
         Job::Recreate { asked: false, .. } => entry.queued & queued::CLOSE == 0,

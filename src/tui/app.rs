@@ -830,7 +830,7 @@ impl App {
             }
             Action::RefreshAll => {
                 let open = self.rows.values().filter(|r| r.session.status != Status::Closed).count();
-                self.flash_info(format!("refreshing {}", plural(open, "session")), now);
+                self.flash_info(format!("refreshing {}", crate::text::count(open, "session")), now);
                 return Self::engine(Command::RefreshAll);
             }
             Action::Mark => {
@@ -1183,8 +1183,4 @@ impl App {
         let mut kept = self.rows.values().filter(|r| r.session.is_kept_alive()).peekable();
         kept.peek().is_some() && kept.all(|r| r.session.status == Status::Auth)
     }
-}
-
-fn plural(n: usize, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
 }
