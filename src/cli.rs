@@ -320,6 +320,17 @@ pub struct SimArgs {
     /// Seed for the fault injection's random choices
     #[arg(long)]
     pub seed: Option<u64>,
+    /// How $batch treats each request's session header: honoured, ignored (refreshes in a batch
+    /// keep nothing alive) or missing (no $batch at all)
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = SimBatchArg::Honoured)]
+    pub batch: SimBatchArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SimBatchArg {
+    Honoured,
+    Ignored,
+    Missing,
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {

@@ -44,6 +44,7 @@ struct FileConfig {
     concurrency: Option<usize>,
     request_budget: Option<u32>,
     request_timeout: Option<String>,
+    batch: Option<bool>,
     tenant: Option<String>,
     client_id: Option<String>,
     login_url: Option<String>,
@@ -305,6 +306,7 @@ impl Settings {
                 None => defaults.request_budget,
             },
             request_timeout: duration("request_timeout", file.request_timeout, defaults.request_timeout, CALL_TIMES)?,
+            batch: file.batch.unwrap_or(defaults.batch),
         };
         let token_command_timeout = duration(
             "token_command_timeout",

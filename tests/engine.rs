@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::fake::{Answer, FakeGraph, MemoryStore};
+use common::fake::{Answer, BatchMode, FakeGraph, MemoryStore};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wbsessions::engine::{
@@ -30,7 +30,8 @@ struct Rig {
 }
 
 fn settings() -> EngineSettings {
-    EngineSettings { request_timeout: Duration::from_secs(5), ..EngineSettings::default() }
+    // Plain calls: batching has tests of its own.
+    EngineSettings { request_timeout: Duration::from_secs(5), batch: false, ..EngineSettings::default() }
 }
 
 fn tracked(key: SessionKey, name: &str, workbook: &str, interval: Duration, clock: &Clock) -> TrackedSession {
@@ -433,4 +434,109 @@ async fn closing_a_closed_session_asks_graph_nothing() {
     rig.send(Command::Close(rig.keys.clone()));
     assert!(rig.finished(1).await[0].result.is_ok(), "the end wished for is there already");
     assert_eq!(rig.starts("close", "W0").len(), 1, "one close call, not two");
+}
+
+// ---- $batch ---------------------------------------------------------------------------------------
+
+/// `n` sessions on workbooks of their own, refreshed every minute, at a fake whose sessions
+/// expire after five idle minutes, as Graph's persistent ones do.
+fn batching_rig(n: usize, mode: BatchMode) -> Rig {
+    let specs: Vec<(String, String)> = (0..n).map(|i| (format!("s{i:02}"), format!("W{i:02}"))).collect();
+    let specs: Vec<(&str, &str, Duration)> =
+        specs.iter().map(|(name, wb)| (name.as_str(), wb.as_str(), Duration::from_secs(60))).collect();
+    let rig = rig(&specs, EngineSettings { batch: true, ..settings() });
+    rig.graph.set_expiry(Duration::from_secs(300));
+    rig.graph.set_batch(mode);
+    rig
+}
+
+fn notes(events: &[Event]) -> Vec<String> {
+    events.iter().filter_map(|e| if let Event::Note(n) = e { Some(n.clone()) } else { None }).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn batching_starts_with_a_probe_and_a_canary_and_then_takes_twenty_per_request() {
+    let mut rig = batching_rig(30, BatchMode::Honoured);
+    let events = rig.until(Duration::from_secs(900), |e| notes(e).len() >= 2).await;
+    let notes = notes(&events);
+    assert!(notes[0].contains("reads the session header inside $batch"), "{notes:?}");
+    assert!(notes[1].contains("keep sessions alive") && notes[1].contains("20 sessions per request"), "{notes:?}");
+    let trusted_at = Instant::now();
+
+    let calls = rig.graph.calls_of("refresh");
+    let probes: Vec<_> =
+        calls.iter().filter(|c| c.session.as_deref().unwrap_or("").starts_with("wbsessions-probe-")).collect();
+    assert_eq!(probes.len(), 1, "one probe");
+    assert!(probes[0].in_batch);
+    // Until trusted, only the canary went in batches: every other session had plain calls.
+    let early_batched: std::collections::HashSet<_> = calls
+        .iter()
+        .filter(|c| c.in_batch && !probes.iter().any(|p| p.session == c.session))
+        .map(|c| c.session.clone())
+        .collect();
+    assert_eq!(early_batched.len(), 1, "only the canary: {early_batched:?}");
+
+    // Two more minutes: everything goes in full batches, one call at a time per workbook.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let later: Vec<_> = rig.graph.calls_of("refresh").into_iter().filter(|c| c.at > trusted_at).collect();
+    assert!(later.len() >= 50, "{} refreshes in two minutes", later.len());
+    // A refresh with nothing else due within a second goes alone, as a plain call: a batch of
+    // one would save nothing. Sessions fall due spread over the minute, so that is a few of them.
+    let plain = later.iter().filter(|c| !c.in_batch).count();
+    assert!(plain * 3 < later.len(), "most refreshes in batches once trusted: {plain} plain of {}", later.len());
+    // Asked for all at once, thirty go in two requests: Graph takes twenty per batch.
+    let before = rig.graph.batches().len();
+    rig.send(Command::RefreshAll);
+    rig.finished(30).await;
+    assert_eq!(rig.graph.batches()[before..], [20, 10]);
+    assert_eq!(rig.graph.peaks().0, 1, "never two calls at once on one workbook");
+    assert_eq!(rig.graph.expired(), 0, "nothing expired on the way");
+    let stored = rig.store.state.lock().unwrap();
+    assert!(stored.sessions.values().all(|s| s.status == Status::Ok));
+}
+
+#[tokio::test(start_paused = true)]
+async fn batches_that_keep_nothing_alive_cost_only_the_canary() {
+    let mut rig = batching_rig(10, BatchMode::NoRefresh);
+    let events = rig.until(Duration::from_secs(900), |e| notes(e).len() >= 2).await;
+    let notes = notes(&events);
+    assert!(notes[1].contains("expired although $batch refreshed it"), "{notes:?}");
+    // Let the keeper go on for a while with plain calls.
+    let off_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(240)).await;
+    let expired = rig.graph.expired_ids();
+    assert_eq!(expired.len(), 1, "the canary alone: {expired:?}");
+    let others = rig
+        .store
+        .state
+        .lock()
+        .unwrap()
+        .sessions
+        .values()
+        .filter(|s| s.session_id.as_str() != expired[0])
+        .cloned()
+        .collect::<Vec<_>>();
+    assert_eq!(others.len(), 9);
+    for s in others {
+        assert_eq!(s.status, Status::Ok, "{}", s.name);
+        assert!(rig.graph.is_live(s.session_id.as_str()), "{} is alive at Graph", s.name);
+    }
+    let after: Vec<_> = rig.graph.calls_of("refresh").into_iter().filter(|c| c.at > off_at).collect();
+    assert!(!after.is_empty() && after.iter().all(|c| !c.in_batch), "plain calls once batching is off");
+}
+
+#[tokio::test(start_paused = true)]
+async fn graph_that_ignores_the_header_or_has_no_batch_gets_plain_calls() {
+    for (mode, said, batches) in
+        [(BatchMode::Ignored, "ignores the session header", 1), (BatchMode::Missing, "$batch is not available", 0)]
+    {
+        let mut rig = batching_rig(5, mode);
+        let events = rig.until(Duration::from_secs(300), |e| !notes(e).is_empty()).await;
+        assert!(notes(&events)[0].contains(said), "{mode:?}: {:?}", notes(&events));
+        tokio::time::sleep(Duration::from_secs(360)).await;
+        assert_eq!(rig.graph.batches().len(), batches, "{mode:?}: the probe only");
+        let real: Vec<_> = rig.graph.calls_of("refresh").into_iter().filter(|c| !c.in_batch).collect();
+        assert!(real.len() >= 5 * 6, "{mode:?}: {} plain refreshes", real.len());
+        assert_eq!(rig.graph.expired(), 0, "{mode:?}: nothing expired");
+    }
 }

@@ -362,3 +362,70 @@ fn plain_http_is_refused_unless_loopback() {
         assert!(GraphClient::new(bad, ClientOptions::default()).is_err(), "{bad}");
     }
 }
+
+#[tokio::test]
+async fn a_batch_refreshes_each_session_and_answers_for_each_in_the_order_given() {
+    let sim = start_sim(sim_config(&[("W1", None), ("W2", None), ("W3", None)])).await;
+    let graph = client(&sim.graph_url());
+    let (w1, w2, w3) = (wb("me/drive/items/W1"), wb("me/drive/items/W2"), wb("me/drive/items/W3"));
+    let s1 = graph.create_session(TOKEN, &w1, Mode::Persistent).await.unwrap().value;
+    let s2 = graph.create_session(TOKEN, &w2, Mode::Persistent).await.unwrap().value;
+    let unknown = SessionId::new("no-such-session").unwrap();
+    let answer = graph.refresh_batch(TOKEN, &[(&w1, &s1), (&w3, &unknown), (&w2, &s2)]).await.unwrap();
+    assert_eq!(answer.meta.http_status, Some(200));
+    let [first, second, third] = &answer.value[..] else { panic!("{:?}", answer.value) };
+    assert_eq!(first.as_ref().unwrap().meta.http_status, Some(204));
+    assert_eq!(third.as_ref().unwrap().meta.http_status, Some(204));
+    let gone = second.as_ref().unwrap_err();
+    assert_eq!(gone.class, ErrorClass::Expired);
+    assert_eq!(gone.codes, ["itemNotFound", "invalidSessionReCreatable"]);
+    assert!(gone.meta.request_id.is_some(), "each item keeps its own request id");
+    let stats = sim.sim.stats();
+    assert_eq!((stats.batches, stats.refreshed), (1, 2));
+}
+
+#[tokio::test]
+async fn a_batch_answer_is_read_leniently_and_each_item_classified_on_its_own() {
+    let server = script_server().await;
+    let graph = client(&server.url());
+    let (w1, w2, w3) = (wb("me/drive/items/W1"), wb("drives/D/items/W2"), wb("me/drive/items/W3"));
+    let id = SessionId::new("s").unwrap();
+    // Numbers for ids, a 429 item with its own Retry-After, a 503 without a code, one item missing.
+    server.push(Scripted::new(
+        200,
+        r#"{"responses":[
+            {"id":1,"status":429,"headers":{"Retry-After":"2.5"},"body":{"error":{"code":"TooManyRequests","message":"slow down"}}},
+            {"id":"0","status":503,"headers":{}},
+            {"id":"0","status":204},
+            {"id":"7","status":204}
+        ]}"#,
+    ));
+    let answer = graph.refresh_batch(TOKEN, &[(&w1, &id), (&w2, &id), (&w3, &id)]).await.unwrap().value;
+    let throttled = answer[1].as_ref().unwrap_err();
+    assert_eq!(throttled.class, ErrorClass::Throttled);
+    assert_eq!(throttled.retry_after, Some(Duration::from_millis(2500)));
+    let unavailable = answer[0].as_ref().unwrap_err();
+    assert_eq!(unavailable.meta.http_status, Some(503), "the first answer for an id counts");
+    assert_eq!(unavailable.class, ErrorClass::Expired, "a 503 on a sessionful call means recreate");
+    let missing = answer[2].as_ref().unwrap_err();
+    assert_eq!(missing.class, ErrorClass::Transient);
+    assert!(missing.to_string().contains("said nothing of this request"), "{missing}");
+
+    let seen = server.seen();
+    assert_eq!(seen[0].path_and_query, "/v1.0/$batch");
+    let sent: serde_json::Value = serde_json::from_slice(&seen[0].body).unwrap();
+    let requests = sent["requests"].as_array().unwrap();
+    assert_eq!(requests[1]["url"], "/drives/D/items/W2/workbook/refreshSession", "relative to the version");
+    assert_eq!(requests[1]["headers"]["workbook-session-id"], "s");
+    assert_eq!(requests[1]["headers"]["Content-Type"], "application/json", "Graph wants it beside a body");
+
+    // A batch answer that is not JSON, or a refused batch, fails as a whole.
+    server.push(Scripted::new(200, "<html>"));
+    let unreadable = graph.refresh_batch(TOKEN, &[(&w1, &id)]).await.unwrap_err();
+    assert_eq!(unreadable.class, ErrorClass::Transient);
+    server.push(Scripted::new(
+        400,
+        r#"{"error":{"code":"BadRequest","message":"Resource not found for the segment '$batch'."}}"#,
+    ));
+    assert_eq!(graph.refresh_batch(TOKEN, &[(&w1, &id)]).await.unwrap_err().class, ErrorClass::Failed);
+}

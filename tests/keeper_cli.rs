@@ -301,3 +301,77 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
     }
     assert!(kills >= 10, "only {kills} processes were killed mid-way; the test proves little");
 }
+
+/// `run` against a simulator whose `$batch` behaves as `mode`, with twelve sessions on workbooks of
+/// their own that idle out after 3 s; returns the keeper's stderr, the simulator's count of batch
+/// requests, and the sessions' statuses at the end.
+fn keep_with_batch(mode: wbsessions::sim::SimBatch) -> (String, u64, Vec<String>) {
+    let workbooks: Vec<String> = (0..12).map(|i| format!("B{i:02}")).collect();
+    let config = SimConfig {
+        persistent_expiry: Duration::from_secs(3),
+        batch: mode,
+        ..sim_config(&workbooks.iter().map(|w| (w.as_str(), None)).collect::<Vec<_>>())
+    };
+    let sim = SimThread::start(config, Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.config("persistent_expiry = \"3s\"\n");
+    let lines: Vec<String> =
+        workbooks.iter().map(|w| format!("{w},me/drive/items/{w},{},1s", sim.sim.open_session(w))).collect();
+    let file = dir.path().join("sessions.csv");
+    std::fs::write(&file, format!("name,workbook,session_id,interval\n{}\n", lines.join("\n"))).unwrap();
+    cli.ok(&["import", file.to_str().unwrap()]);
+
+    let mut child = cli.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = Arc::new(Mutex::new(String::new()));
+    let sink = stderr.clone();
+    let pipe = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    // The canary needs its 3 s expiry and a tenth more on batches alone before all are batched.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        let text = stderr.lock().unwrap().clone();
+        if text.contains("per request from now on") || text.contains("one request per session") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Longer than an expiry: every session must come through it alive.
+    std::thread::sleep(Duration::from_secs(4));
+    sigterm(&child);
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let statuses = json(&cli.ok(&["list", "--json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap().to_string())
+        .collect();
+    let text = stderr.lock().unwrap().clone();
+    (text, sim.sim.stats().batches, statuses)
+}
+
+#[test]
+fn the_keeper_batches_refreshes_only_once_graph_has_shown_that_it_works() {
+    let (said, batches, statuses) = keep_with_batch(wbsessions::sim::SimBatch::Honoured);
+    assert!(said.contains("Graph reads the session header inside $batch"), "{said}");
+    assert!(said.contains("refreshing up to 20 sessions per request from now on"), "{said}");
+    assert!(batches >= 8, "{batches} batches");
+    assert!(statuses.iter().all(|s| s == "ok"), "{statuses:?}\n{said}");
+
+    let (said, batches, statuses) = keep_with_batch(wbsessions::sim::SimBatch::Ignored);
+    assert!(said.contains("Graph ignores the session header inside $batch"), "{said}");
+    assert_eq!(batches, 1, "the probe alone");
+    assert!(statuses.iter().all(|s| s == "ok"), "{statuses:?}\n{said}");
+
+    let (said, batches, statuses) = keep_with_batch(wbsessions::sim::SimBatch::Missing);
+    assert!(said.contains("$batch is not available"), "{said}");
+    assert_eq!(batches, 0);
+    assert!(statuses.iter().all(|s| s == "ok"), "{statuses:?}\n{said}");
+}

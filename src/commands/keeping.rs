@@ -418,7 +418,9 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     let times = times(settings);
     let signal = shutdown_signal();
     tokio::pin!(signal);
-    let mut out = std::io::stdout().lock();
+    // Lines that arrive together (a batch's outcomes) go out in one write: flushed when no
+    // further event waits.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut stopping = false;
     // A reader that went away is an ending nobody asked for: the exit says so, as for any command.
     let mut output_closed = false;
@@ -442,13 +444,8 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
                 None | Some(Event::Stopped) => break,
                 Some(Event::Outcome { name, outcome, late, .. }) => {
                     let line = if as_json { outcome_json(&name, &outcome, late).to_string() } else { outcome_line(times, Some(&name), &outcome, late) };
-                    if !output_closed && writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+                    if !output_closed && writeln!(out, "{line}").is_err() {
                         output_closed = true;
-                        if !stopping {
-                            // Nobody reads the output any more: stop as if asked to.
-                            stopping = true;
-                            keeper.send(Command::Shutdown);
-                        }
                     }
                 }
                 Some(Event::Holds { workbooks, until }) if !as_json => {
@@ -461,11 +458,19 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
                 Some(Event::Paused(paused)) if !as_json => {
                     let _ = writeln!(std::io::stderr().lock(), "wbsessions: automatic refresh {}", if paused { "paused" } else { "resumed" });
                 }
-                Some(Event::Error(e)) => { let _ = writeln!(std::io::stderr().lock(), "wbsessions: {}", crate::text::clean(&e, 2000)); }
+                Some(Event::Error(e) | Event::Note(e)) => { let _ = writeln!(std::io::stderr().lock(), "wbsessions: {}", crate::text::clean(&e, 2000)); }
                 Some(Event::Added(s)) if !as_json => { let _ = writeln!(std::io::stderr().lock(), "wbsessions: now keeping {}", s.name); }
                 Some(Event::Removed { name, .. }) if !as_json => { let _ = writeln!(std::io::stderr().lock(), "wbsessions: no longer keeping {name}"); }
                 Some(_) => {}
             }
+        }
+        if !output_closed && !out.buffer().is_empty() && keeper.events.is_empty() && out.flush().is_err() {
+            output_closed = true;
+        }
+        if output_closed && !stopping {
+            // Nobody reads the output any more: stop as if asked to.
+            stopping = true;
+            keeper.send(Command::Shutdown);
         }
     }
     drop(out);

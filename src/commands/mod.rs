@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{Cli, Command, SimArgs};
+use crate::cli::{Cli, Command, SimArgs, SimBatchArg};
 use crate::config::Settings;
-use crate::sim::SimConfig;
+use crate::sim::{SimBatch, SimConfig};
 use crate::time::Clock;
 
 mod headless;
@@ -219,6 +219,11 @@ pub fn sim_config(args: &SimArgs) -> SimConfig {
         approve_after: args.approve_after,
         token_lifetime: args.token_lifetime,
         seed: args.seed,
+        batch: match args.batch {
+            SimBatchArg::Honoured => SimBatch::Honoured,
+            SimBatchArg::Ignored => SimBatch::Ignored,
+            SimBatchArg::Missing => SimBatch::Missing,
+        },
     }
 }
 

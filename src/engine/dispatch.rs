@@ -21,6 +21,13 @@ pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct JobId(u64);
 
+impl JobId {
+    #[cfg(test)]
+    pub fn for_tests(n: u64) -> Self {
+        JobId(n)
+    }
+}
+
 /// How soon a call must go. `Now` (someone waits for it) before any `By`, and `By` in deadline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Urgency {
@@ -181,7 +188,10 @@ pub struct Dispatcher<T> {
     /// When held lanes are free again (an entry counts while its lane is held until that time).
     holds: BinaryHeap<Reverse<(Instant, String)>>,
     held: usize,
-    running: HashMap<JobId, String>,
+    /// Each running call's lane and the request it travels in (its own, or a batch's).
+    running: HashMap<JobId, (String, JobId)>,
+    /// Calls per request in flight: the concurrency limit counts requests, not calls.
+    requests: HashMap<JobId, usize>,
     budget: Budget,
     concurrency: usize,
     next_id: u64,
@@ -196,6 +206,7 @@ impl<T> Dispatcher<T> {
             holds: BinaryHeap::new(),
             held: 0,
             running: HashMap::new(),
+            requests: HashMap::new(),
             budget: Budget::new(budget),
             concurrency: concurrency.max(1),
             next_id: 0,
@@ -233,8 +244,38 @@ impl<T> Dispatcher<T> {
     /// The most urgent call that may start now, if the limits allow one. `accept` sees each
     /// candidate first and may drop it (its session went away meanwhile); a dropped one costs
     /// nothing.
-    pub fn start(&mut self, now: Instant, mut accept: impl FnMut(&T) -> bool) -> Option<Ticket<T>> {
-        if self.running.len() >= self.concurrency || !self.budget.has_room(now) {
+    pub fn start(&mut self, now: Instant, accept: impl FnMut(&T) -> bool) -> Option<Ticket<T>> {
+        if self.requests.len() >= self.concurrency {
+            return None;
+        }
+        self.take(now, None, |_| true, accept)
+    }
+
+    /// Like `start`, for a call that travels in the same request as `leader` (a `$batch`): it
+    /// takes no place of its own under the concurrency limit, but its lane and its share of the
+    /// budget as any call. Only the most urgent candidate is looked at: if `fits` refuses it, it
+    /// stays queued and nothing joins, so that joining never overtakes a more urgent call.
+    pub fn join(
+        &mut self,
+        now: Instant,
+        leader: JobId,
+        fits: impl Fn(&T) -> bool,
+        accept: impl FnMut(&T) -> bool,
+    ) -> Option<Ticket<T>> {
+        if !self.requests.contains_key(&leader) {
+            return None;
+        }
+        self.take(now, Some(leader), fits, accept)
+    }
+
+    fn take(
+        &mut self,
+        now: Instant,
+        leader: Option<JobId>,
+        fits: impl Fn(&T) -> bool,
+        mut accept: impl FnMut(&T) -> bool,
+    ) -> Option<Ticket<T>> {
+        if !self.budget.has_room(now) {
             return None;
         }
         loop {
@@ -242,6 +283,10 @@ impl<T> Dispatcher<T> {
             let Some(lane) = self.lanes.get_mut(&name) else { continue };
             if lane.version != version || lane.running.is_some() || lane.held_until.is_some() {
                 continue;
+            }
+            if lane.queue.peek().is_some_and(|job| !fits(&job.payload)) {
+                self.index(&name);
+                return None;
             }
             let Some(job) = lane.queue.pop() else {
                 self.index(&name);
@@ -255,7 +300,9 @@ impl<T> Dispatcher<T> {
             let id = JobId(self.next_id);
             lane.running = Some(id);
             lane.version += 1;
-            self.running.insert(id, name.clone());
+            let request = leader.unwrap_or(id);
+            self.running.insert(id, (name.clone(), request));
+            *self.requests.entry(request).or_default() += 1;
             self.budget.spend(now, 1);
             return Some(Ticket { id, lane: name, payload: job.payload });
         }
@@ -264,7 +311,13 @@ impl<T> Dispatcher<T> {
     /// A call ended: it made `requests` HTTP requests (the first was paid at its start). Returns
     /// whether the holds changed. Finishing an unknown or already finished call does nothing.
     pub fn finish(&mut self, id: JobId, now: Instant, requests: u32, verdict: Verdict, sample: f64) -> bool {
-        let Some(name) = self.running.remove(&id) else { return false };
+        let Some((name, request)) = self.running.remove(&id) else { return false };
+        if let std::collections::hash_map::Entry::Occupied(mut calls) = self.requests.entry(request) {
+            *calls.get_mut() -= 1;
+            if *calls.get() == 0 {
+                calls.remove();
+            }
+        }
         self.budget.spend(now, requests.saturating_sub(1));
         let mut holds_changed = false;
         if let Some(lane) = self.lanes.get_mut(&name) {
@@ -340,7 +393,7 @@ impl<T> Dispatcher<T> {
     /// The next moment something may become possible: a hold ending, the budget freeing up.
     pub fn wake_at(&mut self, now: Instant) -> Option<Instant> {
         let hold = self.holds.peek().map(|Reverse((t, _))| *t);
-        let budget = (!self.ready.is_empty() && self.running.len() < self.concurrency)
+        let budget = (!self.ready.is_empty() && self.requests.len() < self.concurrency)
             .then(|| self.budget.next_free(now))
             .flatten();
         match (hold, budget) {
@@ -467,6 +520,32 @@ mod tests {
             b.answered(now + Duration::from_secs(30), false);
         }
         assert_eq!(b.limit(), 150, "back up by 1 % of the ceiling per success");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_that_join_a_request_share_its_place_but_not_its_lane_or_budget() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(1, 4);
+        d.submit("A", Urgency::Now, "a1");
+        d.submit("A", Urgency::Now, "a2");
+        d.submit("B", Urgency::Now, "b1");
+        d.submit("C", Urgency::Now, "close c");
+        d.submit("D", Urgency::Now, "d1");
+        let leader = d.start(now, |_| true).unwrap();
+        assert_eq!(leader.payload, "a1");
+        assert!(d.start(now, |_| true).is_none(), "one request at a time");
+        let b1 = d.join(now, leader.id, |p| !p.starts_with("close"), |_| true).unwrap();
+        assert_eq!(b1.payload, "b1", "a2 waits for its lane");
+        assert!(d.join(now, leader.id, |p| !p.starts_with("close"), |_| true).is_none(), "the close does not fit");
+        assert_eq!(d.queued(), 3, "and stays queued, ahead of d1");
+        // Both finish: the request's place is free only then.
+        d.finish(leader.id, now, 1, Verdict::Ok, 0.0);
+        assert!(d.start(now, |_| true).is_none(), "b1 still holds the request");
+        d.finish(b1.id, now, 1, Verdict::Ok, 0.0);
+        let next = d.start(now, |_| true).unwrap();
+        assert_eq!(next.payload, "a2");
+        assert!(d.join(now, next.id, |_| true, |_| true).is_some(), "a third call ...");
+        assert!(d.join(now, next.id, |_| true, |_| true).is_none(), "... and the budget of 4 is spent");
     }
 
     #[tokio::test(start_paused = true)]

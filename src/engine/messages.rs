@@ -146,5 +146,7 @@ pub enum Event {
     },
     /// Something failed that belongs to no single call (a store write).
     Error(String),
+    /// Worth saying, and about no single call: how refreshes travel (`$batch` or one by one).
+    Note(String),
     Stopped,
 }

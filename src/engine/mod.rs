@@ -6,6 +6,7 @@
 //! holds the due times, `reconcile` adopts what other processes wrote, `takeover` makes a watcher
 //! the driver, `ops` makes the calls; this module wires them.
 
+mod batching;
 pub mod dispatch;
 pub mod keeper;
 mod messages;
@@ -36,9 +37,10 @@ use crate::session::{
 pub use crate::store::KEPT_OUTCOMES;
 use crate::store::{Persist, StoreEvent, Write};
 use crate::time::Clock;
+use batching::{Batching, GATHER, MAX_BATCH, Route};
 use dispatch::{Dispatcher, JobId, Ticket, Urgency};
 pub use messages::{Command, Event, Finished, JobKind, SignInState};
-pub use ops::{Failure, Graph, LiveGraph, Report};
+pub use ops::{BatchResult, Failure, Graph, LiveGraph, Report};
 use policy::{
     FailureRate, MANUAL_RETRIES, MANUAL_WAIT, Retry, Verdict, after_call, manual_retry, next_interval, safe_interval,
 };
@@ -131,11 +133,24 @@ pub(crate) struct Entry {
     late: Option<Duration>,
     /// Its removal is being written; nothing new starts on it.
     removing: bool,
+    /// The running call travels in a `$batch`.
+    in_batch: bool,
+    /// Since when only `$batch` refreshes have kept it alive (`batching`'s audit looks at it).
+    batched_since: Option<Instant>,
 }
 
 impl Entry {
     fn new(session: Arc<TrackedSession>) -> Self {
-        Entry { session, busy: None, queued: 0, parked: VecDeque::new(), late: None, removing: false }
+        Entry {
+            session,
+            busy: None,
+            queued: 0,
+            parked: VecDeque::new(),
+            late: None,
+            removing: false,
+            in_batch: false,
+            batched_since: None,
+        }
     }
 }
 
@@ -236,12 +251,36 @@ impl Job {
 }
 
 enum Done {
-    Job { id: JobId, job: Box<Job>, report: Box<Report>, inserted: Option<Result<TrackedSession, String>> },
-    Inserted { name: String, result: Result<TrackedSession, String> },
-    Local { key: SessionKey, name: String, op: Local, result: Result<(), String> },
-    Paused { paused: bool, result: Result<(), String> },
-    History { key: SessionKey, result: Result<Vec<Outcome>, String> },
+    Job {
+        id: JobId,
+        job: Box<Job>,
+        report: Box<Report>,
+        inserted: Option<Result<TrackedSession, String>>,
+    },
+    Inserted {
+        name: String,
+        result: Result<TrackedSession, String>,
+    },
+    Local {
+        key: SessionKey,
+        name: String,
+        op: Local,
+        result: Result<(), String>,
+    },
+    Paused {
+        paused: bool,
+        result: Result<(), String>,
+    },
+    History {
+        key: SessionKey,
+        result: Result<Vec<Outcome>, String>,
+    },
     Loaded(Result<Vec<TrackedSession>, String>),
+    /// Refreshes that went out together (`ops::refresh_group`), with what each found.
+    Group {
+        calls: Vec<(JobId, Job)>,
+        result: ops::GroupResult,
+    },
 }
 
 /// Starts the engine. `initial`: the sessions to start from; `None` reads them from the store
@@ -261,6 +300,7 @@ pub fn spawn(
         Role::Watcher { take_over } => take_over.clone(),
         _ => None,
     });
+    let batch = config.settings.batch;
     let mut engine = Engine {
         dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget),
         gap: GapWatch::new(ctx.clock.now(), Instant::now()),
@@ -278,6 +318,8 @@ pub fn spawn(
         later_seq: 0,
         tasks: JoinSet::new(),
         running: HashMap::new(),
+        groups: HashMap::new(),
+        batching: Batching::new(batch, Instant::now()),
         takeover,
         rng: config.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
         signin: None,
@@ -324,6 +366,9 @@ struct Engine {
     tasks: JoinSet<Done>,
     /// What each task works on, to free it if the task dies.
     running: HashMap<tokio::task::Id, (Option<JobId>, Option<SessionKey>)>,
+    /// The calls of each task that refreshes a group.
+    groups: HashMap<tokio::task::Id, Vec<(JobId, SessionKey)>>,
+    batching: Batching,
     takeover: Takeover,
     gap: GapWatch,
     rng: fastrand::Rng,
@@ -388,6 +433,7 @@ impl Engine {
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => match done {
                     Ok((id, done)) => {
                         self.running.remove(&id);
+                        self.groups.remove(&id);
                         self.complete(done);
                     }
                     Err(e) => self.task_lost(e),
@@ -413,6 +459,7 @@ impl Engine {
             match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
                 Ok(Some(Ok((id, done)))) => {
                     self.running.remove(&id);
+                    self.groups.remove(&id);
                     self.complete(done);
                 }
                 Ok(Some(Err(e))) => self.task_lost(e),
@@ -432,16 +479,23 @@ impl Engine {
     fn task_lost(&mut self, e: tokio::task::JoinError) {
         tracing::error!(error = %e, "an engine task failed");
         self.emit(Event::Error(format!("internal error: {e}")));
-        let Some((job, key)) = self.running.remove(&e.id()) else { return };
-        if let Some(job) = job {
-            self.dispatcher.finish(job, Instant::now(), 1, Verdict::Other, 0.0);
-        }
-        if let Some(entry) = key.and_then(|k| self.entries.get_mut(&k)) {
-            entry.busy = None;
-            entry.removing = false;
-            let delay = policy::backoff(entry.session.failures + 1, Duration::from_secs(300), self.rng.f64());
-            if let Some(key) = key {
-                self.plan(key, delay);
+        let lost: Vec<(Option<JobId>, Option<SessionKey>)> = match self.groups.remove(&e.id()) {
+            Some(calls) => calls.into_iter().map(|(job, key)| (Some(job), Some(key))).collect(),
+            None => self.running.remove(&e.id()).into_iter().collect(),
+        };
+        let now = Instant::now();
+        for (job, key) in lost {
+            if let Some(job) = job {
+                self.dispatcher.finish(job, now, 1, Verdict::Other, 0.0);
+                self.batching.check_lost(job);
+            }
+            if let Some(entry) = key.and_then(|k| self.entries.get_mut(&k)) {
+                entry.busy = None;
+                entry.removing = false;
+                let delay = policy::backoff(entry.session.failures + 1, Duration::from_secs(300), self.rng.f64());
+                if let Some(key) = key {
+                    self.plan(key, delay);
+                }
             }
         }
     }
@@ -546,8 +600,15 @@ impl Engine {
             self.report_holds();
         }
         if self.driving && !self.paused {
-            for (key, due) in self.schedule.due(now) {
+            let horizon = if self.batching.gathers() { now + GATHER } else { now };
+            for (key, due) in self.schedule.due(horizon) {
                 let Some(entry) = self.entries.get(&key) else { continue };
+                // Early by a twentieth of its interval at most: a session refreshed every second
+                // must not be refreshed ever sooner.
+                if due > now && due - now > self.interval_of(&entry.session) / 20 {
+                    self.schedule.plan(key, due);
+                    continue;
+                }
                 if entry.busy.is_none() && !entry.removing {
                     self.submit(Job::Refresh { key, due: Some(due), attempt: 0 });
                 }
@@ -557,18 +618,73 @@ impl Engine {
             self.refuse_long_holds(now);
         }
         let auto_allowed = self.driving && !self.paused;
+        let mut ended: Vec<Finished> = Vec::new();
         loop {
-            let mut ended: Vec<Finished> = Vec::new();
             let entries = &mut self.entries;
             let ticket = self.dispatcher.start(now, |job| accept(entries, auto_allowed, job, &mut ended));
-            for finished in ended {
+            for finished in ended.drain(..) {
                 self.emit(Event::Finished(finished));
             }
-            match ticket {
-                Some(ticket) => self.start(ticket, now),
-                None => break,
+            let Some(ticket) = ticket else { break };
+            match self.route(&ticket, now) {
+                Route::Plain | Route::Check => {
+                    self.start(ticket, now);
+                    continue;
+                }
+                Route::Alone { probe } => {
+                    self.start_group(vec![ticket], probe, now);
+                    continue;
+                }
+                Route::Group => {}
+            }
+            // Refreshes on other workbooks that may start now go with it, in one request.
+            let mut group = vec![ticket];
+            while group.len() < MAX_BATCH {
+                let entries = &mut self.entries;
+                let joined = self.dispatcher.join(
+                    now,
+                    group[0].id,
+                    |job| matches!(job, Job::Refresh { .. }),
+                    |job| accept(entries, auto_allowed, job, &mut ended),
+                );
+                for finished in ended.drain(..) {
+                    self.emit(Event::Finished(finished));
+                }
+                match joined {
+                    Some(ticket) => group.push(ticket),
+                    None => break,
+                }
+            }
+            match (group.pop(), group.is_empty()) {
+                (Some(alone), true) => self.start(alone, now),
+                (Some(last), false) => {
+                    group.push(last);
+                    self.start_group(group, false, now);
+                }
+                (None, _) => {}
             }
         }
+    }
+
+    /// How a call goes out: only refreshes travel in `$batch`, and until batching is trusted only
+    /// the automatic ones of the probe and the canary do (`batching`).
+    fn route(&mut self, ticket: &Ticket<Job>, now: Instant) -> Route {
+        let Job::Refresh { key, due, .. } = &ticket.payload else { return Route::Plain };
+        if due.is_none() {
+            return if self.batching.gathers() { Route::Group } else { Route::Plain };
+        }
+        if let Some(canary) = self.batching.canary()
+            && !self.entries.get(&canary).is_some_and(|e| e.session.is_kept_alive() && !e.removing)
+        {
+            self.batching.forget(canary);
+        }
+        let Some(entry) = self.entries.get(key) else { return Route::Plain };
+        let expiry = self.settings.defaults.expiry(entry.session.mode);
+        let route = self.batching.route(ticket.id, *key, entry.batched_since, expiry, now);
+        if route == Route::Check {
+            tracing::info!(session = %entry.session.name, "checking with a plain refresh that $batch refreshes kept it alive");
+        }
+        route
     }
 
     /// Calls someone waits for on a workbook Graph asked to leave alone for longer than
@@ -624,10 +740,8 @@ impl Engine {
         let session = match job.key().and_then(|k| self.entries.get_mut(&k)) {
             Some(entry) => {
                 entry.busy = Some(id);
-                entry.late = match &job {
-                    Job::Refresh { due: Some(due), .. } => Some(now.saturating_duration_since(*due)),
-                    _ => None,
-                };
+                entry.in_batch = false;
+                entry.late = late_by(&job, now);
                 Some(entry.session.clone())
             }
             None => None,
@@ -684,8 +798,62 @@ impl Engine {
         self.running.insert(task.id(), (Some(id), key));
     }
 
+    /// Refreshes on different workbooks, sent together (`ops::refresh_group`).
+    fn start_group(&mut self, group: Vec<Ticket<Job>>, probe: bool, now: Instant) {
+        let mut calls = Vec::with_capacity(group.len());
+        let mut members = Vec::with_capacity(group.len());
+        for Ticket { id, payload: job, .. } in group {
+            let Some(key) = job.key() else { continue };
+            let Some(entry) = self.entries.get_mut(&key) else {
+                // `accept` saw the session a moment ago; should it be gone, the call is simply not made.
+                self.dispatcher.finish(id, now, 0, Verdict::Other, 0.0);
+                continue;
+            };
+            entry.busy = Some(id);
+            entry.in_batch = true;
+            entry.late = late_by(&job, now);
+            calls.push((id, job, entry.session.clone()));
+            members.push((id, key));
+            self.emit(Event::Started { key, kind: JobKind::Refresh });
+        }
+        let graph = self.ctx.graph.clone();
+        let clock = self.ctx.clock.clone();
+        let concurrency = self.settings.concurrency;
+        let task = self.tasks.spawn(async move {
+            let sessions: Vec<&TrackedSession> = calls.iter().map(|(_, _, s)| &**s).collect();
+            let result = ops::refresh_group(&*graph, &sessions, probe, concurrency, &clock).await;
+            Done::Group { calls: calls.into_iter().map(|(id, job, _)| (id, job)).collect(), result }
+        });
+        self.groups.insert(task.id(), members);
+    }
+
+    fn group_done(&mut self, calls: Vec<(JobId, Job)>, result: ops::GroupResult) {
+        let now = Instant::now();
+        let first = calls.first().and_then(|(_, job)| job.key()).and_then(|k| Some(k).zip(self.entries.get(&k)));
+        let probed = match (&result.probe, first) {
+            (Some(probe), Some((key, entry))) => {
+                let expiry = self.settings.defaults.expiry(entry.session.mode);
+                let name = entry.session.name.clone();
+                self.batching.probed(probe, key, &name, expiry, now)
+            }
+            _ => None,
+        };
+        let notes = [probed, result.refused.as_deref().and_then(|why| self.batching.refused(why))];
+        for note in notes.into_iter().flatten() {
+            tracing::info!("{note}");
+            self.emit(Event::Note(note));
+        }
+        for ((id, job), report) in calls.into_iter().zip(result.reports) {
+            if let Some(entry) = job.key().and_then(|k| self.entries.get_mut(&k)) {
+                entry.in_batch = result.batched;
+            }
+            self.job_done(id, job, report, None);
+        }
+    }
+
     fn complete(&mut self, done: Done) {
         match done {
+            Done::Group { calls, result } => self.group_done(calls, result),
             Done::Job { id, job, report, inserted } => self.job_done(id, *job, *report, inserted),
             Done::Inserted { name, result } => self.inserted(JobKind::Track, &name, result),
             Done::Local { key, name, op, result } => self.local_done(key, &name, op, result),
@@ -737,6 +905,22 @@ impl Engine {
         if self.dispatcher.finish(id, now, report.requests, verdict, self.rng.f64()) {
             self.asked_since_holds = true;
             self.report_holds();
+        }
+        if self.batching.is_check(id) {
+            let checked = job
+                .key()
+                .and_then(|k| self.entries.get(&k))
+                .and_then(|e| Some(e.session.name.clone()).zip(e.batched_since));
+            match checked {
+                Some((name, since)) => {
+                    let alone = now.saturating_duration_since(since);
+                    if let Some(note) = self.batching.checked(&name, alone, failure.map(Failure::class), now) {
+                        tracing::info!("{note}");
+                        self.emit(Event::Note(note));
+                    }
+                }
+                None => self.batching.check_lost(id),
+            }
         }
         if job.asked()
             && let Some(failure) = failure
@@ -863,6 +1047,13 @@ impl Engine {
             return;
         };
         entry.busy = None;
+        if report.failure.is_none() {
+            entry.batched_since = match job {
+                Job::Refresh { .. } if entry.in_batch => Some(entry.batched_since.unwrap_or_else(Instant::now)),
+                _ => None,
+            };
+        }
+        entry.in_batch = false;
         let closing = entry.queued & queued::CLOSE != 0;
         self.record(key, report);
         let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) else { return };
@@ -1236,6 +1427,14 @@ impl Engine {
 
 /// The engine's side of the one rule for new sessions: what a `NewSession` guarantees, checked
 /// again because a front end may have built one by hand.
+/// How late an automatic refresh starts; one gathered ahead of its time is not late.
+fn late_by(job: &Job, now: Instant) -> Option<Duration> {
+    match job {
+        Job::Refresh { due: Some(due), .. } => Some(now.saturating_duration_since(*due)),
+        _ => None,
+    }
+}
+
 fn check_new(new: &NewSession) -> Result<(), String> {
     validate_name(&new.name).map_err(|e| e.to_string())?;
     check_interval(new.interval)

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 
+pub use super::batching::Probe;
 use crate::auth::{AuthError, Secret, Tokens};
 use crate::graph::{CallMeta, ErrorClass, GraphClient, GraphError, Reply};
 use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, Status, TrackedSession, WorkbookRef};
@@ -86,7 +87,13 @@ pub trait Graph: Send + Sync {
     fn close<'a>(&'a self, workbook: &'a WorkbookRef, id: &'a SessionId) -> BoxFuture<'a, Result<Reply<()>, Failure>>;
     /// A by-path workbook as an item id; other forms come back as they are, without a request.
     fn resolve<'a>(&'a self, workbook: &'a WorkbookRef) -> BoxFuture<'a, Result<Reply<WorkbookRef>, Failure>>;
+    /// refreshSession for sessions on different workbooks in one `$batch` request: `Err` when
+    /// the batch itself failed (nothing is known of its items), else each item's answer in order.
+    fn refresh_batch<'a>(&'a self, items: &'a [(&'a WorkbookRef, &'a SessionId)]) -> BoxFuture<'a, BatchResult>;
 }
+
+/// What one `$batch` of refreshes answered: each item's answer, or the batch's own failure.
+pub type BatchResult = Result<Vec<Result<Reply<()>, Failure>>, Failure>;
 
 /// Graph over HTTP: a token for each call, renewed once when Graph refuses it.
 pub struct LiveGraph {
@@ -156,6 +163,20 @@ impl Graph for LiveGraph {
                 return Ok(Reply { value: workbook.clone(), meta: CallMeta::default() });
             }
             self.authorized(move |t: Secret| async move { self.client.resolve(t.expose(), workbook).await }).await
+        }
+        .boxed()
+    }
+
+    fn refresh_batch<'a>(&'a self, items: &'a [(&'a WorkbookRef, &'a SessionId)]) -> BoxFuture<'a, BatchResult> {
+        async move {
+            let reply = self
+                .authorized(move |t: Secret| async move { self.client.refresh_batch(t.expose(), items).await })
+                .await?;
+            let mut answers = Vec::with_capacity(reply.value.len());
+            for answer in reply.value {
+                answers.push(answer.map_err(Failure::from));
+            }
+            Ok(answers)
         }
         .boxed()
     }
@@ -266,8 +287,12 @@ pub async fn create(graph: &dyn Graph, workbook: &WorkbookRef, mode: Mode, clock
 
 /// Refreshes a session: one call. Recreating an expired one is a job of its own.
 pub async fn refresh(graph: &dyn Graph, session: &TrackedSession, clock: &Clock) -> Report {
+    refreshed(graph.refresh(&session.workbook, &session.session_id).await, clock)
+}
+
+fn refreshed(answer: Result<Reply<()>, Failure>, clock: &Clock) -> Report {
     let mut report = Report::default();
-    match graph.refresh(&session.workbook, &session.session_id).await {
+    match answer {
         Ok(reply) => {
             report.requests += reply.meta.requests;
             report.outcomes.push(reply.meta.ok_outcome(Action::Refresh, clock.now()));
@@ -275,6 +300,98 @@ pub async fn refresh(graph: &dyn Graph, session: &TrackedSession, clock: &Clock)
         Err(failure) => report.fail(failure, Action::Refresh, clock),
     }
     report
+}
+
+/// What refreshing a group of sessions found (`refresh_group`).
+#[derive(Debug)]
+pub struct GroupResult {
+    /// One per session, in the order given.
+    pub reports: Vec<Report>,
+    /// What the probe found, when one was made.
+    pub probe: Option<Probe>,
+    /// The refreshes travelled in a `$batch` (rather than one request each).
+    pub batched: bool,
+    /// Graph refused the `$batch` request itself, saying this.
+    pub refused: Option<String>,
+}
+
+/// Refreshes sessions on different workbooks: in one `$batch` request, probing first whether
+/// Graph reads the session header there when `probe` is set (`batching`); with one request each,
+/// at most `concurrency` at a time, when the probe says no or Graph refuses the batch.
+pub async fn refresh_group(
+    graph: &dyn Graph,
+    sessions: &[&TrackedSession],
+    probe: bool,
+    concurrency: usize,
+    clock: &Clock,
+) -> GroupResult {
+    let mut result = GroupResult { reports: Vec::new(), probe: None, batched: false, refused: None };
+    // Requests that went to no session's own answer: the probe's, a refused batch's.
+    let mut overhead = 0;
+    if let Some(first) = sessions.first().filter(|_| probe) {
+        let (found, spent) = probe_batch(graph, &first.workbook).await;
+        overhead += spent;
+        result.probe = Some(found);
+    }
+    if result.probe.as_ref().is_none_or(|p| *p == Probe::Honoured) {
+        let items: Vec<(&WorkbookRef, &SessionId)> = sessions.iter().map(|s| (&s.workbook, &s.session_id)).collect();
+        match graph.refresh_batch(&items).await {
+            Ok(answers) => {
+                result.batched = true;
+                result.reports = answers.into_iter().map(|answer| refreshed(answer, clock)).collect();
+            }
+            // Graph would say the same to each request on its own.
+            Err(failure) if matches!(failure.class(), ErrorClass::Throttled | ErrorClass::Auth) => {
+                result.batched = true;
+                result.reports = sessions.iter().map(|_| refreshed(Err(failure.clone()), clock)).collect();
+            }
+            Err(failure) => {
+                overhead += failure.requests();
+                if failure.class() == ErrorClass::Failed {
+                    result.refused = Some(failure.to_string());
+                }
+            }
+        }
+    }
+    if !result.batched {
+        // Boxed: the stream's closures borrow, and a spawned task needs its future to be `Send`
+        // for every lifetime, which the compiler proves only behind a box.
+        let plain: BoxFuture<'_, Vec<Report>> = futures_util::stream::iter(sessions.iter().copied())
+            .map(|session| refresh(graph, session, clock))
+            .buffered(concurrency.max(1))
+            .collect()
+            .boxed();
+        result.reports = plain.await;
+    }
+    if let Some(first) = result.reports.first_mut() {
+        first.requests += overhead;
+    }
+    result
+}
+
+/// Asks Graph, in a one-item `$batch`, to refresh a session id that does not exist on
+/// `workbook` (docs/graph.md, "Batching"). Only an `invalidSession…` code back shows that Graph
+/// read the header there; a success shows that it did not. Returns the requests it made.
+pub async fn probe_batch(graph: &dyn Graph, workbook: &WorkbookRef) -> (Probe, u32) {
+    let Ok(unknown) = SessionId::new(&format!("wbsessions-probe-{}", uuid::Uuid::new_v4())) else {
+        return (Probe::Inconclusive("no probe id".into()), 0);
+    };
+    match graph.refresh_batch(&[(workbook, &unknown)]).await {
+        Ok(answers) => match answers.into_iter().next() {
+            Some(Ok(_)) => (Probe::Ignored, 1),
+            Some(Err(Failure::Graph(e)))
+                if e.codes.iter().any(|c| c.to_ascii_lowercase().starts_with("invalidsession")) =>
+            {
+                (Probe::Honoured, 1)
+            }
+            Some(Err(failure)) => (Probe::Inconclusive(failure.to_string()), 1),
+            None => (Probe::Inconclusive("the $batch answer was empty".into()), 1),
+        },
+        Err(failure) if failure.class() == ErrorClass::Failed => {
+            (Probe::Unavailable(failure.to_string()), failure.requests())
+        }
+        Err(failure) => (Probe::Inconclusive(failure.to_string()), failure.requests()),
+    }
 }
 
 /// Closes a session at Graph. One that is already gone counts as closed.

@@ -14,6 +14,9 @@ pub struct EngineSettings {
     /// Requests per 10 s, across all sessions: the ceiling the adaptive rate climbs back to.
     pub request_budget: u32,
     pub request_timeout: Duration,
+    /// Refresh several sessions per `$batch` request, once Graph has shown it honours the session
+    /// header there (`batching`).
+    pub batch: bool,
 }
 
 impl Default for EngineSettings {
@@ -23,6 +26,7 @@ impl Default for EngineSettings {
             concurrency: 8,
             request_budget: 1000,
             request_timeout: Duration::from_secs(30),
+            batch: true,
         }
     }
 }

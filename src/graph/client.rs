@@ -366,20 +366,7 @@ impl GraphClient {
         if status.is_success() {
             return Ok((status, headers, bytes, meta));
         }
-        let body = ErrorBody::parse(&bytes);
-        let retry_after =
-            header_text(&headers, RETRY_AFTER.as_str()).and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
-        let class = classify(status.as_u16(), &body, kind, retry_after.is_some());
-        meta.request_id = meta.request_id.or_else(|| text::clean_opt(body.request_id.as_deref(), text::MAX_TOKEN));
-        if let Some(echoed) = body.client_request_id.as_ref().filter(|c| **c != meta.client_request_id) {
-            tracing::debug!(sent = %meta.client_request_id, echoed = %text::clean(echoed, text::MAX_TOKEN), "client-request-id differs in the error body");
-        }
-        let message = match body.message.as_deref() {
-            Some(m) => text::clean_opt(Some(m), text::MAX_MESSAGE),
-            None => text::clean_opt(Some(&String::from_utf8_lossy(&bytes)), 200),
-        };
-        let codes = body.all_codes().iter().take(8).map(|c| text::clean(c, text::MAX_TOKEN)).collect();
-        Err(GraphError { class, meta, codes, message, retry_after })
+        Err(failure(status.as_u16(), header_text(&headers, RETRY_AFTER.as_str()), &bytes, kind, meta))
     }
 
     /// createSession: `201` at once, or `202` + operation polling; a `504` is sent again (bounded).
@@ -597,6 +584,107 @@ impl GraphClient {
         Ok(Reply { value: (), meta })
     }
 
+    /// refreshSession for several sessions in one `$batch` request (docs/graph.md, "Batching"),
+    /// each on its own workbook: Graph may run a batch's items at once, and a workbook takes one
+    /// call at a time. The outer error is the batch's own (nothing is known of the items then);
+    /// otherwise each item's answer, in the order given, classified as a plain call's would be.
+    /// Each item counts as one request: Graph throttles them one by one.
+    pub async fn refresh_batch(
+        &self,
+        token: &str,
+        items: &[(&WorkbookRef, &SessionId)],
+    ) -> Result<Reply<Vec<Result<Reply<()>, GraphError>>>, GraphError> {
+        let requests: Vec<serde_json::Value> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (workbook, id))| {
+                let url = self.url_for(workbook, &["workbook", "refreshSession"]);
+                let relative = url.path().strip_prefix(self.base.path()).unwrap_or(url.path());
+                json!({
+                    "id": i.to_string(),
+                    "method": "POST",
+                    "url": relative,
+                    "headers": { "workbook-session-id": id.as_str(), "Content-Type": "application/json" },
+                    "body": {},
+                })
+            })
+            .collect();
+        let mut url = self.base.clone();
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.push("$batch");
+        }
+        let call =
+            Call { body: Some(json!({ "requests": requests })), ..Call::new(Method::POST, url, CallKind::Other) };
+        let (_, _, bytes, outer) = self.send(token, call).await?;
+        #[derive(Deserialize)]
+        struct Answer {
+            #[serde(default)]
+            responses: Vec<ItemAnswer>,
+        }
+        #[derive(Deserialize)]
+        struct ItemAnswer {
+            #[serde(default)]
+            id: Option<serde_json::Value>,
+            #[serde(default)]
+            status: Option<u16>,
+            #[serde(default)]
+            headers: serde_json::Map<String, serde_json::Value>,
+            #[serde(default)]
+            body: Option<serde_json::Value>,
+        }
+        let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
+            GraphError::local(ErrorClass::Transient, outer.clone(), format!("unreadable $batch answer: {e}"))
+        })?;
+        let mut results: Vec<Option<Result<Reply<()>, GraphError>>> = items.iter().map(|_| None).collect();
+        for item in answer.responses {
+            // Ids are sent as "0", "1", ...; a server may echo them as numbers.
+            let index = match &item.id {
+                Some(serde_json::Value::String(s)) => s.parse::<usize>().ok(),
+                Some(serde_json::Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
+                _ => None,
+            };
+            let Some(slot) = index.and_then(|i| results.get_mut(i)).filter(|slot| slot.is_none()) else { continue };
+            let header = |name: &str| {
+                item.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+            };
+            let meta = CallMeta {
+                http_status: item.status,
+                request_id: header("request-id")
+                    .map(|id| text::clean(&id, text::MAX_TOKEN))
+                    .or_else(|| outer.request_id.clone()),
+                requests: 1,
+                ..outer.clone()
+            };
+            *slot = Some(match item.status {
+                Some(status) if (200..300).contains(&status) => Ok(Reply { value: (), meta }),
+                Some(status) => {
+                    let body = item.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                    Err(failure(status, header("retry-after"), body.as_bytes(), CallKind::Sessionful, meta))
+                }
+                None => Err(GraphError::local(
+                    ErrorClass::Transient,
+                    meta,
+                    "the $batch answer gave this request no status".into(),
+                )),
+            });
+        }
+        let mut value = Vec::with_capacity(results.len());
+        for slot in results {
+            value.push(match slot {
+                Some(answer) => answer,
+                None => Err(GraphError::local(
+                    ErrorClass::Transient,
+                    CallMeta { requests: 1, ..outer.clone() },
+                    "the $batch answer said nothing of this request".into(),
+                )),
+            });
+        }
+        Ok(Reply { value, meta: outer })
+    }
+
     /// Turns `/me/drive/root:/a.xlsx:` into `me/drive/items/{id}`; other forms come back as they are.
     pub async fn resolve(&self, token: &str, workbook: &WorkbookRef) -> Result<Reply<WorkbookRef>, GraphError> {
         if !workbook.is_by_path() {
@@ -630,6 +718,23 @@ impl GraphClient {
         })?;
         Ok(Reply { value: me, meta })
     }
+}
+
+/// A failed answer, classified: from a plain call, or from one item of a `$batch`.
+fn failure(status: u16, retry_after: Option<String>, bytes: &[u8], kind: CallKind, mut meta: CallMeta) -> GraphError {
+    let body = ErrorBody::parse(bytes);
+    let retry_after = retry_after.and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
+    let class = classify(status, &body, kind, retry_after.is_some());
+    meta.request_id = meta.request_id.or_else(|| text::clean_opt(body.request_id.as_deref(), text::MAX_TOKEN));
+    if let Some(echoed) = body.client_request_id.as_ref().filter(|c| **c != meta.client_request_id) {
+        tracing::debug!(sent = %meta.client_request_id, echoed = %text::clean(echoed, text::MAX_TOKEN), "client-request-id differs in the error body");
+    }
+    let message = match body.message.as_deref() {
+        Some(m) => text::clean_opt(Some(m), text::MAX_MESSAGE),
+        None => text::clean_opt(Some(&String::from_utf8_lossy(bytes)), 200),
+    };
+    let codes = body.all_codes().iter().take(8).map(|c| text::clean(c, text::MAX_TOKEN)).collect();
+    GraphError { class, meta, codes, message, retry_after }
 }
 
 fn parse_session_id(bytes: &[u8]) -> Result<SessionId, String> {

@@ -341,6 +341,10 @@ fn operation(sim: &Sim, op_id: &str, ids: &Ids) -> SimResponse {
 }
 
 fn batch(sim: &Sim, outer: &HeaderMap, body: &[u8], ids: &Ids) -> SimResponse {
+    if sim.config.batch == super::SimBatch::Missing {
+        return ids.error(StatusCode::BAD_REQUEST, "BadRequest", None, "Resource not found for the segment '$batch'.");
+    }
+    sim.state().stats.batches += 1;
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
         return ids.error(StatusCode::BAD_REQUEST, "BadRequest", None, "The batch body is not JSON.");
     };
@@ -391,6 +395,10 @@ fn batch(sim: &Sim, outer: &HeaderMap, body: &[u8], ids: &Ids) -> SimResponse {
             headers.extend(header_pairs(outer).into_iter().filter(|(k, _)| k == "authorization"));
             let body = item.get("body").map(|b| b.to_string()).unwrap_or_default();
             match method {
+                Some(_) if sim.config.batch == super::SimBatch::Ignored && path.ends_with("/refreshSession") => {
+                    sim.state().stats.requests += 1;
+                    SimResponse::empty(StatusCode::NO_CONTENT)
+                }
                 Some(method) if !id.is_empty() => {
                     route(sim, &method, &path, query, &headers, body.as_bytes(), &item_ids)
                 }

@@ -45,6 +45,20 @@ pub struct SimConfig {
     pub approve_after: Duration,
     pub token_lifetime: Duration,
     pub seed: Option<u64>,
+    /// How `$batch` treats the session header of its requests (docs/graph.md, "Batching").
+    pub batch: SimBatch,
+}
+
+/// What the simulator's `$batch` does, for each case Microsoft's documentation leaves open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimBatch {
+    /// Each request is handled as it would be on its own, session header included.
+    #[default]
+    Honoured,
+    /// The session header is ignored: every refreshSession answers 204 and keeps nothing alive.
+    Ignored,
+    /// There is no `$batch`: it answers 400, as Graph does for an unknown segment.
+    Missing,
 }
 
 impl Default for SimConfig {
@@ -64,6 +78,7 @@ impl Default for SimConfig {
             approve_after: Duration::from_secs(2),
             token_lifetime: Duration::from_secs(3600),
             seed: None,
+            batch: SimBatch::Honoured,
         }
     }
 }
@@ -105,6 +120,8 @@ pub struct SimStats {
     pub refreshed: u64,
     pub closed: u64,
     pub throttled: u64,
+    /// `$batch` requests (each of their items counts in `requests` too).
+    pub batches: u64,
     pub live_sessions: usize,
     pub tokens_issued: u64,
 }

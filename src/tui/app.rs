@@ -1168,6 +1168,7 @@ impl App {
                 now,
             ),
             Event::Error(e) => self.flash_error(e, now),
+            Event::Note(note) => self.flash_info(note, now),
             Event::Stopped => return vec![Effect::Quit],
         }
         self.dirty = true;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::time::Instant;
-use wbsessions::engine::{Failure, Graph};
+use wbsessions::engine::{BatchResult, Failure, Graph};
 use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
 use wbsessions::session::{Mode, Outcome, SessionId, SessionKey, TrackedSession, WorkbookRef};
 use wbsessions::store::{Persist, RuntimeState, StoreError, Write};
@@ -27,6 +27,20 @@ pub enum Answer {
     Status(u16),
 }
 
+/// What the fake's `$batch` does with each request's session header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchMode {
+    /// As a plain call would.
+    #[default]
+    Honoured,
+    /// Not read: every refresh answers success and keeps nothing alive.
+    Ignored,
+    /// Read (an unknown id is an error) but nothing is kept alive: only an audit can tell.
+    NoRefresh,
+    /// No `$batch` at all: 400.
+    Missing,
+}
+
 /// One call as the fake saw it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Call {
@@ -34,6 +48,8 @@ pub struct Call {
     pub kind: &'static str,
     pub workbook: String,
     pub session: Option<String>,
+    /// It was one request of a `$batch`.
+    pub in_batch: bool,
     /// What the fake answered (filled in when the call ends).
     pub answer: Option<Answer>,
 }
@@ -60,6 +76,9 @@ struct State {
     peak_per_workbook: usize,
     peak: usize,
     in_flight: usize,
+    batch: BatchMode,
+    /// The size of each `$batch` request.
+    batches: Vec<usize>,
 }
 
 #[derive(Default)]
@@ -102,6 +121,15 @@ impl FakeGraph {
 
     pub fn always(&self, workbook: &str, answer: Answer) {
         self.state().always.insert(workbook.into(), answer);
+    }
+
+    pub fn set_batch(&self, mode: BatchMode) {
+        self.state().batch = mode;
+    }
+
+    /// The size of each `$batch` request made.
+    pub fn batches(&self) -> Vec<usize> {
+        self.state().batches.clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -170,6 +198,16 @@ impl FakeGraph {
     }
 
     async fn call(&self, kind: &'static str, workbook: &WorkbookRef, session: Option<&SessionId>) -> Answer {
+        self.call_in(kind, workbook, session, false).await
+    }
+
+    async fn call_in(
+        &self,
+        kind: &'static str,
+        workbook: &WorkbookRef,
+        session: Option<&SessionId>,
+        in_batch: bool,
+    ) -> Answer {
         let workbook = workbook.to_string();
         let latency = {
             let mut s = self.state();
@@ -178,6 +216,7 @@ impl FakeGraph {
                 kind,
                 workbook: workbook.clone(),
                 session: session.map(|i| i.to_string()),
+                in_batch,
                 answer: None,
             });
             let n = s.running.entry(workbook.clone()).or_default();
@@ -238,6 +277,15 @@ impl FakeGraph {
         }
     }
 
+    async fn refresh_in(&self, workbook: &WorkbookRef, id: &SessionId, in_batch: bool) -> Result<Reply<()>, Failure> {
+        let answer = self.call_in("refresh", workbook, Some(id), in_batch).await;
+        let answer = if answer == Answer::Ok && !self.touch(id.as_str()) { Answer::Expired } else { answer };
+        match Self::failure(&answer) {
+            Some(failure) => Err(failure),
+            None => Ok(Self::reply(())),
+        }
+    }
+
     fn reply<T>(value: T) -> Reply<T> {
         Reply { value, meta: CallMeta { http_status: Some(200), requests: 1, ..CallMeta::default() } }
     }
@@ -269,15 +317,7 @@ impl Graph for FakeGraph {
         workbook: &'a WorkbookRef,
         id: &'a SessionId,
     ) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
-        async move {
-            let answer = self.call("refresh", workbook, Some(id)).await;
-            let answer = if answer == Answer::Ok && !self.touch(id.as_str()) { Answer::Expired } else { answer };
-            match Self::failure(&answer) {
-                Some(failure) => Err(failure),
-                None => Ok(Self::reply(())),
-            }
-        }
-        .boxed()
+        self.refresh_in(workbook, id, false).boxed()
     }
 
     fn close<'a>(&'a self, workbook: &'a WorkbookRef, id: &'a SessionId) -> BoxFuture<'a, Result<Reply<()>, Failure>> {
@@ -289,6 +329,36 @@ impl Graph for FakeGraph {
                 Some(failure) => Err(failure),
                 None => Ok(Self::reply(())),
             }
+        }
+        .boxed()
+    }
+
+    fn refresh_batch<'a>(&'a self, items: &'a [(&'a WorkbookRef, &'a SessionId)]) -> BoxFuture<'a, BatchResult> {
+        async move {
+            let mode = self.state().batch;
+            if mode == BatchMode::Missing {
+                return Err(error(ErrorClass::Failed, 400, &["BadRequest"], None));
+            }
+            self.state().batches.push(items.len());
+            let answers = items.iter().map(|(workbook, id)| async move {
+                match mode {
+                    BatchMode::Ignored => {
+                        self.call_in("refresh", workbook, Some(id), true).await;
+                        Ok(Self::reply(()))
+                    }
+                    BatchMode::NoRefresh => {
+                        let answer = self.call_in("refresh", workbook, Some(id), true).await;
+                        let known = self.state().live.contains(id.as_str());
+                        let answer = if answer == Answer::Ok && !known { Answer::Expired } else { answer };
+                        match Self::failure(&answer) {
+                            Some(failure) => Err(failure),
+                            None => Ok(Self::reply(())),
+                        }
+                    }
+                    _ => self.refresh_in(workbook, id, true).await,
+                }
+            });
+            Ok(futures_util::future::join_all(answers).await)
         }
         .boxed()
     }
