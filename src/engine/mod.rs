@@ -600,7 +600,10 @@ impl Engine {
             self.report_holds();
         }
         if self.driving && !self.paused {
-            let horizon = if self.batching.gathers() { now + GATHER } else { now };
+            // Gathered only once the first is due: a pass that ran for another reason (a call
+            // ended) would otherwise send the few that just came within reach, in small batches.
+            let gather = self.batching.gathers() && self.schedule.next_due().is_some_and(|due| due <= now);
+            let horizon = if gather { now + GATHER } else { now };
             for (key, due) in self.schedule.due(horizon) {
                 let Some(entry) = self.entries.get(&key) else { continue };
                 // Early by a twentieth of its interval at most: a session refreshed every second
@@ -815,6 +818,9 @@ impl Engine {
             calls.push((id, job, entry.session.clone()));
             members.push((id, key));
             self.emit(Event::Started { key, kind: JobKind::Refresh });
+        }
+        if calls.is_empty() {
+            return;
         }
         let graph = self.ctx.graph.clone();
         let clock = self.ctx.clock.clone();

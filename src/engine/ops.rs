@@ -326,6 +326,9 @@ pub async fn refresh_group(
     clock: &Clock,
 ) -> GroupResult {
     let mut result = GroupResult { reports: Vec::new(), probe: None, batched: false, refused: None };
+    if sessions.is_empty() {
+        return result;
+    }
     // Requests that went to no session's own answer: the probe's, a refused batch's.
     let mut overhead = 0;
     if let Some(first) = sessions.first().filter(|_| probe) {
