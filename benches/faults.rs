@@ -34,6 +34,8 @@ struct Figures {
     /// Workbook-seconds held back, summed over the workbooks.
     held_workbook_secs: f64,
     wall: Duration,
+    /// `$batch` requests the simulator answered.
+    batches: u64,
 }
 
 fn scenario(name: &str, sim_config: SimConfig, seconds: u64) -> Figures {
@@ -94,6 +96,7 @@ fn scenario(name: &str, sim_config: SimConfig, seconds: u64) -> Figures {
                         _ => {}
                     }
                 }
+                Event::Note(note) => eprintln!("  keeper: {note}"),
                 Event::Holds { workbooks, .. } => {
                     held_workbook_secs += held_count as f64 * counted_at.elapsed().as_secs_f64();
                     (held_count, counted_at) = (workbooks, Instant::now());
@@ -116,9 +119,19 @@ fn scenario(name: &str, sim_config: SimConfig, seconds: u64) -> Figures {
         let wall = started.elapsed();
         keeper.stop().await;
         // Whatever the keeper believed, the simulator decides who is alive.
-        let dead_at_end = ids.len() - sim.sim.stats().live_sessions.min(ids.len());
+        let stats = sim.sim.stats();
+        let dead_at_end = ids.len() - stats.live_sessions.min(ids.len());
         sim.stop().await;
-        Figures { expired_calls, dead_at_end, refreshes_ok, refresh_calls, held, held_workbook_secs, wall }
+        Figures {
+            expired_calls,
+            dead_at_end,
+            refreshes_ok,
+            refresh_calls,
+            held,
+            held_workbook_secs,
+            wall,
+            batches: stats.batches,
+        }
     })
 }
 
@@ -136,6 +149,7 @@ fn report(name: &str, f: &Figures) {
         secs * SESSIONS as f64 / f.refreshes_ok.max(1) as f64,
         INTERVAL.as_secs()
     );
+    println!("  $batch requests              {}", f.batches);
     println!(
         "  time any workbook was held   {:.1} %  (each workbook held {:.1} % of the time on average)",
         100.0 * f.held.as_secs_f64() / secs,

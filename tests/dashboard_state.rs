@@ -436,6 +436,11 @@ fn times_details_focus_log_and_recreate() {
     assert_eq!(app.overlay, Some(Overlay::Log { scroll: 0 }));
     assert!(app.log.front().unwrap().text.contains("disk full"));
     app.update(key(KeyCode::Esc), now());
+    // How refreshes travel is said in a flash, and kept whole in the log.
+    let note = "$batch refreshes keep sessions alive (a lived on them alone for 5m33s): refreshing up to 20 sessions per request from now on";
+    app.update(Msg::Engine(Event::Note(note.into())), now());
+    assert_eq!(app.flash.as_ref().map(|f| (f.text.as_str(), f.error)), Some((note, false)));
+    assert_eq!(app.log.front().unwrap().text, note);
 
     app.update(chr('g'), now());
     app.update(chr('N'), now());

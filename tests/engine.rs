@@ -526,6 +526,26 @@ async fn batches_that_keep_nothing_alive_cost_only_the_canary() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn batches_that_stop_working_once_trusted_are_given_up_at_the_first_sign() {
+    for (mode, said) in [
+        (BatchMode::NoRefresh, "expired although $batch refreshed it"),
+        (BatchMode::Unanswered, "3 $batch requests in a row went unanswered"),
+    ] {
+        let mut rig = batching_rig(30, BatchMode::Honoured);
+        rig.until(Duration::from_secs(900), |e| notes(e).len() >= 2).await;
+        rig.graph.set_batch(mode);
+        let changed_at = Instant::now();
+        let events = rig.until(Duration::from_secs(900), |e| !notes(e).is_empty()).await;
+        assert!(notes(&events)[0].contains(said), "{mode:?}: {:?}", notes(&events));
+        let off_at = Instant::now();
+        assert!(off_at - changed_at <= Duration::from_secs(400), "{mode:?}: within an expiry and an interval");
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let after: Vec<_> = rig.graph.calls_of("refresh").into_iter().filter(|c| c.at > off_at).collect();
+        assert!(after.len() >= 30 && after.iter().all(|c| !c.in_batch), "{mode:?}: plain calls from then on");
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn graph_that_ignores_the_header_or_has_no_batch_gets_plain_calls() {
     for (mode, said, batches) in
         [(BatchMode::Ignored, "ignores the session header", 1), (BatchMode::Missing, "$batch is not available", 0)]

@@ -419,8 +419,10 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     let signal = shutdown_signal();
     tokio::pin!(signal);
     // Lines that arrive together (a batch's outcomes) go out in one write: flushed when no
-    // further event waits.
+    // further event waits, and at least every `FLUSH_AT_LEAST_EVERY` while events keep coming.
+    const FLUSH_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut last_flush = std::time::Instant::now();
     let mut stopping = false;
     // A reader that went away is an ending nobody asked for: the exit says so, as for any command.
     let mut output_closed = false;
@@ -464,8 +466,10 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
                 Some(_) => {}
             }
         }
-        if !output_closed && !out.buffer().is_empty() && keeper.events.is_empty() && out.flush().is_err() {
-            output_closed = true;
+        let due = keeper.events.is_empty() || last_flush.elapsed() >= FLUSH_AT_LEAST_EVERY;
+        if !output_closed && !out.buffer().is_empty() && due {
+            output_closed = out.flush().is_err();
+            last_flush = std::time::Instant::now();
         }
         if output_closed && !stopping {
             // Nobody reads the output any more: stop as if asked to.

@@ -11,6 +11,11 @@
 //!    was at risk (it is recreated where allowed, as any expired session).
 //! 3. **Audit**: while batching, the same check every half hour on some session that only
 //!    batches have kept alive since longer than its expiry.
+//!
+//! And all along: a session that only batches kept alive, found expired by a batch although its
+//! last (batched) refresh was within its idle expiry, shows that batches do not keep sessions
+//! alive here, and so does a batch answer that does not answer each request. Either turns
+//! batching off at once; three batches in a row that fail for want of any answer do too.
 
 use std::time::Duration;
 
@@ -27,6 +32,10 @@ pub const MAX_BATCH: usize = 20;
 /// Refreshes due this soon are sent with the ones due now: without it, a keeper whose sessions
 /// fall due a few milliseconds apart would send batches of one.
 pub const GATHER: Duration = Duration::from_secs(1);
+
+/// Batches in a row that failed without an answer (a timeout, a dropped connection) before
+/// batching is given up.
+const MAX_FAILED_BATCHES: u8 = 3;
 
 /// A probe that said nothing useful (throttled, a network failure) is tried again after this.
 const PROBE_AGAIN: Duration = Duration::from_secs(60);
@@ -82,12 +91,14 @@ pub struct Batching {
     state: State,
     /// The check under way.
     checking: Option<JobId>,
+    /// Batches in a row that failed without an answer.
+    failed: u8,
 }
 
 impl Batching {
     pub fn new(enabled: bool, now: Instant) -> Self {
         let state = if enabled { State::Untried { probes: 0, next: now } } else { State::Off };
-        Batching { state, checking: None }
+        Batching { state, checking: None, failed: 0 }
     }
 
     /// Whether refreshes due a little later are fetched now to fill batches.
@@ -190,13 +201,45 @@ impl Batching {
         }
     }
 
-    /// Graph refused a batch: plain calls from now on.
+    /// Graph refused a batch, or answered it unusably: plain calls from now on.
     pub fn refused(&mut self, why: &str) -> Option<String> {
         if self.state == State::Off {
             return None;
         }
         self.state = State::Off;
-        Some(format!("$batch was refused ({why}): refreshing with one request per session"))
+        Some(format!("$batch did not work ({why}): refreshing with one request per session"))
+    }
+
+    /// A batch went unanswered (a timeout, a dropped connection; its refreshes went out as plain
+    /// calls instead); `None` when one was answered.
+    pub fn unanswered(&mut self, why: Option<&str>) -> Option<String> {
+        let Some(why) = why else {
+            self.failed = 0;
+            return None;
+        };
+        self.failed = self.failed.saturating_add(1);
+        if self.failed < MAX_FAILED_BATCHES || self.state == State::Off {
+            return None;
+        }
+        self.state = State::Off;
+        Some(format!(
+            "{} $batch requests in a row went unanswered (last: {why}): refreshing with one request per session",
+            self.failed
+        ))
+    }
+
+    /// A batch found `name` expired, though only batches kept it alive and the last of them was
+    /// `ago` ago, within its idle expiry: batches do not keep sessions alive here.
+    pub fn expired_in_batch(&mut self, name: &str, ago: Duration) -> Option<String> {
+        if self.state == State::Off {
+            return None;
+        }
+        self.state = State::Off;
+        self.checking = None;
+        Some(format!(
+            "{name} expired although $batch refreshed it {} ago: Graph does not keep sessions alive through $batch here, so refreshing with one request per session from now on",
+            format_duration(ago)
+        ))
     }
 
     pub fn is_check(&self, id: JobId) -> bool {

@@ -824,10 +824,9 @@ impl Engine {
         }
         let graph = self.ctx.graph.clone();
         let clock = self.ctx.clock.clone();
-        let concurrency = self.settings.concurrency;
         let task = self.tasks.spawn(async move {
             let sessions: Vec<&TrackedSession> = calls.iter().map(|(_, _, s)| &**s).collect();
-            let result = ops::refresh_group(&*graph, &sessions, probe, concurrency, &clock).await;
+            let result = ops::refresh_group(&*graph, &sessions, probe, &clock).await;
             Done::Group { calls: calls.into_iter().map(|(id, job, _)| (id, job)).collect(), result }
         });
         self.groups.insert(task.id(), members);
@@ -844,16 +843,37 @@ impl Engine {
             }
             _ => None,
         };
-        let notes = [probed, result.refused.as_deref().and_then(|why| self.batching.refused(why))];
-        for note in notes.into_iter().flatten() {
-            tracing::info!("{note}");
-            self.emit(Event::Note(note));
-        }
+        let answered = result.batched || result.refused.is_some();
+        let mut notes = vec![
+            probed,
+            result.refused.as_deref().and_then(|why| self.batching.refused(why)),
+            if answered || result.unanswered.is_some() {
+                self.batching.unanswered(result.unanswered.as_deref())
+            } else {
+                None
+            },
+        ];
+        let wall = self.ctx.clock.now();
         for ((id, job), report) in calls.into_iter().zip(result.reports) {
             if let Some(entry) = job.key().and_then(|k| self.entries.get_mut(&k)) {
                 entry.in_batch = result.batched;
+                // Kept alive by batches alone, and found expired within its idle expiry of the
+                // last of them: batches do not keep sessions alive here.
+                let expiry = self.settings.defaults.expiry(entry.session.mode);
+                let ago = entry.session.last_refresh.map(|at| crate::time::until(at, wall));
+                if result.batched
+                    && entry.batched_since.is_some()
+                    && report.failure.as_ref().is_some_and(|f| f.class() == ErrorClass::Expired)
+                    && let Some(ago) = ago.filter(|ago| *ago < expiry)
+                {
+                    notes.push(self.batching.expired_in_batch(&entry.session.name, ago));
+                }
             }
             self.job_done(id, job, report, None);
+        }
+        for note in notes.into_iter().flatten() {
+            tracing::info!("{note}");
+            self.emit(Event::Note(note));
         }
     }
 
@@ -1431,8 +1451,6 @@ impl Engine {
     }
 }
 
-/// The engine's side of the one rule for new sessions: what a `NewSession` guarantees, checked
-/// again because a front end may have built one by hand.
 /// How late an automatic refresh starts; one gathered ahead of its time is not late.
 fn late_by(job: &Job, now: Instant) -> Option<Duration> {
     match job {
@@ -1441,6 +1459,8 @@ fn late_by(job: &Job, now: Instant) -> Option<Duration> {
     }
 }
 
+/// The engine's side of the one rule for new sessions: what a `NewSession` guarantees, checked
+/// again because a front end may have built one by hand.
 fn check_new(new: &NewSession) -> Result<(), String> {
     validate_name(&new.name).map_err(|e| e.to_string())?;
     check_interval(new.interval)

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
 
 pub use super::batching::Probe;
 use crate::auth::{AuthError, Secret, Tokens};
@@ -311,25 +311,22 @@ pub struct GroupResult {
     pub probe: Option<Probe>,
     /// The refreshes travelled in a `$batch` (rather than one request each).
     pub batched: bool,
-    /// Graph refused the `$batch` request itself, saying this.
+    /// The `$batch` did not work: refused, or answered unusably. What was wrong.
     pub refused: Option<String>,
+    /// The `$batch` went unanswered (a timeout, a dropped connection): why.
+    pub unanswered: Option<String>,
 }
 
 /// Refreshes sessions on different workbooks: in one `$batch` request, probing first whether
-/// Graph reads the session header there when `probe` is set (`batching`); with one request each,
-/// at most `concurrency` at a time, when the probe says no or Graph refuses the batch.
-pub async fn refresh_group(
-    graph: &dyn Graph,
-    sessions: &[&TrackedSession],
-    probe: bool,
-    concurrency: usize,
-    clock: &Clock,
-) -> GroupResult {
-    let mut result = GroupResult { reports: Vec::new(), probe: None, batched: false, refused: None };
+/// Graph reads the session header there when `probe` is set (`batching`); one request after
+/// another when the probe says no or the batch does not work. One after another: the group holds
+/// one place under the concurrency limit.
+pub async fn refresh_group(graph: &dyn Graph, sessions: &[&TrackedSession], probe: bool, clock: &Clock) -> GroupResult {
+    let mut result = GroupResult { reports: Vec::new(), probe: None, batched: false, refused: None, unanswered: None };
     if sessions.is_empty() {
         return result;
     }
-    // Requests that went to no session's own answer: the probe's, a refused batch's.
+    // Requests that went to no session's own answer: the probe's, a failed batch's.
     let mut overhead = 0;
     if let Some(first) = sessions.first().filter(|_| probe) {
         let (found, spent) = probe_batch(graph, &first.workbook).await;
@@ -339,9 +336,13 @@ pub async fn refresh_group(
     if result.probe.as_ref().is_none_or(|p| *p == Probe::Honoured) {
         let items: Vec<(&WorkbookRef, &SessionId)> = sessions.iter().map(|s| (&s.workbook, &s.session_id)).collect();
         match graph.refresh_batch(&items).await {
-            Ok(answers) => {
+            Ok(answers) if answers.len() == sessions.len() => {
                 result.batched = true;
                 result.reports = answers.into_iter().map(|answer| refreshed(answer, clock)).collect();
+            }
+            Ok(_) => {
+                overhead += 1;
+                result.refused = Some("the answer did not match the requests".into());
             }
             // Graph would say the same to each request on its own.
             Err(failure) if matches!(failure.class(), ErrorClass::Throttled | ErrorClass::Auth) => {
@@ -352,19 +353,16 @@ pub async fn refresh_group(
                 overhead += failure.requests();
                 if failure.class() == ErrorClass::Failed {
                     result.refused = Some(failure.to_string());
+                } else {
+                    result.unanswered = Some(failure.to_string());
                 }
             }
         }
     }
     if !result.batched {
-        // Boxed: the stream's closures borrow, and a spawned task needs its future to be `Send`
-        // for every lifetime, which the compiler proves only behind a box.
-        let plain: BoxFuture<'_, Vec<Report>> = futures_util::stream::iter(sessions.iter().copied())
-            .map(|session| refresh(graph, session, clock))
-            .buffered(concurrency.max(1))
-            .collect()
-            .boxed();
-        result.reports = plain.await;
+        for session in sessions {
+            result.reports.push(refresh(graph, session, clock).await);
+        }
     }
     if let Some(first) = result.reports.first_mut() {
         first.requests += overhead;

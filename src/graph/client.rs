@@ -587,8 +587,9 @@ impl GraphClient {
     /// refreshSession for several sessions in one `$batch` request (docs/graph.md, "Batching"),
     /// each on its own workbook: Graph may run a batch's items at once, and a workbook takes one
     /// call at a time. The outer error is the batch's own (nothing is known of the items then);
-    /// otherwise each item's answer, in the order given, classified as a plain call's would be.
-    /// Each item counts as one request: Graph throttles them one by one.
+    /// an answer that came but cannot be read, or does not answer each request, is `Failed`: the
+    /// batch did not work. Otherwise each item's answer, in the order given, classified as a
+    /// plain call's would be. Each item counts as one request: Graph throttles them one by one.
     pub async fn refresh_batch(
         &self,
         token: &str,
@@ -615,7 +616,13 @@ impl GraphClient {
         }
         let call =
             Call { body: Some(json!({ "requests": requests })), ..Call::new(Method::POST, url, CallKind::Other) };
-        let (_, _, bytes, outer) = self.send(token, call).await?;
+        let (_, _, bytes, outer) = self.send(token, call).await.map_err(|mut e| {
+            // An answer came (too long, broken off): the batch itself did not work.
+            if e.meta.http_status.is_some_and(|s| (200..300).contains(&s)) {
+                e.class = ErrorClass::Failed;
+            }
+            e
+        })?;
         #[derive(Deserialize)]
         struct Answer {
             #[serde(default)]
@@ -633,7 +640,7 @@ impl GraphClient {
             body: Option<serde_json::Value>,
         }
         let answer: Answer = serde_json::from_slice(&bytes).map_err(|e| {
-            GraphError::local(ErrorClass::Transient, outer.clone(), format!("unreadable $batch answer: {e}"))
+            GraphError::local(ErrorClass::Failed, outer.clone(), format!("unreadable $batch answer: {e}"))
         })?;
         let mut results: Vec<Option<Result<Reply<()>, GraphError>>> = items.iter().map(|_| None).collect();
         for item in answer.responses {
@@ -658,29 +665,24 @@ impl GraphClient {
                 requests: 1,
                 ..outer.clone()
             };
-            *slot = Some(match item.status {
-                Some(status) if (200..300).contains(&status) => Ok(Reply { value: (), meta }),
-                Some(status) => {
-                    let body = item.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
-                    Err(failure(status, header("retry-after"), body.as_bytes(), CallKind::Sessionful, meta))
-                }
-                None => Err(GraphError::local(
-                    ErrorClass::Transient,
-                    meta,
-                    "the $batch answer gave this request no status".into(),
-                )),
+            let Some(status) = item.status else { continue };
+            *slot = Some(if (200..300).contains(&status) {
+                Ok(Reply { value: (), meta })
+            } else {
+                let body = item.body.as_ref().map(|b| b.to_string()).unwrap_or_default();
+                Err(failure(status, header("retry-after"), body.as_bytes(), CallKind::Sessionful, meta))
             });
         }
         let mut value = Vec::with_capacity(results.len());
-        for slot in results {
-            value.push(match slot {
-                Some(answer) => answer,
-                None => Err(GraphError::local(
-                    ErrorClass::Transient,
-                    CallMeta { requests: 1, ..outer.clone() },
-                    "the $batch answer said nothing of this request".into(),
-                )),
-            });
+        for (i, slot) in results.into_iter().enumerate() {
+            let Some(answer) = slot else {
+                return Err(GraphError::local(
+                    ErrorClass::Failed,
+                    outer,
+                    format!("the $batch answer did not answer request {i} with a status"),
+                ));
+            };
+            value.push(answer);
         }
         Ok(Reply { value, meta: outer })
     }

@@ -216,11 +216,12 @@ pub trait Persist: Send + Sync {
 
 /// Above this many rows an insert gets a bigger page cache for its transaction.
 const BULK_ROWS: usize = 1000;
-/// Negative: KiB, as SQLite reads `cache_size`. 64 MiB for a bulk insert; 8 MiB otherwise, which
-/// holds the pages a keeper of 10,000 sessions writes every minute (with SQLite's 2 MB it read
-/// them back from the file over and over).
+/// Negative: KiB, as SQLite reads `cache_size`. 64 MiB for a bulk insert; 8 MiB while writes come
+/// fast, which holds the pages a keeper of 10,000 sessions writes every minute (with SQLite's
+/// 2 MB it read them back from the file over and over); SQLite's 2 MB otherwise.
 const BULK_CACHE_KIB: i64 = -65_536;
-const DEFAULT_CACHE_KIB: i64 = -8_192;
+const BUSY_CACHE_KIB: i64 = -8_192;
+const DEFAULT_CACHE_KIB: i64 = -2_000;
 
 pub struct Store {
     conn: Connection,
@@ -327,7 +328,6 @@ impl Store {
             .conn
             .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
             .map_err(|e| store.write_err(e))?;
-        store.conn.pragma_update(None, "cache_size", DEFAULT_CACHE_KIB).map_err(|e| store.err(e))?;
         store.migrate(version)?;
         Ok(store)
     }
@@ -443,6 +443,12 @@ impl Store {
             self.durable = durable;
         }
         Ok(())
+    }
+
+    /// A bigger page cache while writes come fast (`BUSY_CACHE_KIB`).
+    pub fn set_busy(&mut self, busy: bool) -> Result<(), StoreError> {
+        let kib = if busy { BUSY_CACHE_KIB } else { DEFAULT_CACHE_KIB };
+        self.conn.pragma_update(None, "cache_size", kib).map_err(|e| self.err(e))
     }
 
     /// Runs `work` in an IMMEDIATE transaction that takes the next revision, so that the busy

@@ -118,13 +118,14 @@ const MAX_BATCH: usize = 4096;
 /// How long a batch of unacknowledged writes waits for more before it commits: one transaction
 /// for 40 outcomes costs little more than one for a single one. Other processes see them as soon
 /// as they would have polled anyway (`keeper::STORE_POLL`); a crash loses at most this much of
-/// the record.
+/// the record (`LINGER_BUSY` while writes come fast).
 const LINGER: Duration = Duration::from_millis(250);
-/// The wait while writes come fast (the last batch held `BUSY` or more): a keeper of 10,000
-/// sessions records about 170 outcomes a second, and a session's page written once a second
-/// rather than four times is most of what its store costs.
+/// The wait while writes come fast (the last batch came at `BUSY_RATE` or more; the store keeps
+/// more pages then too): a keeper of 10,000 sessions records about 170 outcomes a second, and a
+/// session's page written once a second rather than four times is most of what its store costs.
 const LINGER_BUSY: Duration = Duration::from_secs(1);
-const BUSY: usize = 100;
+/// Writes per second.
+const BUSY_RATE: f64 = 100.0;
 
 fn run(
     mut store: Store,
@@ -164,7 +165,11 @@ fn run(
             // What someone waits for was reported done: it must survive a power cut, not only a kill.
             let durable = after.iter().any(|r| !matches!(r, Request::History(..) | Request::Load(_)));
             let _ = store.set_durable(durable);
-            linger = if batch.len() >= BUSY { LINGER_BUSY } else { LINGER };
+            let busy = batch.len() as f64 >= BUSY_RATE * linger.as_secs_f64();
+            if busy != (linger == LINGER_BUSY) {
+                let _ = store.set_busy(busy);
+            }
+            linger = if busy { LINGER_BUSY } else { LINGER };
             if !batch.is_empty()
                 && let Err(e) = store.apply(&batch)
             {

@@ -1168,7 +1168,11 @@ impl App {
                 now,
             ),
             Event::Error(e) => self.flash_error(e, now),
-            Event::Note(note) => self.flash_info(note, now),
+            Event::Note(note) => {
+                // Longer than a flash line can show: `L` has it whole.
+                self.remember(&note, false, now);
+                self.flash_info(note, now);
+            }
             Event::Stopped => return vec![Effect::Quit],
         }
         self.dirty = true;

@@ -35,10 +35,12 @@ pub enum BatchMode {
     Honoured,
     /// Not read: every refresh answers success and keeps nothing alive.
     Ignored,
-    /// Read (an unknown id is an error) but nothing is kept alive: only an audit can tell.
+    /// Read (an unknown or expired session is an error) but nothing is kept alive.
     NoRefresh,
     /// No `$batch` at all: 400.
     Missing,
+    /// Every `$batch` times out (504).
+    Unanswered,
 }
 
 /// One call as the fake saw it.
@@ -190,6 +192,18 @@ impl FakeGraph {
         live
     }
 
+    /// Whether a session is alive, as `touch` decides, without counting this as activity.
+    fn alive_untouched(&self, id: &str) -> bool {
+        let last = self.state().last_touch.get(id).copied();
+        if self.touch(id) {
+            if let Some(last) = last {
+                self.state().last_touch.insert(id.to_string(), last);
+            }
+            return true;
+        }
+        false
+    }
+
     /// A session the fake knows, as if created elsewhere.
     pub fn open(&self, id: &str) {
         let mut s = self.state();
@@ -336,8 +350,10 @@ impl Graph for FakeGraph {
     fn refresh_batch<'a>(&'a self, items: &'a [(&'a WorkbookRef, &'a SessionId)]) -> BoxFuture<'a, BatchResult> {
         async move {
             let mode = self.state().batch;
-            if mode == BatchMode::Missing {
-                return Err(error(ErrorClass::Failed, 400, &["BadRequest"], None));
+            match mode {
+                BatchMode::Missing => return Err(error(ErrorClass::Failed, 400, &["BadRequest"], None)),
+                BatchMode::Unanswered => return Err(error(ErrorClass::Transient, 504, &[], None)),
+                _ => {}
             }
             self.state().batches.push(items.len());
             let answers = items.iter().map(|(workbook, id)| async move {
@@ -348,7 +364,7 @@ impl Graph for FakeGraph {
                     }
                     BatchMode::NoRefresh => {
                         let answer = self.call_in("refresh", workbook, Some(id), true).await;
-                        let known = self.state().live.contains(id.as_str());
+                        let known = self.alive_untouched(id.as_str());
                         let answer = if answer == Answer::Ok && !known { Answer::Expired } else { answer };
                         match Self::failure(&answer) {
                             Some(failure) => Err(failure),
