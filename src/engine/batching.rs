@@ -210,13 +210,14 @@ impl Batching {
         Some(format!("$batch did not work ({why}): refreshing with one request per session"))
     }
 
+    /// A batch was answered.
+    pub fn answered(&mut self) {
+        self.failed = 0;
+    }
+
     /// A batch went unanswered (a timeout, a dropped connection; its refreshes went out as plain
-    /// calls instead); `None` when one was answered.
-    pub fn unanswered(&mut self, why: Option<&str>) -> Option<String> {
-        let Some(why) = why else {
-            self.failed = 0;
-            return None;
-        };
+    /// calls instead).
+    pub fn unanswered(&mut self, why: &str) -> Option<String> {
         self.failed = self.failed.saturating_add(1);
         if self.failed < MAX_FAILED_BATCHES || self.state == State::Off {
             return None;

@@ -133,8 +133,6 @@ pub(crate) struct Entry {
     late: Option<Duration>,
     /// Its removal is being written; nothing new starts on it.
     removing: bool,
-    /// The running call travels in a `$batch`.
-    in_batch: bool,
     /// Since when only `$batch` refreshes have kept it alive (`batching`'s audit looks at it).
     batched_since: Option<Instant>,
 }
@@ -148,7 +146,6 @@ impl Entry {
             parked: VecDeque::new(),
             late: None,
             removing: false,
-            in_batch: false,
             batched_since: None,
         }
     }
@@ -401,6 +398,13 @@ impl Engine {
         let _ = self.events.send(event);
     }
 
+    /// Calls the dispatcher's `accept` ended without making them.
+    fn emit_finished(&self, ended: &mut Vec<Finished>) {
+        for finished in ended.drain(..) {
+            self.emit(Event::Finished(finished));
+        }
+    }
+
     fn finished(&self, kind: JobKind, key: Option<SessionKey>, name: &str, result: Result<(), String>) {
         self.emit(Event::Finished(Finished { kind, key, name: name.to_string(), result }));
     }
@@ -625,9 +629,7 @@ impl Engine {
         loop {
             let entries = &mut self.entries;
             let ticket = self.dispatcher.start(now, |job| accept(entries, auto_allowed, job, &mut ended));
-            for finished in ended.drain(..) {
-                self.emit(Event::Finished(finished));
-            }
+            self.emit_finished(&mut ended);
             let Some(ticket) = ticket else { break };
             match self.route(&ticket, now) {
                 Route::Plain | Route::Check => {
@@ -650,21 +652,17 @@ impl Engine {
                     |job| matches!(job, Job::Refresh { .. }),
                     |job| accept(entries, auto_allowed, job, &mut ended),
                 );
-                for finished in ended.drain(..) {
-                    self.emit(Event::Finished(finished));
-                }
+                self.emit_finished(&mut ended);
                 match joined {
                     Some(ticket) => group.push(ticket),
                     None => break,
                 }
             }
-            match (group.pop(), group.is_empty()) {
-                (Some(alone), true) => self.start(alone, now),
-                (Some(last), false) => {
-                    group.push(last);
-                    self.start_group(group, false, now);
-                }
-                (None, _) => {}
+            if group.len() > 1 {
+                self.start_group(group, false, now);
+            } else if let Some(alone) = group.pop() {
+                // A batch of one would save nothing.
+                self.start(alone, now);
             }
         }
     }
@@ -743,7 +741,6 @@ impl Engine {
         let session = match job.key().and_then(|k| self.entries.get_mut(&k)) {
             Some(entry) => {
                 entry.busy = Some(id);
-                entry.in_batch = false;
                 entry.late = late_by(&job, now);
                 Some(entry.session.clone())
             }
@@ -813,7 +810,6 @@ impl Engine {
                 continue;
             };
             entry.busy = Some(id);
-            entry.in_batch = true;
             entry.late = late_by(&job, now);
             calls.push((id, job, entry.session.clone()));
             members.push((id, key));
@@ -843,38 +839,55 @@ impl Engine {
             }
             _ => None,
         };
-        let answered = result.batched || result.refused.is_some();
+        let batched = result.batch == ops::Batch::Answered;
         let mut notes = vec![
             probed,
-            result.refused.as_deref().and_then(|why| self.batching.refused(why)),
-            if answered || result.unanswered.is_some() {
-                self.batching.unanswered(result.unanswered.as_deref())
-            } else {
-                None
+            match &result.batch {
+                ops::Batch::NotSent => None,
+                ops::Batch::Answered => {
+                    self.batching.answered();
+                    None
+                }
+                ops::Batch::DidNotWork(why) => self.batching.refused(why),
+                ops::Batch::Unanswered(why) => self.batching.unanswered(why),
             },
         ];
         let wall = self.ctx.clock.now();
         for ((id, job), report) in calls.into_iter().zip(result.reports) {
-            if let Some(entry) = job.key().and_then(|k| self.entries.get_mut(&k)) {
-                entry.in_batch = result.batched;
+            let key = job.key();
+            let mut kept_since = None;
+            if let Some(entry) = key.and_then(|k| self.entries.get(&k)) {
+                kept_since = entry.batched_since;
                 // Kept alive by batches alone, and found expired within its idle expiry of the
                 // last of them: batches do not keep sessions alive here.
                 let expiry = self.settings.defaults.expiry(entry.session.mode);
                 let ago = entry.session.last_refresh.map(|at| crate::time::until(at, wall));
-                if result.batched
-                    && entry.batched_since.is_some()
+                if batched
+                    && kept_since.is_some()
                     && report.failure.as_ref().is_some_and(|f| f.class() == ErrorClass::Expired)
                     && let Some(ago) = ago.filter(|ago| *ago < expiry)
                 {
                     notes.push(self.batching.expired_in_batch(&entry.session.name, ago));
                 }
             }
+            let worked = report.failure.is_none();
             self.job_done(id, job, report, None);
+            if batched
+                && worked
+                && let Some(entry) = key.and_then(|k| self.entries.get_mut(&k))
+            {
+                entry.batched_since = Some(kept_since.unwrap_or(now));
+            }
         }
         for note in notes.into_iter().flatten() {
-            tracing::info!("{note}");
-            self.emit(Event::Note(note));
+            self.note(note);
         }
+    }
+
+    /// How refreshes travel changed: said in the log and to the front ends.
+    fn note(&self, note: String) {
+        tracing::info!("{note}");
+        self.emit(Event::Note(note));
     }
 
     fn complete(&mut self, done: Done) {
@@ -941,8 +954,7 @@ impl Engine {
                 Some((name, since)) => {
                     let alone = now.saturating_duration_since(since);
                     if let Some(note) = self.batching.checked(&name, alone, failure.map(Failure::class), now) {
-                        tracing::info!("{note}");
-                        self.emit(Event::Note(note));
+                        self.note(note);
                     }
                 }
                 None => self.batching.check_lost(id),
@@ -1073,13 +1085,11 @@ impl Engine {
             return;
         };
         entry.busy = None;
+        // A call that worked outside a batch: batches alone no longer keep it alive
+        // (`group_done` marks those that did).
         if report.failure.is_none() {
-            entry.batched_since = match job {
-                Job::Refresh { .. } if entry.in_batch => Some(entry.batched_since.unwrap_or_else(Instant::now)),
-                _ => None,
-            };
+            entry.batched_since = None;
         }
-        entry.in_batch = false;
         let closing = entry.queued & queued::CLOSE != 0;
         self.record(key, report);
         let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) else { return };

@@ -302,6 +302,19 @@ fn refreshed(answer: Result<Reply<()>, Failure>, clock: &Clock) -> Report {
     report
 }
 
+/// What became of a group's `$batch` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batch {
+    /// None was sent: the probe said no.
+    NotSent,
+    /// Graph answered it (each item on its own, or one outer `429`/`401` for all).
+    Answered,
+    /// It was refused, or answered unusably: what was wrong.
+    DidNotWork(String),
+    /// No answer came (a timeout, a dropped connection): why.
+    Unanswered(String),
+}
+
 /// What refreshing a group of sessions found (`refresh_group`).
 #[derive(Debug)]
 pub struct GroupResult {
@@ -309,12 +322,8 @@ pub struct GroupResult {
     pub reports: Vec<Report>,
     /// What the probe found, when one was made.
     pub probe: Option<Probe>,
-    /// The refreshes travelled in a `$batch` (rather than one request each).
-    pub batched: bool,
-    /// The `$batch` did not work: refused, or answered unusably. What was wrong.
-    pub refused: Option<String>,
-    /// The `$batch` went unanswered (a timeout, a dropped connection): why.
-    pub unanswered: Option<String>,
+    /// `Answered`: the reports came from the batch; otherwise from plain calls.
+    pub batch: Batch,
 }
 
 /// Refreshes sessions on different workbooks: in one `$batch` request, probing first whether
@@ -322,7 +331,7 @@ pub struct GroupResult {
 /// another when the probe says no or the batch does not work. One after another: the group holds
 /// one place under the concurrency limit.
 pub async fn refresh_group(graph: &dyn Graph, sessions: &[&TrackedSession], probe: bool, clock: &Clock) -> GroupResult {
-    let mut result = GroupResult { reports: Vec::new(), probe: None, batched: false, refused: None, unanswered: None };
+    let mut result = GroupResult { reports: Vec::new(), probe: None, batch: Batch::NotSent };
     if sessions.is_empty() {
         return result;
     }
@@ -335,31 +344,31 @@ pub async fn refresh_group(graph: &dyn Graph, sessions: &[&TrackedSession], prob
     }
     if result.probe.as_ref().is_none_or(|p| *p == Probe::Honoured) {
         let items: Vec<(&WorkbookRef, &SessionId)> = sessions.iter().map(|s| (&s.workbook, &s.session_id)).collect();
-        match graph.refresh_batch(&items).await {
+        result.batch = match graph.refresh_batch(&items).await {
             Ok(answers) if answers.len() == sessions.len() => {
-                result.batched = true;
                 result.reports = answers.into_iter().map(|answer| refreshed(answer, clock)).collect();
+                Batch::Answered
             }
             Ok(_) => {
                 overhead += 1;
-                result.refused = Some("the answer did not match the requests".into());
+                Batch::DidNotWork("the answer did not match the requests".into())
             }
             // Graph would say the same to each request on its own.
             Err(failure) if matches!(failure.class(), ErrorClass::Throttled | ErrorClass::Auth) => {
-                result.batched = true;
                 result.reports = sessions.iter().map(|_| refreshed(Err(failure.clone()), clock)).collect();
+                Batch::Answered
             }
             Err(failure) => {
                 overhead += failure.requests();
                 if failure.class() == ErrorClass::Failed {
-                    result.refused = Some(failure.to_string());
+                    Batch::DidNotWork(failure.to_string())
                 } else {
-                    result.unanswered = Some(failure.to_string());
+                    Batch::Unanswered(failure.to_string())
                 }
             }
-        }
+        };
     }
-    if !result.batched {
+    if result.batch != Batch::Answered {
         for session in sessions {
             result.reports.push(refresh(graph, session, clock).await);
         }
