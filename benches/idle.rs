@@ -8,7 +8,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use wbsessions::session::{Mode, Status, TrackedSession, WorkbookRef};
-use wbsessions::store::Store;
 
 fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -20,7 +19,7 @@ fn main() {
     let seconds: u64 = std::env::var("BENCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
     let dir = tempfile::tempdir().expect("a folder");
     let store_path = dir.path().join("idle.db");
-    let mut store = Store::open(&store_path).expect("a store");
+    let mut rows = Vec::new();
     let now = chrono::Utc::now();
     for i in 0..100 {
         let workbook = WorkbookRef::parse(&format!("me/drive/items/WB{i:03}")).expect("a ref");
@@ -30,9 +29,9 @@ fn main() {
         // Refreshed some minutes ago, next due in an hour: the screen shows minutes only.
         s.last_refresh = Some(now - chrono::Duration::seconds(300 + 3 * i));
         s.interval = Some(Duration::from_secs(3600));
-        store.insert(&mut s).expect("insert");
+        rows.push(s);
     }
-    drop(store);
+    store_sessions(&store_path, rows);
     let state = dir.path().join("state");
     let socket = format!("wbsessions-idle-{}", std::process::id());
     let tmux = |args: &[&str]| {
@@ -80,4 +79,15 @@ fn main() {
         draws * 60.0 / open_for
     );
     println!("  CPU                          {cpu:.2} s = {:.2} % of one core  (target <= 0.5 %)", 100.0 * cpu / wall);
+}
+
+/// Writes the sessions into a new store at `path`, as `import` would.
+fn store_sessions(path: &std::path::Path, sessions: Vec<TrackedSession>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let location = wbsessions::store::Location::Sqlite(path.to_path_buf());
+        let store = wbsessions::store::open(&location, wbsessions::store::Access::Write).expect("the store").sessions;
+        store.insert_all(sessions).await.expect("insert");
+        store.close().await;
+    });
 }

@@ -17,7 +17,6 @@ use futures_util::StreamExt;
 use wbsessions::graph::{ClientOptions, GraphClient};
 use wbsessions::session::{Mode, Status, TrackedSession, WorkbookRef};
 use wbsessions::sim::SimConfig;
-use wbsessions::store::Store;
 use wbsessions::time::Clock;
 
 const TOKEN: &str = "bench-token";
@@ -122,7 +121,7 @@ fn main() {
             .collect(),
     );
     // A keeper that has run for a while sees last refreshes spread over the interval.
-    let mut store = Store::open(&store_path).expect("the store");
+    let mut rows = Vec::new();
     let now = chrono::Utc::now();
     let mut rng = fastrand::Rng::with_seed(1);
     for (i, workbook, id) in created {
@@ -131,9 +130,9 @@ fn main() {
         s.interval = Some(interval);
         s.status = Status::Ok;
         s.last_refresh = Some(now - chrono::Duration::milliseconds(rng.i64(0..interval.as_millis() as i64)));
-        store.insert(&mut s).expect("insert");
+        rows.push(s);
     }
-    drop(store);
+    store_sessions(&store_path, rows);
     let config_path = dir.path().join("config.toml");
     // Graph's own Excel limit is 1500 per 10 s per tenant; 10,000 sessions a minute need about 1,700.
     std::fs::write(&config_path, format!("request_budget = 2500\npersistent_expiry = \"{}s\"\n", expiry.as_secs()))
@@ -276,4 +275,15 @@ fn main() {
         100.0 * floor_cpu / floor_wall,
     );
     println!("  keeper exit                  {status}");
+}
+
+/// Writes the sessions into a new store at `path`, as `import` would.
+fn store_sessions(path: &std::path::Path, sessions: Vec<TrackedSession>) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+    runtime.block_on(async {
+        let location = wbsessions::store::Location::Sqlite(path.to_path_buf());
+        let store = wbsessions::store::open(&location, wbsessions::store::Access::Write).expect("the store").sessions;
+        store.insert_all(sessions).await.expect("insert");
+        store.close().await;
+    });
 }

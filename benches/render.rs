@@ -65,7 +65,12 @@ fn measure(n: usize, details: bool) -> (Duration, Duration) {
         // The details pane as it is once its history has come from the store.
         app.update(Msg::Key(KeyEvent::new(KeyCode::Enter, KeyModifiers::NONE)), now);
         let key = app.selected.expect("a selection");
-        app.update(Msg::Engine(Event::History { key, outcomes: (0..50).map(|k| outcome(now, k)).collect() }), now);
+        let outcomes = (0..50).map(|k| outcome(now, k)).collect();
+        let answer = Ok(wbsessions::engine::Reply::History(outcomes));
+        app.update(
+            Msg::Answer { kind: wbsessions::engine::JobKind::History, key: Some(key), about: String::new(), answer },
+            now,
+        );
     }
     let mut terminal = Terminal::new(TestBackend::new(200, 50)).expect("a terminal");
     for _ in 0..20 {

@@ -25,10 +25,14 @@ fn session_names(current: &std::ffi::OsStr) -> Vec<clap_complete::engine::Comple
         ..Overrides::default()
     };
     let Ok(settings) = crate::config::Settings::load(&overrides) else { return Vec::new() };
-    let Ok(store) = crate::store::Store::open_read_only(&settings.store) else { return Vec::new() };
-    store
-        .names()
-        .unwrap_or_default()
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return Vec::new() };
+    let names = runtime.block_on(async {
+        let Ok(opened) = crate::store::open(&settings.store, crate::store::Access::Peek) else { return Vec::new() };
+        let names = opened.sessions.names().await.unwrap_or_default();
+        opened.sessions.close().await;
+        names
+    });
+    names
         .into_iter()
         .filter(|name| name.starts_with(prefix))
         .map(clap_complete::engine::CompletionCandidate::new)

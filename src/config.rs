@@ -9,6 +9,7 @@ use crate::auth::signin::Authority;
 use crate::engine::EngineSettings;
 use crate::graph::DEFAULT_GRAPH_URL;
 use crate::session::{Defaults, MAX_INTERVAL, MIN_INTERVAL, SortBy, Status};
+use crate::store::Location;
 use crate::time::{format_duration, parse_duration};
 
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
@@ -26,6 +27,16 @@ pub enum ConfigError {
         "the token from --token or WBSESSIONS_TOKEN holds a space or a control character; a token is one word: check how it was set"
     )]
     BadToken,
+    #[error(transparent)]
+    UnknownStore(#[from] crate::store::UnknownScheme),
+}
+
+/// A store named by a flag, a variable or the file: a URL, or a path (which need not be UTF-8).
+fn store_location(given: PathBuf) -> Result<Location, ConfigError> {
+    match given.to_str() {
+        Some(text) => Ok(Location::parse(text)?),
+        None => Ok(Location::Sqlite(given)),
+    }
 }
 
 /// The file's shape; every key is optional and documented in docs/configuration.md.
@@ -167,7 +178,7 @@ pub struct LoginSettings {
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub store: PathBuf,
+    pub store: Location,
     pub config_file: Option<PathBuf>,
     pub graph_url: String,
     pub token: Option<String>,
@@ -244,18 +255,16 @@ impl Settings {
         let path = config_file.clone().unwrap_or_default();
         let invalid = |message: String| ConfigError::Invalid { path: path.clone(), message };
 
+        let named = args.store.clone().or(file.store).map(store_location).transpose()?;
         let data_dir = match &dirs {
             Some(d) => d.data_dir().to_path_buf(),
-            None => args
-                .store
+            None => named
                 .as_ref()
+                .and_then(Location::path)
                 .and_then(|s| s.parent().map(Path::to_path_buf))
                 .ok_or(ConfigError::NoHome("store"))?,
         };
-        let store = match args.store.clone().or(file.store) {
-            Some(s) => s,
-            None => data_dir.join("sessions.db"),
-        };
+        let store = named.unwrap_or_else(|| Location::Sqlite(data_dir.join("sessions.db")));
         let log_dir = default_log_dir().unwrap_or_else(|| data_dir.join("logs"));
 
         let defaults = EngineSettings::default();
@@ -412,11 +421,11 @@ mod tests {
         assert_eq!(s.engine.defaults.persistent_interval, Duration::from_secs(90));
         assert_eq!(s.engine.defaults.non_persistent_interval, Duration::from_secs(300));
         assert_eq!(s.engine.concurrency, 3);
-        assert_eq!(s.store, PathBuf::from("/tmp/x.db"));
+        assert_eq!(s.store, Location::Sqlite("/tmp/x.db".into()));
         a.store = Some("/tmp/flag.db".into());
         a.graph_url = Some("https://example.invalid/v1.0".into());
         let s = Settings::load(&a).unwrap();
-        assert_eq!(s.store, PathBuf::from("/tmp/flag.db"));
+        assert_eq!(s.store, Location::Sqlite("/tmp/flag.db".into()));
         assert_eq!(s.graph_url, "https://example.invalid/v1.0");
     }
 

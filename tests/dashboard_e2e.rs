@@ -157,7 +157,7 @@ fn a_watching_dashboard_pauses_the_driver_and_takes_over_as_paused() {
     cli.ok(&["create", "b", "--workbook", "me/drive/items/W2", "--interval", "1s"]);
     let driver =
         cli.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    wait_for("the driver's lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+    wait_for("the driver's lock", Duration::from_secs(5), || common::driver_pid(&cli.store).is_some());
     let script = format!(
         "env -i PATH=\"$PATH\" TERM=xterm-256color NO_COLOR=1 HOME={home} XDG_STATE_HOME={home}/state XDG_DATA_HOME={home}/data \
          XDG_CONFIG_HOME={home}/config WBSESSIONS_STORE={store} WBSESSIONS_GRAPH_URL={url} WBSESSIONS_TOKEN=T {bin}; sleep 30",

@@ -8,7 +8,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
-use wbsessions::engine::{Event, SignInProgress};
+use wbsessions::auth::Progress as SignInProgress;
+use wbsessions::engine::Event;
 use wbsessions::tui::{App, Driver, Msg, view};
 
 /// Lays the app out for the size (as a resize would), then draws it.
@@ -56,7 +57,15 @@ fn details_pane() {
     press(&mut app, 'j');
     press_code(&mut app, KeyCode::Enter);
     let key = app.selected.unwrap();
-    app.update(Msg::Engine(Event::History { key, outcomes: common::dashboard::history(key) }), now());
+    app.update(
+        Msg::Answer {
+            kind: wbsessions::engine::JobKind::History,
+            key: Some(key),
+            about: String::new(),
+            answer: Ok(wbsessions::engine::Reply::History(common::dashboard::history(key))),
+        },
+        now(),
+    );
     insta::assert_snapshot!(render(&mut app, 120, 40).backend());
 }
 

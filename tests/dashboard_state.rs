@@ -5,7 +5,8 @@ mod common;
 
 use common::dashboard::{app, history, now, sessions};
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
-use wbsessions::engine::{Command, Event, Finished, JobKind, SignInProgress, SignInState};
+use wbsessions::auth::{Progress as SignInProgress, SignInState};
+use wbsessions::engine::{EngineError, Event, JobKind, Reply, Request};
 use wbsessions::session::SortBy;
 use wbsessions::session::{Outcome, OutcomeKind, SettingsChange, Status};
 use wbsessions::tui::app::{App, Effect, Msg, Overlay};
@@ -23,12 +24,12 @@ fn ctrl(c: char) -> Msg {
     Msg::Key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::CONTROL))
 }
 
-/// The engine commands among effects.
-fn commands(effects: Vec<Effect>) -> Vec<Command> {
-    effects.into_iter().filter_map(|e| if let Effect::Engine(c) = e { Some(c) } else { None }).collect()
+/// The requests to the engine among effects.
+fn commands(effects: Vec<Effect>) -> Vec<Request> {
+    effects.into_iter().filter_map(|e| if let Effect::Ask { request, .. } = e { Some(request) } else { None }).collect()
 }
 
-fn press(app: &mut App, msg: Msg) -> Vec<Command> {
+fn press(app: &mut App, msg: Msg) -> Vec<Request> {
     commands(app.update(msg, now()))
 }
 
@@ -43,7 +44,13 @@ fn name_of(app: &App) -> String {
 }
 
 fn done(kind: JobKind, key: Option<i64>, name: &str, result: Result<(), String>) -> Msg {
-    Msg::Engine(Event::Finished(Finished { kind, key, name: name.into(), result }))
+    let answer = result.map(|()| Reply::Done).map_err(EngineError::Refused);
+    Msg::Answer { kind, key, about: name.into(), answer }
+}
+
+/// The stored outcomes of a session, as the engine answers a request for them.
+fn history_of(key: i64, outcomes: Vec<Outcome>) -> Msg {
+    Msg::Answer { kind: JobKind::History, key: Some(key), about: String::new(), answer: Ok(Reply::History(outcomes)) }
 }
 
 #[test]
@@ -67,20 +74,20 @@ fn moves_through_the_sorted_list() {
 fn refresh_targets_the_selection_or_the_marks() {
     let mut app = app(false);
     let budget = app.selected.unwrap();
-    assert!(matches!(press(&mut app, chr('r')).as_slice(), [Command::Refresh(keys)] if keys == &vec![budget]));
+    assert!(matches!(press(&mut app, chr('r')).as_slice(), [Request::Refresh(k)] if *k == budget));
     app.update(chr(' '), now()); // marks budget, moves on
     app.update(chr(' '), now()); // marks finance
     assert_eq!(app.marks.len(), 2);
     match press(&mut app, chr('r')).as_slice() {
-        [Command::Refresh(keys)] => assert_eq!(keys.len(), 2),
+        [Request::Refresh(a), Request::Refresh(b)] => assert_ne!(a, b),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(press(&mut app, chr('R')).as_slice(), [Command::RefreshAll]));
+    assert!(matches!(press(&mut app, chr('R')).as_slice(), [Request::RefreshAll]));
     app.update(key(KeyCode::Esc), now()); // the flash first
     app.update(key(KeyCode::Esc), now()); // then the marks
     assert!(app.marks.is_empty());
-    assert!(matches!(press(&mut app, chr('p')).as_slice(), [Command::PauseAll(true)]));
-    assert!(matches!(press(&mut app, chr('a')).as_slice(), [Command::SetAuto { auto: false, .. }]));
+    assert!(matches!(press(&mut app, chr('p')).as_slice(), [Request::PauseAll(true)]));
+    assert!(matches!(press(&mut app, chr('a')).as_slice(), [Request::SetAuto { auto: false, .. }]));
 }
 
 #[test]
@@ -154,7 +161,7 @@ fn the_create_dialog_checks_with_the_one_rule_and_then_sends_the_command() {
     app.update(key(KeyCode::Tab), now());
     app.update(chr(' '), now()); // non-persistent on
     match press(&mut app, key(KeyCode::Enter)).as_slice() {
-        [Command::Create(new)] => {
+        [Request::Create(new)] => {
             assert_eq!(new.name, "brand-new");
             assert_eq!(new.workbook.to_string(), "me/drive/items/NEW");
             assert_eq!(new.mode, wbsessions::session::Mode::NonPersistent);
@@ -198,7 +205,7 @@ fn track_and_edit_dialogs() {
     typed(&mut app, "cluster=X&session=Y");
     assert!(matches!(
         press(&mut app, key(KeyCode::Enter)).as_slice(),
-        [Command::Track(new)] if new.session_id.as_ref().map(|i| i.as_str()) == Some("cluster=X&session=Y")
+        [Request::Track(new)] if new.session_id.as_ref().map(|i| i.as_str()) == Some("cluster=X&session=Y")
     ));
 
     let selected = app.selected.unwrap();
@@ -208,7 +215,7 @@ fn track_and_edit_dialogs() {
     assert_eq!(form.fields[0].text_value(), Some("budget"));
     typed(&mut app, "-2");
     match press(&mut app, key(KeyCode::Enter)).as_slice() {
-        [Command::Edit { key, change }] => {
+        [Request::Edit { key, change }] => {
             assert_eq!(*key, selected);
             let renamed = SettingsChange { name: Some("budget-2".into()), ..SettingsChange::default() };
             assert_eq!(*change, renamed, "only what the form changed is sent");
@@ -226,10 +233,10 @@ fn close_and_remove_ask_first_and_only_y_confirms() {
     assert!(press(&mut app, chr('n')).is_empty());
     assert!(app.dialog.is_none());
     app.update(chr('c'), now());
-    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Command::Close(keys)] if keys.len() == 1));
+    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Request::Close(_)]));
     assert!(app.flash.as_ref().unwrap().text.contains("closing budget"));
     app.update(chr('x'), now());
-    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Command::Remove(_)]));
+    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Request::Remove(_)]));
 }
 
 #[test]
@@ -421,7 +428,7 @@ fn times_details_focus_log_and_recreate() {
     app.update(key(KeyCode::Enter), now());
     // More outcomes than the pane shows, so that there is something to scroll.
     let outcomes: Vec<Outcome> = std::iter::repeat_with(|| history(budget)).take(20).flatten().collect();
-    app.update(Msg::Engine(Event::History { key: budget, outcomes }), now());
+    app.update(history_of(budget, outcomes), now());
     app.update(key(KeyCode::Tab), now());
     assert!(app.details_focus);
     app.update(chr('j'), now());
@@ -445,7 +452,7 @@ fn times_details_focus_log_and_recreate() {
     app.update(chr('g'), now());
     app.update(chr('N'), now());
     assert!(matches!(app.dialog, Some(Dialog::Confirm { .. })));
-    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Command::Recreate(keys)] if keys == &vec![budget]));
+    assert!(matches!(press(&mut app, chr('y')).as_slice(), [Request::Recreate(k)] if *k == budget));
 }
 
 fn draw(app: &mut App, at: chrono::DateTime<chrono::Utc>) {
@@ -494,17 +501,17 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
 fn the_details_pane_asks_for_the_history_and_follows_the_selection() {
     let mut app = app(false);
     let budget = app.selected.unwrap();
-    assert!(matches!(press(&mut app, key(KeyCode::Enter)).as_slice(), [Command::History(k)] if *k == budget));
-    app.update(Msg::Engine(Event::History { key: budget, outcomes: history(budget) }), now());
+    assert!(matches!(press(&mut app, key(KeyCode::Enter)).as_slice(), [Request::History(k)] if *k == budget));
+    app.update(history_of(budget, history(budget)), now());
     assert_eq!(app.history.as_ref().map(|(_, h)| h.len()), Some(6));
     let next = press(&mut app, chr('j'));
-    assert!(matches!(next.as_slice(), [Command::History(k)] if *k != budget), "{next:?}");
+    assert!(matches!(next.as_slice(), [Request::History(k)] if *k != budget), "{next:?}");
 }
 
 #[test]
 fn signing_in_from_the_dashboard() {
     let mut app = app(false);
-    assert!(matches!(press(&mut app, chr('l')).as_slice(), [Command::SignIn]));
+    assert!(matches!(press(&mut app, chr('l')).as_slice(), [Request::SignIn]));
     assert!(matches!(app.dialog, Some(Dialog::SignIn(_))));
     app.update(
         Msg::Engine(Event::SignIn(SignInProgress::Code {
@@ -526,7 +533,7 @@ fn signing_in_from_the_dashboard() {
     app.update(Msg::Engine(Event::SignIn(SignInProgress::Done(Err("the sign-in was declined".into())))), now());
     let Some(Dialog::SignIn(dialog)) = &app.dialog else { panic!() };
     assert_eq!(dialog.error.as_deref(), Some("the sign-in was declined"));
-    assert!(matches!(press(&mut app, key_esc()).as_slice(), [Command::CancelSignIn]));
+    assert!(matches!(press(&mut app, key_esc()).as_slice(), [Request::CancelSignIn]));
     assert!(app.dialog.is_none());
 }
 
@@ -550,7 +557,7 @@ fn scrolling_stops_at_the_last_page_and_the_first_step_back_moves() {
     while long.len() < 40 {
         long.extend(history(selected));
     }
-    app.update(Msg::Engine(Event::History { key: selected, outcomes: long }), now());
+    app.update(history_of(selected, long), now());
     app.update(key(KeyCode::Tab), now());
     app.update(chr('G'), now());
     let bottom = app.detail_scroll;

@@ -5,13 +5,17 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::fake::{Answer, BatchMode, FakeGraph, MemoryStore};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wbsessions::engine::{
-    self, Command, Context, EngineConfig, EngineHandle, EngineSettings, Event, Finished, JobKind, Role,
+    self, Context, EngineConfig, EngineError, EngineSettings, Event, Handle, JobKind, Reply, Request, Role, Spawned,
 };
 use wbsessions::session::{
     Defaults, Draft, Mode, NewSession, SessionId, SessionKey, SettingsChange, Status, TrackedSession, WorkbookRef,
@@ -19,8 +23,52 @@ use wbsessions::session::{
 use wbsessions::store::{Changes, StoreEvent};
 use wbsessions::time::Clock;
 
+/// One answer as the tests look at it: what was asked, about which session, and how it went.
+#[derive(Debug, Clone)]
+struct Finished {
+    kind: JobKind,
+    key: Option<SessionKey>,
+    name: String,
+    result: Result<(), String>,
+    error: Option<EngineError>,
+}
+
+/// What the tests ask, several sessions at a time.
+enum Command {
+    Refresh(Vec<SessionKey>),
+    RefreshAll,
+    Close(Vec<SessionKey>),
+    Recreate(Vec<SessionKey>),
+    Remove(Vec<SessionKey>),
+    SetAuto { keys: Vec<SessionKey>, auto: bool },
+    Edit { key: SessionKey, change: SettingsChange },
+    Create(NewSession),
+    Track(NewSession),
+    PauseAll(bool),
+}
+
+impl Command {
+    fn requests(self) -> Vec<Request> {
+        match self {
+            Command::Refresh(keys) => keys.into_iter().map(Request::Refresh).collect(),
+            Command::RefreshAll => vec![Request::RefreshAll],
+            Command::Close(keys) => keys.into_iter().map(Request::Close).collect(),
+            Command::Recreate(keys) => keys.into_iter().map(Request::Recreate).collect(),
+            Command::Remove(keys) => keys.into_iter().map(Request::Remove).collect(),
+            Command::SetAuto { keys, auto } => keys.into_iter().map(|key| Request::SetAuto { key, auto }).collect(),
+            Command::Edit { key, change } => vec![Request::Edit { key, change }],
+            Command::Create(new) => vec![Request::Create(new)],
+            Command::Track(new) => vec![Request::Track(new)],
+            Command::PauseAll(paused) => vec![Request::PauseAll(paused)],
+        }
+    }
+}
+
 struct Rig {
-    engine: EngineHandle,
+    handle: Handle,
+    events: mpsc::UnboundedReceiver<Event>,
+    pending: FuturesUnordered<BoxFuture<'static, Vec<Finished>>>,
+    names: HashMap<SessionKey, String>,
     graph: std::sync::Arc<FakeGraph>,
     store: std::sync::Arc<MemoryStore>,
     keys: Vec<SessionKey>,
@@ -63,14 +111,25 @@ fn rig_from(sessions: Vec<TrackedSession>, settings: EngineSettings, role: Role,
     let store = MemoryStore::new(&sessions);
     let (external, store_events) = mpsc::unbounded_channel();
     let ctx = Context { graph: graph.clone(), clock: clock.clone(), auth: None };
-    let engine = engine::spawn(
+    let Spawned { handle, events, .. } = engine::spawn(
         ctx,
         store.clone(),
         Some(store_events),
         Some(sessions.clone()),
         EngineConfig { settings, role, paused: false, seed: Some(1) },
     );
-    Rig { engine, graph, store, keys: sessions.iter().map(|s| s.key).collect(), clock, external, t0: Instant::now() }
+    Rig {
+        handle,
+        events,
+        pending: FuturesUnordered::new(),
+        names: sessions.iter().map(|s| (s.key, s.name.clone())).collect(),
+        graph,
+        store,
+        keys: sessions.iter().map(|s| s.key).collect(),
+        clock,
+        external,
+        t0: Instant::now(),
+    }
 }
 
 fn rig(specs: &[(&str, &str, Duration)], settings: EngineSettings) -> Rig {
@@ -80,8 +139,38 @@ fn rig(specs: &[(&str, &str, Duration)], settings: EngineSettings) -> Rig {
 const HOUR: Duration = Duration::from_secs(3600);
 
 impl Rig {
-    fn send(&self, command: Command) {
-        self.engine.commands.send(command).unwrap();
+    /// Asks; the answers are read by `finished`.
+    fn send(&mut self, command: Command) {
+        for request in command.requests() {
+            let (kind, key) = (request.kind(), request.key());
+            let name = match &request {
+                Request::Create(new) | Request::Track(new) => new.name.clone(),
+                _ => key.and_then(|k| self.names.get(&k).cloned()).unwrap_or_default(),
+            };
+            let answer = self.handle.send(request);
+            self.pending.push(
+                async move {
+                    let finished = |key, name, error: Option<EngineError>| Finished {
+                        kind,
+                        key,
+                        name,
+                        result: error.as_ref().map_or(Ok(()), |e| Err(e.to_string())),
+                        error,
+                    };
+                    match answer.await {
+                        // A `RefreshAll` answers once for all: one line each here.
+                        Ok(Reply::Refreshed { ok, failed }) => (0..ok)
+                            .map(|_| finished(None, String::new(), None))
+                            .chain(failed.into_iter().map(|(name, e)| finished(None, name, Some(e))))
+                            .collect(),
+                        Ok(Reply::Session(s)) => vec![finished(Some(s.key), s.name.clone(), None)],
+                        Ok(_) => vec![finished(key, name, None)],
+                        Err(e) => vec![finished(key, name, Some(e))],
+                    }
+                }
+                .boxed(),
+            );
+        }
     }
 
     /// Events until `done` holds, or a panic after `deadline` of (virtual) time.
@@ -89,7 +178,7 @@ impl Rig {
         let mut seen = Vec::new();
         let end = Instant::now() + deadline;
         while !done(&seen) {
-            match tokio::time::timeout_at(end, self.engine.events.recv()).await {
+            match tokio::time::timeout_at(end, self.events.recv()).await {
                 Ok(Some(event)) => seen.push(event),
                 Ok(None) => panic!("the engine stopped early"),
                 Err(_) => panic!("timed out; saw {} events: {seen:#?}", seen.len()),
@@ -98,9 +187,18 @@ impl Rig {
         seen
     }
 
+    /// The next `n` answers, in the order they came.
     async fn finished(&mut self, n: usize) -> Vec<Finished> {
-        let events = self.until(Duration::from_secs(600), |e| finished(e).len() >= n).await;
-        finished(&events)
+        let mut done = Vec::new();
+        let end = Instant::now() + Duration::from_secs(600);
+        while done.len() < n {
+            match tokio::time::timeout_at(end, self.pending.next()).await {
+                Ok(Some(answers)) => done.extend(answers),
+                Ok(None) => panic!("{} answers of {n} came, and nothing more was asked", done.len()),
+                Err(_) => panic!("timed out with {} answers of {n}: {done:#?}", done.len()),
+            }
+        }
+        done
     }
 
     /// How long after the rig started each call of `kind` on `workbook` started.
@@ -112,10 +210,6 @@ impl Rig {
             .map(|c| c.at.duration_since(self.t0))
             .collect()
     }
-}
-
-fn finished(events: &[Event]) -> Vec<Finished> {
-    events.iter().filter_map(|e| if let Event::Finished(f) = e { Some(f.clone()) } else { None }).collect()
 }
 
 fn new_session(name: &str, workbook: &str, session_id: Option<&str>) -> NewSession {
@@ -244,14 +338,14 @@ async fn an_edit_or_removal_during_a_call_waits_for_it_and_is_not_lost() {
     let renamed = SettingsChange { name: Some("a2".into()), ..SettingsChange::default() };
     rig.send(Command::Edit { key: a, change: renamed });
     rig.send(Command::Remove(vec![b]));
-    let events = rig.until(Duration::from_secs(10), |e| finished(e).len() == 4).await;
-    let kinds: Vec<JobKind> = finished(&events).iter().map(|f| f.kind).collect();
-    assert_eq!(kinds.len(), 4);
-    let position = |k: JobKind, key| finished(&events).iter().position(|f| f.kind == k && f.key == Some(key)).unwrap();
+    let done = rig.finished(4).await;
+    assert!(done.iter().all(|f| f.result.is_ok()), "{done:#?}");
+    let position = |k: JobKind, key| done.iter().position(|f| f.kind == k && f.key == Some(key)).unwrap();
     assert!(position(JobKind::Edit, a) > position(JobKind::Refresh, a), "the edit came after the call");
     assert!(position(JobKind::Remove, b) > position(JobKind::Refresh, b));
     assert_eq!(rig.store.session(a).unwrap().name, "a2");
     assert!(rig.store.session(b).is_none());
+    let events = rig.until(Duration::from_secs(1), |e| e.iter().any(|e| matches!(e, Event::Removed { .. }))).await;
     assert!(events.iter().any(|e| matches!(e, Event::Removed { key, .. } if *key == b)));
 }
 
@@ -307,8 +401,9 @@ async fn automatic_refreshes_follow_the_interval_and_stop_when_switched_off_or_p
     );
     rig.send(Command::SetAuto { keys: vec![rig.keys[0]], auto: false });
     rig.send(Command::PauseAll(true));
-    let events = rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Paused(true)))).await;
-    assert!(finished(&events).iter().any(|f| f.kind == JobKind::SetAuto));
+    let done = rig.finished(2).await;
+    assert!(done.iter().any(|f| f.kind == JobKind::SetAuto && f.result.is_ok()), "{done:?}");
+    rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Paused(true)))).await;
     assert!(rig.store.state.lock().unwrap().paused, "the pause lives in the store, for every process");
     let before = rig.graph.calls().len();
     tokio::time::sleep(Duration::from_secs(300)).await;
@@ -385,21 +480,17 @@ async fn what_other_processes_write_arrives_added_removed_and_paused() {
 #[tokio::test(start_paused = true)]
 async fn a_watcher_refreshes_nothing_by_itself_and_takes_over_when_the_driver_goes() {
     let dir = tempfile::tempdir().unwrap();
-    let store = dir.path().join("watched.db");
-    let held = wbsessions::store::DriverLock::acquire(&store).unwrap();
+    let location = wbsessions::store::Location::Sqlite(dir.path().join("watched.db"));
+    let role = wbsessions::store::open(&location, wbsessions::store::Access::Write).unwrap().role;
+    let held = role.acquire().unwrap();
     let clock = Clock::following_tokio(chrono::Utc::now());
-    let mut rig = rig_with(
-        &[("a", "W0", Duration::from_secs(1))],
-        settings(),
-        Role::Watcher { take_over: Some(store.clone()) },
-        clock,
-    );
+    let mut rig = rig_with(&[("a", "W0", Duration::from_secs(1))], settings(), Role::Watcher(role.clone()), clock);
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(rig.graph.calls().is_empty(), "a watcher refreshed on its own");
     drop(held);
     let events = rig.until(Duration::from_secs(5), |e| e.iter().any(|e| matches!(e, Event::Outcome { .. }))).await;
     assert!(events.iter().any(|e| matches!(e, Event::Driving)));
-    assert_eq!(wbsessions::store::read_holder(&store), Some(std::process::id()));
+    assert_eq!(role.holder().and_then(|h| h.pid), Some(std::process::id()));
 }
 
 #[tokio::test(start_paused = true)]
@@ -558,5 +649,96 @@ async fn graph_that_ignores_the_header_or_has_no_batch_gets_plain_calls() {
         let real: Vec<_> = rig.graph.calls_of("refresh").into_iter().filter(|c| !c.in_batch).collect();
         assert!(real.len() >= 5 * 6, "{mode:?}: {} plain refreshes", real.len());
         assert_eq!(rig.graph.expired(), 0, "{mode:?}: nothing expired");
+    }
+}
+
+// ---- asks that join, and holds per workbook ------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn an_ask_for_a_refresh_already_queued_joins_it_and_is_answered_once_after_one_call() {
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let mut held = tracked(1, "h", "W0", HOUR, &clock);
+    // New: refreshed at once, and Graph holds its workbook back for 5 s.
+    held.status = Status::New;
+    let asked = tracked(2, "a", "W0", Duration::from_secs(2), &clock);
+    let mut rig = rig_from(vec![held, asked], settings(), Role::Driver, clock);
+    rig.graph.script("me/drive/items/W0", &[Answer::Throttled(Some(Duration::from_secs(5)))]);
+    // a's automatic refresh falls due at about 2 s and waits behind the hold; the user presses r.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(rig.graph.calls_of("refresh").iter().all(|c| c.session.as_deref() != Some("live-a")));
+    rig.send(Command::Refresh(vec![2]));
+    let done = rig.finished(1).await;
+    assert!(done[0].result.is_ok(), "{done:?}");
+    let calls: Vec<Duration> = rig
+        .graph
+        .calls_of("refresh")
+        .iter()
+        .filter(|c| c.session.as_deref() == Some("live-a"))
+        .map(|c| c.at.duration_since(rig.t0))
+        .collect();
+    assert_eq!(calls.len(), 1, "one Graph call for the keeper's refresh and the user's: {calls:?}");
+    assert!(calls[0] >= Duration::from_secs(5) && calls[0] < Duration::from_secs(6), "after the hold: {calls:?}");
+    // Nothing else is answered later: the one reply was the only one.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(rig.pending.is_empty(), "every ask was answered, once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_workbook_holds_back_its_own_sessions_only_for_its_own_wait() {
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let mut short = tracked(1, "short", "W0", Duration::from_secs(30), &clock);
+    let mut long = tracked(2, "long", "W1", Duration::from_secs(30), &clock);
+    short.status = Status::New;
+    long.status = Status::New;
+    let rig = rig_from(vec![short, long], settings(), Role::Driver, clock);
+    rig.graph.script("me/drive/items/W0", &[Answer::Throttled(Some(Duration::from_secs(5)))]);
+    rig.graph.script("me/drive/items/W1", &[Answer::Throttled(Some(Duration::from_secs(170)))]);
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let starts = rig.starts("refresh", "W0");
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    assert!(
+        starts[1] >= Duration::from_secs(5) && starts[1] <= Duration::from_secs(6),
+        "refreshed within a second of its own 5 s, not after the other workbook's 170 s: {starts:?}"
+    );
+    assert_eq!(rig.starts("refresh", "W1"), [Duration::ZERO], "the other still waits");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refresh_of_a_closed_session_is_refused_by_kind_not_by_text() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    rig.send(Command::Close(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_ok());
+    rig.send(Command::Refresh(rig.keys.clone()));
+    let refused = rig.finished(1).await;
+    assert!(matches!(refused[0].error, Some(EngineError::Closed { ref name }) if name == "a"), "{refused:?}");
+    rig.send(Command::Refresh(vec![99]));
+    assert!(matches!(rig.finished(1).await[0].error, Some(EngineError::NotFound)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_engine_plans_each_session_when_list_and_show_say_it_is_due() {
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let defaults = settings().defaults;
+    // Three states that are planned differently: alive, failing, new.
+    let ok = tracked(1, "ok", "W0", Duration::from_secs(60), &clock);
+    let mut failing = tracked(2, "failing", "W1", Duration::from_secs(60), &clock);
+    failing.status = Status::Error;
+    failing.failures = 3;
+    failing.last_call = Some(wbsessions::session::LastCall { at: clock.now(), latency_ms: 5 });
+    let mut new = tracked(3, "new", "W2", Duration::from_secs(60), &clock);
+    new.status = Status::New;
+    let sessions = vec![ok, failing, new];
+    let expected: HashMap<SessionKey, Option<chrono::DateTime<chrono::Utc>>> =
+        sessions.iter().map(|s| (s.key, wbsessions::engine::policy::next_due(s, &defaults, clock.now()))).collect();
+    let mut rig = rig_from(sessions, settings(), Role::Driver, clock);
+    let events = rig
+        .until(Duration::from_secs(1), |e| e.iter().filter(|e| matches!(e, Event::Scheduled { .. })).count() >= 3)
+        .await;
+    for event in events {
+        if let Event::Scheduled { key, at } = event {
+            let (planned, shown) = (at.unwrap(), expected[&key].unwrap());
+            let apart = (planned - shown).num_milliseconds().abs();
+            assert!(apart < 1000, "session {key}: planned {planned}, shown {shown}");
+        }
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::*;
 use wbsessions::sim::SimConfig;
-use wbsessions::store::Store;
 use wbsessions::time::Clock;
 
 fn sim_with_expiry(expiry: Duration, clock: Clock) -> SimThread {
@@ -238,7 +237,7 @@ fn one_driver_per_store_and_it_picks_up_sessions_added_elsewhere() {
     let cli = Cli::new(&sim.url, dir.path());
     cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1m"]);
     let keeper = Keeper::start(&cli, &[]);
-    wait_for("the lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+    wait_for("the lock", Duration::from_secs(5), || common::driver_pid(&cli.store).is_some());
 
     let second = cli.output(&["run"]);
     assert_eq!(second.status.code(), Some(2));
@@ -251,7 +250,7 @@ fn one_driver_per_store_and_it_picks_up_sessions_added_elsewhere() {
     wait_for("the keeper to refresh `late`", Duration::from_secs(3), || keeper.count(" late refresh ok") >= 1);
     cli.ok(&["remove", "late"]);
     assert_eq!(keeper.stop().code(), Some(0));
-    assert!(wbsessions::store::read_holder(&cli.store).is_none(), "the lock is released");
+    assert!(common::driver_pid(&cli.store).is_none(), "the lock is released");
 }
 
 #[test]
@@ -289,15 +288,24 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
             assert!(stdout.contains("tracking"), "{stdout}");
             acknowledged.push(name);
         }
-        let store = Store::open(&cli.store).unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"));
-        let sessions = store.sessions().unwrap();
+        let (sessions, histories) = common::block_on(async {
+            let location = wbsessions::store::Location::Sqlite(cli.store.clone());
+            let store = wbsessions::store::open(&location, wbsessions::store::Access::Write)
+                .unwrap_or_else(|e| panic!("round {round}: the store does not open: {e}"))
+                .sessions;
+            let sessions = store.sessions().await.unwrap();
+            let mut histories = Vec::new();
+            for s in &sessions {
+                histories.push(store.history(s.key, 100).await.unwrap().len());
+            }
+            store.close().await;
+            (sessions, histories)
+        });
         let names: Vec<&str> = sessions.iter().map(|s| s.name.as_str()).collect();
         for name in &acknowledged {
             assert!(names.contains(&name.as_str()), "round {round}: acknowledged {name} is missing");
         }
-        for s in &sessions {
-            assert!(store.outcomes(s.key, 100).unwrap().len() <= 50);
-        }
+        assert!(histories.iter().all(|n| *n <= 50));
     }
     assert!(kills >= 10, "only {kills} processes were killed mid-way; the test proves little");
 }

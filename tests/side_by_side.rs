@@ -22,7 +22,7 @@ fn four_writers_and_a_keeper_share_one_store_without_a_lock_error() {
     let cli = Cli::new(&sim.url, dir.path());
     cli.ok(&["create", "seed", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
     let mut keeper = cli.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    wait_for("the keeper's lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+    wait_for("the keeper's lock", Duration::from_secs(5), || common::driver_pid(&cli.store).is_some());
     let ids: Vec<Vec<String>> = (0..4).map(|_| (0..50).map(|_| sim.sim.open_session("W2")).collect()).collect();
     let writers: Vec<_> = ids
         .into_iter()
@@ -112,7 +112,8 @@ fn the_store_the_log_and_the_lock_are_private_and_a_planted_lock_link_is_refused
 
     let target = dir.path().join("precious");
     std::fs::write(&target, "keep me").unwrap();
-    let lock = wbsessions::store::lock_path(&cli.store);
+    // The driver's lock file sits beside the store.
+    let lock = cli.store.with_file_name(format!("{}.lock", cli.store.file_name().unwrap().to_string_lossy()));
     let _ = std::fs::remove_file(&lock);
     std::os::unix::fs::symlink(&target, &lock).unwrap();
     let out = cli.output(&["run"]);

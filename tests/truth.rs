@@ -151,10 +151,9 @@ fn list_says_when_automatic_refresh_is_paused() {
     cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
     let mut keeper =
         cli.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
-    wait_for("the keeper's lock", Duration::from_secs(5), || wbsessions::store::read_holder(&cli.store).is_some());
+    wait_for("the keeper's lock", Duration::from_secs(5), || common::driver_pid(&cli.store).is_some());
     assert!(cli.ok(&["list"]).contains("(kept alive by wbsessions pid"));
-    let mut store = wbsessions::store::Store::open(&cli.store).unwrap();
-    store.apply(&[wbsessions::store::Write::Paused(true)]).unwrap();
+    common::write_store(&cli.store, vec![wbsessions::store::Write::Paused(true)]);
     let listed = cli.ok(&["list"]);
     assert!(!listed.contains("kept alive") && listed.contains("automatic refresh is paused"), "{listed}");
     assert!(listed.lines().nth(1).is_some_and(|row| row.contains(" paused ")), "NEXT says paused: {listed}");

@@ -1,7 +1,11 @@
 //! Where access tokens come from: a fixed token, a command that prints one, or the sign-in cache.
 //! Tokens are secrets: they are never logged, shown or stored outside the 0600 token cache.
 
+mod flow;
 pub mod signin;
+
+pub use flow::{Authenticator, DeviceSignIn, SignInState};
+pub use signin::Progress;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -5,26 +5,13 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::bad_input;
+use super::front::{open_to_read, store_error};
 use super::output::{Times, count, outcome_line, session_json};
 use crate::config::Settings;
+use crate::engine::policy::next_due;
 use crate::session::{Status, TrackedSession};
-use crate::store::{KEPT_OUTCOMES, Store, StoreError};
+use crate::store::KEPT_OUTCOMES;
 use crate::time::{format_ago, format_duration, format_until};
-
-pub fn store_error(e: StoreError) -> anyhow::Error {
-    if e.is_bad_input() { bad_input(e) } else { e.into() }
-}
-
-/// The store for a command that changes it: created if missing.
-pub fn open_store(settings: &Settings) -> Result<Store> {
-    Store::open(&settings.store).map_err(store_error)
-}
-
-/// The store for a command that only reads: a missing one is an error and is not created.
-pub fn open_to_read(settings: &Settings) -> Result<Store> {
-    Store::open_for_reading(&settings.store).map_err(store_error)
-}
 
 fn times(settings: &Settings) -> Times {
     Times { utc: settings.utc }
@@ -36,12 +23,12 @@ fn next_refresh(s: &TrackedSession, settings: &Settings, paused: bool, now: chro
     if paused && s.is_kept_alive() {
         return "paused".into();
     }
-    let interval = settings.engine.defaults.interval_of(s);
-    s.next_refresh_estimate(interval).map_or("-".into(), |due| format_until(due, now))
+    next_due(s, &settings.engine.defaults, now).map_or("-".into(), |due| format_until(due, now))
 }
 
-pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
-    let store = open_to_read(settings)?;
+pub async fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
+    let opened = open_to_read(settings)?;
+    let store = &opened.sessions;
     let defaults = &settings.engine.defaults;
     let now = chrono::Utc::now();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -50,23 +37,25 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
         // `import` reads the same lines back.
         writeln!(out, "[")?;
         let mut first = true;
-        store.each_session(|s| -> Result<()> {
-            let comma = if first { "" } else { "," };
-            first = false;
-            writeln!(out, "{comma}{}", session_json(&s, defaults, now))?;
-            Ok(())
-        })?;
+        let mut chunks = store.each_session();
+        while let Some(chunk) = chunks.recv().await {
+            for s in chunk.map_err(store_error)? {
+                let comma = if first { "" } else { "," };
+                first = false;
+                writeln!(out, "{comma}{}", session_json(&s, defaults, now))?;
+            }
+        }
         writeln!(out, "]")?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
     }
-    let sessions = store.sessions().map_err(store_error)?;
-    let paused = store.paused().unwrap_or(false);
+    let sessions = store.sessions().await.map_err(store_error)?;
+    let paused = store.paused().await.unwrap_or(false);
     if sessions.is_empty() {
         writeln!(
             out,
             "no sessions tracked in {}; add one with `wbsessions create NAME --workbook REF`",
-            settings.store.display()
+            settings.store
         )?;
         out.flush()?;
         return Ok(ExitCode::SUCCESS);
@@ -95,11 +84,11 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
         )?;
     }
     // Only a keeper that is not paused keeps anything alive.
-    match (crate::store::read_holder(&settings.store), paused) {
-        (Some(pid), false) => writeln!(out, "(kept alive by wbsessions pid {pid})")?,
-        (Some(pid), true) => writeln!(
+    match (opened.role.holder(), paused) {
+        (Some(holder), false) => writeln!(out, "(kept alive by {holder})")?,
+        (Some(holder), true) => writeln!(
             out,
-            "(automatic refresh is paused: wbsessions pid {pid} refreshes nothing until `p` in a dashboard resumes it)"
+            "(automatic refresh is paused: {holder} refreshes nothing until `p` in a dashboard resumes it)"
         )?,
         (None, true) => writeln!(out, "(automatic refresh is paused: `p` in a dashboard resumes it)")?,
         (None, false) => {}
@@ -108,11 +97,11 @@ pub fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> {
-    let store = open_to_read(settings)?;
-    let s = store.session(name).map_err(store_error)?;
-    let paused = store.paused().unwrap_or(false);
-    let outcomes = store.outcomes(s.key, KEPT_OUTCOMES).map_err(store_error)?;
+pub async fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> {
+    let store = open_to_read(settings)?.sessions;
+    let s = store.session(name).await.map_err(store_error)?;
+    let paused = store.paused().await.unwrap_or(false);
+    let outcomes = store.history(s.key, KEPT_OUTCOMES).await.map_err(store_error)?;
     let defaults = &settings.engine.defaults;
     let now = chrono::Utc::now();
     let times = times(settings);
@@ -163,9 +152,9 @@ pub fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> 
 }
 
 /// The id, only of a session known to be alive: a script must not be handed a dead one.
-pub fn id(settings: &Settings, name: &str, any: bool) -> Result<ExitCode> {
-    let store = open_to_read(settings)?;
-    let s = store.session(name).map_err(store_error)?;
+pub async fn id(settings: &Settings, name: &str, any: bool) -> Result<ExitCode> {
+    let store = open_to_read(settings)?.sessions;
+    let s = store.session(name).await.map_err(store_error)?;
     let status = settings.engine.defaults.status_at(&s, chrono::Utc::now());
     if !any && !status.is_alive() {
         let hint = match status {

@@ -16,12 +16,11 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 
 use super::bad_input;
-use super::headless::{open_store, store_error};
+use super::front::{open_store, store_error};
 use super::output::count;
 use crate::cli::ImportArgs;
 use crate::config::Settings;
 use crate::session::{Draft, Mode, NewSession, SessionId, Status, TrackedSession};
-use crate::store::StoreError;
 
 /// One session as `list --json` writes it. Name, workbook and session id are required; what was
 /// known about the session comes along when present. A key `list --json` never writes is refused:
@@ -357,7 +356,7 @@ fn each_csv_session(
     Ok(())
 }
 
-pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
+pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     let from_stdin = args.file.as_os_str() == "-";
     let file = if from_stdin { "standard input".to_string() } else { args.file.display().to_string() };
     let mut bytes = Vec::new();
@@ -412,16 +411,16 @@ pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
         )));
     }
 
-    let mut store = open_store(settings)?;
+    let store = open_store(settings)?.sessions;
     let mut tracked_names: HashSet<String> = HashSet::new();
     let mut tracked_ids: HashSet<SessionId> = HashSet::new();
-    store
-        .each_session(|s| -> Result<(), StoreError> {
+    let mut chunks = store.each_session();
+    while let Some(chunk) = chunks.recv().await {
+        for s in chunk.map_err(store_error)? {
             tracked_names.insert(s.name);
             tracked_ids.insert(s.session_id);
-            Ok(())
-        })
-        .map_err(store_error)?;
+        }
+    }
     let mut sessions = Vec::with_capacity(found.len());
     for (line, session) in found {
         let clash = if tracked_names.contains(&session.name) {
@@ -437,7 +436,9 @@ pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
             Some(why) => return Err(refuse(Stop { line, why, skippable: true })),
         }
     }
-    store.insert_all(&sessions).map_err(store_error)?;
+    let count_in = sessions.len();
+    store.insert_all(sessions).await.map_err(store_error)?;
+    store.close().await;
     skipped.sort_by_key(|(line, _)| *line);
     let mut err = std::io::stderr().lock();
     for (line, why) in &skipped {
@@ -446,11 +447,11 @@ pub fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     writeln!(
         std::io::stdout().lock(),
         "imported {}{}",
-        count(sessions.len(), "session"),
+        count(count_in, "session"),
         if skipped.is_empty() { String::new() } else { format!("; skipped {}", count(skipped.len(), "invalid line")) }
     )?;
     // Every line refused is a failed import, even when refusals were allowed.
-    Ok(if sessions.is_empty() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if count_in == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 #[cfg(test)]

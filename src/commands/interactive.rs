@@ -2,21 +2,19 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 
 use super::bad_input;
-use super::headless::{open_store, store_error};
-use super::keeping::graph_context;
+use super::front::{graph_setup, open_store, store_error};
 use crate::auth::signin::Authority;
-use crate::config::Settings;
+use crate::config::{LoginOverrides, Settings};
+use crate::engine::Request;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
-use crate::engine::{AuthSetup, Command};
 use crate::session::{Draft, NewSession, SortBy};
 use crate::sim::SimConfig;
-use crate::store::{DriverLock, LockError, StoreError};
+use crate::store::{RoleError, StoreError};
 use crate::time::Clock;
 use crate::tui::app::Sort;
 use crate::tui::{self, App, Driver, Effect, Info};
@@ -29,34 +27,32 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     }
     // A store named on purpose must exist: a typo must not become a new, empty store.
     if settings.store_named && demo.is_none() && !settings.store.exists() {
-        return Err(store_error(StoreError::Missing { path: settings.store.clone() }));
+        return Err(store_error(StoreError::Missing { store: settings.store.to_string() }));
     }
-    let store = open_store(settings)?;
-    let (role, driver) = match DriverLock::acquire(&settings.store) {
-        Ok(lock) => (KeeperRole::Drive(lock), Driver::This),
-        Err(LockError::Held { pid, .. }) => (KeeperRole::Watch { store: settings.store.clone() }, Driver::Other(pid)),
+    let opened = open_store(settings)?;
+    let (role, driver) = match opened.role.acquire() {
+        Ok(lease) => (KeeperRole::Drive(lease), Driver::This),
+        Err(RoleError::Held { holder, .. }) => (KeeperRole::Watch(opened.role.clone()), Driver::Other(holder.pid)),
         Err(e) if e.is_bad_input() => return Err(super::bad_input(e)),
         Err(e) => return Err(e.into()),
     };
-    let mut ctx = graph_context(settings)?;
     let (authority, creations) = match demo {
         Some((authority, creations)) => (Some(authority), creations),
-        None => (ctx.auth.as_ref().and_then(|a| a.authority.clone()), Vec::new()),
+        None => (settings.authority(&LoginOverrides::default()), Vec::new()),
     };
-    let token_missing = ctx.auth.as_ref().is_some_and(|a| !a.tokens.is_configured());
-    let problem = ctx.auth.as_ref().and_then(|a| a.tokens.problem());
-    if let Some(auth) = ctx.auth.take() {
-        let auth = Arc::into_inner(auth).map(|a| AuthSetup { authority: authority.clone(), ..a });
-        ctx.auth = auth.map(Arc::new);
-    }
+    let graph = graph_setup(settings, authority.clone())?;
+    let token_missing = !graph.tokens.is_configured();
+    let problem = graph.tokens.problem();
+    let ctx = graph.ctx;
+    let store = opened.sessions;
     let clock = ctx.clock.clone();
-    let paused = store.paused().map_err(store_error)?;
+    let paused = store.paused().await.map_err(store_error)?;
     let sort = saved_sort(settings).unwrap_or(Sort { by: settings.ui.sort, reverse: settings.ui.reverse });
     // The first screenful now; the engine reads the rest behind it, so a big store opens at once.
     let (_, rows) = tui::terminal_size();
-    let first = store.first_page(sort.by, sort.reverse, usize::from(rows)).map_err(store_error)?;
+    let first = store.first_page(sort.by, sort.reverse, usize::from(rows)).await.map_err(store_error)?;
     let info = Info {
-        store: settings.store.display().to_string(),
+        store: settings.store.to_string(),
         endpoint: settings.graph_url.clone(),
         demo: !creations.is_empty() || authority.as_ref().is_some_and(|a| a.client_id == DEMO_CLIENT_ID),
         driver,
@@ -75,8 +71,9 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     app.set_sort(sort);
     app.absolute_times = settings.ui.absolute_times;
     app.loading = true;
-    let mut keeper = Keeper::start(store, role, ctx, settings.engine.clone(), Start::Stored).map_err(store_error)?;
-    let mut effects: Vec<Effect> = creations.into_iter().map(|new| Effect::Engine(Command::Create(new))).collect();
+    let mut keeper =
+        Keeper::start(store, role, ctx, settings.engine.clone(), Start::Stored).await.map_err(store_error)?;
+    let mut effects: Vec<Effect> = creations.into_iter().map(|new| app.ask(Request::Create(new))).collect();
     if let Some(problem) = problem {
         app.flash_error(problem, clock.now());
     } else if token_missing {
@@ -86,7 +83,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
             app.flash_error(crate::auth::AuthError::Missing.to_string(), clock.now());
         }
     }
-    let result = tui::run(&mut app, &keeper.commands, &mut keeper.events, &clock, effects).await;
+    let result = tui::run(&mut app, &keeper.handle, &mut keeper.events, &clock, effects).await;
     // The terminal is back; let running calls finish and the store flush.
     keeper.stop().await;
     save_sort(settings, app.sort);
@@ -163,7 +160,8 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
             .context("cannot start the simulator")?;
     let scratch = scratch_dir()?;
     let mut settings = settings.clone();
-    settings.store = if store_from_flag { settings.store.clone() } else { scratch.join("demo.db") };
+    settings.store =
+        if store_from_flag { settings.store.clone() } else { crate::store::Location::Sqlite(scratch.join("demo.db")) };
     settings.store_named = false;
     settings.graph_url = sim.graph_url();
     settings.token = Some("demo-token".into());
@@ -176,10 +174,12 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
     settings.token_cache = scratch.join("token.json");
     let authority =
         Authority { login_url: sim.login_url(), tenant: "organizations".into(), client_id: DEMO_CLIENT_ID.into() };
-    let store = open_store(&settings)?;
+    let store = open_store(&settings)?.sessions;
+    let names = store.names().await.map_err(store_error)?;
+    store.close().await;
     let creations: Vec<NewSession> = DEMO_SESSIONS
         .iter()
-        .filter(|(name, ..)| store.session(name).is_err())
+        .filter(|(name, ..)| !names.iter().any(|n| n == name))
         .filter_map(|(name, workbook, non_persistent, interval, recreate)| {
             let draft = Draft {
                 name: name.to_string(),
@@ -192,7 +192,6 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
             NewSession::check(&draft, &settings.engine.defaults).ok()
         })
         .collect();
-    drop(store);
     let result = dashboard(&settings, Some((authority, creations))).await;
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&scratch);

@@ -4,127 +4,32 @@
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Result;
 
-use super::headless::{open_store, store_error};
+use super::bad_input;
+use super::front::{GraphSetup, conclude, explain, graph_setup, one_shot, open_store, store_error};
 use super::output::{Times, count, describe, names_line, outcome_json, outcome_line};
-use super::{bad_input, shutdown_signal};
-use crate::auth::{AuthError, Tokens};
+use super::shutdown_signal;
 use crate::cli::{AddArgs, CreateArgs, EditArgs, RefreshArgs, SessionOptions};
-use crate::config::{LoginOverrides, Settings};
+use crate::config::Settings;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
-use crate::engine::{AuthSetup, Command, Context, Event, Finished, LiveGraph};
-use crate::graph::{ClientOptions, GraphClient};
+use crate::engine::{Answer, EngineError, Event, Reply, Request};
 use crate::session::{Draft, NewSession, SettingsChange, Status, TrackedSession};
-use crate::store::{DriverLock, Store, StoreError};
-use crate::time::Clock;
-
-/// Graph as the settings describe it: the client, the token source, and sign-in.
-pub fn graph_context(settings: &Settings) -> Result<Context> {
-    let options = ClientOptions { timeout: settings.engine.request_timeout, ..ClientOptions::default() };
-    let client = GraphClient::new(&settings.graph_url, options).map_err(bad_input)?;
-    let tokens = Tokens::from_settings(
-        settings.token.as_deref(),
-        settings.token_command.as_deref().map(|c| (c, settings.token_command_timeout)),
-        settings.token_cache.clone(),
-    );
-    let auth = AuthSetup {
-        tokens: tokens.clone(),
-        authority: settings.authority(&LoginOverrides::default()),
-        cache: settings.token_cache.clone(),
-        client: client.clone(),
-    };
-    Ok(Context { graph: LiveGraph::new(client, tokens), clock: Clock::system(), auth: Some(Arc::new(auth)) })
-}
-
-/// Without any token source the call cannot be made: that is a failed operation (exit 1), fixed by
-/// signing in, not bad input.
-fn require_tokens(ctx: &Context) -> Result<()> {
-    let Some(auth) = &ctx.auth else { return Ok(()) };
-    if let Some(problem) = auth.tokens.problem() {
-        anyhow::bail!(problem);
-    }
-    if auth.tokens.is_configured() { Ok(()) } else { Err(AuthError::Missing.into()) }
-}
+use crate::store::{Opened, SessionStore, StoreError};
 
 /// Looks up every name first, so that one unknown name changes nothing.
-fn find_all(store: &Store, names: &[String]) -> Result<Vec<TrackedSession>> {
+async fn find_all(store: &dyn SessionStore, names: &[String]) -> Result<Vec<TrackedSession>> {
     let mut seen = HashSet::new();
-    names.iter().filter(|n| seen.insert(n.as_str())).map(|n| store.session(n).map_err(store_error)).collect()
+    let mut found = Vec::with_capacity(names.len());
+    for name in names.iter().filter(|n| seen.insert(n.as_str())) {
+        found.push(store.session(name).await.map_err(store_error)?);
+    }
+    Ok(found)
 }
 
 fn times(settings: &Settings) -> Times {
     Times { utc: settings.utc }
-}
-
-/// Runs `commands` on a one-shot engine holding `sessions`, until `expected` of them have
-/// finished; every event passes `on_event` on the way. Ctrl-C stops it (what finished stays).
-async fn one_shot(
-    settings: &Settings,
-    store: Store,
-    sessions: Vec<TrackedSession>,
-    commands: Vec<Command>,
-    expected: usize,
-    mut on_event: impl FnMut(&Event) -> Result<()>,
-) -> Result<Vec<Finished>> {
-    let ctx = graph_context(settings)?;
-    let keeper =
-        Keeper::start(store, KeeperRole::OneShot, ctx, settings.engine.clone(), Start::Given { sessions, rev: 0 })
-            .map_err(store_error)?;
-    for command in commands {
-        keeper.send(command);
-    }
-    let mut keeper = keeper;
-    let mut finished = Vec::new();
-    let mut failed: Option<anyhow::Error> = None;
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
-    while finished.len() < expected {
-        tokio::select! {
-            event = keeper.events.recv() => match event {
-                None | Some(Event::Stopped) => break,
-                Some(event) => {
-                    if let Err(e) = on_event(&event) {
-                        failed = Some(e);
-                        break;
-                    }
-                    // Whoever waits hears why it takes longer.
-                    if let Event::Retrying { kind, name, attempt, after } = &event {
-                        let when = match after.as_secs_f64().ceil() {
-                            0.0 => "now".to_string(),
-                            secs => format!("in {}", crate::time::format_duration(std::time::Duration::from_secs_f64(secs))),
-                        };
-                        let _ = writeln!(
-                            std::io::stderr().lock(),
-                            "wbsessions: {name}: {} failed; trying again {when} (attempt {} of {})",
-                            kind.verb(),
-                            attempt + 1,
-                            crate::engine::policy::MANUAL_RETRIES + 1
-                        );
-                    }
-                    if let Event::Finished(f) = event {
-                        finished.push(f);
-                    }
-                }
-            },
-            _ = &mut signal => {
-                failed = Some(anyhow::anyhow!("interrupted; what finished is recorded"));
-                break;
-            }
-        }
-    }
-    let mut rest = keeper.stop().await;
-    while let Ok(event) = rest.try_recv() {
-        if failed.is_none() {
-            let _ = on_event(&event);
-        }
-    }
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(finished),
-    }
 }
 
 /// Prints each outcome as it arrives; failures are logged by the engine with their request ids.
@@ -142,30 +47,6 @@ fn print_outcomes(times: Times, as_json: bool) -> impl FnMut(&Event) -> Result<(
     }
 }
 
-/// Says on stderr what each failure means and what to do; exit 1 if anything failed.
-fn conclude(finished: &[Finished], sessions: &[TrackedSession], as_json: bool) -> Result<ExitCode> {
-    let mut failed = false;
-    let mut err = std::io::stderr().lock();
-    for f in finished {
-        let Err(why) = &f.result else { continue };
-        failed = true;
-        if as_json {
-            continue;
-        }
-        let session = f.key.and_then(|k| sessions.iter().find(|s| s.key == k));
-        let name = session.map_or(f.name.as_str(), |s| s.name.as_str());
-        let hint = if why.starts_with("session expired") && !session.is_some_and(|s| s.recreate) {
-            format!(" (`wbsessions recreate {name}` starts a new session; --recreate lets the keeper do it)")
-        } else if why.contains("not authorized") || why.contains("wbsessions login") {
-            " (run `wbsessions login`, or set a valid WBSESSIONS_TOKEN)".to_string()
-        } else {
-            String::new()
-        };
-        writeln!(err, "wbsessions: {name}: {} failed: {}{hint}", f.kind.verb(), crate::text::clean(why, 2000))?;
-    }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
 fn draft(name: &str, options: &SessionOptions, session_id: Option<&str>) -> Draft {
     Draft {
         name: name.to_string(),
@@ -178,27 +59,36 @@ fn draft(name: &str, options: &SessionOptions, session_id: Option<&str>) -> Draf
 }
 
 /// A name or id already tracked is refused before Graph is asked anything.
-fn ensure_free(store: &Store, new: &NewSession) -> Result<()> {
-    match store.session(&new.name) {
+async fn ensure_free(store: &dyn SessionStore, new: &NewSession) -> Result<()> {
+    match store.session(&new.name).await {
         Ok(_) => return Err(store_error(StoreError::NameTaken(new.name.clone()))),
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(store_error(e)),
     }
-    if let Some(id) = &new.session_id {
-        let mut holder = None;
-        store
-            .each_session(|s| -> Result<(), StoreError> {
-                if s.session_id == *id {
-                    holder = Some(s.name);
-                }
-                Ok(())
-            })
-            .map_err(store_error)?;
-        if let Some(name) = holder {
-            return Err(store_error(StoreError::IdTaken(name)));
-        }
+    if let Some(id) = &new.session_id
+        && let Some(name) = store.name_of_id(id).await.map_err(store_error)?
+    {
+        return Err(store_error(StoreError::IdTaken(name)));
     }
     Ok(())
+}
+
+/// Runs one request per session and says how each went; exit 1 if any failed.
+async fn each(
+    settings: &Settings,
+    opened: Opened,
+    graph: GraphSetup,
+    sessions: Vec<TrackedSession>,
+    ask: impl Fn(&TrackedSession) -> Request,
+    on_event: impl FnMut(&Event) -> Result<()>,
+    as_json: bool,
+) -> Result<(ExitCode, Vec<Answer>)> {
+    let requests = sessions.iter().map(&ask).collect();
+    let verb = sessions.first().map(|s| ask(s).kind().verb()).unwrap_or("refresh");
+    let answers = one_shot(settings, opened, graph, sessions.clone(), requests, on_event).await?;
+    let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers.iter().cloned()).collect();
+    let code = conclude(verb, &answered, as_json)?;
+    Ok((code, answers))
 }
 
 /// Creates or tracks one session through a one-shot engine and says what came of it.
@@ -206,29 +96,29 @@ async fn add_one(settings: &Settings, new: NewSession, create: bool) -> Result<E
     if let Some(warning) = &new.warning {
         writeln!(std::io::stderr().lock(), "wbsessions: warning: {warning}")?;
     }
-    let store = open_store(settings)?;
-    ensure_free(&store, &new)?;
+    let opened = open_store(settings)?;
+    ensure_free(&*opened.sessions, &new).await?;
+    let graph = graph_setup(settings, None)?;
     if create || new.workbook.is_by_path() {
-        require_tokens(&graph_context(settings)?)?;
+        graph.require_tokens()?;
     }
     let name = new.name.clone();
-    let command = if create { Command::Create(new) } else { Command::Track(new) };
-    let mut added: Option<TrackedSession> = None;
-    let finished = one_shot(settings, store, Vec::new(), vec![command], 1, |event| {
-        if let Event::Added(s) = event {
-            added = Some((**s).clone());
-        }
-        Ok(())
-    })
-    .await?;
-    match (finished.first().map(|f| &f.result), added) {
-        (Some(Ok(())), Some(session)) => {
+    let request = if create { Request::Create(new) } else { Request::Track(new) };
+    let answers = one_shot(settings, opened, graph, Vec::new(), vec![request], |_| Ok(())).await?;
+    match answers.into_iter().next() {
+        Some(Ok(Reply::Session(session))) => {
             let verb = if create { "created" } else { "tracking" };
             writeln!(std::io::stdout().lock(), "{verb} {}", describe(&session, &settings.engine.defaults))?;
             Ok(ExitCode::SUCCESS)
         }
-        (Some(Err(why)), _) if why.contains("already tracked") => Err(bad_input(why)),
-        (Some(Err(why)), _) => anyhow::bail!("{} {name} failed: {why}", if create { "creating" } else { "tracking" }),
+        Some(Err(e)) if e.is_bad_input() => Err(bad_input(explain(&e, None, &name))),
+        Some(Err(e)) => {
+            anyhow::bail!(
+                "{} {name} failed: {}",
+                if create { "creating" } else { "tracking" },
+                explain(&e, None, &name)
+            )
+        }
         _ => anyhow::bail!("{name}: no answer from the engine; see the log"),
     }
 }
@@ -245,17 +135,20 @@ pub async fn create(settings: &Settings, args: CreateArgs) -> Result<ExitCode> {
     add_one(settings, new, true).await
 }
 
+/// A closed session has nothing to refresh: said as the engine would say it, before it starts.
+fn refuse_closed(session: &TrackedSession) -> anyhow::Error {
+    let closed = EngineError::Closed { name: session.name.clone() };
+    bad_input(explain(&closed, Some(session), &session.name))
+}
+
 pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode> {
-    let store = open_store(settings)?;
+    let opened = open_store(settings)?;
     let (sessions, skipped): (Vec<TrackedSession>, Vec<TrackedSession>) = if args.all {
-        store.sessions().map_err(store_error)?.into_iter().partition(|s| s.status != Status::Closed)
+        opened.sessions.sessions().await.map_err(store_error)?.into_iter().partition(|s| s.status != Status::Closed)
     } else {
-        let named = find_all(&store, &args.names)?;
+        let named = find_all(&*opened.sessions, &args.names).await?;
         if let Some(closed) = named.iter().find(|s| s.status == Status::Closed) {
-            return Err(bad_input(format!(
-                "{0} is closed, so there is nothing to refresh; `wbsessions recreate {0}` starts a new session on its workbook",
-                closed.name
-            )));
+            return Err(refuse_closed(closed));
         }
         (named, Vec::new())
     };
@@ -271,25 +164,17 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
     if sessions.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    require_tokens(&graph_context(settings)?)?;
-    let keys = sessions.iter().map(|s| s.key).collect();
-    let expected = sessions.len();
-    let finished = one_shot(
-        settings,
-        store,
-        sessions.clone(),
-        vec![Command::Refresh(keys)],
-        expected,
-        print_outcomes(times(settings), args.json),
-    )
-    .await?;
-    conclude(&finished, &sessions, args.json)
+    let graph = graph_setup(settings, None)?;
+    graph.require_tokens()?;
+    let print = print_outcomes(times(settings), args.json);
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Refresh(s.key), print, args.json).await?;
+    Ok(code)
 }
 
 pub async fn close(settings: &Settings, names: &[String]) -> Result<ExitCode> {
-    let store = open_store(settings)?;
+    let opened = open_store(settings)?;
     let (closed, sessions): (Vec<TrackedSession>, Vec<TrackedSession>) =
-        find_all(&store, names)?.into_iter().partition(|s| s.status == Status::Closed);
+        find_all(&*opened.sessions, names).await?.into_iter().partition(|s| s.status == Status::Closed);
     // Closing twice asks Graph nothing (the engine says the same for every front end); said here
     // too, so that knowing it needs no sign-in.
     for s in &closed {
@@ -298,46 +183,34 @@ pub async fn close(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     if sessions.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    require_tokens(&graph_context(settings)?)?;
-    let keys = sessions.iter().map(|s| s.key).collect();
-    let finished = one_shot(
-        settings,
-        store,
-        sessions.clone(),
-        vec![Command::Close(keys)],
-        sessions.len(),
-        print_outcomes(times(settings), false),
-    )
-    .await?;
-    conclude(&finished, &sessions, false)
+    let graph = graph_setup(settings, None)?;
+    graph.require_tokens()?;
+    let print = print_outcomes(times(settings), false);
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Close(s.key), print, false).await?;
+    Ok(code)
 }
 
 pub async fn recreate(settings: &Settings, names: &[String]) -> Result<ExitCode> {
-    let store = open_store(settings)?;
-    let sessions = find_all(&store, names)?;
-    require_tokens(&graph_context(settings)?)?;
-    let keys = sessions.iter().map(|s| s.key).collect();
-    let finished = one_shot(
-        settings,
-        store,
-        sessions.clone(),
-        vec![Command::Recreate(keys)],
-        sessions.len(),
-        print_outcomes(times(settings), false),
-    )
-    .await?;
-    conclude(&finished, &sessions, false)
+    let opened = open_store(settings)?;
+    let sessions = find_all(&*opened.sessions, names).await?;
+    let graph = graph_setup(settings, None)?;
+    graph.require_tokens()?;
+    let print = print_outcomes(times(settings), false);
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Recreate(s.key), print, false).await?;
+    Ok(code)
 }
 
 pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
-    let store = open_store(settings)?;
-    let sessions = find_all(&store, names)?;
-    let keys = sessions.iter().map(|s| s.key).collect();
-    let finished =
-        one_shot(settings, store, sessions.clone(), vec![Command::Remove(keys)], sessions.len(), |_| Ok(())).await?;
+    let opened = open_store(settings)?;
+    let sessions = find_all(&*opened.sessions, names).await?;
+    let graph = graph_setup(settings, None)?;
+    let requests = sessions.iter().map(|s| Request::Remove(s.key)).collect();
+    let answers = one_shot(settings, opened, graph, sessions.clone(), requests, |_| Ok(())).await?;
     let mut out = std::io::stdout().lock();
-    for f in finished.iter().filter(|f| f.result.is_ok()) {
-        let Some(s) = sessions.iter().find(|s| Some(s.key) == f.key) else { continue };
+    for (s, answer) in sessions.iter().zip(&answers) {
+        if answer.is_err() {
+            continue;
+        }
         match s.status {
             Status::Closed | Status::Expired | Status::Dead => writeln!(out, "removed {}", s.name)?,
             _ => writeln!(
@@ -348,7 +221,8 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
         }
     }
     drop(out);
-    conclude(&finished, &sessions, false)
+    let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers).collect();
+    conclude("remove", &answered, false)
 }
 
 pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
@@ -365,23 +239,28 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
         ));
     }
     change.check().map_err(bad_input)?;
-    let store = open_store(settings)?;
-    let session = store.session(&args.name).map_err(store_error)?;
+    let opened = open_store(settings)?;
+    let session = opened.sessions.session(&args.name).await.map_err(store_error)?;
     let mut changed = session.clone();
     change.apply_to(&mut changed);
     if let Some(warning) = settings.engine.defaults.interval_warning(changed.interval, session.mode) {
         writeln!(std::io::stderr().lock(), "wbsessions: warning: {warning}")?;
     }
     let key = session.key;
-    let finished = one_shot(settings, store, vec![session], vec![Command::Edit { key, change }], 1, |_| Ok(())).await?;
-    if let Some(Err(why)) = finished.first().map(|f| &f.result) {
-        return Err(bad_input(why));
-    }
+    let graph = graph_setup(settings, None)?;
+    let answers =
+        one_shot(settings, opened, graph, vec![session.clone()], vec![Request::Edit { key, change }], |_| Ok(()))
+            .await?;
+    let saved = match answers.into_iter().next() {
+        Some(Ok(Reply::Session(saved))) => (*saved).clone(),
+        Some(Err(e)) => return Err(bad_input(explain(&e, Some(&session), &session.name))),
+        _ => changed,
+    };
     writeln!(
         std::io::stdout().lock(),
         "saved: {}{}",
-        describe(&changed, &settings.engine.defaults),
-        if changed.auto { "" } else { ", manual only" }
+        describe(&saved, &settings.engine.defaults),
+        if saved.auto { "" } else { ", manual only" }
     )?;
     Ok(ExitCode::SUCCESS)
 }
@@ -389,16 +268,15 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
 /// The headless keeper: every session kept alive until SIGINT or SIGTERM, one line per outcome.
 pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     // The store is checked before the lock file is made beside it: a bad store changes nothing.
-    let store = open_store(settings)?;
-    let lock =
-        DriverLock::acquire(&settings.store).map_err(|e| if e.is_bad_input() { bad_input(e) } else { e.into() })?;
-    let ctx = graph_context(settings)?;
-    require_tokens(&ctx)?;
-    let (sessions, rev) = store.snapshot().map_err(store_error)?;
+    let opened = open_store(settings)?;
+    let lease = opened.role.acquire().map_err(|e| if e.is_bad_input() { bad_input(e) } else { e.into() })?;
+    let graph = graph_setup(settings, None)?;
+    graph.require_tokens()?;
+    let (sessions, rev) = opened.sessions.snapshot().await.map_err(store_error)?;
     let (kept, skipped): (Vec<&TrackedSession>, Vec<&TrackedSession>) =
         sessions.iter().partition(|s| s.is_kept_alive());
     let mut err = std::io::stderr().lock();
-    write!(err, "wbsessions: keeping {} in {} alive", count(kept.len(), "session"), settings.store.display())?;
+    write!(err, "wbsessions: keeping {} in {} alive", count(kept.len(), "session"), settings.store)?;
     if !skipped.is_empty() {
         let names: Vec<String> = skipped
             .iter()
@@ -406,14 +284,16 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
             .collect();
         write!(err, "; skipping {}", names_line(&names))?;
     }
-    if store.paused().map_err(store_error)? {
+    if opened.sessions.paused().await.map_err(store_error)? {
         write!(err, "; automatic refresh is paused (the dashboard's p resumes it)")?;
     }
     writeln!(err, "; Ctrl-C stops")?;
     drop(err);
-    tracing::info!(sessions = sessions.len(), store = %settings.store.display(), lock = %lock.path().display(), "keeper started");
+    tracing::info!(sessions = sessions.len(), store = %settings.store, "keeper started");
+    let start = Start::Given { sessions, rev };
     let mut keeper =
-        Keeper::start(store, KeeperRole::Drive(lock), ctx, settings.engine.clone(), Start::Given { sessions, rev })
+        Keeper::start(opened.sessions, KeeperRole::Drive(lease), graph.ctx, settings.engine.clone(), start)
+            .await
             .map_err(store_error)?;
     let times = times(settings);
     let signal = shutdown_signal();
@@ -435,12 +315,12 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
                 if super::stdout_gone() {
                     output_closed = true;
                     stopping = true;
-                    keeper.send(Command::Shutdown);
+                    keeper.handle.shutdown();
                 }
             }
             _ = &mut signal, if !stopping => {
                 stopping = true;
-                keeper.send(Command::Shutdown);
+                keeper.handle.shutdown();
             }
             event = keeper.events.recv() => match event {
                 None | Some(Event::Stopped) => break,
@@ -474,7 +354,7 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
         if output_closed && !stopping {
             // Nobody reads the output any more: stop as if asked to.
             stopping = true;
-            keeper.send(Command::Shutdown);
+            keeper.handle.shutdown();
         }
     }
     drop(out);
@@ -485,23 +365,24 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
 
 /// Refreshes one session (recreating it if it expired and may be), and returns it as it is after,
 /// with how the refresh ended.
-pub async fn ensure_alive(settings: &Settings, name: &str) -> Result<(TrackedSession, Result<(), String>)> {
-    let store = open_store(settings)?;
-    let session = store.session(name).map_err(store_error)?;
+pub async fn ensure_alive(settings: &Settings, name: &str) -> Result<(TrackedSession, GraphSetup, Answer)> {
+    let opened = open_store(settings)?;
+    let session = opened.sessions.session(name).await.map_err(store_error)?;
     if session.status == Status::Closed {
         // Not alive, as for an expired session: `exec` exits 1 without running the command.
-        anyhow::bail!("{name} is closed; the command was not run (`wbsessions recreate {name}` starts a new session)");
+        let closed = EngineError::Closed { name: session.name.clone() };
+        anyhow::bail!("{}; the command was not run", explain(&closed, Some(&session), name));
     }
-    require_tokens(&graph_context(settings)?)?;
-    let mut latest = session.clone();
-    let finished =
-        one_shot(settings, store, vec![session.clone()], vec![Command::Refresh(vec![session.key])], 1, |event| {
-            if let Event::Changed(s) = event {
-                latest = (**s).clone();
-            }
-            Ok(())
-        })
-        .await?;
-    let result = finished.into_iter().next().map_or_else(|| Err("no answer from the engine".to_string()), |f| f.result);
-    Ok((latest, result))
+    let graph = graph_setup(settings, None)?;
+    graph.require_tokens()?;
+    let tokens = graph.tokens.clone();
+    let ctx = graph.ctx.clone();
+    let request = vec![Request::Refresh(session.key)];
+    let answer = one_shot(settings, opened, graph, vec![session.clone()], request, |_| Ok(())).await?;
+    let answer = answer.into_iter().next().unwrap_or(Err(EngineError::Stopped));
+    let latest = match &answer {
+        Ok(Reply::Session(s)) => (**s).clone(),
+        _ => session,
+    };
+    Ok((latest, GraphSetup { ctx, tokens }, answer))
 }

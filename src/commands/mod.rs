@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::sim::{SimBatch, SimConfig};
 use crate::time::Clock;
 
+mod front;
 mod headless;
 mod import;
 mod interactive;
@@ -128,16 +129,16 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Sim(args) => sim(args).await,
             Command::Add(args) => keeping::add(&settings, args).await,
             Command::Create(args) => keeping::create(&settings, args).await,
-            Command::List(args) => headless::list(&settings, args.json),
-            Command::Show(args) => headless::show(&settings, &args.name, args.json),
-            Command::Id(args) => headless::id(&settings, &args.name, args.any),
+            Command::List(args) => headless::list(&settings, args.json).await,
+            Command::Show(args) => headless::show(&settings, &args.name, args.json).await,
+            Command::Id(args) => headless::id(&settings, &args.name, args.any).await,
             Command::Refresh(args) => keeping::refresh(&settings, args).await,
             Command::Close(args) => keeping::close(&settings, &args.names).await,
             Command::Remove(args) => keeping::remove(&settings, &args.names).await,
             Command::Edit(args) => keeping::edit(&settings, args).await,
             Command::Recreate(args) => keeping::recreate(&settings, &args.names).await,
             Command::Exec(args) => scripts::exec(&settings, args).await,
-            Command::Import(args) => import::import(&settings, args),
+            Command::Import(args) => import::import(&settings, args).await,
             Command::Run(args) => keeping::run(&settings, args.json).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),

@@ -5,16 +5,21 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
 
-use super::keeping::{ensure_alive, graph_context};
+use super::front::explain;
+use super::keeping::ensure_alive;
 use crate::cli::{COMPLETE_VAR, ExecArgs};
 use crate::config::Settings;
 
 /// Runs CMD once the session is known to be alive, with its id, workbook URL and name (and the
 /// access token, if asked) in CMD's environment; returns CMD's exit code.
 pub async fn exec(settings: &Settings, args: ExecArgs) -> Result<ExitCode> {
-    let (session, refreshed) = ensure_alive(settings, &args.name).await?;
-    if let Err(why) = refreshed {
-        anyhow::bail!("{} is not alive ({}); the command was not run", args.name, crate::text::clean(&why, 1000));
+    let (session, graph, refreshed) = ensure_alive(settings, &args.name).await?;
+    if let Err(e) = refreshed {
+        anyhow::bail!(
+            "{} is not alive ({}); the command was not run",
+            args.name,
+            explain(&e, Some(&session), &args.name)
+        );
     }
     let mut command = std::process::Command::new(&args.command[0]);
     command
@@ -23,9 +28,7 @@ pub async fn exec(settings: &Settings, args: ExecArgs) -> Result<ExitCode> {
         .env("WBSESSIONS_WORKBOOK_URL", session.workbook.url(&settings.graph_url))
         .env("WBSESSIONS_NAME", &session.name);
     if args.export_token {
-        let ctx = graph_context(settings)?;
-        let Some(auth) = &ctx.auth else { anyhow::bail!("no token source") };
-        let token = auth.tokens.get().await?;
+        let token = graph.tokens.get().await?;
         command.env("WBSESSIONS_ACCESS_TOKEN", token.secret.expose());
     }
     // The command is the user's: it creates files as they would, not as privately as this does.

@@ -244,7 +244,7 @@ impl<T> Dispatcher<T> {
     /// The most urgent call that may start now, if the limits allow one. `accept` sees each
     /// candidate first and may drop it (its session went away meanwhile); a dropped one costs
     /// nothing.
-    pub fn start(&mut self, now: Instant, accept: impl FnMut(&T) -> bool) -> Option<Ticket<T>> {
+    pub fn start(&mut self, now: Instant, accept: impl FnMut(&mut T) -> bool) -> Option<Ticket<T>> {
         if self.requests.len() >= self.concurrency {
             return None;
         }
@@ -260,7 +260,7 @@ impl<T> Dispatcher<T> {
         now: Instant,
         leader: JobId,
         fits: impl Fn(&T) -> bool,
-        accept: impl FnMut(&T) -> bool,
+        accept: impl FnMut(&mut T) -> bool,
     ) -> Option<Ticket<T>> {
         if !self.requests.contains_key(&leader) {
             return None;
@@ -273,7 +273,7 @@ impl<T> Dispatcher<T> {
         now: Instant,
         leader: Option<JobId>,
         fits: impl Fn(&T) -> bool,
-        mut accept: impl FnMut(&T) -> bool,
+        mut accept: impl FnMut(&mut T) -> bool,
     ) -> Option<Ticket<T>> {
         if !self.budget.has_room(now) {
             return None;
@@ -288,11 +288,11 @@ impl<T> Dispatcher<T> {
                 self.index(&name);
                 return None;
             }
-            let Some(job) = lane.queue.pop() else {
+            let Some(mut job) = lane.queue.pop() else {
                 self.index(&name);
                 continue;
             };
-            if !accept(&job.payload) {
+            if !accept(&mut job.payload) {
                 self.index(&name);
                 continue;
             }
@@ -344,10 +344,10 @@ impl<T> Dispatcher<T> {
         holds_changed
     }
 
-    /// Takes the queued calls `pick` selects out of lanes held past `horizon`, each with the end
-    /// of its lane's hold: calls someone waits for are told of a long hold, not made to sit
-    /// through it.
-    pub fn take_held(&mut self, horizon: Instant, mut pick: impl FnMut(&T) -> bool) -> Vec<(Instant, T)> {
+    /// Shows `visit` each queued call in a lane held past `horizon`, with the end of its lane's
+    /// hold, and takes out those it returns `true` for: calls someone waits for are told of a
+    /// long hold, not made to sit through it.
+    pub fn take_held(&mut self, horizon: Instant, mut visit: impl FnMut(&mut T, Instant) -> bool) -> Vec<T> {
         if self.held == 0 {
             return Vec::new();
         }
@@ -357,15 +357,39 @@ impl<T> Dispatcher<T> {
         for name in long {
             let Some(lane) = self.lanes.get_mut(&name) else { continue };
             let Some(until) = lane.held_until.filter(|until| *until > horizon) else { continue };
-            if !lane.queue.iter().any(|q| pick(&q.payload)) {
-                continue;
+            let mut keep = Vec::with_capacity(lane.queue.len());
+            for mut queued in std::mem::take(&mut lane.queue).into_vec() {
+                if visit(&mut queued.payload, until) {
+                    taken.push(queued.payload);
+                } else {
+                    keep.push(queued);
+                }
             }
-            let (out, keep): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut lane.queue).into_vec().into_iter().partition(|q| pick(&q.payload));
             lane.queue = keep.into();
-            taken.extend(out.into_iter().map(|q| (until, q.payload)));
         }
         taken
+    }
+
+    /// Finds the first queued call on `lane` that `pick` selects, lets `change` amend it, and
+    /// moves it up to `urgency` if that is more urgent than its own. Returns whether one was found.
+    pub fn amend(
+        &mut self,
+        lane: &str,
+        mut pick: impl FnMut(&T) -> bool,
+        change: impl FnOnce(&mut T),
+        urgency: Urgency,
+    ) -> bool {
+        let Some(entry) = self.lanes.get_mut(lane) else { return false };
+        let mut queue = std::mem::take(&mut entry.queue).into_vec();
+        let found = queue.iter_mut().find(|q| pick(&q.payload)).map(|q| {
+            change(&mut q.payload);
+            q.urgency = q.urgency.min(urgency);
+        });
+        entry.queue = queue.into();
+        if found.is_some() {
+            self.index(lane);
+        }
+        found.is_some()
     }
 
     /// Frees the lanes whose hold has passed. Returns whether any was freed.

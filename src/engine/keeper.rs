@@ -1,29 +1,25 @@
 //! Starting and stopping an engine on a store, the one way `run`, the dashboard and the one-shot
-//! commands all do it: the store on its writer thread, the engine task, the driver lock.
+//! commands all do it: the store's change feed, the engine task, the driver role.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{Command, Context, EngineConfig, EngineHandle, EngineSettings, Event, Role};
+use super::{Context, EngineConfig, EngineSettings, Event, Handle, Role, Spawned};
 use crate::session::TrackedSession;
-use crate::store::{DriverLock, Store, StoreError, StoreWriter};
-
-/// How often another process's changes to the store are looked for.
-pub const STORE_POLL: Duration = Duration::from_millis(250);
+use crate::store::{DriverRole, Lease, Rev, SessionStore, StoreError};
 
 /// How long stopping waits for running calls and the last writes.
 const STOP_WAIT: Duration = Duration::from_secs(7);
 
 /// Who the keeper is on its store.
 pub enum KeeperRole {
-    /// Holds the driver lock: schedules automatic refreshes.
-    Drive(DriverLock),
+    /// Holds the driver role: schedules automatic refreshes.
+    Drive(Box<dyn Lease>),
     /// Another process drives; take over from it once it is gone.
-    Watch { store: PathBuf },
-    /// Does only what it is told, on the sessions it is given.
+    Watch(Arc<dyn DriverRole>),
+    /// Does only what it is asked, on the sessions it is given.
     OneShot,
 }
 
@@ -31,67 +27,57 @@ pub enum KeeperRole {
 pub enum Start {
     /// Every stored session, read by the engine in the background (a dashboard draws meanwhile).
     Stored,
-    /// These sessions, read when the store was at `rev` (`Store::snapshot`): what changes after
-    /// it is picked up, and nothing committed between the read and the start is missed.
-    Given { sessions: Vec<TrackedSession>, rev: i64 },
+    /// These sessions, read when the store was at `rev` (`SessionStore::snapshot`): what changes
+    /// after it is picked up, and nothing committed between the read and the start is missed.
+    Given { sessions: Vec<TrackedSession>, rev: Rev },
 }
 
 pub struct Keeper {
-    pub commands: mpsc::UnboundedSender<Command>,
+    pub handle: Handle,
+    /// Events from the engine's start on.
     pub events: mpsc::UnboundedReceiver<Event>,
     task: tokio::task::JoinHandle<()>,
-    writer: Option<std::thread::JoinHandle<()>>,
-    lock: Option<DriverLock>,
+    store: Arc<dyn SessionStore>,
+    lease: Option<Box<dyn Lease>>,
 }
 
 impl Keeper {
     /// Starts an engine on `store`.
-    pub fn start(
-        store: Store,
+    pub async fn start(
+        store: Arc<dyn SessionStore>,
         role: KeeperRole,
         ctx: Context,
         settings: EngineSettings,
         start: Start,
     ) -> Result<Keeper, StoreError> {
-        let paused = store.paused()?;
+        let paused = store.paused().await?;
         // Read before the engine reads the sessions, so a change in between is seen twice at
         // worst (applying one again changes nothing), never missed.
         let (sessions, rev) = match start {
-            Start::Stored => (None, store.rev()?),
+            Start::Stored => (None, store.rev().await?),
             Start::Given { sessions, rev } => (Some(sessions), rev),
         };
-        let (role, lock, watch) = match role {
-            KeeperRole::Drive(lock) => (Role::Driver, Some(lock), Some((STORE_POLL, rev))),
-            KeeperRole::Watch { store: path } => {
-                (Role::Watcher { take_over: Some(path) }, None, Some((STORE_POLL, rev)))
-            }
-            KeeperRole::OneShot => (Role::OneShot, None, None),
+        let (role, lease, watch) = match role {
+            KeeperRole::Drive(lease) => (Role::Driver, Some(lease), true),
+            KeeperRole::Watch(role) => (Role::Watcher(role), None, true),
+            KeeperRole::OneShot => (Role::OneShot, None, false),
         };
-        let path = store.path().to_path_buf();
-        let writer = StoreWriter::spawn(store, watch).map_err(|source| StoreError::Io { path, source })?;
+        let feed = watch.then(|| store.watch(rev));
         let config = EngineConfig { settings, role, paused, seed: None };
-        let EngineHandle { commands, events, task } =
-            super::spawn(ctx, Arc::new(writer.handle), Some(writer.events), sessions, config);
-        Ok(Keeper { commands, events, task, writer: Some(writer.thread), lock })
+        let Spawned { handle, events, task } = super::spawn(ctx, store.clone(), feed, sessions, config);
+        Ok(Keeper { handle, events, task, store, lease })
     }
 
-    pub fn send(&self, command: Command) {
-        let _ = self.commands.send(command);
-    }
-
-    /// Asks the engine to stop, lets running calls finish and the store flush, then lets go of
-    /// the lock. Events sent on the way out are still in `events` for whoever wants them.
+    /// Asks the engine to stop, lets running calls finish and the store flush and close, then
+    /// lets go of the driver role. Events sent on the way out are still in `events`.
     pub async fn stop(mut self) -> mpsc::UnboundedReceiver<Event> {
-        let _ = self.commands.send(Command::Shutdown);
+        self.handle.shutdown();
         if tokio::time::timeout(STOP_WAIT, &mut self.task).await.is_err() {
             tracing::warn!("the engine did not stop in time");
             self.task.abort();
         }
-        // The engine held the last handle to the writer: its thread ends once it has drained.
-        if let Some(thread) = self.writer.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-        drop(self.lock.take());
+        self.store.close().await;
+        drop(self.lease.take());
         self.events
     }
 }

@@ -1,45 +1,14 @@
-//! What goes into the engine (`Command`) and what comes out of it (`Event`): plain enums on
-//! tokio channels, the whole vocabulary between the engine and its front ends.
+//! What comes out of the engine besides replies: `Event`s, for anyone who watches.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::auth::signin::Progress;
-use crate::session::{NewSession, Outcome, SessionKey, SettingsChange, TrackedSession};
+use crate::auth::{Progress, SignInState};
+use crate::session::{Outcome, SessionKey, TrackedSession};
 
-#[derive(Debug, Clone)]
-pub enum Command {
-    Refresh(Vec<SessionKey>),
-    RefreshAll,
-    /// Create a session at Graph and track it.
-    Create(NewSession),
-    /// Track a session that exists (its id in the `NewSession`).
-    Track(NewSession),
-    /// Changes only the settings `change` names.
-    Edit {
-        key: SessionKey,
-        change: SettingsChange,
-    },
-    SetAuto {
-        keys: Vec<SessionKey>,
-        auto: bool,
-    },
-    /// Pause or resume automatic refresh for the whole store, for every process on it.
-    PauseAll(bool),
-    Close(Vec<SessionKey>),
-    Remove(Vec<SessionKey>),
-    /// A new session on the same workbook, replacing the id.
-    Recreate(Vec<SessionKey>),
-    SignIn,
-    CancelSignIn,
-    /// The stored outcomes of a session, for its details.
-    History(SessionKey),
-    Shutdown,
-}
-
-/// What was asked for; `Finished` names it when it is done.
+/// What a request or a call does: the verb a front end says it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Refresh,
@@ -50,6 +19,9 @@ pub enum JobKind {
     Edit,
     Remove,
     SetAuto,
+    Pause,
+    History,
+    SignIn,
 }
 
 impl JobKind {
@@ -63,33 +35,11 @@ impl JobKind {
             JobKind::Edit => "edit",
             JobKind::Remove => "remove",
             JobKind::SetAuto => "set automatic refresh of",
+            JobKind::Pause => "pause",
+            JobKind::History => "read the history of",
+            JobKind::SignIn => "sign in",
         }
     }
-}
-
-/// Something asked for is done, well or not: after every retry, never silently dropped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finished {
-    pub kind: JobKind,
-    pub key: Option<SessionKey>,
-    pub name: String,
-    pub result: Result<(), String>,
-}
-
-/// Where tokens come from, as the header shows it; never a token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SignInState {
-    /// A fixed token or a token command.
-    Source(&'static str),
-    SignedIn {
-        user: Option<String>,
-        until: DateTime<Utc>,
-    },
-    /// The sign-in ended (`invalid_grant`): a new one is needed.
-    Ended,
-    NotSignedIn,
-    /// The token cache cannot be used; the text says why and how to fix it.
-    Unusable(String),
 }
 
 #[derive(Debug, Clone)]
@@ -137,13 +87,8 @@ pub enum Event {
         attempt: u8,
         after: Duration,
     },
-    Finished(Finished),
     SignIn(Progress),
     Auth(SignInState),
-    History {
-        key: SessionKey,
-        outcomes: Vec<Outcome>,
-    },
     /// Something failed that belongs to no single call (a store write).
     Error(String),
     /// Worth saying, and about no single call: how refreshes travel (`$batch` or one by one).

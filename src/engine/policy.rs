@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use crate::graph::ErrorClass;
-use crate::session::TrackedSession;
+use crate::session::{Defaults, SessionKey, Status, TrackedSession};
 
 /// Share of the interval by which a refresh may come early, so that sessions created together
 /// drift apart instead of refreshing in one burst. Never late: late risks expiry.
@@ -126,18 +128,18 @@ pub fn manual_retry(
     }
 }
 
-/// When to refresh a session again after a call on it ended with `class` (`None`: success).
-/// `None` means not by itself: the user must act (a dead session, an expired one that may not be
-/// recreated, a closed one). `life_left` is how long until Graph would expire the session: a
-/// retry comes within a fortieth of it (but not sooner than half a second), so that backoff never
-/// outlasts the session it protects and a failing session gets many tries before it would die;
-/// the request budget still bounds what all of them together send.
+/// When to refresh a session again after a call on it left it at `status`. `None` means not by
+/// itself: the user must act (a dead session, an expired one that may not be recreated, a closed
+/// one). `life_left` is how long Graph would still keep the session: a retry comes within a
+/// fortieth of it (but not sooner than half a second), so that backoff never outlasts the
+/// session it protects and a failing session gets many tries before it would die; the request
+/// budget still bounds what all of them together send. A throttled one comes back right after
+/// its workbook's hold, which only the engine knows: a second here.
 pub fn after_call(
-    class: Option<ErrorClass>,
+    status: Status,
     session: &TrackedSession,
     // The interval in force (see `safe_interval`).
     interval: Duration,
-    hold: Option<Duration>,
     life_left: Option<Duration>,
     sample: f64,
 ) -> Option<Duration> {
@@ -146,16 +148,58 @@ pub fn after_call(
         Some(left) => delay.min((left / 40).max(Duration::from_millis(500))),
         None => delay,
     };
-    match class {
-        None => Some(next_interval(interval, sample)),
-        // The workbook's hold decides; come back right after it.
-        Some(ErrorClass::Throttled) => Some(hold.unwrap_or(Duration::from_secs(1))),
-        Some(ErrorClass::Transient | ErrorClass::Failed) => Some(soon(backoff(session.failures, retry_cap, sample))),
-        Some(ErrorClass::Expired) if session.recreate => Some(backoff(session.failures, retry_cap, sample)),
+    match status {
+        Status::New => Some(Duration::ZERO),
+        Status::Ok | Status::Stale | Status::Refreshing => Some(next_interval(interval, sample)),
+        Status::Throttled => Some(Duration::from_secs(1)),
+        Status::Error => Some(soon(backoff(session.failures, retry_cap, sample))),
+        Status::Expired if session.recreate => Some(backoff(session.failures, retry_cap, sample)),
         // A sign-in in another shell fixes this without telling us: look again now and then.
-        Some(ErrorClass::Auth) => Some(backoff(session.failures.saturating_add(4), Duration::from_secs(300), sample)),
-        Some(ErrorClass::Expired | ErrorClass::Dead) => None,
+        Status::Auth => Some(backoff(session.failures.saturating_add(4), Duration::from_secs(300), sample)),
+        Status::Expired | Status::Dead | Status::Closed => None,
     }
+}
+
+/// A number in [0, 1) that is the same wherever and whenever it is worked out for this session
+/// and this moment: the jitter of its next refresh, so that the engine, `list`, `show` and a
+/// watching dashboard agree on when that is.
+pub fn sample_of(key: SessionKey, at: DateTime<Utc>) -> f64 {
+    // splitmix64 over the key and the moment.
+    let mut z = (key as u64) ^ (at.timestamp_millis() as u64).rotate_left(32);
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// When the session's next automatic refresh is due, from what is stored of it: the one rule
+/// the engine plans by and `list`, `show` and a watching dashboard show. `None` when none will
+/// come by itself. A time in the future (another machine's clock) counts as `now`.
+pub fn next_due(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    next_due_with(s, defaults, defaults.interval_of(s), now)
+}
+
+/// `next_due` with the interval in force (the engine shortens it while calls fail often).
+pub fn next_due_with(
+    s: &TrackedSession,
+    defaults: &Defaults,
+    interval: Duration,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if !s.is_kept_alive() {
+        return None;
+    }
+    let (from, life_left) = match s.status {
+        Status::New => (s.created_at.min(now), None),
+        Status::Ok | Status::Stale | Status::Refreshing => (s.last_activity().min(now), None),
+        _ => {
+            let at = s.last_call.map_or_else(|| s.last_activity(), |c| c.at).min(now);
+            (at, defaults.expires_at(s).map(|end| crate::time::until(at, end)))
+        }
+    };
+    let delay = after_call(s.status, s, interval, life_left, sample_of(s.key, from))?;
+    Some(crate::time::add(from, delay))
 }
 
 #[cfg(test)]
@@ -223,11 +267,11 @@ mod tests {
         );
         s.failures = 6;
         let interval = Duration::from_secs(240);
-        let far = after_call(Some(ErrorClass::Transient), &s, interval, None, Some(Duration::from_secs(3000)), 1.0);
+        let far = after_call(Status::Error, &s, interval, Some(Duration::from_secs(3000)), 1.0);
         assert_eq!(far, Some(Duration::from_secs(64)), "plain backoff while expiry is far");
-        let near = after_call(Some(ErrorClass::Transient), &s, interval, None, Some(Duration::from_secs(60)), 1.0);
+        let near = after_call(Status::Error, &s, interval, Some(Duration::from_secs(60)), 1.0);
         assert_eq!(near, Some(Duration::from_millis(1500)), "a fortieth of the life left");
-        let gone = after_call(Some(ErrorClass::Transient), &s, interval, None, Some(Duration::ZERO), 1.0);
+        let gone = after_call(Status::Error, &s, interval, Some(Duration::ZERO), 1.0);
         assert_eq!(gone, Some(Duration::from_millis(500)), "never a busy loop");
     }
 

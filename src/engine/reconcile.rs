@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::Entry;
+use super::jobs::Entry;
 use crate::session::{SessionKey, SessionSettings, TrackedSession};
 use crate::store::Changes;
 

@@ -1,30 +1,30 @@
-//! A watching engine becomes the driver once the driver of its store lets go of the lock.
+//! A watching engine becomes the driver once the driver of its store lets go of the role.
 
-use std::path::PathBuf;
+use std::sync::Arc;
 
-use crate::store::DriverLock;
+use crate::store::{DriverRole, Lease};
 
 pub struct Takeover {
-    store: Option<PathBuf>,
-    lock: Option<DriverLock>,
+    role: Option<Arc<dyn DriverRole>>,
+    lease: Option<Box<dyn Lease>>,
 }
 
 impl Takeover {
-    /// `store`: the store whose lock to take when it is free; `None` never takes over.
-    pub fn new(store: Option<PathBuf>) -> Self {
-        Takeover { store, lock: None }
+    /// `role`: the store's driver role, to take when it is free; `None` never takes over.
+    pub fn new(role: Option<Arc<dyn DriverRole>>) -> Self {
+        Takeover { role, lease: None }
     }
 
-    /// Takes the lock if its holder is gone. Returns whether this engine drives now.
+    /// Takes the role if its holder is gone. Returns whether this engine drives now.
     pub fn try_now(&mut self) -> bool {
-        if self.lock.is_some() {
+        if self.lease.is_some() {
             return true;
         }
-        let Some(store) = &self.store else { return false };
-        match DriverLock::acquire_now(store) {
-            Ok(lock) => {
+        let Some(role) = &self.role else { return false };
+        match role.try_acquire() {
+            Ok(lease) => {
                 tracing::info!("the driver went away; this process schedules automatic refreshes now");
-                self.lock = Some(lock);
+                self.lease = Some(lease);
                 true
             }
             Err(_) => false,

@@ -13,7 +13,8 @@ use ratatui::style::Color;
 use super::dialog::{Confirm, Dialog, Form, FormKind, SignInDialog, Submitted};
 use super::keymap::{Action, action_for};
 use super::layout::{Areas, Col, Placed, areas, fit_columns};
-use crate::engine::{Command, Event, Finished, JobKind, KEPT_OUTCOMES, SignInProgress as Progress, SignInState};
+use crate::auth::{Progress, SignInState};
+use crate::engine::{Answer, EngineError, Event, JobKind, KEPT_OUTCOMES, Reply, Request};
 use crate::session::{Defaults, Outcome, OutcomeKind, SessionKey, SortBy, Status, TrackedSession};
 use crate::text::natural_cmp;
 use crate::time::{format_ago, format_until};
@@ -119,12 +120,23 @@ pub enum Msg {
     Engine(Event),
     Tick,
     Resize(u16, u16),
+    /// The engine's reply to something this dashboard asked.
+    Answer {
+        kind: JobKind,
+        key: Option<SessionKey>,
+        about: String,
+        answer: Answer,
+    },
 }
 
 /// What the event loop carries out for the app.
 #[derive(Debug, Clone)]
 pub enum Effect {
-    Engine(Command),
+    /// Ask the engine; its reply comes back as `Msg::Answer`, saying `about` whom.
+    Ask {
+        request: Request,
+        about: String,
+    },
     /// Put text on the terminal's clipboard (OSC 52).
     Copy(String),
     Quit,
@@ -602,7 +614,7 @@ impl App {
             return None;
         }
         self.history = None;
-        Some(Effect::Engine(Command::History(key)))
+        Some(self.ask(Request::History(key)))
     }
 
     pub fn update(&mut self, msg: Msg, now: DateTime<Utc>) -> Vec<Effect> {
@@ -627,6 +639,10 @@ impl App {
             }
             Msg::Mouse(mouse) => self.mouse(mouse),
             Msg::Engine(event) => self.engine_event(event, now),
+            Msg::Answer { kind, key, about, answer } => {
+                self.answered(kind, key, about, answer, now);
+                Vec::new()
+            }
             Msg::Tick => {
                 if self.flash.as_ref().is_some_and(|f| !f.error && now.signed_duration_since(f.at) >= FLASH_FOR) {
                     self.flash = None;
@@ -775,8 +791,18 @@ impl App {
         lines.saturating_sub(usize::from(self.layout.detail.height.saturating_sub(1)))
     }
 
-    fn engine(command: Command) -> Vec<Effect> {
-        vec![Effect::Engine(command)]
+    /// A request as an effect, with the name of the session it is about for its answer.
+    pub fn ask(&self, request: Request) -> Effect {
+        let about = match &request {
+            Request::Create(new) | Request::Track(new) => new.name.clone(),
+            other => other.key().and_then(|k| self.rows.get(&k)).map_or_else(String::new, |r| r.session.name.clone()),
+        };
+        Effect::Ask { request, about }
+    }
+
+    /// One request per session.
+    fn ask_each(&self, keys: Vec<SessionKey>, request: impl Fn(SessionKey) -> Request) -> Vec<Effect> {
+        keys.into_iter().map(|key| self.ask(request(key))).collect()
     }
 
     fn action(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
@@ -825,13 +851,13 @@ impl App {
                     );
                 }
                 if !open.is_empty() {
-                    return Self::engine(Command::Refresh(open));
+                    return self.ask_each(open, Request::Refresh);
                 }
             }
             Action::RefreshAll => {
                 let open = self.rows.values().filter(|r| r.session.status != Status::Closed).count();
                 self.flash_info(format!("refreshing {}", crate::text::count(open, "session")), now);
-                return Self::engine(Command::RefreshAll);
+                return vec![self.ask(Request::RefreshAll)];
             }
             Action::Mark => {
                 if let Some(key) = self.selected {
@@ -845,9 +871,9 @@ impl App {
                 let keys = self.targets();
                 let Some(first) = keys.first().and_then(|k| self.rows.get(k)) else { return Vec::new() };
                 let auto = !first.session.auto;
-                return Self::engine(Command::SetAuto { keys, auto });
+                return self.ask_each(keys, |key| Request::SetAuto { key, auto });
             }
-            Action::PauseAll => return Self::engine(Command::PauseAll(!self.paused)),
+            Action::PauseAll => return vec![self.ask(Request::PauseAll(!self.paused))],
             Action::Create => {
                 self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Create, &self.info.defaults)))
             }
@@ -911,7 +937,7 @@ impl App {
                 if self.details
                     && let Some(key) = self.selected
                 {
-                    return Self::engine(Command::History(key));
+                    return vec![self.ask(Request::History(key))];
                 }
             }
             Action::Focus => self.details_focus = self.details && !self.details_focus,
@@ -927,7 +953,7 @@ impl App {
     pub fn start_sign_in(&mut self) -> Vec<Effect> {
         self.dialog = Some(Dialog::SignIn(SignInDialog { code: None, deadline: None, error: None }));
         self.dirty = true;
-        Self::engine(Command::SignIn)
+        vec![self.ask(Request::SignIn)]
     }
 
     fn sign_in_progress(&mut self, progress: Progress, now: DateTime<Utc>) {
@@ -959,7 +985,7 @@ impl App {
             Dialog::SignIn(_) => {
                 if key.code == KeyCode::Esc {
                     self.dialog = None;
-                    return Self::engine(Command::CancelSignIn);
+                    return vec![self.ask(Request::CancelSignIn)];
                 }
             }
             Dialog::Confirm { what, keys, names } => match key.code {
@@ -968,13 +994,13 @@ impl App {
                     let (what, keys, names) = (*what, keys.clone(), names.join(", "));
                     self.dialog = None;
                     self.marks.clear();
-                    let (doing, command) = match what {
-                        Confirm::Close => ("closing", Command::Close(keys)),
-                        Confirm::Remove { .. } => ("removing", Command::Remove(keys)),
-                        Confirm::Recreate => ("recreating", Command::Recreate(keys)),
+                    let (doing, request): (&str, fn(SessionKey) -> Request) = match what {
+                        Confirm::Close => ("closing", Request::Close),
+                        Confirm::Remove { .. } => ("removing", Request::Remove),
+                        Confirm::Recreate => ("recreating", Request::Recreate),
                     };
                     self.flash_info(format!("{doing} {names}…"), now);
-                    return Self::engine(command);
+                    return self.ask_each(keys, request);
                 }
                 KeyCode::Char('n' | 'q') | KeyCode::Esc => self.dialog = None,
                 _ => {}
@@ -985,15 +1011,15 @@ impl App {
                 match form.key(key, &self.info.defaults, &taken) {
                     Submitted::No => {}
                     Submitted::Cancel => self.dialog = None,
-                    Submitted::Yes(command) => {
+                    Submitted::Yes(request) => {
                         self.dialog = None;
-                        let what = match &command {
-                            Command::Create(new) => format!("creating {}…", new.name),
-                            Command::Track(new) => format!("tracking {}…", new.name),
+                        let what = match &request {
+                            Request::Create(new) => format!("creating {}…", new.name),
+                            Request::Track(new) => format!("tracking {}…", new.name),
                             _ => "saving…".to_string(),
                         };
                         self.flash_info(what, now);
-                        return Self::engine(command);
+                        return vec![self.ask(request)];
                     }
                 }
             }
@@ -1043,11 +1069,31 @@ impl App {
         Vec::new()
     }
 
-    fn finished(&mut self, f: Finished, now: DateTime<Utc>) {
-        let name = f.key.and_then(|k| self.rows.get(&k)).map_or(f.name.clone(), |r| r.session.name.clone());
-        match f.result {
-            Ok(()) => {
-                let text = match f.kind {
+    /// What the engine answered: said in the footer (errors stay until dismissed or replaced).
+    fn answered(&mut self, kind: JobKind, key: Option<SessionKey>, about: String, answer: Answer, now: DateTime<Utc>) {
+        let name = key.and_then(|k| self.rows.get(&k)).map_or(about, |r| r.session.name.clone());
+        match answer {
+            Ok(Reply::History(outcomes)) => {
+                if let Some(key) = key.filter(|k| self.selected == Some(*k)) {
+                    self.history = Some((key, outcomes));
+                }
+            }
+            Ok(Reply::Refreshed { ok, failed }) => {
+                let text = match failed.first() {
+                    None => format!("refreshed {}", crate::text::count(ok, "session")),
+                    Some((first, why)) => format!(
+                        "refreshed {} ok, {} failed ({first}: {why}{})",
+                        ok,
+                        failed.len(),
+                        if failed.len() > 1 { ", …" } else { "" }
+                    ),
+                };
+                if failed.is_empty() { self.flash_info(text, now) } else { self.flash_error(text, now) }
+            }
+            // Sign-in speaks through its dialog.
+            _ if kind == JobKind::SignIn => {}
+            Ok(_) => {
+                let text = match kind {
                     JobKind::Refresh => format!("{name}: refreshed"),
                     JobKind::Close => format!("closed {name}"),
                     JobKind::Recreate => format!("{name}: a new session replaces the old one"),
@@ -1056,14 +1102,20 @@ impl App {
                     JobKind::Edit => format!("saved {name}"),
                     JobKind::Remove => format!("removed {name}"),
                     JobKind::SetAuto => {
-                        let auto = f.key.and_then(|k| self.rows.get(&k)).is_some_and(|r| r.session.auto);
+                        let auto = key.and_then(|k| self.rows.get(&k)).is_some_and(|r| r.session.auto);
                         format!("automatic refresh {} for {name}", if auto { "on" } else { "off" })
                     }
+                    JobKind::Pause | JobKind::History | JobKind::SignIn => return,
                 };
                 self.flash_info(text, now);
             }
-            Err(why) => self.flash_error_about(format!("{name}: {} failed: {why}", f.kind.verb()), f.key, now),
+            Err(EngineError::Closed { .. }) if kind == JobKind::Refresh => self.flash_info(
+                format!("{name}: closed, so there is nothing to refresh; N recreates it as a new session"),
+                now,
+            ),
+            Err(why) => self.flash_error_about(format!("{name}: {} failed: {why}", kind.verb()), key, now),
         }
+        self.dirty = true;
     }
 
     fn engine_event(&mut self, event: Event, now: DateTime<Utc>) -> Vec<Effect> {
@@ -1155,14 +1207,8 @@ impl App {
                     now,
                 );
             }
-            Event::Finished(f) => self.finished(f, now),
             Event::SignIn(progress) => self.sign_in_progress(progress, now),
             Event::Auth(state) => self.signin = Some(state),
-            Event::History { key, outcomes } => {
-                if self.selected == Some(key) {
-                    self.history = Some((key, outcomes));
-                }
-            }
             Event::Retrying { kind, name, after, .. } => self.flash_info(
                 format!("{} {name}: trying again in {}", kind.verb(), crate::time::format_duration(after)),
                 now,

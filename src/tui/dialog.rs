@@ -7,7 +7,7 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent};
 use tui_input::Input;
 use tui_input::backend::crossterm::EventHandler;
 
-use crate::engine::Command;
+use crate::engine::Request;
 use crate::session::{
     Defaults, Draft, Mode, NewSession, SessionKey, SessionSettings, SettingsChange, TrackedSession, check_interval,
     validate_name,
@@ -55,7 +55,7 @@ impl Field {
 pub enum Submitted {
     No,
     Cancel,
-    Yes(Command),
+    Yes(Request),
 }
 
 #[derive(Debug, Clone)]
@@ -174,7 +174,7 @@ impl Form {
 
     /// Checks the form with the one rule the command line uses too; a warning is shown once and
     /// the next enter saves anyway (`Ok(None)` while it is shown).
-    fn submit(&mut self, defaults: &Defaults, taken: &[(SessionKey, String)]) -> Result<Option<Command>, String> {
+    fn submit(&mut self, defaults: &Defaults, taken: &[(SessionKey, String)]) -> Result<Option<Request>, String> {
         let name = self.value("name").to_string();
         let own = match self.kind {
             FormKind::Edit(key) => Some(key),
@@ -199,7 +199,7 @@ impl Form {
                 };
                 let new = NewSession::check(&draft, defaults)?;
                 let warning = new.warning.clone();
-                let command = if self.kind == FormKind::Create { Command::Create(new) } else { Command::Track(new) };
+                let command = if self.kind == FormKind::Create { Request::Create(new) } else { Request::Track(new) };
                 (command, warning)
             }
             FormKind::Edit(key) => {
@@ -216,7 +216,7 @@ impl Form {
                         auto: Some(settings.auto),
                     },
                 };
-                (Command::Edit { key, change }, defaults.interval_warning(interval, self.mode))
+                (Request::Edit { key, change }, defaults.interval_warning(interval, self.mode))
             }
         };
         match warning {

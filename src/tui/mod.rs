@@ -23,7 +23,7 @@ use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
 use tokio::sync::mpsc;
 
-use crate::engine::{Command, Event};
+use crate::engine::{Event, Handle};
 use crate::time::Clock;
 pub use app::{App, Driver, Effect, Info, Msg};
 
@@ -83,7 +83,7 @@ pub fn terminal_size() -> (u16, u16) {
 /// what the caller keeps of it (the sort).
 pub async fn run(
     app: &mut App,
-    commands: &mpsc::UnboundedSender<Command>,
+    engine: &Handle,
     events: &mut mpsc::UnboundedReceiver<Event>,
     clock: &Clock,
     first: Vec<Effect>,
@@ -91,19 +91,26 @@ pub async fn run(
     let guard = TerminalGuard::enter()?;
     let mut terminal: Terminal<CrosstermBackend<Stdout>> = Terminal::new(CrosstermBackend::new(io::stdout()))?;
     terminal.clear()?;
-    let result = event_loop(app, commands, events, clock, &mut terminal, first).await;
+    let result = event_loop(app, engine, events, clock, &mut terminal, first).await;
     drop(terminal);
     drop(guard);
     result
 }
 
-/// Carries out effects; returns whether the dashboard should end.
-fn apply(effects: Vec<Effect>, commands: &mpsc::UnboundedSender<Command>) -> bool {
+/// Carries out effects; returns whether the dashboard should end. An answer from the engine
+/// comes back on `answers` when it is ready: the screen never waits for it.
+fn apply(effects: Vec<Effect>, engine: &Handle, answers: &mpsc::UnboundedSender<Msg>) -> bool {
     let mut quit = false;
     for effect in effects {
         match effect {
-            Effect::Engine(command) => {
-                let _ = commands.send(command);
+            Effect::Ask { request, about } => {
+                let (kind, key) = (request.kind(), request.key());
+                let answer = engine.send(request);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let answer = answer.await;
+                    let _ = answers.send(Msg::Answer { kind, key, about, answer });
+                });
             }
             // OSC 52: the terminal (or tmux, or the terminal at the far end of ssh) sets its
             // clipboard; nothing here needs a display server.
@@ -118,7 +125,7 @@ fn apply(effects: Vec<Effect>, commands: &mpsc::UnboundedSender<Command>) -> boo
 
 async fn event_loop(
     app: &mut App,
-    commands: &mpsc::UnboundedSender<Command>,
+    engine: &Handle,
     events: &mut mpsc::UnboundedReceiver<Event>,
     clock: &Clock,
     terminal: &mut Terminal<CrosstermBackend<Stdout>>,
@@ -129,9 +136,10 @@ async fn event_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let started = std::time::Instant::now();
     let mut draws: u64 = 0;
-    let mut quit = apply(first, commands);
+    let (answers_tx, mut answers) = mpsc::unbounded_channel();
+    let mut quit = apply(first, engine, &answers_tx);
     let size = terminal.size()?;
-    quit |= apply(app.update(Msg::Resize(size.width, size.height), clock.now()), commands);
+    quit |= apply(app.update(Msg::Resize(size.width, size.height), clock.now()), engine, &answers_tx);
     while !quit {
         if app.dirty {
             let now = clock.now();
@@ -153,12 +161,13 @@ async fn event_loop(
                 Some(event) => Msg::Engine(event),
                 None => return Err(TuiError::EngineGone),
             },
+            Some(answer) = answers.recv() => answer,
             _ = tick.tick(), if app.needs_ticks() => Msg::Tick,
         };
-        quit = apply(app.update(msg, clock.now()), commands);
+        quit = apply(app.update(msg, clock.now()), engine, &answers_tx);
         // A burst of engine events becomes one frame, laid out once.
         while !quit && let Ok(event) = events.try_recv() {
-            quit = apply(app.update(Msg::Engine(event), clock.now()), commands);
+            quit = apply(app.update(Msg::Engine(event), clock.now()), engine, &answers_tx);
         }
         app.settle();
     }

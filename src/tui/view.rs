@@ -12,7 +12,7 @@ use super::app::{App, Driver, Overlay, Row, RowTimes};
 use super::dialog::{Confirm, Dialog, FieldValue};
 use super::keymap::{KEYMAP, OTHER_KEYS, footer_hints};
 use super::layout::{Col, MIN_HEIGHT, MIN_WIDTH, keep_end, keep_start, wrap};
-use crate::engine::SignInState;
+use crate::auth::SignInState;
 use crate::session::{Action as CallAction, Mode, Status};
 use crate::time::{format_ago, format_duration, format_until};
 

@@ -136,6 +136,6 @@ fn specs_with_history() -> Vec<(TrackedSession, Vec<Outcome>)> {
 
 pub fn app(no_color: bool) -> App {
     let mut app = App::new(info(no_color), sessions(), (120, 40), now());
-    app.signin = Some(wbsessions::engine::SignInState::Source("fixed token"));
+    app.signin = Some(wbsessions::auth::SignInState::Source("fixed token"));
     app
 }

@@ -7,11 +7,13 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use wbsessions::engine::{BatchResult, Failure, Graph};
 use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
+use wbsessions::session::SortBy;
 use wbsessions::session::{Mode, Outcome, SessionId, SessionKey, TrackedSession, WorkbookRef};
-use wbsessions::store::{Persist, RuntimeState, StoreError, Write};
+use wbsessions::store::{Rev, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write};
 
 /// What the fake answers to one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -465,25 +467,81 @@ impl MemoryStore {
     }
 }
 
-impl Persist for MemoryStore {
+fn ready<T: Send + 'static>(value: Result<T, StoreError>) -> StoreFuture<T> {
+    async move { value }.boxed()
+}
+
+impl MemoryStore {
+    fn sorted(&self) -> Vec<TrackedSession> {
+        let mut sessions: Vec<TrackedSession> = self.state.lock().unwrap().sessions.values().cloned().collect();
+        sessions.sort_by(|a, b| a.name.cmp(&b.name));
+        sessions
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn location(&self) -> &str {
+        "memory"
+    }
+
+    fn sessions(&self) -> StoreFuture<Vec<TrackedSession>> {
+        ready(Ok(self.sorted()))
+    }
+
+    fn snapshot(&self) -> StoreFuture<(Vec<TrackedSession>, Rev)> {
+        ready(Ok((self.sorted(), 0)))
+    }
+
+    fn each_session(&self) -> mpsc::Receiver<Result<Vec<TrackedSession>, StoreError>> {
+        let (tx, rx) = mpsc::channel(1);
+        let _ = tx.try_send(Ok(self.sorted()));
+        rx
+    }
+
+    fn session(&self, name: &str) -> StoreFuture<TrackedSession> {
+        let found = self.sorted().into_iter().find(|s| s.name == name);
+        ready(found.ok_or_else(|| StoreError::NotFound(name.to_string())))
+    }
+
+    fn name_of_id(&self, id: &SessionId) -> StoreFuture<Option<String>> {
+        ready(Ok(self.sorted().into_iter().find(|s| s.session_id == *id).map(|s| s.name)))
+    }
+
+    fn first_page(&self, _sort: SortBy, _reverse: bool, limit: usize) -> StoreFuture<Vec<TrackedSession>> {
+        ready(Ok(self.sorted().into_iter().take(limit).collect()))
+    }
+
+    fn names(&self) -> StoreFuture<Vec<String>> {
+        ready(Ok(self.sorted().into_iter().map(|s| s.name).collect()))
+    }
+
+    fn history(&self, key: SessionKey, limit: usize) -> StoreFuture<Vec<Outcome>> {
+        let mut outcomes = self.outcomes(key);
+        outcomes.truncate(limit);
+        ready(Ok(outcomes))
+    }
+
+    fn paused(&self) -> StoreFuture<bool> {
+        ready(Ok(self.state.lock().unwrap().paused))
+    }
+
+    fn rev(&self) -> StoreFuture<Rev> {
+        ready(Ok(0))
+    }
+
     fn write(&self, write: Write) {
         let _ = self.apply(&[write]);
     }
 
-    fn write_acked(&self, writes: Vec<Write>) -> BoxFuture<'static, Result<(), StoreError>> {
-        let result = self.apply(&writes);
-        async move { result }.boxed()
+    fn write_acked(&self, writes: Vec<Write>) -> StoreFuture<()> {
+        ready(self.apply(&writes))
     }
 
-    fn insert(
-        &self,
-        mut session: TrackedSession,
-        history: Vec<Outcome>,
-    ) -> BoxFuture<'static, Result<TrackedSession, StoreError>> {
+    fn insert(&self, mut session: TrackedSession, history: Vec<Outcome>) -> StoreFuture<TrackedSession> {
         let result = (|| {
             let mut s = self.state.lock().unwrap();
             if s.fail_inserts {
-                return Err(StoreError::WriterGone);
+                return Err(StoreError::Closed);
             }
             if s.sessions.values().any(|o| o.name == session.name) {
                 return Err(StoreError::NameTaken(session.name.clone()));
@@ -495,22 +553,30 @@ impl Persist for MemoryStore {
             s.outcomes.entry(session.key).or_default().extend(history.into_iter().rev());
             Ok(session)
         })();
-        async move { result }.boxed()
+        ready(result)
     }
 
-    fn history(&self, key: SessionKey, limit: usize) -> BoxFuture<'static, Result<Vec<Outcome>, StoreError>> {
-        let mut outcomes = self.outcomes(key);
-        outcomes.truncate(limit);
-        async move { Ok(outcomes) }.boxed()
-    }
-
-    fn load(&self) -> BoxFuture<'static, Result<Vec<TrackedSession>, StoreError>> {
-        let mut sessions: Vec<TrackedSession> = self.state.lock().unwrap().sessions.values().cloned().collect();
-        sessions.sort_by_key(|s| s.key);
-        async move { Ok(sessions) }.boxed()
+    fn insert_all(&self, sessions: Vec<TrackedSession>) -> StoreFuture<Vec<SessionKey>> {
+        let mut keys = Vec::new();
+        for session in sessions {
+            match self.insert(session, Vec::new()).now_or_never() {
+                Some(Ok(s)) => keys.push(s.key),
+                Some(Err(e)) => return ready(Err(e)),
+                None => return ready(Err(StoreError::Closed)),
+            }
+        }
+        ready(Ok(keys))
     }
 
     fn flush(&self) -> BoxFuture<'static, ()> {
+        async {}.boxed()
+    }
+
+    fn watch(&self, _since: Rev) -> mpsc::UnboundedReceiver<StoreEvent> {
+        mpsc::unbounded_channel().1
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
         async {}.boxed()
     }
 }

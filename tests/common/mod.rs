@@ -309,3 +309,49 @@ pub fn log_text(home: &std::path::Path) -> String {
     files.sort();
     files.iter().map(|f| std::fs::read_to_string(f).unwrap_or_default()).collect()
 }
+
+/// Runs a future to its end on a runtime of its own: for tests that are not async themselves.
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(future)
+}
+
+/// The SQLite store at `path`, as a command that writes opens it.
+pub fn open_store(path: &std::path::Path) -> wbsessions::store::Opened {
+    let location = wbsessions::store::Location::Sqlite(path.to_path_buf());
+    wbsessions::store::open(&location, wbsessions::store::Access::Write).unwrap()
+}
+
+/// What the store at `path` holds, read as `list` reads it, from a test that is not async.
+pub fn stored_sessions(path: &std::path::Path) -> Vec<wbsessions::session::TrackedSession> {
+    block_on(async {
+        let store = open_store(path).sessions;
+        let sessions = store.sessions().await.unwrap();
+        store.close().await;
+        sessions
+    })
+}
+
+/// Adds sessions to the store at `path` in one transaction, from a test that is not async.
+pub fn insert_sessions(path: &std::path::Path, sessions: Vec<wbsessions::session::TrackedSession>) {
+    block_on(async {
+        let store = open_store(path).sessions;
+        store.insert_all(sessions).await.unwrap();
+        store.close().await;
+    })
+}
+
+/// Writes to the store at `path` and waits for the commit, from a test that is not async.
+pub fn write_store(path: &std::path::Path, writes: Vec<wbsessions::store::Write>) {
+    block_on(async {
+        let store = open_store(path).sessions;
+        store.write_acked(writes).await.unwrap();
+        store.close().await;
+    })
+}
+
+/// The pid of the process that drives the store at `path`, if one does.
+pub fn driver_pid(path: &std::path::Path) -> Option<u32> {
+    let location = wbsessions::store::Location::Sqlite(path.to_path_buf());
+    let opened = wbsessions::store::open(&location, wbsessions::store::Access::Peek).ok()?;
+    opened.role.holder().map(|h| h.pid.unwrap_or(0))
+}

@@ -1,0 +1,180 @@
+//! How the commands reach the store and the engine: the store opened as the command needs it,
+//! Graph as the settings describe it, a one-shot engine that answers each request once, and
+//! what each typed error means on the command line (its words, its hint, its exit code).
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+
+use super::{bad_input, shutdown_signal};
+use crate::auth::signin::Authority;
+use crate::auth::{AuthError, DeviceSignIn, Tokens};
+use crate::config::{LoginOverrides, Settings};
+use crate::engine::keeper::{Keeper, KeeperRole, Start};
+use crate::engine::ops::Failure;
+use crate::engine::{Answer, Context, EngineError, Event, LiveGraph, Request};
+use crate::graph::{ClientOptions, GraphClient};
+use crate::session::TrackedSession;
+use crate::store::{Access, Opened, StoreError};
+use crate::time::Clock;
+
+pub fn store_error(e: StoreError) -> anyhow::Error {
+    if e.is_bad_input() { bad_input(e) } else { e.into() }
+}
+
+/// The store for a command that changes it: created if missing.
+pub fn open_store(settings: &Settings) -> Result<Opened> {
+    crate::store::open(&settings.store, Access::Write).map_err(store_error)
+}
+
+/// The store for a command that only reads: a missing one is an error and is not created.
+pub fn open_to_read(settings: &Settings) -> Result<Opened> {
+    crate::store::open(&settings.store, Access::Read).map_err(store_error)
+}
+
+/// Graph as the settings describe it: the engine's context, and the token source behind it.
+pub struct GraphSetup {
+    pub ctx: Context,
+    pub tokens: Tokens,
+}
+
+/// Graph as the settings describe it; `authority` replaces where sign-in goes (the demo's).
+pub fn graph_setup(settings: &Settings, authority: Option<Authority>) -> Result<GraphSetup> {
+    let options = ClientOptions { timeout: settings.engine.request_timeout, ..ClientOptions::default() };
+    let client = GraphClient::new(&settings.graph_url, options).map_err(bad_input)?;
+    let tokens = Tokens::from_settings(
+        settings.token.as_deref(),
+        settings.token_command.as_deref().map(|c| (c, settings.token_command_timeout)),
+        settings.token_cache.clone(),
+    );
+    let auth = DeviceSignIn {
+        tokens: tokens.clone(),
+        authority: authority.or_else(|| settings.authority(&LoginOverrides::default())),
+        cache: settings.token_cache.clone(),
+        client: client.clone(),
+    };
+    let ctx =
+        Context { graph: LiveGraph::new(client, tokens.clone()), clock: Clock::system(), auth: Some(Arc::new(auth)) };
+    Ok(GraphSetup { ctx, tokens })
+}
+
+impl GraphSetup {
+    /// Without any token source no call can be made: that is a failed operation (exit 1), fixed
+    /// by signing in, not bad input.
+    pub fn require_tokens(&self) -> Result<()> {
+        if let Some(problem) = self.tokens.problem() {
+            anyhow::bail!(problem);
+        }
+        if self.tokens.is_configured() { Ok(()) } else { Err(AuthError::Missing.into()) }
+    }
+}
+
+/// Runs `requests` on a one-shot engine holding `sessions`, and returns their answers in the
+/// order asked; every event passes `on_event` on the way. Ctrl-C stops it (what finished stays).
+pub async fn one_shot(
+    settings: &Settings,
+    opened: Opened,
+    graph: GraphSetup,
+    sessions: Vec<TrackedSession>,
+    requests: Vec<Request>,
+    mut on_event: impl FnMut(&Event) -> Result<()>,
+) -> Result<Vec<Answer>> {
+    let start = Start::Given { sessions, rev: 0 };
+    let mut keeper = Keeper::start(opened.sessions, KeeperRole::OneShot, graph.ctx, settings.engine.clone(), start)
+        .await
+        .map_err(store_error)?;
+    let mut answers: Vec<Option<Answer>> = requests.iter().map(|_| None).collect();
+    let mut pending: FuturesUnordered<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, request)| {
+            let answer = keeper.handle.send(request);
+            async move { (i, answer.await) }
+        })
+        .collect();
+    let mut failed: Option<anyhow::Error> = None;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    while !pending.is_empty() {
+        tokio::select! {
+            biased;
+            Some(event) = keeper.events.recv() => {
+                if let Err(e) = on_event(&event) {
+                    failed = Some(e);
+                    break;
+                }
+                if let Event::Retrying { kind, name, attempt, after } = &event {
+                    say_retrying(kind.verb(), name, *attempt, *after);
+                }
+            }
+            Some((i, answer)) = pending.next() => answers[i] = Some(answer),
+            _ = &mut signal => {
+                failed = Some(anyhow::anyhow!("interrupted; what finished is recorded"));
+                break;
+            }
+        }
+    }
+    let mut rest = keeper.stop().await;
+    while let Ok(event) = rest.try_recv() {
+        if failed.is_none() {
+            let _ = on_event(&event);
+        }
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(answers.into_iter().map(|a| a.unwrap_or(Err(EngineError::Stopped))).collect()),
+    }
+}
+
+/// Whoever waits hears why it takes longer.
+fn say_retrying(verb: &str, name: &str, attempt: u8, after: std::time::Duration) {
+    let when = match after.as_secs_f64().ceil() {
+        0.0 => "now".to_string(),
+        secs => format!("in {}", crate::time::format_duration(std::time::Duration::from_secs_f64(secs))),
+    };
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "wbsessions: {name}: {verb} failed; trying again {when} (attempt {} of {})",
+        attempt + 1,
+        crate::engine::policy::MANUAL_RETRIES + 1
+    );
+}
+
+/// What to do about an error, for the session it is about: the one place a refusal's advice is
+/// worded on the command line.
+pub fn hint(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
+    match e {
+        EngineError::Expired(_) if !session.is_some_and(|s| s.recreate) => {
+            format!(" (`wbsessions recreate {name}` starts a new session; --recreate lets the keeper do it)")
+        }
+        // A token source's own message says what to do already.
+        EngineError::Unauthorized(failure) if matches!(**failure, Failure::Graph(_)) => {
+            " (run `wbsessions login`, or set a valid WBSESSIONS_TOKEN)".to_string()
+        }
+        EngineError::Closed { .. } => format!("; `wbsessions recreate {name}` starts a new session on its workbook"),
+        _ => String::new(),
+    }
+}
+
+/// An error as one line with its hint, cleaned for the terminal.
+pub fn explain(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
+    format!("{}{}", crate::text::clean(&e.to_string(), 2000), hint(e, session, name))
+}
+
+/// Says on stderr what each failure means and what to do; exit 1 if anything failed.
+pub fn conclude(verb: &str, answered: &[(&TrackedSession, Answer)], as_json: bool) -> Result<ExitCode> {
+    let mut failed = false;
+    let mut err = std::io::stderr().lock();
+    for (session, answer) in answered {
+        let Err(e) = answer else { continue };
+        failed = true;
+        if !as_json {
+            writeln!(err, "wbsessions: {}: {verb} failed: {}", session.name, explain(e, Some(session), &session.name))?;
+        }
+    }
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}

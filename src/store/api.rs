@@ -1,0 +1,247 @@
+//! What every store offers, whatever keeps it: the sessions and their outcomes with a change feed
+//! ("what changed since revision N"), the driver role, and errors that name what went wrong in
+//! the store's own terms, never a database library's.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+use crate::session::SessionId;
+use crate::session::{Outcome, SessionKey, SettingsChange, SortBy, Status, TrackedSession, WorkbookRef};
+
+/// Outcomes kept per session.
+pub const KEPT_OUTCOMES: usize = 50;
+
+/// A store's revision: every write transaction takes the next one.
+pub type Rev = i64;
+
+/// What a store answers, later.
+pub type StoreFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
+
+/// Store trouble, as the commands and the engine need to tell it apart. `store` is where the
+/// store is, as people wrote it (a path, or a URL without its password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "the store {store} is not a wbsessions database ({detail}); it was left unchanged: move it away or pass another --store"
+    )]
+    Corrupt { store: String, detail: String },
+    #[error(
+        "the store {store} has schema version {found}, newer than this wbsessions understands ({supported}); it was left unchanged: upgrade wbsessions"
+    )]
+    Newer { store: String, found: i64, supported: i64 },
+    #[error(
+        "the store {store} does not exist; create a session with `wbsessions create` or `wbsessions add`, or pass the right --store"
+    )]
+    Missing { store: String },
+    #[error(
+        "the store {store} is an empty file; it was left unchanged: create a session with `wbsessions create` or `wbsessions add`, or pass the right --store"
+    )]
+    Empty { store: String },
+    #[error(
+        "permission denied: cannot write the store {store}; check its permissions and its folder's, or pass another --store"
+    )]
+    ReadOnly { store: String },
+    #[error(
+        "permission denied: cannot read the store {store}; check its permissions and its folder's, or pass another --store"
+    )]
+    Unreadable { store: String },
+    #[error("cannot open the store {store}: {detail}")]
+    Unavailable { store: String, detail: String },
+    #[error("the store {store} is busy: another process held it for {} s; try again", .waited.as_secs())]
+    Busy { store: String, waited: Duration },
+    #[error("the store {store} failed: {detail}")]
+    Backend { store: String, detail: String },
+    #[error("no session is named {0:?}; `wbsessions list` shows the names")]
+    NotFound(String),
+    #[error("a session named {0:?} is already tracked; choose another name or `wbsessions remove {0}` first")]
+    NameTaken(String),
+    #[error("that session id is already tracked as {0:?}; `wbsessions show {0}` shows it")]
+    IdTaken(String),
+    #[error("the store has been closed")]
+    Closed,
+}
+
+impl StoreError {
+    /// Whether the fault is the user's to fix (a bad file or name) rather than a failed operation.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Corrupt { .. }
+                | StoreError::Newer { .. }
+                | StoreError::Missing { .. }
+                | StoreError::Empty { .. }
+                | StoreError::ReadOnly { .. }
+                | StoreError::Unreadable { .. }
+                | StoreError::NotFound(_)
+                | StoreError::NameTaken(_)
+                | StoreError::IdTaken(_)
+        )
+    }
+}
+
+/// One change to the store; a batch of them is written in one transaction.
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// The result of a call: the session's new state, and the outcome to append.
+    Record {
+        key: SessionKey,
+        state: RuntimeState,
+        outcome: Option<Outcome>,
+    },
+    /// The user changed how the session is kept: only the settings named change.
+    Settings {
+        key: SessionKey,
+        change: SettingsChange,
+    },
+    Remove {
+        key: SessionKey,
+    },
+    /// Automatic refresh paused for the whole store, for every process that opens it.
+    Paused(bool),
+}
+
+/// What the engine changes as calls complete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeState {
+    pub status: Status,
+    pub last_refresh: Option<DateTime<Utc>>,
+    pub failures: u32,
+    pub session_id: SessionId,
+    pub workbook: WorkbookRef,
+}
+
+impl RuntimeState {
+    pub fn of(s: &TrackedSession) -> Self {
+        RuntimeState {
+            status: s.status,
+            last_refresh: s.last_refresh,
+            failures: s.failures,
+            session_id: s.session_id.clone(),
+            workbook: s.workbook.clone(),
+        }
+    }
+}
+
+/// What changed since a revision: the sessions written since, the ones removed, and the shared
+/// flags. `full` means the list is the whole store (the watcher was too far behind).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub rev: Rev,
+    pub sessions: Vec<TrackedSession>,
+    pub removed: Vec<SessionKey>,
+    pub paused: bool,
+    pub full: bool,
+}
+
+/// What a store's change feed reports.
+#[derive(Debug)]
+pub enum StoreEvent {
+    /// Another process changed the store.
+    Changed(Changes),
+    /// A batch of unacknowledged writes failed.
+    Failed(StoreError),
+}
+
+/// Sessions and their outcomes. Every method answers later and never blocks its caller; reads
+/// see every write acknowledged before them.
+pub trait SessionStore: Send + Sync {
+    /// Where the store is, for messages.
+    fn location(&self) -> &str;
+
+    /// Every session in name order, with its newest outcome's time and latency.
+    fn sessions(&self) -> StoreFuture<Vec<TrackedSession>>;
+    /// Every session and the revision they were read at, in one read: what changes after it is
+    /// exactly what `changes_since` of that revision returns.
+    fn snapshot(&self) -> StoreFuture<(Vec<TrackedSession>, Rev)>;
+    /// Every session in name order, a chunk at a time, without holding them all.
+    fn each_session(&self) -> mpsc::Receiver<Result<Vec<TrackedSession>, StoreError>>;
+    /// The session of this name; `NotFound` if there is none.
+    fn session(&self, name: &str) -> StoreFuture<TrackedSession>;
+    /// The name of the session that tracks this id, if one does.
+    fn name_of_id(&self, id: &SessionId) -> StoreFuture<Option<String>>;
+    /// The first `limit` sessions in an order close to `sort`: what a dashboard shows first.
+    fn first_page(&self, sort: SortBy, reverse: bool, limit: usize) -> StoreFuture<Vec<TrackedSession>>;
+    /// Every session's name, in order.
+    fn names(&self) -> StoreFuture<Vec<String>>;
+    /// The newest `limit` outcomes of a session, newest first.
+    fn history(&self, key: SessionKey, limit: usize) -> StoreFuture<Vec<Outcome>>;
+    /// Whether automatic refresh is paused for the whole store.
+    fn paused(&self) -> StoreFuture<bool>;
+    /// The current revision.
+    fn rev(&self) -> StoreFuture<Rev>;
+
+    /// Queues a write for the next batch; nobody waits for it (failures come on the feed).
+    fn write(&self, write: Write);
+    /// Writes in one transaction and answers once that is committed durably.
+    fn write_acked(&self, writes: Vec<Write>) -> StoreFuture<()>;
+    /// Adds a session with the calls that brought it (oldest first); the answer has its `key`.
+    /// A taken name or id is refused.
+    fn insert(&self, session: TrackedSession, history: Vec<Outcome>) -> StoreFuture<TrackedSession>;
+    /// Adds sessions in one transaction: all, or none if one name or id is taken (the error
+    /// names the first).
+    fn insert_all(&self, sessions: Vec<TrackedSession>) -> StoreFuture<Vec<SessionKey>>;
+    /// Answers once everything queued before it has committed durably.
+    fn flush(&self) -> BoxFuture<'static, ()>;
+
+    /// From now on, what other processes commit after `since`, as soon as it is noticed.
+    fn watch(&self, since: Rev) -> mpsc::UnboundedReceiver<StoreEvent>;
+    /// Flushes, then lets go of the store; later calls answer `Closed`.
+    fn close(&self) -> BoxFuture<'static, ()>;
+}
+
+/// Who drives a store: schedules its automatic refreshes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The driving process's id, where the store knows it.
+    pub pid: Option<u32>,
+    /// Since when it drives, where the store knows it.
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.pid {
+            Some(pid) => write!(f, "wbsessions pid {pid}"),
+            None => f.write_str("another wbsessions process"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoleError {
+    #[error(
+        "{holder} (a keeper or a dashboard) already drives the store {store}; stop it first, or open a dashboard, which watches it"
+    )]
+    Held { holder: Holder, store: String },
+    /// The role cannot be taken here, for a reason the user must fix.
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl RoleError {
+    /// Whether the fault is the user's to fix rather than a failed operation.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, RoleError::Held { .. } | RoleError::Refused(_))
+    }
+}
+
+/// The driver role of one store, held while it lives: dropping it lets go.
+pub trait Lease: Send + Sync {
+    /// Says the driver is still at work; `Err` if the role was lost meanwhile.
+    fn renew(&self) -> Result<(), RoleError>;
+}
+
+/// Exactly one process at a time schedules a store's automatic refreshes.
+pub trait DriverRole: Send + Sync {
+    /// Takes the role, waiting a moment for one who only peeks at it; `Held` if another has it.
+    fn acquire(&self) -> Result<Box<dyn Lease>, RoleError>;
+    /// One try, no waiting: for a process that asks again and again anyway.
+    fn try_acquire(&self) -> Result<Box<dyn Lease>, RoleError>;
+    /// Who holds the role now, if anyone.
+    fn holder(&self) -> Option<Holder>;
+}

@@ -1,0 +1,383 @@
+//! The SQLite file: opening it (checked before anything is written to it: a corrupt or newer
+//! store is refused and left byte-for-byte unchanged), its schema in `PRAGMA user_version` with
+//! forward-only migrations, and write transactions. WAL mode; every write transaction starts
+//! `IMMEDIATE`, so that the busy timeout applies to it and several processes can write one store
+//! side by side.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
+
+use crate::session::MAX_INTERVAL;
+use crate::store::StoreError;
+
+/// How long a write waits for another process's write to finish, per try.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Removal records kept for watchers that sync by revision; one further behind reloads the list.
+pub(super) const KEPT_TOMBSTONES: i64 = 10_000;
+
+/// Each entry moves the schema one version up; the index + 1 is the version it produces.
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
+    CREATE TABLE sessions (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        workbook TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        interval_ms INTEGER,
+        recreate INTEGER NOT NULL,
+        auto INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        last_refresh TEXT,
+        failures INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE outcomes (
+        id INTEGER PRIMARY KEY,
+        session INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+        at TEXT NOT NULL,
+        action TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        latency_ms INTEGER NOT NULL,
+        http_status INTEGER,
+        codes TEXT,
+        request_id TEXT,
+        client_request_id TEXT,
+        message TEXT
+    );
+    CREATE INDEX outcomes_by_session ON outcomes(session, id);
+",
+    // Revisions let a watcher read only what changed; meta holds what all processes share.
+    "
+    ALTER TABLE sessions ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX sessions_by_rev ON sessions(rev);
+    CREATE INDEX sessions_by_session_id ON sessions(session_id);
+    CREATE TABLE tombstones (session INTEGER NOT NULL, rev INTEGER NOT NULL);
+    CREATE INDEX tombstones_by_rev ON tombstones(rev);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value);
+    INSERT INTO meta (key, value) VALUES ('rev', 0), ('tombstones_from', 0), ('paused', 0);
+",
+];
+
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Above this many rows an insert gets a bigger page cache for its transaction.
+pub(super) const BULK_ROWS: usize = 1000;
+/// Negative: KiB, as SQLite reads `cache_size`. 64 MiB for a bulk insert; 8 MiB while writes come
+/// fast, which holds the pages a keeper of 10,000 sessions writes every minute (with SQLite's
+/// 2 MB it read them back from the file over and over); SQLite's 2 MB otherwise.
+pub(super) const BULK_CACHE_KIB: i64 = -65_536;
+const BUSY_CACHE_KIB: i64 = -8_192;
+pub(super) const DEFAULT_CACHE_KIB: i64 = -2_000;
+
+/// One connection to the file; lives on the store's thread (`writer`).
+pub struct Db {
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+    read_only: bool,
+    durable: bool,
+}
+
+/// The path as messages show it.
+pub(super) fn shown(path: &Path) -> String {
+    path.display().to_string()
+}
+
+pub(super) fn time_text(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub(super) fn interval_ms(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| i64::try_from(d.min(MAX_INTERVAL).as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether the store exists. Its content is checked through SQLite itself, never by opening the
+/// file here: closing such a descriptor would drop SQLite's locks for the whole process.
+fn check_header(path: &Path) -> Result<bool, StoreError> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            Err(StoreError::Corrupt { store: shown(path), detail: "it is a directory".into() })
+        }
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            Err(StoreError::Unreadable { store: shown(path) })
+        }
+        Err(source) => Err(StoreError::Unavailable { store: shown(path), detail: source.to_string() }),
+    }
+}
+
+/// For commands that only read: the store must exist and hold something. An empty file would be
+/// a valid empty database to SQLite, and opening it would make it one.
+fn check_readable(path: &Path) -> Result<(), StoreError> {
+    if !check_header(path)? {
+        return Err(StoreError::Missing { store: shown(path) });
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.len() == 0 => Err(StoreError::Empty { store: shown(path) }),
+        _ => Ok(()),
+    }
+}
+
+/// The store and the files SQLite keeps beside it, private to their owner.
+fn tighten_store_files(path: &Path) {
+    crate::files::tighten_path(path);
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_os_string();
+        side.push(suffix);
+        crate::files::tighten_path(Path::new(&side));
+    }
+}
+
+fn is_read_only_error(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied))
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
+}
+
+impl Db {
+    /// Opens the store for writing, creating it (and its folder, 0700) if missing and migrating
+    /// an older one. The file and SQLite's files beside it are 0600.
+    pub fn open(path: &Path) -> Result<Db, StoreError> {
+        let io = |source: std::io::Error| StoreError::Unavailable { store: shown(path), detail: source.to_string() };
+        let existed = check_header(path)?;
+        if !existed {
+            if let Some(parent) = path.parent() {
+                crate::files::private_dir(parent).map_err(|e| match e.kind() {
+                    std::io::ErrorKind::PermissionDenied => StoreError::ReadOnly { store: shown(path) },
+                    _ => io(e),
+                })?;
+            }
+            // SQLite gives its -wal and -shm files the database file's mode.
+            crate::files::ensure_private_file(path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => StoreError::ReadOnly { store: shown(path) },
+                _ => io(e),
+            })?;
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
+            if is_read_only_error(&e) {
+                StoreError::ReadOnly { store: shown(path) }
+            } else {
+                StoreError::Corrupt { store: shown(path), detail: e.to_string() }
+            }
+        })?;
+        // SQLite quietly opens a write-protected file read-only; every write would fail later,
+        // after a Graph call, so it is said now.
+        if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return Err(StoreError::ReadOnly { store: shown(path) });
+        }
+        let mut store = Db { conn, path: path.to_path_buf(), read_only: false, durable: false };
+        // Several processes may open (and create) one store at once: every step waits its turn.
+        store.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store.err(e))?;
+        let version = store.check_schema()?;
+        // Only a file known to be ours is touched. Tightening is by path (chmod), never through a
+        // descriptor, which would drop SQLite's POSIX locks for the whole process.
+        if existed {
+            tighten_store_files(path);
+        }
+        store
+            .conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            .map_err(|e| store.write_err(e))?;
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only: nothing is created or changed, and a read-only
+    /// file (or folder) still works.
+    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+        check_readable(path)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let open = |conn: Connection| -> Result<Db, StoreError> {
+            let store = Db { conn, path: path.to_path_buf(), read_only: true, durable: false };
+            store.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store.err(e))?;
+            store.check_schema()?;
+            Ok(store)
+        };
+        let first = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError::Corrupt { store: shown(path), detail: e.to_string() })
+            .and_then(open);
+        match first {
+            // A WAL store in a folder this user cannot write: its shared-memory file cannot be
+            // made, but nobody without write access can be writing it either, so it is read as it
+            // stands.
+            Err(StoreError::ReadOnly { .. } | StoreError::Corrupt { .. }) => {
+                let uri = format!("file:{}?immutable=1", path.display());
+                match Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI).map(open) {
+                    Ok(Ok(store)) => Ok(store),
+                    _ => first,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Opens the store for a command that only reads: a missing store is an error (nothing is
+    /// created), a writable one is upgraded as any command would, a read-only one is read.
+    pub fn open_for_reading(path: &Path) -> Result<Db, StoreError> {
+        check_readable(path)?;
+        match Db::open(path) {
+            Err(StoreError::ReadOnly { .. }) => Db::open_read_only(path),
+            other => other,
+        }
+    }
+
+    /// Read-only checks: nothing may be written to a file that turns out not to be ours.
+    fn check_schema(&self) -> Result<i64, StoreError> {
+        let corrupt = |e: rusqlite::Error| {
+            if is_read_only_error(&e) {
+                StoreError::ReadOnly { store: shown(&self.path) }
+            } else {
+                StoreError::Corrupt { store: shown(&self.path), detail: e.to_string() }
+            }
+        };
+        // The version and the tables in one read: another process creating the store commits
+        // both at once, and must not be seen half way (tables without their version).
+        let read = self.conn.unchecked_transaction().map_err(corrupt)?;
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(corrupt)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer { store: shown(&self.path), found: version, supported: SCHEMA_VERSION });
+        }
+        let tables: Vec<String> = self
+            .conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .map_err(corrupt)?;
+        if version == 0 && !tables.is_empty() {
+            return Err(StoreError::Corrupt {
+                store: shown(&self.path),
+                detail: "it holds tables of another program".into(),
+            });
+        }
+        if version >= 1 && !(tables.iter().any(|t| t == "sessions") && tables.iter().any(|t| t == "outcomes")) {
+            return Err(StoreError::Corrupt { store: shown(&self.path), detail: "its tables are missing".into() });
+        }
+        drop(read);
+        Ok(version)
+    }
+
+    pub(super) fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Backend { store: shown(&self.path), detail: source.to_string() }
+    }
+
+    /// An error from a write: a read-only file says so, with the path.
+    fn write_err(&self, source: rusqlite::Error) -> StoreError {
+        if is_read_only_error(&source) {
+            StoreError::ReadOnly { store: shown(&self.path) }
+        } else if is_busy(&source) {
+            tracing::warn!(error = %source, store = %self.path.display(), "the store stayed busy");
+            StoreError::Busy { store: shown(&self.path), waited: BUSY_TIMEOUT * 3 }
+        } else {
+            self.err(source)
+        }
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<(), StoreError> {
+        if from >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        self.write(|tx, _| {
+            // Another process may have migrated while this one waited for the lock.
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            for (index, sql) in MIGRATIONS.iter().enumerate().skip(now.max(0) as usize) {
+                tx.execute_batch(sql)?;
+                tx.pragma_update(None, "user_version", index as i64 + 1)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Commits durably (`synchronous = FULL`) from now on: for writes a command reports as done.
+    pub fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
+        if self.durable != durable && !self.read_only {
+            let level = if durable { "FULL" } else { "NORMAL" };
+            self.conn.pragma_update(None, "synchronous", level).map_err(|e| self.err(e))?;
+            self.durable = durable;
+        }
+        Ok(())
+    }
+
+    /// A bigger page cache while writes come fast (`BUSY_CACHE_KIB`).
+    pub fn set_busy(&mut self, busy: bool) -> Result<(), StoreError> {
+        let kib = if busy { BUSY_CACHE_KIB } else { DEFAULT_CACHE_KIB };
+        self.conn.pragma_update(None, "cache_size", kib).map_err(|e| self.err(e))
+    }
+
+    /// Runs `work` in an IMMEDIATE transaction that takes the next revision, so that the busy
+    /// timeout applies from the start; tries again while other writers hold the store.
+    pub(super) fn write<T>(
+        &mut self,
+        mut work: impl FnMut(&Transaction<'_>, i64) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly { store: shown(&self.path) });
+        }
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let result = (|| {
+                let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                // The meta table arrives with the second migration; before it, there is no revision.
+                let rev = tx
+                    .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value")
+                    .and_then(|mut bump| bump.query_row([], |r| r.get(0)))
+                    .optional()
+                    .or_else(|e| {
+                        if matches!(&e, rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table")) {
+                            Ok(None)
+                        } else {
+                            Err(e)
+                        }
+                    })?
+                    .unwrap_or(0);
+                let value = work(&tx, rev)?;
+                tx.commit()?;
+                Ok(value)
+            })();
+            match result {
+                Err(e) if is_busy(&e) && tries < 3 => continue,
+                Err(e) => return Err(self.write_err(e)),
+                Ok(value) => return Ok(value),
+            }
+        }
+    }
+
+    /// Changes whenever another connection commits (SQLite's `PRAGMA data_version`).
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached("PRAGMA data_version")
+            .and_then(|mut version| version.query_row([], |r| r.get(0)))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The store's current revision: every write transaction takes the next one.
+    pub fn rev(&self) -> Result<i64, StoreError> {
+        self.meta_i64("rev")
+    }
+
+    pub(super) fn meta_i64(&self, key: &str) -> Result<i64, StoreError> {
+        let value = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")
+            .and_then(|mut select| select.query_row([key], |r| r.get::<_, i64>(0)));
+        match value {
+            Ok(value) => Ok(value),
+            Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
+            // A first-version store read without upgrading it has no meta table yet.
+            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(0),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Whether automatic refresh is paused for the whole store.
+    pub fn paused(&self) -> Result<bool, StoreError> {
+        Ok(self.meta_i64("paused")? != 0)
+    }
+}

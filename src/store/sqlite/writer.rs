@@ -1,0 +1,325 @@
+//! The store's thread: the one connection lives here. It batches unacknowledged writes into few
+//! transactions, answers reads and acknowledged writes in the order they came, and, once someone
+//! watches, looks for what other processes committed (`PRAGMA data_version`), reading only what
+//! changed since the revision it last saw.
+
+use std::sync::{Mutex, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use tokio::sync::{mpsc as tmpsc, oneshot};
+
+use super::db::Db;
+use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
+use crate::store::{Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Write};
+
+/// How often another process's changes are looked for while someone watches.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Sessions per chunk of `each_session`: few enough to keep memory flat, enough to be cheap.
+const CHUNK: usize = 256;
+
+type Read = Box<dyn FnOnce(&mut Db) + Send>;
+
+enum Message {
+    /// Lands in the next batch; nobody waits for it.
+    Write(Box<Write>),
+    /// Someone waits for the answer: handled after the batch it arrived with.
+    Request(Request),
+    Watch(Rev, tmpsc::UnboundedSender<StoreEvent>),
+    Close,
+}
+
+enum Request {
+    Acked(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
+    Insert(Box<(TrackedSession, Vec<Outcome>)>, oneshot::Sender<Result<TrackedSession, StoreError>>),
+    InsertAll(Vec<TrackedSession>, oneshot::Sender<Result<Vec<SessionKey>, StoreError>>),
+    Read(Read),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A SQLite store: a handle to its thread.
+pub struct SqliteStore {
+    tx: mpsc::Sender<Message>,
+    location: String,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl SqliteStore {
+    /// Moves the open file onto a thread of its own.
+    pub fn spawn(db: Db, location: String) -> Result<SqliteStore, StoreError> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || run(db, rx))
+            .map_err(|e| StoreError::Unavailable { store: location.clone(), detail: e.to_string() })?;
+        Ok(SqliteStore { tx, location, thread: Mutex::new(Some(thread)) })
+    }
+
+    fn ask<T: Send + 'static>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+    ) -> StoreFuture<T> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.send(Message::Request(make(reply)));
+        async move {
+            sent.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+        .boxed()
+    }
+
+    /// Runs `read` on the store's thread, in turn with everything else asked of it.
+    fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> StoreFuture<T> {
+        self.ask(|reply| {
+            Request::Read(Box::new(move |db: &mut Db| {
+                let _ = reply.send(read(db));
+            }))
+        })
+    }
+}
+
+impl SessionStore for SqliteStore {
+    fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn sessions(&self) -> StoreFuture<Vec<TrackedSession>> {
+        self.read(|db| db.sessions())
+    }
+
+    fn snapshot(&self) -> StoreFuture<(Vec<TrackedSession>, Rev)> {
+        self.read(|db| db.snapshot())
+    }
+
+    fn each_session(&self) -> tmpsc::Receiver<Result<Vec<TrackedSession>, StoreError>> {
+        let (chunks, rx) = tmpsc::channel(2);
+        let sent = self.tx.send(Message::Request(Request::Read(Box::new(move |db: &mut Db| {
+            let mut chunk = Vec::with_capacity(CHUNK);
+            let read = db.each_session(|s| {
+                chunk.push(s);
+                if chunk.len() == CHUNK {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                    // The reader went away: stop reading.
+                    chunks.blocking_send(Ok(full)).map_err(|_| StoreError::Closed)?;
+                }
+                Ok::<(), StoreError>(())
+            });
+            let last = match read {
+                Ok(()) if chunk.is_empty() => return,
+                Ok(()) => Ok(chunk),
+                Err(StoreError::Closed) => return,
+                Err(e) => Err(e),
+            };
+            let _ = chunks.blocking_send(last);
+        }))));
+        if sent.is_err() {
+            let (failed, rx) = tmpsc::channel(1);
+            let _ = failed.try_send(Err(StoreError::Closed));
+            return rx;
+        }
+        rx
+    }
+
+    fn session(&self, name: &str) -> StoreFuture<TrackedSession> {
+        let name = name.to_string();
+        self.read(move |db| db.session(&name))
+    }
+
+    fn name_of_id(&self, id: &SessionId) -> StoreFuture<Option<String>> {
+        let id = id.clone();
+        self.read(move |db| db.name_of_id(&id))
+    }
+
+    fn first_page(&self, sort: SortBy, reverse: bool, limit: usize) -> StoreFuture<Vec<TrackedSession>> {
+        self.read(move |db| db.first_page(sort, reverse, limit))
+    }
+
+    fn names(&self) -> StoreFuture<Vec<String>> {
+        self.read(|db| db.names())
+    }
+
+    fn history(&self, key: SessionKey, limit: usize) -> StoreFuture<Vec<Outcome>> {
+        self.read(move |db| db.outcomes(key, limit))
+    }
+
+    fn paused(&self) -> StoreFuture<bool> {
+        self.read(|db| db.paused())
+    }
+
+    fn rev(&self) -> StoreFuture<Rev> {
+        self.read(|db| db.rev())
+    }
+
+    fn write(&self, write: Write) {
+        let _ = self.tx.send(Message::Write(Box::new(write)));
+    }
+
+    fn write_acked(&self, writes: Vec<Write>) -> StoreFuture<()> {
+        self.ask(|reply| Request::Acked(writes, reply))
+    }
+
+    fn insert(&self, session: TrackedSession, history: Vec<Outcome>) -> StoreFuture<TrackedSession> {
+        self.ask(|reply| Request::Insert(Box::new((session, history)), reply))
+    }
+
+    fn insert_all(&self, sessions: Vec<TrackedSession>) -> StoreFuture<Vec<SessionKey>> {
+        self.ask(|reply| Request::InsertAll(sessions, reply))
+    }
+
+    fn flush(&self) -> BoxFuture<'static, ()> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.send(Message::Request(Request::Flush(reply))).is_ok();
+        async move {
+            if sent {
+                let _ = answer.await;
+            }
+        }
+        .boxed()
+    }
+
+    fn watch(&self, since: Rev) -> tmpsc::UnboundedReceiver<StoreEvent> {
+        let (events, rx) = tmpsc::unbounded_channel();
+        let _ = self.tx.send(Message::Watch(since, events));
+        rx
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        let _ = self.tx.send(Message::Close);
+        let thread = self.thread.lock().ok().and_then(|mut t| t.take());
+        async move {
+            if let Some(thread) = thread {
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            }
+        }
+        .boxed()
+    }
+}
+
+/// Most writes one transaction takes; more wait for the next.
+const MAX_BATCH: usize = 4096;
+
+/// How long a batch of unacknowledged writes waits for more before it commits: one transaction
+/// for 40 outcomes costs little more than one for a single one. Other processes see them as soon
+/// as they would have polled anyway (`POLL`); a crash loses at most this much of the record
+/// (`LINGER_BUSY` while writes come fast).
+const LINGER: Duration = Duration::from_millis(250);
+/// The wait while writes come fast (the last batch came at `BUSY_RATE` or more; the store keeps
+/// more pages then too): a keeper of 10,000 sessions records about 170 outcomes a second, and a
+/// session's page written once a second rather than four times is most of what its store costs.
+const LINGER_BUSY: Duration = Duration::from_secs(1);
+/// Writes per second.
+const BUSY_RATE: f64 = 100.0;
+
+/// Who watches, and what it has seen.
+struct Watch {
+    events: tmpsc::UnboundedSender<StoreEvent>,
+    seen_rev: Rev,
+    seen_version: Option<i64>,
+    last_check: Instant,
+}
+
+fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
+    let mut watch: Option<Watch> = None;
+    let mut linger = LINGER;
+    let mut closing = false;
+    while !closing {
+        let wait = if watch.is_some() { POLL } else { Duration::from_secs(3600) };
+        let first = match rx.recv_timeout(wait) {
+            Ok(m) => Some(m),
+            Err(mpsc::RecvTimeoutError::Timeout) => None,
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        if let Some(first) = first {
+            let mut batch = Vec::new();
+            let mut after = Vec::new();
+            let mut next = Some(first);
+            let linger_until = Instant::now() + linger;
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Write(w) => batch.push(*w),
+                    Message::Request(r) => after.push(r),
+                    Message::Watch(since, events) => {
+                        let seen_version = db.data_version().ok();
+                        watch = Some(Watch { events, seen_rev: since, seen_version, last_check: Instant::now() });
+                    }
+                    Message::Close => closing = true,
+                }
+                if batch.len() + after.len() < MAX_BATCH && !closing {
+                    next = rx.try_recv().ok();
+                    // Unacknowledged writes may wait a moment for company: fewer, larger transactions.
+                    if next.is_none() && after.is_empty() && !batch.is_empty() && Instant::now() < linger_until {
+                        next = rx.recv_timeout(linger_until.saturating_duration_since(Instant::now())).ok();
+                    }
+                }
+            }
+            // What someone waits for was reported done: it must survive a power cut, not only a kill.
+            let durable = after.iter().any(|r| !matches!(r, Request::Read(_)));
+            let _ = db.set_durable(durable);
+            let busy = batch.len() as f64 >= BUSY_RATE * linger.as_secs_f64();
+            if busy != (linger == LINGER_BUSY) {
+                let _ = db.set_busy(busy);
+            }
+            linger = if busy { LINGER_BUSY } else { LINGER };
+            if !batch.is_empty()
+                && let Err(e) = db.apply(&batch)
+            {
+                tracing::error!(error = %e, writes = batch.len(), "a batch of store writes failed");
+                if let Some(w) = &watch {
+                    let _ = w.events.send(StoreEvent::Failed(e));
+                }
+            }
+            for request in after {
+                match request {
+                    Request::Acked(writes, reply) => {
+                        let _ = reply.send(db.apply(&writes));
+                    }
+                    Request::Insert(inserted, reply) => {
+                        let (mut session, history) = *inserted;
+                        let _ = reply.send(db.insert_with_history(&mut session, &history).map(|()| session));
+                    }
+                    Request::InsertAll(sessions, reply) => {
+                        let _ = reply.send(db.insert_all(&sessions));
+                    }
+                    Request::Read(read) => read(&mut db),
+                    Request::Flush(reply) => {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+            let _ = db.set_durable(false);
+            // Our own commits need not come back as changes: if nobody else committed meanwhile,
+            // everything up to now is known here.
+            if let Some(w) = &mut watch
+                && db.data_version().ok() == w.seen_version
+                && let Ok(rev) = db.rev()
+            {
+                w.seen_rev = rev;
+            }
+        }
+        if let Some(w) = &mut watch
+            && w.last_check.elapsed() >= POLL
+        {
+            w.last_check = Instant::now();
+            let version = db.data_version().ok();
+            if version.is_some() && version != w.seen_version {
+                w.seen_version = version;
+                let event = match db.changes_since(w.seen_rev) {
+                    Ok(changes) => {
+                        w.seen_rev = changes.rev;
+                        StoreEvent::Changed(changes)
+                    }
+                    Err(e) => StoreEvent::Failed(e),
+                };
+                if w.events.send(event).is_err() {
+                    watch = None;
+                }
+            }
+        }
+    }
+}
