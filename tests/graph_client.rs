@@ -436,3 +436,86 @@ async fn a_batch_answer_is_read_leniently_and_each_item_classified_on_its_own() 
     ));
     assert_eq!(graph.refresh_batch(TOKEN, &[(&w1, &id)]).await.unwrap_err().class, ErrorClass::Failed);
 }
+
+// ---- any request, forwarded ----------------------------------------------------------------------
+
+fn forward(
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&'static str, &str)],
+    chunks: Vec<&'static [u8]>,
+    body_limit: u64,
+) -> wbsessions::graph::Forward<impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync>
+{
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(*name, value.parse().unwrap());
+    }
+    let body = futures_util::stream::iter(chunks.into_iter().map(|c| Ok(bytes::Bytes::from_static(c))));
+    wbsessions::graph::Forward { method, path_and_query: path.into(), headers: map, body, body_limit }
+}
+
+#[tokio::test]
+async fn a_forwarded_request_reaches_graph_with_our_token_and_its_body_streams_both_ways() {
+    use futures_util::StreamExt;
+    let server = script_server().await;
+    server.push(Scripted::new(201, "{\"value\":[1,2,3]}").header("request-id", "R-1").header("x-graph", "kept"));
+    let graph = client(&server.url());
+    let request = forward(
+        reqwest::Method::PATCH,
+        "/me/drive/items/W1/workbook/worksheets('A')/range(address='A1')?$select=values",
+        &[
+            ("authorization", "Bearer the-callers-secret"),
+            ("content-type", "application/json"),
+            ("workbook-session-id", "S-1"),
+            ("connection", "x-private"),
+            ("x-private", "hop"),
+        ],
+        vec![b"{\"values\":", b"[[1]]}"],
+        1024,
+    );
+    let answer = graph.transport().forward(TOKEN, request).await.unwrap();
+    assert_eq!(answer.status.as_u16(), 201);
+    assert_eq!(answer.request_id.as_deref(), Some("R-1"));
+    assert_eq!(answer.headers.get("x-graph").unwrap(), "kept");
+    let body: Vec<u8> = answer.body(1024).map(|c| c.unwrap().to_vec()).concat().await;
+    assert_eq!(body, b"{\"value\":[1,2,3]}");
+    let seen = &server.seen()[0];
+    assert_eq!(seen.method, reqwest::Method::PATCH);
+    assert_eq!(
+        seen.path_and_query,
+        "/v1.0/me/drive/items/W1/workbook/worksheets('A')/range(address='A1')?$select=values"
+    );
+    assert_eq!(seen.headers.get("authorization").unwrap(), &format!("Bearer {TOKEN}"), "ours, never the caller's");
+    assert_eq!(seen.headers.get("workbook-session-id").unwrap(), "S-1", "the caller's headers pass");
+    assert!(seen.headers.get("x-private").is_none(), "a header named in Connection stays on its hop");
+    assert!(seen.headers.get("client-request-id").is_some());
+    assert_eq!(&seen.body[..], b"{\"values\":[[1]]}");
+}
+
+#[tokio::test]
+async fn a_forwarded_request_leaves_neither_the_base_nor_its_caps() {
+    use futures_util::StreamExt;
+    let server = script_server().await;
+    let graph = client(&server.url());
+    for path in ["/../beta/me", "//elsewhere/x", "/me/%2e%2e/%2e%2e/x", "https://evil.example/v1.0/me"] {
+        let refused = graph.transport().forward(TOKEN, forward(reqwest::Method::GET, path, &[], vec![], 10)).await;
+        assert!(matches!(refused, Err(wbsessions::graph::ForwardError::Refused(_))), "{path}");
+    }
+    let declared = forward(reqwest::Method::POST, "/me", &[("content-length", "11")], vec![b"01234567890"], 10);
+    assert!(matches!(
+        graph.transport().forward(TOKEN, declared).await,
+        Err(wbsessions::graph::ForwardError::TooLarge(10))
+    ));
+    let streamed = forward(reqwest::Method::POST, "/me", &[], vec![b"012345", b"67890"], 10);
+    assert!(matches!(
+        graph.transport().forward(TOKEN, streamed).await,
+        Err(wbsessions::graph::ForwardError::TooLarge(10))
+    ));
+    assert!(server.seen().iter().all(|s| s.body.len() <= 10), "nothing past the cap was sent whole");
+    // An answer past the caller's cap is cut off with an error, not read whole.
+    server.push(Scripted::new(200, &"x".repeat(5000)));
+    let answer = graph.transport().forward(TOKEN, forward(reqwest::Method::GET, "/me", &[], vec![], 10)).await.unwrap();
+    let chunks: Vec<_> = answer.body(1000).collect().await;
+    assert!(chunks.iter().any(|c| matches!(c, Err(wbsessions::graph::ForwardError::TooLarge(1000)))));
+}

@@ -63,7 +63,7 @@ impl Failure {
 
     fn outcome(&self, action: Action, at: DateTime<Utc>) -> Outcome {
         match self {
-            Failure::Graph(e) => e.outcome(action, at),
+            Failure::Graph(e) => failed_outcome(e, action, at),
             Failure::Auth { error, .. } => Outcome {
                 at,
                 action,
@@ -77,6 +77,44 @@ impl Failure {
             },
         }
     }
+}
+
+/// What a failure of this class means for the session it was about.
+fn kind_of(class: ErrorClass) -> OutcomeKind {
+    match class {
+        ErrorClass::Expired => OutcomeKind::Expired,
+        ErrorClass::Dead => OutcomeKind::Dead,
+        ErrorClass::Throttled => OutcomeKind::Throttled,
+        ErrorClass::Auth => OutcomeKind::Auth,
+        ErrorClass::Transient | ErrorClass::Failed => OutcomeKind::Error,
+    }
+}
+
+fn outcome(meta: &CallMeta, action: Action, kind: OutcomeKind, at: DateTime<Utc>) -> Outcome {
+    Outcome {
+        at,
+        action,
+        kind,
+        latency_ms: meta.latency.as_millis().try_into().unwrap_or(u64::MAX),
+        http_status: meta.http_status,
+        codes: Vec::new(),
+        request_id: meta.request_id.clone(),
+        client_request_id: Some(meta.client_request_id.clone()),
+        message: None,
+    }
+}
+
+/// A call that went well, as the session's history keeps it.
+pub fn ok_outcome(meta: &CallMeta, action: Action, at: DateTime<Utc>) -> Outcome {
+    outcome(meta, action, OutcomeKind::Ok, at)
+}
+
+/// Graph's facts about a failed call, as the session's history keeps them.
+pub fn failed_outcome(e: &GraphError, action: Action, at: DateTime<Utc>) -> Outcome {
+    let mut failed = outcome(&e.meta, action, kind_of(e.class), at);
+    failed.codes = e.codes.clone();
+    failed.message = e.message_with_wait();
+    failed
 }
 
 /// The Graph calls the engine makes, with whatever authorisation they need.
@@ -238,10 +276,7 @@ impl Report {
         }
         if let Some(last) = self.outcomes.last() {
             session.last_call = Some(last.into());
-            session.status = match (last.action, last.kind) {
-                (Action::Close, OutcomeKind::Ok) => Status::Closed,
-                (_, kind) => kind.into(),
-            };
+            session.status = Status::after(last.action, last.kind);
         }
     }
 }
@@ -277,7 +312,7 @@ pub async fn create(graph: &dyn Graph, workbook: &WorkbookRef, mode: Mode, clock
     match graph.create(&workbook, mode).await {
         Ok(reply) => {
             report.requests += reply.meta.requests;
-            report.outcomes.push(reply.meta.ok_outcome(Action::Create, clock.now()));
+            report.outcomes.push(ok_outcome(&reply.meta, Action::Create, clock.now()));
             report.new_session_id = Some(reply.value);
         }
         Err(failure) => report.fail(failure, Action::Create, clock),
@@ -295,7 +330,7 @@ fn refreshed(answer: Result<Reply<()>, Failure>, clock: &Clock) -> Report {
     match answer {
         Ok(reply) => {
             report.requests += reply.meta.requests;
-            report.outcomes.push(reply.meta.ok_outcome(Action::Refresh, clock.now()));
+            report.outcomes.push(ok_outcome(&reply.meta, Action::Refresh, clock.now()));
         }
         Err(failure) => report.fail(failure, Action::Refresh, clock),
     }
@@ -410,11 +445,11 @@ pub async fn close(graph: &dyn Graph, session: &TrackedSession, clock: &Clock) -
     match graph.close(&session.workbook, &session.session_id).await {
         Ok(reply) => {
             report.requests += reply.meta.requests;
-            report.outcomes.push(reply.meta.ok_outcome(Action::Close, clock.now()));
+            report.outcomes.push(ok_outcome(&reply.meta, Action::Close, clock.now()));
         }
         Err(Failure::Graph(e)) if e.class == ErrorClass::Expired => {
             report.requests += e.meta.requests;
-            let mut outcome = e.outcome(Action::Close, clock.now());
+            let mut outcome = failed_outcome(&e, Action::Close, clock.now());
             outcome.kind = OutcomeKind::Ok;
             outcome.message = Some("the session was already gone".into());
             report.outcomes.push(outcome);

@@ -1,190 +1,20 @@
-//! The HTTP client for the three session calls and the few lookups around them.
+//! The session calls (create with 202 polling, refresh, close, `$batch` of refreshes) and the
+//! lookups around them (a by-path workbook, `/me`), made through the `Transport`.
 
 use std::fmt;
-use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use reqwest::header::{HeaderMap, HeaderValue, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
-use url::Url;
 
-use super::error::{CallKind, ErrorBody, ErrorClass, classify, parse_retry_after};
-use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, WorkbookRef};
+use super::error::{CallKind, ErrorBody, ErrorClass, classify};
+use super::transport::{
+    Answered, Call, CallMeta, ClientBuildError, ClientOptions, GraphError, Reply, Transport, failure, header_text,
+};
+use crate::session::{Mode, SessionId, WorkbookRef};
 use crate::text;
-
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
-
-/// How a long-running createSession is polled (docs/graph.md, "Long-running create").
-#[derive(Debug, Clone, Copy)]
-pub struct PollPolicy {
-    pub first: Duration,
-    pub max: Duration,
-    pub give_up_after: Duration,
-}
-
-impl Default for PollPolicy {
-    fn default() -> Self {
-        PollPolicy {
-            first: Duration::from_secs(1),
-            max: Duration::from_secs(30),
-            give_up_after: Duration::from_secs(600),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct ClientOptions {
-    pub timeout: Duration,
-    pub poll: PollPolicy,
-    /// Ask for `Prefer: respond-async` on create; both answers are handled either way.
-    pub respond_async: bool,
-}
-
-impl Default for ClientOptions {
-    fn default() -> Self {
-        ClientOptions { timeout: Duration::from_secs(30), poll: PollPolicy::default(), respond_async: true }
-    }
-}
-
-/// The most of an answer's body that is read: Graph's answers here are a few hundred bytes, and an
-/// endless or huge body must not grow memory.
-pub const MAX_BODY: usize = 64 * 1024;
-
-/// Reads a body up to `MAX_BODY`; a longer one is an error of its own.
-pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
-    if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
-        return Err(format!("the answer is larger than {} KiB; refusing to read it", MAX_BODY / 1024));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| format!("the answer broke off: {}", error_chain(&e)))? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(format!("the answer is larger than {} KiB; stopped reading it", MAX_BODY / 1024));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClientBuildError {
-    #[error("the Graph URL {0:?} is not a valid URL; use something like {DEFAULT_GRAPH_URL}")]
-    BadUrl(String),
-    #[error(
-        "the Graph URL {0:?} uses plain http:// to a host that is not loopback; tokens would travel unencrypted, so use https://"
-    )]
-    Insecure(String),
-    #[error(
-        "the Graph URL {0:?} carries a user name or password; tokens are the only credentials sent, so remove them"
-    )]
-    Credentials(String),
-    #[error("the HTTP client could not be built: {0}")]
-    Http(#[from] reqwest::Error),
-}
-
-/// What every call reports, success or failure: what Microsoft support asks for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallMeta {
-    pub http_status: Option<u16>,
-    pub request_id: Option<String>,
-    pub client_request_id: String,
-    pub latency: Duration,
-    /// HTTP requests the call made (a long-running create polls): what it costs of the budget.
-    pub requests: u32,
-}
-
-impl CallMeta {
-    fn outcome(&self, action: Action, kind: OutcomeKind, at: chrono::DateTime<chrono::Utc>) -> Outcome {
-        Outcome {
-            at,
-            action,
-            kind,
-            latency_ms: self.latency.as_millis().try_into().unwrap_or(u64::MAX),
-            http_status: self.http_status,
-            codes: Vec::new(),
-            request_id: self.request_id.clone(),
-            client_request_id: Some(self.client_request_id.clone()),
-            message: None,
-        }
-    }
-
-    pub fn ok_outcome(&self, action: Action, at: chrono::DateTime<chrono::Utc>) -> Outcome {
-        self.outcome(action, OutcomeKind::Ok, at)
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct Reply<T> {
-    pub value: T,
-    pub meta: CallMeta,
-}
-
-/// A failed call, classified.
-#[derive(Debug, Clone)]
-pub struct GraphError {
-    pub class: ErrorClass,
-    pub meta: CallMeta,
-    pub codes: Vec<String>,
-    pub message: Option<String>,
-    pub retry_after: Option<Duration>,
-}
-
-impl GraphError {
-    fn local(class: ErrorClass, meta: CallMeta, message: String) -> Self {
-        GraphError { class, meta, codes: Vec::new(), message: Some(message), retry_after: None }
-    }
-
-    pub fn outcome(&self, action: Action, at: chrono::DateTime<chrono::Utc>) -> Outcome {
-        let mut outcome = self.meta.outcome(action, self.class.outcome_kind(), at);
-        outcome.codes = self.codes.clone();
-        outcome.message = match (&self.message, self.retry_after) {
-            (Some(message), Some(wait)) => Some(format!("{message}; retry after {}", wait_text(wait))),
-            (None, Some(wait)) => Some(format!("retry after {}", wait_text(wait))),
-            (message, None) => message.clone(),
-        };
-        outcome
-    }
-}
-
-/// A `Retry-After` as read: waits are read up to a day (docs/graph.md), so a day means "a day or
-/// more", whatever the server wrote.
-fn wait_text(wait: Duration) -> String {
-    if wait >= super::error::LONGEST_RETRY_AFTER { "a day or more".into() } else { crate::time::format_duration(wait) }
-}
-
-impl fmt::Display for GraphError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = match self.class {
-            ErrorClass::Expired => "session expired",
-            ErrorClass::Dead => "session is dead",
-            ErrorClass::Throttled => "throttled",
-            ErrorClass::Auth => "not authorized",
-            ErrorClass::Transient => "temporary failure",
-            ErrorClass::Failed => "request failed",
-        };
-        f.write_str(what)?;
-        if let Some(status) = self.meta.http_status {
-            write!(f, " (HTTP {status}")?;
-            if !self.codes.is_empty() {
-                write!(f, " {}", self.codes.join("/"))?;
-            }
-            f.write_str(")")?;
-        }
-        if let Some(message) = &self.message {
-            write!(f, ": {message}")?;
-        }
-        if let Some(wait) = self.retry_after {
-            write!(f, "; retry after {}", wait_text(wait))?;
-        }
-        if let Some(id) = &self.meta.request_id {
-            write!(f, " [request-id {id}]")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for GraphError {}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct Me {
@@ -194,179 +24,41 @@ pub struct Me {
     pub user_principal_name: Option<String>,
 }
 
-/// One request as `send` takes it.
-struct Call<'a> {
-    method: Method,
-    url: Url,
-    session: Option<&'a SessionId>,
-    body: Option<serde_json::Value>,
-    prefer_async: bool,
-    kind: CallKind,
-}
-
-impl Call<'_> {
-    fn new(method: Method, url: Url, kind: CallKind) -> Self {
-        Call { method, url, session: None, body: None, prefer_async: false, kind }
-    }
-}
-
 #[derive(Clone)]
 pub struct GraphClient {
-    http: reqwest::Client,
-    base: Url,
+    transport: Transport,
     options: ClientOptions,
 }
 
 impl fmt::Debug for GraphClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GraphClient").field("base", &self.base.as_str()).finish()
+        f.debug_struct("GraphClient").field("base", &self.transport.base_url().as_str()).finish()
     }
-}
-
-/// rustls is built without a default crypto provider (no C toolchain step); this picks ring, once.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// Refuses URLs that would send a token in the clear; loopback is allowed for the simulator.
-pub fn check_base_url(raw: &str) -> Result<Url, ClientBuildError> {
-    let mut url = Url::parse(raw.trim()).map_err(|_| ClientBuildError::BadUrl(raw.to_string()))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => return Err(ClientBuildError::BadUrl(raw.to_string())),
-    };
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
-        "http" => return Err(ClientBuildError::Insecure(raw.to_string())),
-        _ => return Err(ClientBuildError::BadUrl(raw.to_string())),
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(ClientBuildError::BadUrl(raw.to_string()));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        let _ = url.set_username("");
-        let _ = url.set_password(None);
-        return Err(ClientBuildError::Credentials(url.to_string()));
-    }
-    // Joining segments later needs a path without a trailing slash.
-    let trimmed = url.path().trim_end_matches('/').to_string();
-    url.set_path(&trimmed);
-    Ok(url)
 }
 
 impl GraphClient {
     pub fn new(base_url: &str, options: ClientOptions) -> Result<Self, ClientBuildError> {
-        install_tls_provider();
-        let base = check_base_url(base_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-            // A redirect could carry the bearer token to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("wbsessions/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(GraphClient { http, base, options })
+        let transport = Transport::new(base_url, options.timeout)?;
+        Ok(GraphClient { transport, options })
     }
 
-    pub fn base_url(&self) -> &Url {
-        &self.base
+    /// The way to the Graph host these calls use, for requests of any kind.
+    pub fn transport(&self) -> &Transport {
+        &self.transport
     }
 
-    pub fn is_loopback(&self) -> bool {
-        self.base.scheme() == "http"
+    pub fn base_url(&self) -> &url::Url {
+        self.transport.base_url()
     }
 
-    fn url_for(&self, workbook: &WorkbookRef, tail: &[&str]) -> Url {
-        let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.extend(workbook.segments().iter().map(String::as_str));
-            segments.extend(tail);
-        }
-        url
+    fn url_for(&self, workbook: &WorkbookRef, tail: &[&str]) -> url::Url {
+        let segments = workbook.segments();
+        self.transport.url_for(segments.iter().map(String::as_str).chain(tail.iter().copied()))
     }
 
-    /// A URL the server handed back (Location, resourceLocation): taken exactly as given, but only
-    /// on the Graph host, because the bearer token goes with it.
-    fn follow(&self, given: &str) -> Result<Url, String> {
-        let url = self.base.join(given).map_err(|_| format!("the server sent an unusable URL {given:?}"))?;
-        if url.origin() != self.base.origin() {
-            return Err(format!(
-                "the server sent a URL on another host ({}); not following it with the token",
-                url.origin().ascii_serialization()
-            ));
-        }
-        Ok(url)
-    }
-
-    async fn send(
-        &self,
-        token: &str,
-        call: Call<'_>,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>, CallMeta), GraphError> {
-        let Call { method, url, session, body, prefer_async, kind } = call;
-        let client_request_id = uuid::Uuid::new_v4().to_string();
-        let mut meta = CallMeta { client_request_id: client_request_id.clone(), requests: 1, ..CallMeta::default() };
-        let auth = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            GraphError::local(
-                ErrorClass::Auth,
-                meta.clone(),
-                "the access token holds characters that cannot be sent".into(),
-            )
-        })?;
-        let mut request = self
-            .http
-            .request(method, url)
-            .timeout(self.options.timeout)
-            .header(reqwest::header::AUTHORIZATION, auth)
-            .header("client-request-id", &client_request_id)
-            .header("return-client-request-id", "true");
-        if prefer_async {
-            request = request.header("Prefer", "respond-async");
-        }
-        if let Some(id) = session {
-            // SessionId guarantees visible ASCII, so this cannot fail; stay defensive anyway.
-            let value = HeaderValue::from_str(id.as_str()).map_err(|_| {
-                GraphError::local(ErrorClass::Dead, meta.clone(), "the session id cannot travel in a header".into())
-            })?;
-            request = request.header("workbook-session-id", value);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let started = Instant::now();
-        let result = request.send().await;
-        let response = match result {
-            Ok(r) => r,
-            Err(e) => {
-                meta.latency = started.elapsed();
-                let why = if e.is_timeout() {
-                    format!("no answer within {}", crate::time::format_duration(self.options.timeout))
-                } else if e.is_connect() {
-                    format!("could not connect to {}", self.base.host_str().unwrap_or("the Graph host"))
-                } else {
-                    format!("the request failed: {}", error_chain(&e))
-                };
-                return Err(GraphError::local(ErrorClass::Transient, meta, why));
-            }
-        };
-        let status = response.status();
-        let headers = response.headers().clone();
-        meta.http_status = Some(status.as_u16());
-        meta.request_id = header_text(&headers, "request-id").map(|id| text::clean(&id, text::MAX_TOKEN));
-        let bytes = match read_capped(response).await {
-            Ok(b) => b,
-            Err(why) => {
-                meta.latency = started.elapsed();
-                return Err(GraphError::local(ErrorClass::Transient, meta, why));
-            }
-        };
-        meta.latency = started.elapsed();
-        if status.is_success() {
-            return Ok((status, headers, bytes, meta));
-        }
-        Err(failure(status.as_u16(), header_text(&headers, RETRY_AFTER.as_str()), &bytes, kind, meta))
+    async fn send(&self, token: &str, call: Call<'_>) -> Result<(StatusCode, HeaderMap, Vec<u8>, CallMeta), GraphError> {
+        let Answered { status, headers, body, meta } = self.transport.send(token, call).await?;
+        Ok((status, headers, body, meta))
     }
 
     /// createSession: `201` at once, or `202` + operation polling; a `504` is sent again (bounded).
@@ -450,7 +142,7 @@ impl GraphClient {
             #[serde(default)]
             error: Option<serde_json::Value>,
         }
-        let url = self.follow(location).map_err(|why| GraphError::local(ErrorClass::Failed, meta.clone(), why))?;
+        let url = self.transport.follow(location).map_err(|why| GraphError::local(ErrorClass::Failed, meta.clone(), why))?;
         let policy = self.options.poll;
         let started = Instant::now();
         let mut wait = policy.first;
@@ -489,6 +181,7 @@ impl GraphClient {
                         )
                     })?;
                     let url = self
+                        .transport
                         .follow(&resource)
                         .map_err(|why| GraphError::local(ErrorClass::Failed, meta.clone(), why))?;
                     let mut pause = policy.first;
@@ -600,7 +293,7 @@ impl GraphClient {
             .enumerate()
             .map(|(i, (workbook, id))| {
                 let url = self.url_for(workbook, &["workbook", "refreshSession"]);
-                let relative = url.path().strip_prefix(self.base.path()).unwrap_or(url.path());
+                let relative = url.path().strip_prefix(self.base_url().path()).unwrap_or(url.path());
                 json!({
                     "id": i.to_string(),
                     "method": "POST",
@@ -610,10 +303,7 @@ impl GraphClient {
                 })
             })
             .collect();
-        let mut url = self.base.clone();
-        if let Ok(mut segments) = url.path_segments_mut() {
-            segments.push("$batch");
-        }
+        let url = self.transport.url_for(["$batch"]);
         let call =
             Call { body: Some(json!({ "requests": requests })), ..Call::new(Method::POST, url, CallKind::Other) };
         let (_, _, bytes, outer) = self.send(token, call).await.map_err(|mut e| {
@@ -710,33 +400,13 @@ impl GraphClient {
 
     /// `GET /me`: who the token belongs to.
     pub async fn me(&self, token: &str) -> Result<Reply<Me>, GraphError> {
-        let mut url = self.base.clone();
-        if let Ok(mut s) = url.path_segments_mut() {
-            s.push("me");
-        }
+        let url = self.transport.url_for(["me"]);
         let (_, _, bytes, meta) = self.send(token, Call::new(Method::GET, url, CallKind::Other)).await?;
         let me = serde_json::from_slice(&bytes).map_err(|e| {
             GraphError::local(ErrorClass::Transient, meta.clone(), format!("unreadable /me answer: {e}"))
         })?;
         Ok(Reply { value: me, meta })
     }
-}
-
-/// A failed answer, classified: from a plain call, or from one item of a `$batch`.
-fn failure(status: u16, retry_after: Option<String>, bytes: &[u8], kind: CallKind, mut meta: CallMeta) -> GraphError {
-    let body = ErrorBody::parse(bytes);
-    let retry_after = retry_after.and_then(|v| parse_retry_after(&v, chrono::Utc::now()));
-    let class = classify(status, &body, kind, retry_after.is_some());
-    meta.request_id = meta.request_id.or_else(|| text::clean_opt(body.request_id.as_deref(), text::MAX_TOKEN));
-    if let Some(echoed) = body.client_request_id.as_ref().filter(|c| **c != meta.client_request_id) {
-        tracing::debug!(sent = %meta.client_request_id, echoed = %text::clean(echoed, text::MAX_TOKEN), "client-request-id differs in the error body");
-    }
-    let message = match body.message.as_deref() {
-        Some(m) => text::clean_opt(Some(m), text::MAX_MESSAGE),
-        None => text::clean_opt(Some(&String::from_utf8_lossy(bytes)), 200),
-    };
-    let codes = body.all_codes().iter().take(8).map(|c| text::clean(c, text::MAX_TOKEN)).collect();
-    GraphError { class, meta, codes, message, retry_after }
 }
 
 fn parse_session_id(bytes: &[u8]) -> Result<SessionId, String> {
@@ -750,17 +420,3 @@ fn parse_session_id(bytes: &[u8]) -> Result<SessionId, String> {
     SessionId::new(&raw).map_err(|e| format!("the server returned an unusable session id: {e}"))
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_string)
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}

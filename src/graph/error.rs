@@ -5,7 +5,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::session::OutcomeKind;
 
 /// What could be read out of an error body. Every field may be missing; the body may not be JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -84,18 +83,6 @@ pub enum ErrorClass {
     Transient,
     /// The request itself is wrong or forbidden; retrying soon will not help.
     Failed,
-}
-
-impl ErrorClass {
-    pub fn outcome_kind(self) -> OutcomeKind {
-        match self {
-            ErrorClass::Expired => OutcomeKind::Expired,
-            ErrorClass::Dead => OutcomeKind::Dead,
-            ErrorClass::Throttled => OutcomeKind::Throttled,
-            ErrorClass::Auth => OutcomeKind::Auth,
-            ErrorClass::Transient | ErrorClass::Failed => OutcomeKind::Error,
-        }
-    }
 }
 
 fn known_second_level(code: &str, call: CallKind) -> Option<ErrorClass> {

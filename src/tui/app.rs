@@ -7,15 +7,14 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent};
 use ratatui::style::Color;
 
-use super::dialog::{Confirm, Dialog, Form, FormKind, SignInDialog, Submitted};
-use super::keymap::{Action, action_for};
+use super::dialog::{Dialog, SignInDialog};
 use super::layout::{Areas, Col, Placed, areas, fit_columns};
-use crate::auth::{Progress, SignInState};
-use crate::engine::{Answer, EngineError, Event, JobKind, KEPT_OUTCOMES, Reply, Request};
-use crate::session::{Defaults, Outcome, OutcomeKind, SessionKey, SortBy, Status, TrackedSession};
+use crate::auth::SignInState;
+use crate::engine::{Answer, Event, JobKind, Request};
+use crate::session::{Defaults, Outcome, SessionKey, SortBy, Status, TrackedSession};
 use crate::text::natural_cmp;
 use crate::time::{format_ago, format_until};
 
@@ -65,13 +64,13 @@ pub fn column_of(by: SortBy) -> Col {
     }
 }
 
-fn sort_of(col: Col) -> Option<SortBy> {
+pub(super) fn sort_of(col: Col) -> Option<SortBy> {
     SortBy::ALL.into_iter().find(|s| column_of(*s) == col)
 }
 
 /// Whether the order can change with time or with a session's calls (so the view is rebuilt
 /// more often).
-fn moves(by: SortBy) -> bool {
+pub(super) fn moves(by: SortBy) -> bool {
     !matches!(by, SortBy::Name | SortBy::Workbook | SortBy::Mode)
 }
 
@@ -91,10 +90,10 @@ pub struct Flash {
 }
 
 /// Info flashes go after this long; errors stay until dismissed or replaced.
-const FLASH_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
+pub(super) const FLASH_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
 /// Lines the log view keeps.
-const LOG_LINES: usize = 500;
+pub(super) const LOG_LINES: usize = 500;
 
 /// A line of the log view: a warning or an error the dashboard heard of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,14 +156,14 @@ pub struct App {
     /// The mirror of the engine's list; changed only through `put` and `take`, which keep the
     /// counts and the view up to date.
     pub rows: BTreeMap<SessionKey, Row>,
-    counts: BTreeMap<Status, usize>,
+    pub(super) counts: BTreeMap<Status, usize>,
     /// The visible order: filtered and sorted; rebuilt when what it depends on changed.
-    view: Vec<SessionKey>,
-    view_stale: bool,
+    pub(super) view: Vec<SessionKey>,
+    pub(super) view_stale: bool,
     pub selected: Option<SessionKey>,
-    selected_pos: Option<usize>,
+    pub(super) selected_pos: Option<usize>,
     /// Until the user moves, the selection stays on the top row as rows arrive.
-    moved: bool,
+    pub(super) moved: bool,
     /// The first row of the view on screen, the rows on screen and the columns that fit: set by
     /// `settle`.
     pub offset: usize,
@@ -197,11 +196,11 @@ pub struct App {
     /// The digest of `clock_texts` as of the last frame.
     pub drawn_clock: u64,
     /// Next automatic refreshes as the engine planned them.
-    scheduled: HashMap<SessionKey, Option<DateTime<Utc>>>,
+    pub(super) scheduled: HashMap<SessionKey, Option<DateTime<Utc>>>,
     /// The stored outcomes of the session whose details are open, newest first.
     pub history: Option<(SessionKey, Vec<Outcome>)>,
     /// The clock as of the last update.
-    now: DateTime<Utc>,
+    pub(super) now: DateTime<Utc>,
     /// Only the first screenful is here; the engine is reading the rest.
     pub loading: bool,
 }
@@ -264,7 +263,7 @@ impl App {
         if row.refreshing { Status::Refreshing } else { self.info.defaults.status_at(&row.session, self.now) }
     }
 
-    fn count(&mut self, status: Status, up: bool) {
+    pub(super) fn count(&mut self, status: Status, up: bool) {
         let n = self.counts.entry(status).or_default();
         *n = if up { *n + 1 } else { n.saturating_sub(1) };
         if *n == 0 {
@@ -273,7 +272,7 @@ impl App {
     }
 
     /// Adds or replaces a row. The view is rebuilt only if what it sorts or filters by changed.
-    fn put(&mut self, row: Row) {
+    pub(super) fn put(&mut self, row: Row) {
         let shown = self.status_of(&row);
         self.count(shown, true);
         let key = row.session.key;
@@ -293,7 +292,7 @@ impl App {
         self.dirty = true;
     }
 
-    fn take(&mut self, key: SessionKey) -> Option<Row> {
+    pub(super) fn take(&mut self, key: SessionKey) -> Option<Row> {
         let row = self.rows.remove(&key)?;
         let shown = self.status_of(&row);
         self.count(shown, false);
@@ -303,7 +302,7 @@ impl App {
     }
 
     /// Recounts statuses when time may have turned an `ok` stale.
-    fn recount(&mut self) {
+    pub(super) fn recount(&mut self) {
         let counts = self.rows.values().fold(BTreeMap::new(), |mut counts, row| {
             *counts.entry(self.status_of(row)).or_insert(0) += 1;
             counts
@@ -315,7 +314,7 @@ impl App {
         }
     }
 
-    fn select(&mut self, key: Option<SessionKey>) {
+    pub(super) fn select(&mut self, key: Option<SessionKey>) {
         self.selected = key;
         self.selected_pos = None;
         self.moved = true;
@@ -332,11 +331,11 @@ impl App {
         {
             return *at;
         }
-        s.next_refresh_estimate(self.info.defaults.interval_of(s))
+        crate::engine::policy::next_due(s, &self.info.defaults, self.now)
     }
 
     /// A time as the user chose to see it: "12s ago" or "14:03:05".
-    fn when(&self, t: DateTime<Utc>, now: DateTime<Utc>, future: bool) -> String {
+    pub(super) fn when(&self, t: DateTime<Utc>, now: DateTime<Utc>, future: bool) -> String {
         if self.absolute_times {
             let local = t.with_timezone(&chrono::Local);
             if local.date_naive() == now.with_timezone(&chrono::Local).date_naive() {
@@ -415,7 +414,7 @@ impl App {
         &self.view
     }
 
-    fn rebuild_view(&mut self) {
+    pub(super) fn rebuild_view(&mut self) {
         self.view_stale = false;
         let needle = self.filter.to_lowercase();
         let now = self.now;
@@ -515,7 +514,7 @@ impl App {
     }
 
     /// Widths from the content on screen and the terminal's width.
-    fn fit_columns(&self) -> Vec<Placed> {
+    pub(super) fn fit_columns(&self) -> Vec<Placed> {
         let rows: Vec<&Row> = self.visible.iter().filter_map(|k| self.rows.get(k)).collect();
         let widest = |text: &dyn Fn(&Row) -> usize| rows.iter().map(|r| text(r)).max().unwrap_or(0);
         let sorted = column_of(self.sort.by);
@@ -544,7 +543,7 @@ impl App {
     }
 
     /// The marked sessions, or the selected one when nothing is marked.
-    fn targets(&self) -> Vec<SessionKey> {
+    pub(super) fn targets(&self) -> Vec<SessionKey> {
         if self.marks.is_empty() {
             self.selected.into_iter().collect()
         } else {
@@ -554,7 +553,7 @@ impl App {
         }
     }
 
-    fn names(&self, keys: &[SessionKey]) -> Vec<String> {
+    pub(super) fn names(&self, keys: &[SessionKey]) -> Vec<String> {
         keys.iter().filter_map(|k| self.rows.get(k)).map(|r| r.session.name.clone()).collect()
     }
 
@@ -568,7 +567,7 @@ impl App {
         self.flash_error_about(text, None, now);
     }
 
-    fn flash_error_about(&mut self, text: impl Into<String>, about: Option<SessionKey>, now: DateTime<Utc>) {
+    pub(super) fn flash_error_about(&mut self, text: impl Into<String>, about: Option<SessionKey>, now: DateTime<Utc>) {
         let text = text.into();
         self.remember(&text, true, now);
         self.flash = Some(Flash { text, error: true, at: now, about });
@@ -576,17 +575,17 @@ impl App {
     }
 
     /// Keeps a line for the log view.
-    fn remember(&mut self, text: &str, error: bool, now: DateTime<Utc>) {
+    pub(super) fn remember(&mut self, text: &str, error: bool, now: DateTime<Utc>) {
         self.log.push_front(LogLine { at: now, text: text.to_string(), error });
         self.log.truncate(LOG_LINES);
     }
 
-    fn changed(&mut self) {
+    pub(super) fn changed(&mut self) {
         self.view_stale = true;
         self.dirty = true;
     }
 
-    fn move_by(&mut self, delta: isize) {
+    pub(super) fn move_by(&mut self, delta: isize) {
         let len = self.view.len();
         if len == 0 {
             return;
@@ -598,12 +597,12 @@ impl App {
         self.moved = true;
     }
 
-    fn page(&self) -> isize {
+    pub(super) fn page(&self) -> isize {
         isize::try_from(self.layout.table_rows.height.max(1)).unwrap_or(1)
     }
 
     /// The details follow the selection: its stored history is asked for.
-    fn selection_moved(&mut self) -> Option<Effect> {
+    pub(super) fn selection_moved(&mut self) -> Option<Effect> {
         self.dirty = true;
         self.detail_scroll = 0;
         if !self.details {
@@ -684,545 +683,6 @@ impl App {
     pub fn drawn(&mut self, now: DateTime<Utc>) {
         self.dirty = false;
         self.drawn_clock = self.clock_digest(now);
-    }
-
-    fn key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Effect> {
-        if key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL) {
-            return vec![Effect::Quit];
-        }
-        if self.dialog.is_some() {
-            return self.dialog_key(key, now);
-        }
-        if self.filtering {
-            match key.code {
-                KeyCode::Esc => {
-                    self.filtering = false;
-                    self.filter.clear();
-                }
-                KeyCode::Enter => self.filtering = false,
-                KeyCode::Backspace => {
-                    self.filter.pop();
-                }
-                KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.clear(),
-                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.push(c),
-                _ => {}
-            }
-            self.changed();
-            return Vec::new();
-        }
-        if let Some(overlay) = self.overlay {
-            self.overlay_key(overlay, key);
-            return Vec::new();
-        }
-        if key.code == KeyCode::Esc {
-            if self.flash.is_some() {
-                self.flash = None;
-            } else if !self.marks.is_empty() {
-                self.marks.clear();
-            } else {
-                self.details = false;
-                self.details_focus = false;
-            }
-            return Vec::new();
-        }
-        let Some(action) = action_for(&key) else { return Vec::new() };
-        self.action(action, now)
-    }
-
-    /// The movement keys scroll an overlay; esc, q and the key that opened it close it.
-    fn overlay_key(&mut self, overlay: Overlay, key: KeyEvent) {
-        let (Overlay::Help { scroll } | Overlay::Log { scroll }) = overlay;
-        let page = usize::from(self.size.1.saturating_sub(4).max(1));
-        let scroll = match action_for(&key) {
-            Some(Action::Down) => scroll + 1,
-            Some(Action::Up) => scroll.saturating_sub(1),
-            Some(Action::PageDown | Action::HalfDown) => scroll + page,
-            Some(Action::PageUp | Action::HalfUp) => scroll.saturating_sub(page),
-            Some(Action::First) => 0,
-            Some(Action::Last) => usize::MAX / 2,
-            _ => {
-                self.overlay = None;
-                return;
-            }
-        };
-        // Never past the last page, or the next step up would seem to do nothing.
-        let scroll = scroll.min(self.overlay_max_scroll(&overlay));
-        self.overlay = Some(match overlay {
-            Overlay::Help { .. } => Overlay::Help { scroll },
-            Overlay::Log { .. } => Overlay::Log { scroll },
-        });
-    }
-
-    /// How far an overlay scrolls: its lines less the rows it shows, as the view lays it out.
-    fn overlay_max_scroll(&self, overlay: &Overlay) -> usize {
-        let lines = match overlay {
-            Overlay::Help { .. } => super::keymap::help_len(),
-            Overlay::Log { .. } => {
-                let inner = usize::from(self.size.0.min(120).saturating_sub(2));
-                let entries: usize =
-                    self.log.iter().map(|e| super::layout::wrap(&e.text, inner.saturating_sub(10)).len()).sum();
-                let folder = super::layout::wrap(&self.info.log_dir, inner.saturating_sub(11)).len();
-                folder + usize::from(self.log.is_empty()) + entries
-            }
-        };
-        lines.saturating_sub(usize::from(self.size.1.saturating_sub(2)))
-    }
-
-    /// How far the details scroll: their lines as the pane wraps them (an estimate that errs
-    /// long, so that the end can always be reached), less the rows it shows.
-    fn detail_max_scroll(&self) -> usize {
-        let Some(row) = self.selected_row() else { return 0 };
-        let s = &row.session;
-        let width = usize::from(self.layout.detail.width.saturating_sub(24)).max(1);
-        let rows = |chars: usize| chars.div_ceil(width).max(1);
-        let history = self.history.as_ref().filter(|(k, _)| *k == s.key).map_or(&[][..], |(_, h)| h.as_slice());
-        let mut lines =
-            rows(11 + s.session_id.as_str().len()) + rows(11 + s.workbook.url(&self.info.endpoint).len()) + rows(100);
-        lines += history
-            .iter()
-            .map(|o| {
-                let extra = o.message.as_ref().map_or(0, String::len)
-                    + o.request_id.as_ref().map_or(0, String::len)
-                    + o.codes.iter().map(|c| c.len() + 1).sum::<usize>();
-                rows(60 + extra)
-            })
-            .sum::<usize>()
-            .max(1);
-        lines.saturating_sub(usize::from(self.layout.detail.height.saturating_sub(1)))
-    }
-
-    /// A request as an effect, with the name of the session it is about for its answer.
-    pub fn ask(&self, request: Request) -> Effect {
-        let about = match &request {
-            Request::Create(new) | Request::Track(new) => new.name.clone(),
-            other => other.key().and_then(|k| self.rows.get(&k)).map_or_else(String::new, |r| r.session.name.clone()),
-        };
-        Effect::Ask { request, about }
-    }
-
-    /// One request per session.
-    fn ask_each(&self, keys: Vec<SessionKey>, request: impl Fn(SessionKey) -> Request) -> Vec<Effect> {
-        keys.into_iter().map(|key| self.ask(request(key))).collect()
-    }
-
-    fn action(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
-        // With the focus on the details, the movement keys scroll them.
-        if self.details && self.details_focus {
-            let half = usize::from(self.layout.detail.height / 2).max(1);
-            let scrolled = match action {
-                Action::Down => Some(self.detail_scroll + 1),
-                Action::Up => Some(self.detail_scroll.saturating_sub(1)),
-                Action::PageDown | Action::HalfDown => Some(self.detail_scroll + half),
-                Action::PageUp | Action::HalfUp => Some(self.detail_scroll.saturating_sub(half)),
-                Action::First => Some(0),
-                Action::Last => Some(usize::MAX / 2),
-                _ => None,
-            };
-            if let Some(scroll) = scrolled {
-                self.detail_scroll = scroll.min(self.detail_max_scroll());
-                return Vec::new();
-            }
-        }
-        match action {
-            Action::Up => self.move_by(-1),
-            Action::Down => self.move_by(1),
-            Action::PageUp => self.move_by(-self.page()),
-            Action::PageDown => self.move_by(self.page()),
-            Action::HalfUp => self.move_by(-(self.page() / 2).max(1)),
-            Action::HalfDown => self.move_by((self.page() / 2).max(1)),
-            Action::First => {
-                let first = self.view.first().copied();
-                self.select(first);
-            }
-            Action::Last => {
-                let last = self.view.last().copied();
-                self.select(last);
-            }
-            Action::Refresh => {
-                let keys = self.targets();
-                let (closed, open): (Vec<SessionKey>, Vec<SessionKey>) = keys
-                    .into_iter()
-                    .partition(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed));
-                if !closed.is_empty() {
-                    let names = self.names(&closed).join(", ");
-                    self.flash_info(
-                        format!("{names}: closed, so there is nothing to refresh; N recreates it as a new session"),
-                        now,
-                    );
-                }
-                if !open.is_empty() {
-                    return self.ask_each(open, Request::Refresh);
-                }
-            }
-            Action::RefreshAll => {
-                let open = self.rows.values().filter(|r| r.session.status != Status::Closed).count();
-                self.flash_info(format!("refreshing {}", crate::text::count(open, "session")), now);
-                return vec![self.ask(Request::RefreshAll)];
-            }
-            Action::Mark => {
-                if let Some(key) = self.selected {
-                    if !self.marks.remove(&key) {
-                        self.marks.insert(key);
-                    }
-                    self.move_by(1);
-                }
-            }
-            Action::ToggleAuto => {
-                let keys = self.targets();
-                let Some(first) = keys.first().and_then(|k| self.rows.get(k)) else { return Vec::new() };
-                let auto = !first.session.auto;
-                return self.ask_each(keys, |key| Request::SetAuto { key, auto });
-            }
-            Action::PauseAll => return vec![self.ask(Request::PauseAll(!self.paused))],
-            Action::Create => {
-                self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Create, &self.info.defaults)))
-            }
-            Action::Track => self.dialog = Some(Dialog::Form(Form::new_session(FormKind::Track, &self.info.defaults))),
-            Action::Edit => {
-                let Some(row) = self.selected_row() else { return Vec::new() };
-                self.dialog = Some(Dialog::Form(Form::edit(&row.session)));
-            }
-            Action::Close | Action::Remove | Action::Recreate => {
-                let keys = self.targets();
-                if !keys.is_empty() {
-                    let names = self.names(&keys);
-                    let what = match action {
-                        Action::Close => Confirm::Close,
-                        Action::Recreate => Confirm::Recreate,
-                        _ => Confirm::Remove {
-                            all_closed: keys
-                                .iter()
-                                .all(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed)),
-                        },
-                    };
-                    self.dialog = Some(Dialog::Confirm { what, keys, names });
-                }
-            }
-            Action::CopyId | Action::CopyUrl => {
-                let Some(row) = self.selected_row() else { return Vec::new() };
-                let s = &row.session;
-                let (text, what) = if action == Action::CopyId {
-                    (s.session_id.to_string(), "session id")
-                } else {
-                    (s.workbook.url(&self.info.endpoint), "workbook URL")
-                };
-                self.flash_info(format!("copied the {what} of {} to the clipboard (OSC 52)", s.name), now);
-                return vec![Effect::Copy(text)];
-            }
-            Action::Filter => {
-                self.filtering = true;
-                self.changed();
-            }
-            Action::Sort => {
-                self.sort = Sort { by: self.sort.by.next(), reverse: false };
-                self.changed();
-            }
-            Action::Reverse => {
-                self.sort.reverse = !self.sort.reverse;
-                self.changed();
-            }
-            Action::FailingOnly => {
-                self.failing_only = !self.failing_only;
-                self.changed();
-            }
-            Action::Times => {
-                self.absolute_times = !self.absolute_times;
-                self.dirty = true;
-            }
-            Action::Details => {
-                self.details = !self.details;
-                self.details_focus = false;
-                self.detail_scroll = 0;
-                self.history = None;
-                if self.details
-                    && let Some(key) = self.selected
-                {
-                    return vec![self.ask(Request::History(key))];
-                }
-            }
-            Action::Focus => self.details_focus = self.details && !self.details_focus,
-            Action::Log => self.overlay = Some(Overlay::Log { scroll: 0 }),
-            Action::SignIn => return self.start_sign_in(),
-            Action::Help => self.overlay = Some(Overlay::Help { scroll: 0 }),
-            Action::Quit => return vec![Effect::Quit],
-        }
-        Vec::new()
-    }
-
-    /// Opens the sign-in dialog and asks the engine to start the flow.
-    pub fn start_sign_in(&mut self) -> Vec<Effect> {
-        self.dialog = Some(Dialog::SignIn(SignInDialog { code: None, deadline: None, error: None }));
-        self.dirty = true;
-        vec![self.ask(Request::SignIn)]
-    }
-
-    fn sign_in_progress(&mut self, progress: Progress, now: DateTime<Utc>) {
-        match progress {
-            Progress::Done(Ok(user)) => {
-                if matches!(self.dialog, Some(Dialog::SignIn(_))) {
-                    self.dialog = None;
-                }
-                self.flash_info(format!("signed in as {user}"), now);
-            }
-            other => {
-                let Some(Dialog::SignIn(dialog)) = self.dialog.as_mut() else { return };
-                match other {
-                    Progress::Code { verification_uri, user_code, expires_in } => {
-                        dialog.code = Some((verification_uri, user_code));
-                        dialog.deadline =
-                            Some(crate::time::add(now, std::time::Duration::from_secs(expires_in.min(3600))));
-                    }
-                    Progress::Done(Err(e)) => dialog.error = Some(e),
-                    Progress::Done(Ok(_)) => {}
-                }
-            }
-        }
-    }
-
-    fn dialog_key(&mut self, key: KeyEvent, now: DateTime<Utc>) -> Vec<Effect> {
-        let Some(dialog) = self.dialog.as_mut() else { return Vec::new() };
-        match dialog {
-            Dialog::SignIn(_) => {
-                if key.code == KeyCode::Esc {
-                    self.dialog = None;
-                    return vec![self.ask(Request::CancelSignIn)];
-                }
-            }
-            Dialog::Confirm { what, keys, names } => match key.code {
-                // Destructive: only `y` confirms, never a stray enter.
-                KeyCode::Char('y') => {
-                    let (what, keys, names) = (*what, keys.clone(), names.join(", "));
-                    self.dialog = None;
-                    self.marks.clear();
-                    let (doing, request): (&str, fn(SessionKey) -> Request) = match what {
-                        Confirm::Close => ("closing", Request::Close),
-                        Confirm::Remove { .. } => ("removing", Request::Remove),
-                        Confirm::Recreate => ("recreating", Request::Recreate),
-                    };
-                    self.flash_info(format!("{doing} {names}…"), now);
-                    return self.ask_each(keys, request);
-                }
-                KeyCode::Char('n' | 'q') | KeyCode::Esc => self.dialog = None,
-                _ => {}
-            },
-            Dialog::Form(form) => {
-                let taken: Vec<(SessionKey, String)> =
-                    self.rows.values().map(|r| (r.session.key, r.session.name.clone())).collect();
-                match form.key(key, &self.info.defaults, &taken) {
-                    Submitted::No => {}
-                    Submitted::Cancel => self.dialog = None,
-                    Submitted::Yes(request) => {
-                        self.dialog = None;
-                        let what = match &request {
-                            Request::Create(new) => format!("creating {}…", new.name),
-                            Request::Track(new) => format!("tracking {}…", new.name),
-                            _ => "saving…".to_string(),
-                        };
-                        self.flash_info(what, now);
-                        return vec![self.ask(request)];
-                    }
-                }
-            }
-        }
-        Vec::new()
-    }
-
-    fn mouse(&mut self, mouse: MouseEvent) -> Vec<Effect> {
-        // A dialog or an overlay takes every mouse event: nothing reaches the table behind it.
-        if self.dialog.is_some() || self.overlay.is_some() {
-            return Vec::new();
-        }
-        let inside = |area: ratatui::layout::Rect| {
-            mouse.column >= area.x && mouse.column < area.right() && mouse.row >= area.y && mouse.row < area.bottom()
-        };
-        match mouse.kind {
-            MouseEventKind::ScrollDown if self.details && inside(self.layout.detail) => {
-                self.detail_scroll = (self.detail_scroll + 1).min(self.detail_max_scroll());
-            }
-            MouseEventKind::ScrollUp if self.details && inside(self.layout.detail) => {
-                self.detail_scroll = self.detail_scroll.saturating_sub(1)
-            }
-            MouseEventKind::ScrollDown => self.move_by(1),
-            MouseEventKind::ScrollUp => self.move_by(-1),
-            MouseEventKind::Down(MouseButton::Left) if inside(self.layout.table_header) => {
-                // A click on a column header sorts by it; on the sorted one, reverses it.
-                let x = mouse.column.saturating_sub(self.layout.table_header.x);
-                let clicked = self.columns.iter().find(|p| x >= p.x && x < p.x + p.width.max(1)).map(|p| p.col);
-                if let Some(by) = clicked.and_then(sort_of) {
-                    self.sort = if self.sort.by == by {
-                        Sort { by, reverse: !self.sort.reverse }
-                    } else {
-                        Sort { by, reverse: false }
-                    };
-                    self.changed();
-                }
-            }
-            MouseEventKind::Down(MouseButton::Left) if inside(self.layout.table_rows) => {
-                let index = self.offset + usize::from(mouse.row - self.layout.table_rows.y);
-                if let Some(key) = self.view.get(index).copied() {
-                    self.select(Some(key));
-                }
-            }
-            _ => return Vec::new(),
-        }
-        self.dirty = true;
-        Vec::new()
-    }
-
-    /// What the engine answered: said in the footer (errors stay until dismissed or replaced).
-    fn answered(&mut self, kind: JobKind, key: Option<SessionKey>, about: String, answer: Answer, now: DateTime<Utc>) {
-        let name = key.and_then(|k| self.rows.get(&k)).map_or(about, |r| r.session.name.clone());
-        match answer {
-            Ok(Reply::History(outcomes)) => {
-                if let Some(key) = key.filter(|k| self.selected == Some(*k)) {
-                    self.history = Some((key, outcomes));
-                }
-            }
-            Ok(Reply::Refreshed { ok, failed }) => {
-                let text = match failed.first() {
-                    None => format!("refreshed {}", crate::text::count(ok, "session")),
-                    Some((first, why)) => format!(
-                        "refreshed {} ok, {} failed ({first}: {why}{})",
-                        ok,
-                        failed.len(),
-                        if failed.len() > 1 { ", …" } else { "" }
-                    ),
-                };
-                if failed.is_empty() { self.flash_info(text, now) } else { self.flash_error(text, now) }
-            }
-            // Sign-in speaks through its dialog.
-            _ if kind == JobKind::SignIn => {}
-            Ok(_) => {
-                let text = match kind {
-                    JobKind::Refresh => format!("{name}: refreshed"),
-                    JobKind::Close => format!("closed {name}"),
-                    JobKind::Recreate => format!("{name}: a new session replaces the old one"),
-                    JobKind::Create => format!("created {name}"),
-                    JobKind::Track => format!("now tracking {name}"),
-                    JobKind::Edit => format!("saved {name}"),
-                    JobKind::Remove => format!("removed {name}"),
-                    JobKind::SetAuto => {
-                        let auto = key.and_then(|k| self.rows.get(&k)).is_some_and(|r| r.session.auto);
-                        format!("automatic refresh {} for {name}", if auto { "on" } else { "off" })
-                    }
-                    JobKind::Pause | JobKind::History | JobKind::SignIn => return,
-                };
-                self.flash_info(text, now);
-            }
-            Err(EngineError::Closed { .. }) if kind == JobKind::Refresh => self.flash_info(
-                format!("{name}: closed, so there is nothing to refresh; N recreates it as a new session"),
-                now,
-            ),
-            Err(why) => self.flash_error_about(format!("{name}: {} failed: {why}", kind.verb()), key, now),
-        }
-        self.dirty = true;
-    }
-
-    fn engine_event(&mut self, event: Event, now: DateTime<Utc>) -> Vec<Effect> {
-        match event {
-            Event::Started { key, .. } => {
-                if let Some(mut row) = self.rows.get(&key).cloned() {
-                    row.refreshing = true;
-                    self.put(row);
-                }
-            }
-            Event::Outcome { key, name, outcome, .. } => {
-                if outcome.kind != OutcomeKind::Ok {
-                    let mut line = format!("{name}: {} {}", outcome.action.as_str(), outcome.kind.as_str());
-                    if let Some(status) = outcome.http_status {
-                        line.push_str(&format!(" {status}"));
-                    }
-                    if !outcome.codes.is_empty() {
-                        line.push_str(&format!(" {}", outcome.codes.join("/")));
-                    }
-                    if let Some(id) = &outcome.request_id {
-                        line.push_str(&format!(" request-id {id}"));
-                    }
-                    if let Some(message) = &outcome.message {
-                        line.push_str(&format!(": {message}"));
-                    }
-                    self.remember(&line, false, outcome.at);
-                }
-                if self.details
-                    && let Some((shown, history)) = &mut self.history
-                    && *shown == key
-                {
-                    history.insert(0, outcome);
-                    history.truncate(KEPT_OUTCOMES);
-                    self.dirty = true;
-                }
-            }
-            Event::Changed(session) => {
-                let key = session.key;
-                // An error about this session is stale once it works again.
-                if self.flash.as_ref().is_some_and(|f| f.error && f.about == Some(key)) && session.failures == 0 {
-                    self.flash = None;
-                }
-                self.put(Row { session, refreshing: false });
-            }
-            Event::Added(session) => self.put(Row { session, refreshing: false }),
-            Event::Loaded(sessions) => {
-                self.loading = false;
-                for session in sessions {
-                    // A row the first screen or an event brought is at least as fresh.
-                    if !self.rows.contains_key(&session.key) {
-                        self.put(Row { session, refreshing: false });
-                    }
-                }
-            }
-            Event::Removed { key, .. } => {
-                if self.selected == Some(key) {
-                    // Select the row that takes the removed one's place.
-                    let index = self.selected_index().unwrap_or(0);
-                    let rest: Vec<SessionKey> = self.view.iter().copied().filter(|k| *k != key).collect();
-                    self.selected = rest.get(index).or(rest.last()).copied();
-                    self.selected_pos = None;
-                }
-                self.take(key);
-                self.scheduled.remove(&key);
-                self.marks.remove(&key);
-                self.changed();
-            }
-            Event::Scheduled { key, at } => {
-                self.scheduled.insert(key, at);
-                if self.sort.by == SortBy::Next {
-                    self.view_stale = true;
-                }
-            }
-            Event::Holds { workbooks, until } => self.holds = (workbooks, until.filter(|_| workbooks > 0)),
-            Event::Paused(paused) => {
-                self.paused = paused;
-                let whose = if self.info.driver == Driver::This { "" } else { " (the driver follows within a second)" };
-                let text = if paused { "automatic refresh paused" } else { "automatic refresh resumed" };
-                self.flash_info(format!("{text}{whose}"), now);
-            }
-            Event::Driving => {
-                self.info.driver = Driver::This;
-                self.flash_info(
-                    if self.paused {
-                        "the driver went away: this dashboard drives now, with automatic refresh paused (p resumes it)"
-                    } else {
-                        "the driver went away: this dashboard refreshes automatically now"
-                    },
-                    now,
-                );
-            }
-            Event::SignIn(progress) => self.sign_in_progress(progress, now),
-            Event::Auth(state) => self.signin = Some(state),
-            Event::Retrying { kind, name, after, .. } => self.flash_info(
-                format!("{} {name}: trying again in {}", kind.verb(), crate::time::format_duration(after)),
-                now,
-            ),
-            Event::Error(e) => self.flash_error(e, now),
-            Event::Note(note) => {
-                // Longer than a flash line can show: `L` has it whole.
-                self.remember(&note, false, now);
-                self.flash_info(note, now);
-            }
-            Event::Stopped => return vec![Effect::Quit],
-        }
-        self.dirty = true;
-        Vec::new()
     }
 
     pub fn counts(&self) -> &BTreeMap<Status, usize> {

@@ -3,6 +3,8 @@
 //! drawn only when something changed, plus a tick a second while relative times are on screen.
 
 pub mod app;
+mod heard;
+mod input;
 pub mod dialog;
 pub mod keymap;
 pub mod layout;

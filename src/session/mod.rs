@@ -7,263 +7,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Where a workbook lives, in one of the forms Graph accepts (docs/graph.md, "Addressing a workbook").
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum WorkbookRef {
-    /// `me/drive/items/{item}`
-    MyItem { item: String },
-    /// `drives/{drive}/items/{item}`
-    DriveItem { drive: String, item: String },
-    /// `{sites|groups|users}/{owner}/drive/items/{item}`
-    OwnedItem { kind: OwnerKind, owner: String, item: String },
-    /// `me/drive/root:/{path}:`, resolved once to an item id before use.
-    MyPath { path: String },
-}
+mod new;
+mod refs;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum OwnerKind {
-    Site,
-    Group,
-    User,
-}
-
-impl OwnerKind {
-    fn segment(self) -> &'static str {
-        match self {
-            OwnerKind::Site => "sites",
-            OwnerKind::Group => "groups",
-            OwnerKind::User => "users",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "workbook reference {given:?} is not valid: {why}; use me/drive/items/ID, drives/D/items/I, \
-     sites/S/drive/items/I, groups/G/drive/items/I, users/U/drive/items/I or /me/drive/root:/path/book.xlsx:"
-)]
-pub struct RefError {
-    pub given: String,
-    pub why: &'static str,
-}
-
-impl WorkbookRef {
-    pub fn parse(input: &str) -> Result<Self, RefError> {
-        let fail = |why| RefError { given: input.to_string(), why };
-        let mut text = input.trim();
-        if text.chars().any(char::is_control) {
-            return Err(fail("it contains control characters"));
-        }
-        // A full URL pasted from Graph Explorer is accepted; only its path after the version counts.
-        if let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) {
-            let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("");
-            text = path
-                .strip_prefix("/v1.0")
-                .or_else(|| path.strip_prefix("/beta"))
-                .ok_or_else(|| fail("a URL must name the API version (/v1.0/...)"))?;
-        }
-        if text.contains(['?', '#']) {
-            return Err(fail("it must not carry a query or fragment"));
-        }
-        let text = text.trim_start_matches('/');
-        let text = text.strip_suffix("/workbook").unwrap_or(text).trim_end_matches('/');
-
-        if let Some(rest) = text.strip_prefix("me/drive/root:") {
-            let path = rest.strip_suffix(':').ok_or_else(|| fail("a by-path reference must end with ':'"))?;
-            let path = path.trim_matches('/');
-            if path.is_empty() || path.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
-                return Err(fail("the path is empty or has an empty, '.' or '..' part"));
-            }
-            return Ok(WorkbookRef::MyPath { path: path.to_string() });
-        }
-
-        let parts: Vec<&str> = text.split('/').collect();
-        if parts.iter().any(|p| p.is_empty()) {
-            return Err(fail("it has an empty part"));
-        }
-        // A URL would resolve them away and address something else.
-        if parts.iter().any(|p| *p == "." || *p == "..") {
-            return Err(fail("it has a '.' or '..' part"));
-        }
-        let id = |s: &str| s.to_string();
-        match parts.as_slice() {
-            ["me", "drive", "items", item] => Ok(WorkbookRef::MyItem { item: id(item) }),
-            ["drives", drive, "items", item] => Ok(WorkbookRef::DriveItem { drive: id(drive), item: id(item) }),
-            [owner_kind, owner, "drive", "items", item] => {
-                let kind = match *owner_kind {
-                    "sites" => OwnerKind::Site,
-                    "groups" => OwnerKind::Group,
-                    "users" => OwnerKind::User,
-                    _ => return Err(fail("it names no known drive owner")),
-                };
-                Ok(WorkbookRef::OwnedItem { kind, owner: id(owner), item: id(item) })
-            }
-            _ => Err(fail("it is not one of the known forms")),
-        }
-    }
-
-    /// Path segments after the API version, ready to push into a URL (which percent-encodes them).
-    pub fn segments(&self) -> Vec<String> {
-        match self {
-            WorkbookRef::MyItem { item } => vec!["me".into(), "drive".into(), "items".into(), item.clone()],
-            WorkbookRef::DriveItem { drive, item } => {
-                vec!["drives".into(), drive.clone(), "items".into(), item.clone()]
-            }
-            WorkbookRef::OwnedItem { kind, owner, item } => {
-                vec![kind.segment().into(), owner.clone(), "drive".into(), "items".into(), item.clone()]
-            }
-            WorkbookRef::MyPath { path } => {
-                // Graph reads `root:/a/b.xlsx:`: `root:` is a segment of its own, the colon closes the last.
-                let mut segs = vec!["me".to_string(), "drive".to_string(), "root:".to_string()];
-                segs.extend(path.split('/').map(str::to_string));
-                if let Some(last) = segs.last_mut() {
-                    last.push(':');
-                }
-                segs
-            }
-        }
-    }
-
-    /// The workbook's URL under a Graph base URL (`https://graph.microsoft.com/v1.0`), with each
-    /// segment percent-encoded: what a script puts before `/createSession` or `/tables`.
-    pub fn url(&self, base: &str) -> String {
-        match url::Url::parse(base.trim_end_matches('/')) {
-            Ok(mut url) => {
-                if let Ok(mut path) = url.path_segments_mut() {
-                    path.pop_if_empty();
-                    path.extend(self.segments().iter().map(String::as_str));
-                    path.push("workbook");
-                }
-                url.to_string()
-            }
-            Err(_) => format!("{}/{}/workbook", base.trim_end_matches('/'), self.segments().join("/")),
-        }
-    }
-
-    pub fn is_by_path(&self) -> bool {
-        matches!(self, WorkbookRef::MyPath { .. })
-    }
-
-    /// The same drive, addressed by item id: what a by-path reference becomes once resolved.
-    pub fn with_item(&self, item: &str) -> WorkbookRef {
-        match self {
-            WorkbookRef::MyItem { .. } | WorkbookRef::MyPath { .. } => WorkbookRef::MyItem { item: item.into() },
-            WorkbookRef::DriveItem { drive, .. } => WorkbookRef::DriveItem { drive: drive.clone(), item: item.into() },
-            WorkbookRef::OwnedItem { kind, owner, .. } => {
-                WorkbookRef::OwnedItem { kind: *kind, owner: owner.clone(), item: item.into() }
-            }
-        }
-    }
-}
-
-impl fmt::Display for WorkbookRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WorkbookRef::MyItem { item } => write!(f, "me/drive/items/{item}"),
-            WorkbookRef::DriveItem { drive, item } => write!(f, "drives/{drive}/items/{item}"),
-            WorkbookRef::OwnedItem { kind, owner, item } => {
-                write!(f, "{}/{owner}/drive/items/{item}", kind.segment())
-            }
-            WorkbookRef::MyPath { path } => write!(f, "/me/drive/root:/{path}:"),
-        }
-    }
-}
-
-impl TryFrom<String> for WorkbookRef {
-    type Error = RefError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        WorkbookRef::parse(&value)
-    }
-}
-
-impl From<WorkbookRef> for String {
-    fn from(value: WorkbookRef) -> Self {
-        value.to_string()
-    }
-}
-
-impl std::str::FromStr for WorkbookRef {
-    type Err = RefError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        WorkbookRef::parse(s)
-    }
-}
-
-/// A workbook session id: long and opaque, and it travels in a header, so it is checked once here.
-/// Shared rather than copied: the engine, the dashboard and every event hold the same hundreds
-/// of bytes (this matters at 100,000 sessions).
-#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct SessionId(std::sync::Arc<str>);
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SessionIdError {
-    #[error("the session id is empty; pass the id that createSession returned")]
-    Empty,
-    #[error(
-        "the session id contains control or non-ASCII characters; it must travel in an HTTP header, so copy it again without them"
-    )]
-    BadCharacters,
-    #[error("the session id is {0} bytes long, more than the 16384 this tool accepts")]
-    TooLong(usize),
-}
-
-impl SessionId {
-    pub const MAX_LEN: usize = 16 * 1024;
-
-    pub fn new(raw: &str) -> Result<Self, SessionIdError> {
-        let id = raw.trim();
-        if id.is_empty() {
-            return Err(SessionIdError::Empty);
-        }
-        if id.len() > Self::MAX_LEN {
-            return Err(SessionIdError::TooLong(id.len()));
-        }
-        if !id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            return Err(SessionIdError::BadCharacters);
-        }
-        Ok(SessionId(id.into()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// A short form for narrow places: the head and tail of the id.
-    pub fn abbreviated(&self) -> String {
-        let s = &self.0;
-        if s.len() <= 20 {
-            return s.to_string();
-        }
-        format!("{}…{}", &s[..10], &s[s.len() - 6..])
-    }
-}
-
-impl fmt::Debug for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SessionId({})", self.abbreviated())
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for SessionId {
-    type Error = SessionIdError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        SessionId::new(&value)
-    }
-}
-
-impl From<SessionId> for String {
-    fn from(value: SessionId) -> Self {
-        value.0.to_string()
-    }
-}
+pub use new::{Draft, NameError, NewSession, SessionSettings, SettingsChange, check_interval, validate_name};
+pub use refs::{OwnerKind, RefError, SessionId, SessionIdError, WorkbookRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -451,6 +199,17 @@ impl Status {
     }
 }
 
+impl Status {
+    /// What a call leaves its session at: the one rule from an outcome to a stored status (what
+    /// is shown then ages it: `Defaults::status_at`).
+    pub fn after(action: Action, kind: OutcomeKind) -> Status {
+        match (action, kind) {
+            (Action::Close, OutcomeKind::Ok) => Status::Closed,
+            (_, kind) => kind.into(),
+        }
+    }
+}
+
 impl From<OutcomeKind> for Status {
     fn from(kind: OutcomeKind) -> Self {
         match kind {
@@ -554,84 +313,6 @@ impl TrackedSession {
                 _ => true,
             }
     }
-
-    /// When the next automatic refresh is due if nothing delays it: one interval after the last
-    /// activity.
-    pub fn next_refresh_estimate(&self, interval: Duration) -> Option<DateTime<Utc>> {
-        self.is_kept_alive().then(|| crate::time::add(self.last_activity(), interval))
-    }
-}
-
-/// What the user decides about a session, as opposed to what its calls change.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionSettings {
-    pub name: String,
-    pub interval: Option<Duration>,
-    pub recreate: bool,
-    pub auto: bool,
-}
-
-impl SessionSettings {
-    pub fn of(s: &TrackedSession) -> Self {
-        SessionSettings { name: s.name.clone(), interval: s.interval, recreate: s.recreate, auto: s.auto }
-    }
-
-    pub fn apply_to(&self, s: &mut TrackedSession) {
-        s.name.clone_from(&self.name);
-        s.interval = self.interval;
-        s.recreate = self.recreate;
-        s.auto = self.auto;
-    }
-}
-
-/// What an edit changes; `None` leaves a setting as it stands in the store. An edit therefore
-/// never undoes another process's change to a setting it did not touch.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SettingsChange {
-    pub name: Option<String>,
-    /// `Some(None)`: follow the default interval again.
-    pub interval: Option<Option<Duration>>,
-    pub recreate: Option<bool>,
-    pub auto: Option<bool>,
-}
-
-impl SettingsChange {
-    /// What a form that started from `before` and ends at `after` changed.
-    pub fn between(before: &SessionSettings, after: &SessionSettings) -> Self {
-        SettingsChange {
-            name: (after.name != before.name).then(|| after.name.clone()),
-            interval: (after.interval != before.interval).then_some(after.interval),
-            recreate: (after.recreate != before.recreate).then_some(after.recreate),
-            auto: (after.auto != before.auto).then_some(after.auto),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == SettingsChange::default()
-    }
-
-    /// The same checks a new session's settings get.
-    pub fn check(&self) -> Result<(), String> {
-        if let Some(name) = &self.name {
-            validate_name(name).map_err(|e| e.to_string())?;
-        }
-        check_interval(self.interval.flatten())
-    }
-
-    pub fn apply_to(&self, s: &mut TrackedSession) {
-        if let Some(name) = &self.name {
-            s.name.clone_from(name);
-        }
-        if let Some(interval) = self.interval {
-            s.interval = interval;
-        }
-        if let Some(recreate) = self.recreate {
-            s.recreate = recreate;
-        }
-        if let Some(auto) = self.auto {
-            s.auto = auto;
-        }
-    }
 }
 
 /// How sessions are kept when they say nothing of their own, and how long Graph keeps an idle
@@ -711,75 +392,6 @@ impl Defaults {
     }
 }
 
-/// A session as the user describes it, before anything checked it.
-#[derive(Debug, Clone, Default)]
-pub struct Draft {
-    pub name: String,
-    pub workbook: String,
-    /// Set when tracking a session that exists; unset when creating one.
-    pub session_id: Option<String>,
-    pub non_persistent: bool,
-    pub interval: Option<Duration>,
-    /// `None` takes the default.
-    pub recreate: Option<bool>,
-}
-
-/// A new session that passed every check that needs neither the network nor the store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewSession {
-    pub name: String,
-    pub workbook: WorkbookRef,
-    pub session_id: Option<SessionId>,
-    pub mode: Mode,
-    pub interval: Option<Duration>,
-    pub recreate: bool,
-    /// Said to the user, but not a reason to refuse.
-    pub warning: Option<String>,
-}
-
-impl NewSession {
-    /// The one check for a new session, used by the command line, the dashboard and the engine.
-    pub fn check(draft: &Draft, defaults: &Defaults) -> Result<NewSession, String> {
-        validate_name(draft.name.trim()).map_err(|e| e.to_string())?;
-        let workbook = WorkbookRef::parse(&draft.workbook).map_err(|e| e.to_string())?;
-        let session_id = match &draft.session_id {
-            Some(raw) => Some(SessionId::new(raw).map_err(|e| e.to_string())?),
-            None => None,
-        };
-        check_interval(draft.interval)?;
-        let mode = if draft.non_persistent { Mode::NonPersistent } else { Mode::Persistent };
-        Ok(NewSession {
-            name: draft.name.trim().to_string(),
-            warning: defaults.interval_warning(draft.interval, mode),
-            workbook,
-            session_id,
-            mode,
-            interval: draft.interval,
-            recreate: draft.recreate.unwrap_or(defaults.recreate),
-        })
-    }
-
-    /// The session to track, once its id is known.
-    pub fn into_tracked(self, id: SessionId, now: DateTime<Utc>) -> TrackedSession {
-        let mut session = TrackedSession::new(self.name, self.workbook, id, self.mode, now);
-        session.interval = self.interval;
-        session.recreate = self.recreate;
-        session
-    }
-}
-
-/// An interval of a session's own must not hammer Graph.
-pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
-    match interval {
-        Some(i) if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i) => Err(format!(
-            "the interval must be {} to {}",
-            crate::time::format_duration(MIN_INTERVAL),
-            crate::time::format_duration(MAX_INTERVAL)
-        )),
-        _ => Ok(()),
-    }
-}
-
 /// What a list of sessions can be sorted by: any column the dashboard shows. The words are what
 /// config.toml and the dashboard's saved state use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -840,30 +452,6 @@ impl SortBy {
     pub fn parse(word: &str) -> Option<SortBy> {
         SortBy::ALL.into_iter().find(|s| s.word() == word)
     }
-}
-
-/// A session name must be typed on command lines and shown in narrow columns.
-pub fn validate_name(name: &str) -> Result<(), NameError> {
-    if name.is_empty() {
-        return Err(NameError::Empty);
-    }
-    if name.len() > 64 {
-        return Err(NameError::TooLong);
-    }
-    if name.starts_with('-') || !name.chars().all(|c| c.is_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(NameError::BadCharacters(name.to_string()));
-    }
-    Ok(())
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
-    #[error("the name is empty; give the session a short name such as 'report'")]
-    Empty,
-    #[error("the name is longer than 64 characters; choose a shorter one")]
-    TooLong,
-    #[error("the name {0:?} may hold only letters, digits, '-', '_' and '.', and must not start with '-'")]
-    BadCharacters(String),
 }
 
 mod opt_duration_secs {

@@ -1,0 +1,196 @@
+//! What the dashboard hears from the engine: the answer to each thing it asked, and the events
+//! that say what changed, turned into rows, flashes and the log.
+
+use super::app::{App, Driver, Effect, Row};
+use super::dialog::Dialog;
+use crate::auth::Progress;
+use crate::engine::{Answer, EngineError, Event, JobKind, KEPT_OUTCOMES, Reply};
+use crate::session::{OutcomeKind, SessionKey, SortBy};
+use chrono::{DateTime, Utc};
+
+impl App {
+    pub(super) fn sign_in_progress(&mut self, progress: Progress, now: DateTime<Utc>) {
+        match progress {
+            Progress::Done(Ok(user)) => {
+                if matches!(self.dialog, Some(Dialog::SignIn(_))) {
+                    self.dialog = None;
+                }
+                self.flash_info(format!("signed in as {user}"), now);
+            }
+            other => {
+                let Some(Dialog::SignIn(dialog)) = self.dialog.as_mut() else { return };
+                match other {
+                    Progress::Code { verification_uri, user_code, expires_in } => {
+                        dialog.code = Some((verification_uri, user_code));
+                        dialog.deadline =
+                            Some(crate::time::add(now, std::time::Duration::from_secs(expires_in.min(3600))));
+                    }
+                    Progress::Done(Err(e)) => dialog.error = Some(e),
+                    Progress::Done(Ok(_)) => {}
+                }
+            }
+        }
+    }
+
+    /// What the engine answered: said in the footer (errors stay until dismissed or replaced).
+    pub(super) fn answered(&mut self, kind: JobKind, key: Option<SessionKey>, about: String, answer: Answer, now: DateTime<Utc>) {
+        let name = key.and_then(|k| self.rows.get(&k)).map_or(about, |r| r.session.name.clone());
+        match answer {
+            Ok(Reply::History(outcomes)) => {
+                if let Some(key) = key.filter(|k| self.selected == Some(*k)) {
+                    self.history = Some((key, outcomes));
+                }
+            }
+            Ok(Reply::Refreshed { ok, failed }) => {
+                let text = match failed.first() {
+                    None => format!("refreshed {}", crate::text::count(ok, "session")),
+                    Some((first, why)) => format!(
+                        "refreshed {} ok, {} failed ({first}: {why}{})",
+                        ok,
+                        failed.len(),
+                        if failed.len() > 1 { ", …" } else { "" }
+                    ),
+                };
+                if failed.is_empty() { self.flash_info(text, now) } else { self.flash_error(text, now) }
+            }
+            // Sign-in speaks through its dialog.
+            _ if kind == JobKind::SignIn => {}
+            Ok(_) => {
+                let text = match kind {
+                    JobKind::Refresh => format!("{name}: refreshed"),
+                    JobKind::Close => format!("closed {name}"),
+                    JobKind::Recreate => format!("{name}: a new session replaces the old one"),
+                    JobKind::Create => format!("created {name}"),
+                    JobKind::Track => format!("now tracking {name}"),
+                    JobKind::Edit => format!("saved {name}"),
+                    JobKind::Remove => format!("removed {name}"),
+                    JobKind::SetAuto => {
+                        let auto = key.and_then(|k| self.rows.get(&k)).is_some_and(|r| r.session.auto);
+                        format!("automatic refresh {} for {name}", if auto { "on" } else { "off" })
+                    }
+                    JobKind::Pause | JobKind::History | JobKind::SignIn => return,
+                };
+                self.flash_info(text, now);
+            }
+            Err(closed @ EngineError::Closed { .. }) => self.flash_info(refusal(&closed), now),
+            Err(why) => self.flash_error_about(format!("{name}: {} failed: {why}", kind.verb()), key, now),
+        }
+        self.dirty = true;
+    }
+
+    pub(super) fn engine_event(&mut self, event: Event, now: DateTime<Utc>) -> Vec<Effect> {
+        match event {
+            Event::Started { key, .. } => {
+                if let Some(mut row) = self.rows.get(&key).cloned() {
+                    row.refreshing = true;
+                    self.put(row);
+                }
+            }
+            Event::Outcome { key, name, outcome, .. } => {
+                if outcome.kind != OutcomeKind::Ok {
+                    let mut line = format!("{name}: {} {}", outcome.action.as_str(), outcome.kind.as_str());
+                    if let Some(status) = outcome.http_status {
+                        line.push_str(&format!(" {status}"));
+                    }
+                    if !outcome.codes.is_empty() {
+                        line.push_str(&format!(" {}", outcome.codes.join("/")));
+                    }
+                    if let Some(id) = &outcome.request_id {
+                        line.push_str(&format!(" request-id {id}"));
+                    }
+                    if let Some(message) = &outcome.message {
+                        line.push_str(&format!(": {message}"));
+                    }
+                    self.remember(&line, false, outcome.at);
+                }
+                if self.details
+                    && let Some((shown, history)) = &mut self.history
+                    && *shown == key
+                {
+                    history.insert(0, outcome);
+                    history.truncate(KEPT_OUTCOMES);
+                    self.dirty = true;
+                }
+            }
+            Event::Changed(session) => {
+                let key = session.key;
+                // An error about this session is stale once it works again.
+                if self.flash.as_ref().is_some_and(|f| f.error && f.about == Some(key)) && session.failures == 0 {
+                    self.flash = None;
+                }
+                self.put(Row { session, refreshing: false });
+            }
+            Event::Added(session) => self.put(Row { session, refreshing: false }),
+            Event::Loaded(sessions) => {
+                self.loading = false;
+                for session in sessions {
+                    // A row the first screen or an event brought is at least as fresh.
+                    if !self.rows.contains_key(&session.key) {
+                        self.put(Row { session, refreshing: false });
+                    }
+                }
+            }
+            Event::Removed { key, .. } => {
+                if self.selected == Some(key) {
+                    // Select the row that takes the removed one's place.
+                    let index = self.selected_index().unwrap_or(0);
+                    let rest: Vec<SessionKey> = self.view.iter().copied().filter(|k| *k != key).collect();
+                    self.selected = rest.get(index).or(rest.last()).copied();
+                    self.selected_pos = None;
+                }
+                self.take(key);
+                self.scheduled.remove(&key);
+                self.marks.remove(&key);
+                self.changed();
+            }
+            Event::Scheduled { key, at } => {
+                self.scheduled.insert(key, at);
+                if self.sort.by == SortBy::Next {
+                    self.view_stale = true;
+                }
+            }
+            Event::Holds { workbooks, until } => self.holds = (workbooks, until.filter(|_| workbooks > 0)),
+            Event::Paused(paused) => {
+                self.paused = paused;
+                let whose = if self.info.driver == Driver::This { "" } else { " (the driver follows within a second)" };
+                let text = if paused { "automatic refresh paused" } else { "automatic refresh resumed" };
+                self.flash_info(format!("{text}{whose}"), now);
+            }
+            Event::Driving => {
+                self.info.driver = Driver::This;
+                self.flash_info(
+                    if self.paused {
+                        "the driver went away: this dashboard drives now, with automatic refresh paused (p resumes it)"
+                    } else {
+                        "the driver went away: this dashboard refreshes automatically now"
+                    },
+                    now,
+                );
+            }
+            Event::SignIn(progress) => self.sign_in_progress(progress, now),
+            Event::Auth(state) => self.signin = Some(state),
+            Event::Retrying { kind, name, after, .. } => self.flash_info(
+                format!("{} {name}: trying again in {}", kind.verb(), crate::time::format_duration(after)),
+                now,
+            ),
+            Event::Error(e) => self.flash_error(e, now),
+            Event::Note(note) => {
+                // Longer than a flash line can show: `L` has it whole.
+                self.remember(&note, false, now);
+                self.flash_info(note, now);
+            }
+            Event::Stopped => return vec![Effect::Quit],
+        }
+        self.dirty = true;
+        Vec::new()
+    }
+
+}
+
+/// A refusal in the engine's words, with what to do about it in this dashboard.
+pub(super) fn refusal(e: &EngineError) -> String {
+    match e {
+        EngineError::Closed { .. } => format!("{e}; N recreates it as a new session"),
+        other => other.to_string(),
+    }
+}
