@@ -44,7 +44,7 @@ fn names_completer() -> clap_complete::engine::ArgValueCompleter {
 }
 
 impl GlobalArgs {
-    pub fn overrides(&self) -> Overrides {
+    pub(crate) fn overrides(&self) -> Overrides {
         let no_color_env = std::env::var_os(NO_COLOR).is_some_and(|v| !v.is_empty());
         Overrides {
             store: self.store.clone(),
@@ -63,13 +63,13 @@ impl GlobalArgs {
 #[command(name = "wbsessions", version, about = "Keeps Microsoft Graph Excel workbook sessions alive", long_about = None)]
 pub struct Cli {
     #[command(flatten)]
-    pub global: GlobalArgs,
+    pub(crate) global: GlobalArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct GlobalArgs {
+pub(crate) struct GlobalArgs {
     /// The session store (SQLite file)
     #[arg(long, global = true, env = "WBSESSIONS_STORE", value_name = "PATH")]
     pub store: Option<PathBuf>,
@@ -81,7 +81,7 @@ pub struct GlobalArgs {
     pub graph_url: Option<String>,
     /// A command whose standard output is an access token; run again when the token is refused or 50 minutes old
     #[arg(long, global = true, env = "WBSESSIONS_TOKEN_COMMAND", value_name = "CMD")]
-    pub token_command: Option<String>,
+    pub(crate) token_command: Option<String>,
     /// An access token to use as it is; `-` reads it from standard input (prefer WBSESSIONS_TOKEN or
     /// --token-command: a token on the command line is visible to every local user)
     #[arg(long, global = true, env = "WBSESSIONS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -91,10 +91,10 @@ pub struct GlobalArgs {
     pub no_color: bool,
     /// Times in UTC instead of local time
     #[arg(long, global = true)]
-    pub utc: bool,
+    pub(crate) utc: bool,
     /// More detail in the log file (-v debug, -vv trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
+    pub(crate) verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]
@@ -167,19 +167,19 @@ pub struct EditArgs {
     pub interval: Option<Duration>,
     /// Follow the default interval for the session's mode again
     #[arg(long)]
-    pub default_interval: bool,
+    pub(crate) default_interval: bool,
     /// Create a new session when this one expires
     #[arg(long, overrides_with = "no_recreate")]
     pub recreate: bool,
     /// Let the session end when it expires
     #[arg(long, overrides_with = "recreate")]
-    pub no_recreate: bool,
+    pub(crate) no_recreate: bool,
     /// Refresh on schedule
     #[arg(long, overrides_with = "no_auto")]
     pub auto: bool,
     /// Refresh only when asked
     #[arg(long, overrides_with = "auto")]
-    pub no_auto: bool,
+    pub(crate) no_auto: bool,
     /// A new name
     #[arg(long, value_name = "NEW")]
     pub rename: Option<String>,
@@ -191,7 +191,7 @@ pub struct ExecArgs {
     pub name: String,
     /// Also export the current access token as WBSESSIONS_ACCESS_TOKEN
     #[arg(long)]
-    pub export_token: bool,
+    pub(crate) export_token: bool,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -203,7 +203,7 @@ pub struct ImportArgs {
     pub file: PathBuf,
     /// Import the valid lines and report the others, instead of importing nothing
     #[arg(long)]
-    pub skip_invalid: bool,
+    pub(crate) skip_invalid: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -232,13 +232,13 @@ pub struct RefreshArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct SessionOptions {
+pub(crate) struct SessionOptions {
     /// The workbook: me/drive/items/ID, drives/D/items/I, sites/S/drive/items/I, /me/drive/root:/path.xlsx:
     #[arg(long, value_name = "REF")]
     pub workbook: String,
     /// Changes are discarded when the session ends (expires after 7 minutes instead of 5)
     #[arg(long)]
-    pub non_persistent: bool,
+    pub(crate) non_persistent: bool,
     /// Refresh every DUR instead of the default for the mode
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub interval: Option<Duration>,
@@ -251,7 +251,7 @@ pub struct SessionOptions {
 pub struct AddArgs {
     pub name: String,
     #[command(flatten)]
-    pub options: SessionOptions,
+    pub(crate) options: SessionOptions,
     /// The id createSession returned
     #[arg(long, value_name = "ID")]
     pub session_id: String,
@@ -261,7 +261,7 @@ pub struct AddArgs {
 pub struct CreateArgs {
     pub name: String,
     #[command(flatten)]
-    pub options: SessionOptions,
+    pub(crate) options: SessionOptions,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -311,10 +311,10 @@ pub struct SimArgs {
     pub rate_limit: Option<u32>,
     /// A workbook whose session calls always fail; repeatable
     #[arg(long, value_name = "ID")]
-    pub failing_workbook: Vec<String>,
+    pub(crate) failing_workbook: Vec<String>,
     /// A workbook whose sessions die at once (invalidSessionUnsupportedWorkbook); repeatable
     #[arg(long, value_name = "ID")]
-    pub unsupported_workbook: Vec<String>,
+    pub(crate) unsupported_workbook: Vec<String>,
     /// Device-code sign-ins are approved after DUR
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub approve_after: Duration,

@@ -12,8 +12,8 @@ use crate::session::{Defaults, MAX_INTERVAL, MIN_INTERVAL, SortBy, Status};
 use crate::store::Location;
 use crate::time::{format_duration, parse_duration};
 
-pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
-pub const DEFAULT_TENANT: &str = "organizations";
+pub(crate) const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+pub(crate) const DEFAULT_TENANT: &str = "organizations";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -78,10 +78,10 @@ struct UiFile {
 
 /// How the dashboard looks when it opens; the sort it was left in wins over this one.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UiSettings {
+pub(crate) struct UiSettings {
     pub sort: SortBy,
     pub reverse: bool,
-    pub absolute_times: bool,
+    pub(crate) absolute_times: bool,
     /// Status to a colour name or `#rrggbb`, already checked.
     pub colors: Vec<(Status, String)>,
 }
@@ -152,10 +152,10 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     pub graph_url: Option<String>,
     pub token: Option<String>,
-    pub token_command: Option<String>,
+    pub(crate) token_command: Option<String>,
     pub no_color: bool,
-    pub utc: bool,
-    pub verbose: u8,
+    pub(crate) utc: bool,
+    pub(crate) verbose: u8,
 }
 
 /// Where a sign-in goes, as the command line asks for it.
@@ -172,33 +172,31 @@ pub struct LoginSettings {
     pub client_id: Option<String>,
     pub login_url: String,
     /// Whether the file named them (else they are defaults, and a cached sign-in's win).
-    pub configured_tenant: bool,
-    pub configured_login_url: bool,
+    pub(crate) configured_tenant: bool,
+    pub(crate) configured_login_url: bool,
 }
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub store: Location,
-    pub config_file: Option<PathBuf>,
     pub graph_url: String,
     pub token: Option<String>,
-    pub token_command: Option<String>,
-    pub token_command_timeout: Duration,
+    pub(crate) token_command: Option<String>,
+    pub(crate) token_command_timeout: Duration,
     pub no_color: bool,
     /// Times in UTC rather than local time.
-    pub utc: bool,
+    pub(crate) utc: bool,
     /// Whether the store was named on the command line (a read-only use must not create it).
-    pub store_named: bool,
-    pub log_level: String,
+    pub(crate) store_named: bool,
+    pub(crate) log_level: String,
     pub log_dir: PathBuf,
-    pub data_dir: PathBuf,
     /// The sign-in cache (mode 0600): the only file that holds tokens.
-    pub token_cache: PathBuf,
+    pub(crate) token_cache: PathBuf,
     pub engine: EngineSettings,
     pub login: LoginSettings,
-    pub ui: UiSettings,
+    pub(crate) ui: UiSettings,
     /// Where the dashboard keeps what it was left in (its sort), beside the logs.
-    pub ui_state: PathBuf,
+    pub(crate) ui_state: PathBuf,
 }
 
 fn project_dirs() -> Option<directories::ProjectDirs> {
@@ -345,7 +343,6 @@ impl Settings {
         let token = token.map(str::to_string);
         Ok(Settings {
             store,
-            config_file,
             graph_url: args.graph_url.clone().or(file.graph_url).unwrap_or_else(|| DEFAULT_GRAPH_URL.to_string()),
             token,
             token_command: args.token_command.clone().or(file.token_command).filter(|c| !c.trim().is_empty()),
@@ -358,7 +355,6 @@ impl Settings {
             token_cache: data_dir.join("token.json"),
             ui,
             ui_state: log_dir.parent().map_or_else(|| data_dir.join("ui.json"), |state| state.join("ui.json")),
-            data_dir,
             engine,
             login: LoginSettings {
                 configured_tenant: file.tenant.is_some(),

@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 /// Creates `dir` and its missing parents; the folders this creates are 0700.
-pub fn private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn private_dir(dir: &Path) -> io::Result<()> {
     if dir.as_os_str().is_empty() || dir.is_dir() {
         return Ok(());
     }
@@ -31,20 +31,20 @@ fn private_options() -> OpenOptions {
 }
 
 /// Opens (creating if missing) a file for reading and writing, refusing a symlink in its place.
-pub fn open_private(path: &Path) -> io::Result<File> {
+pub(crate) fn open_private(path: &Path) -> io::Result<File> {
     let file = private_options().read(true).write(true).create(true).truncate(false).open(path)?;
     tighten(&file)?;
     Ok(file)
 }
 
 /// Creates a new file that did not exist (no symlink, no race), mode 0600.
-pub fn create_new_private(path: &Path) -> io::Result<File> {
+pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
     private_options().write(true).create_new(true).open(path)
 }
 
 /// Creates an empty file if none is there, so that a program that makes it later (SQLite) keeps
 /// its mode; an existing one is left as it is.
-pub fn ensure_private_file(path: &Path) -> io::Result<()> {
+pub(crate) fn ensure_private_file(path: &Path) -> io::Result<()> {
     match create_new_private(path) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
@@ -53,7 +53,7 @@ pub fn ensure_private_file(path: &Path) -> io::Result<()> {
 }
 
 /// Takes group and world access away from a file of the user's that has it.
-pub fn tighten(file: &File) -> io::Result<()> {
+pub(crate) fn tighten(file: &File) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -70,7 +70,7 @@ pub fn tighten(file: &File) -> io::Result<()> {
 /// Tightens a path if it exists, is the user's and is no symlink; quietly does nothing otherwise.
 /// It never opens the file: closing a descriptor of a file SQLite holds would drop SQLite's POSIX
 /// locks for the whole process.
-pub fn tighten_path(path: &Path) {
+pub(crate) fn tighten_path(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -84,7 +84,7 @@ pub fn tighten_path(path: &Path) {
 }
 
 /// A random suffix for temporary files, so that nobody can plant one in advance.
-pub fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     let mut rng = fastrand::Rng::new();
     (0..12).map(|_| rng.alphanumeric()).collect()
 }

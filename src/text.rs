@@ -8,14 +8,14 @@ pub fn count(n: usize, what: &str) -> String {
 }
 
 /// The longest message kept from a server answer; Graph's own messages are a sentence or two.
-pub const MAX_MESSAGE: usize = 1000;
+pub(crate) const MAX_MESSAGE: usize = 1000;
 
 /// The longest code or id kept from a server answer.
-pub const MAX_TOKEN: usize = 200;
+pub(crate) const MAX_TOKEN: usize = 200;
 
 /// Removes escape sequences and control characters (newlines become spaces) and keeps at most
 /// `max` characters, marking a cut with `…`.
-pub fn clean(text: &str, max: usize) -> String {
+pub(crate) fn clean(text: &str, max: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max + 4));
     let mut chars = text.chars().peekable();
     let mut count = 0;
@@ -80,12 +80,12 @@ fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 }
 
 /// `clean` for an optional value, dropping one that is empty once cleaned.
-pub fn clean_opt(text: Option<&str>, max: usize) -> Option<String> {
+pub(crate) fn clean_opt(text: Option<&str>, max: usize) -> Option<String> {
     text.map(|t| clean(t, max)).map(|t| t.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 /// Compares names as people read them: `s2` before `s10`, case aside (case breaks ties only).
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     natural(a.as_bytes(), b.as_bytes()).then_with(|| a.cmp(b))
 }
 

@@ -107,7 +107,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
 }
 
 /// The shortest exact-enough form: `850ms`, `45s`, `4m`, `4m30s`, `2h5m`.
-pub fn format_duration(d: Duration) -> String {
+pub(crate) fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         return format!("{ms}ms");
@@ -131,7 +131,7 @@ pub fn add(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
 }
 
 /// `t - d`, saturating at the start of time.
-pub fn sub(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+pub(crate) fn sub(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
     chrono::Duration::from_std(d).ok().and_then(|d| t.checked_sub_signed(d)).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
@@ -141,7 +141,7 @@ pub fn until(from: DateTime<Utc>, to: DateTime<Utc>) -> Duration {
 }
 
 /// "just now", "12s ago", "4m ago", "3h ago", "2d ago".
-pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = now.signed_duration_since(then).num_seconds();
     if secs < 1 {
         return "just now".into();
@@ -150,7 +150,7 @@ pub fn format_ago(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
 }
 
 /// "in 45s", "in 3m", "now" once due.
-pub fn format_until(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
+pub(crate) fn format_until(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let secs = when.signed_duration_since(now).num_seconds();
     if secs < 1 {
         return "now".into();

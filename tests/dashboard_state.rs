@@ -474,6 +474,8 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
     let mut sessions = common::dashboard::sessions();
     for s in &mut sessions {
         s.last_refresh = Some(now() - chrono::Duration::seconds(130));
+        // Failing ones failed as long ago: their retries are due already, and say "now".
+        s.last_call = s.last_refresh.map(|at| wbsessions::session::LastCall { at, latency_ms: 40 });
         s.interval = Some(std::time::Duration::from_secs(3600));
     }
     let mut app = App::new(common::dashboard::info(false), sessions, (120, 40), now());
@@ -489,7 +491,9 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
             dirty
         })
         .count();
-    assert!(redraws <= 2, "{redraws} redraws in a minute of minutes-only times");
+    // Each time on screen changes once in such a minute, at moments the jitter spreads apart:
+    // a few redraws, never one a second.
+    assert!(redraws <= 8, "{redraws} redraws in a minute of minutes-only times");
 
     let mut empty = App::new(common::dashboard::info(false), Vec::new(), (120, 40), now());
     draw(&mut empty, now());

@@ -445,8 +445,7 @@ fn forward(
     headers: &[(&'static str, &str)],
     chunks: Vec<&'static [u8]>,
     body_limit: u64,
-) -> wbsessions::graph::Forward<impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync>
-{
+) -> wbsessions::graph::Forward<impl futures_util::Stream<Item = Result<bytes::Bytes, std::io::Error>> + Send + Sync> {
     let mut map = reqwest::header::HeaderMap::new();
     for (name, value) in headers {
         map.insert(*name, value.parse().unwrap());

@@ -41,7 +41,7 @@ pub trait Authenticator: Send + Sync {
 
 /// The device-code flow against `authority`, caching what it gets in `cache` for `tokens`;
 /// `client` names the user from `/me`.
-pub struct DeviceSignIn {
+pub(crate) struct DeviceSignIn {
     pub tokens: Tokens,
     pub authority: Option<Authority>,
     pub cache: PathBuf,

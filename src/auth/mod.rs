@@ -4,7 +4,8 @@
 mod flow;
 pub mod signin;
 
-pub use flow::{Authenticator, DeviceSignIn, SignInState};
+pub use flow::SignInState;
+pub(crate) use flow::{Authenticator, DeviceSignIn};
 pub use signin::Progress;
 
 use std::fmt;
@@ -51,10 +52,10 @@ pub enum AuthError {
 }
 
 /// A command's token is used this long before it is asked for a new one.
-pub const COMMAND_TOKEN_MAX_AGE: Duration = Duration::from_secs(50 * 60);
+pub(crate) const COMMAND_TOKEN_MAX_AGE: Duration = Duration::from_secs(50 * 60);
 
 /// How long a token command may run unless configured otherwise.
-pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The most a token command may print: a token is a few kilobytes.
 const MAX_COMMAND_OUTPUT: u64 = 64 * 1024;
@@ -90,14 +91,14 @@ pub struct SignInStatus {
     pub user: Option<String>,
     pub tenant: String,
     pub expires_at: DateTime<Utc>,
-    pub ended: Option<String>,
+    pub(crate) ended: Option<String>,
 }
 
 /// A token as handed out, with the generation it belongs to (to renew once per rejection).
 #[derive(Debug, Clone)]
 pub struct Token {
     pub secret: Secret,
-    pub generation: u64,
+    pub(crate) generation: u64,
 }
 
 /// Shared by every task that calls Graph.
@@ -138,7 +139,7 @@ impl Tokens {
     }
 
     /// `--token` first, then `--token-command`, then the sign-in cache.
-    pub fn from_settings(token: Option<&str>, command: Option<(&str, Duration)>, cache: PathBuf) -> Self {
+    pub(crate) fn from_settings(token: Option<&str>, command: Option<(&str, Duration)>, cache: PathBuf) -> Self {
         match (token, command) {
             (Some(t), _) => Tokens::fixed(t),
             (None, Some((c, timeout))) => Tokens::command(c, timeout),
@@ -147,18 +148,18 @@ impl Tokens {
     }
 
     /// Why the sign-in cache cannot be used, if it cannot.
-    pub fn problem(&self) -> Option<String> {
+    pub(crate) fn problem(&self) -> Option<String> {
         let Source::Cache(cache) = &*self.source else { return None };
         cache.state.lock().unwrap_or_else(|p| p.into_inner()).problem.clone()
     }
 
     /// Whether tokens come from the sign-in cache (so `login` is the way to get one).
-    pub fn is_sign_in(&self) -> bool {
+    pub(crate) fn is_sign_in(&self) -> bool {
         matches!(&*self.source, Source::Cache(_))
     }
 
     /// Picks up a sign-in written to the cache since (by `login`, or the dashboard's sign-in).
-    pub fn reload(&self) {
+    pub(crate) fn reload(&self) {
         if let Source::Cache(cache) = &*self.source {
             cache.reload_if_newer();
         }
@@ -177,7 +178,7 @@ impl Tokens {
         })
     }
 
-    pub fn describe(&self) -> &'static str {
+    pub(crate) fn describe(&self) -> &'static str {
         match &*self.source {
             Source::None => "no token",
             Source::Static(_) => "fixed token",
@@ -187,7 +188,7 @@ impl Tokens {
     }
 
     /// Whether this source can give a token at all (a cache only once someone signed in).
-    pub fn is_configured(&self) -> bool {
+    pub(crate) fn is_configured(&self) -> bool {
         match &*self.source {
             Source::None => false,
             Source::Cache(cache) => {
@@ -220,7 +221,7 @@ impl Tokens {
 
     /// Graph refused `rejected`: get a new token, unless another task already did since.
     /// Returns `None` when this source cannot produce a different token.
-    pub async fn renew_after_rejection(&self, rejected: &Token) -> Result<Option<Token>, AuthError> {
+    pub(crate) async fn renew_after_rejection(&self, rejected: &Token) -> Result<Option<Token>, AuthError> {
         match &*self.source {
             Source::None | Source::Static(_) => Ok(None),
             Source::Command { command, timeout, current } => {

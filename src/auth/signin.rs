@@ -15,7 +15,7 @@ pub const NO_CLIENT_ID: &str = "no client id: register an app in Microsoft Entra
      delegated permission Files.ReadWrite), then pass --client-id ID or set client_id in config.toml \
      (docs/configuration.md, \"Signing in\", has the steps)";
 
-pub const SCOPE: &str = "offline_access Files.ReadWrite";
+pub(crate) const SCOPE: &str = "offline_access Files.ReadWrite";
 
 /// The longest a device code is waited for, whatever the server says (it says 900 s).
 const MAX_DEVICE_CODE_SECS: u64 = 3600;
@@ -369,7 +369,7 @@ impl SignIn {
 }
 
 /// Names the user from `/me` (worth a line, not worth failing the sign-in over) and caches the sign-in.
-pub async fn finish(
+pub(crate) async fn finish(
     mut signed_in: CachedSignIn,
     graph: &crate::graph::GraphClient,
     cache: &Path,

@@ -22,7 +22,7 @@ use crate::session::TrackedSession;
 use crate::store::{Access, Opened, StoreError};
 use crate::time::Clock;
 
-pub fn store_error(e: StoreError) -> anyhow::Error {
+pub(crate) fn store_error(e: StoreError) -> anyhow::Error {
     if e.is_bad_input() { bad_input(e) } else { e.into() }
 }
 
@@ -32,18 +32,18 @@ pub fn open_store(settings: &Settings) -> Result<Opened> {
 }
 
 /// The store for a command that only reads: a missing one is an error and is not created.
-pub fn open_to_read(settings: &Settings) -> Result<Opened> {
+pub(crate) fn open_to_read(settings: &Settings) -> Result<Opened> {
     crate::store::open(&settings.store, Access::Read).map_err(store_error)
 }
 
 /// Graph as the settings describe it: the engine's context, and the token source behind it.
-pub struct GraphSetup {
+pub(crate) struct GraphSetup {
     pub ctx: Context,
     pub tokens: Tokens,
 }
 
 /// Graph as the settings describe it; `authority` replaces where sign-in goes (the demo's).
-pub fn graph_setup(settings: &Settings, authority: Option<Authority>) -> Result<GraphSetup> {
+pub(crate) fn graph_setup(settings: &Settings, authority: Option<Authority>) -> Result<GraphSetup> {
     let options = ClientOptions { timeout: settings.engine.request_timeout, ..ClientOptions::default() };
     let client = GraphClient::new(&settings.graph_url, options).map_err(bad_input)?;
     let tokens = Tokens::from_settings(
@@ -65,7 +65,7 @@ pub fn graph_setup(settings: &Settings, authority: Option<Authority>) -> Result<
 impl GraphSetup {
     /// Without any token source no call can be made: that is a failed operation (exit 1), fixed
     /// by signing in, not bad input.
-    pub fn require_tokens(&self) -> Result<()> {
+    pub(crate) fn require_tokens(&self) -> Result<()> {
         if let Some(problem) = self.tokens.problem() {
             anyhow::bail!(problem);
         }
@@ -75,7 +75,7 @@ impl GraphSetup {
 
 /// Runs `requests` on a one-shot engine holding `sessions`, and returns their answers in the
 /// order asked; every event passes `on_event` on the way. Ctrl-C stops it (what finished stays).
-pub async fn one_shot(
+pub(crate) async fn one_shot(
     settings: &Settings,
     opened: Opened,
     graph: GraphSetup,
@@ -146,7 +146,7 @@ fn say_retrying(verb: &str, name: &str, attempt: u8, after: std::time::Duration)
 
 /// What to do about an error, for the session it is about: the one place a refusal's advice is
 /// worded on the command line.
-pub fn hint(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
+pub(crate) fn hint(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
     match e {
         EngineError::Expired(_) if !session.is_some_and(|s| s.recreate) => {
             format!(" (`wbsessions recreate {name}` starts a new session; --recreate lets the keeper do it)")
@@ -161,12 +161,12 @@ pub fn hint(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> St
 }
 
 /// An error as one line with its hint, cleaned for the terminal.
-pub fn explain(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
+pub(crate) fn explain(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
     format!("{}{}", crate::text::clean(&e.to_string(), 2000), hint(e, session, name))
 }
 
 /// Says on stderr what each failure means and what to do; exit 1 if anything failed.
-pub fn conclude(verb: &str, answered: &[(&TrackedSession, Answer)], as_json: bool) -> Result<ExitCode> {
+pub(crate) fn conclude(verb: &str, answered: &[(&TrackedSession, Answer)], as_json: bool) -> Result<ExitCode> {
     let mut failed = false;
     let mut err = std::io::stderr().lock();
     for (session, answer) in answered {

@@ -121,7 +121,7 @@ fn save_sort(settings: &Settings, sort: Sort) {
 
 /// The simulator the demo runs against: short expiries, a little throttling, one workbook that
 /// keeps failing and one whose sessions die, so that every status shows within a minute.
-pub fn demo_sim_config() -> SimConfig {
+pub(crate) fn demo_sim_config() -> SimConfig {
     let mut workbooks = crate::sim::demo_workbooks();
     workbooks.push(("01LEGACY".into(), Some("Archive/Legacy macros.xlsx".into())));
     SimConfig {

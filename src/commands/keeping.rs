@@ -365,7 +365,7 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
 
 /// Refreshes one session (recreating it if it expired and may be), and returns it as it is after,
 /// with how the refresh ended.
-pub async fn ensure_alive(settings: &Settings, name: &str) -> Result<(TrackedSession, GraphSetup, Answer)> {
+pub(crate) async fn ensure_alive(settings: &Settings, name: &str) -> Result<(TrackedSession, GraphSetup, Answer)> {
     let opened = open_store(settings)?;
     let session = opened.sessions.session(name).await.map_err(store_error)?;
     if session.status == Status::Closed {

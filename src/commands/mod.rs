@@ -23,15 +23,15 @@ mod signin;
 /// A problem with what the user asked for: exit code 2, and nothing was changed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BadInput(pub String);
+pub(crate) struct BadInput(pub String);
 
-pub fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
+pub(crate) fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
 
 /// Whether standard output is a pipe whose reader has gone, found without writing to it.
 #[cfg(unix)]
-pub fn stdout_gone() -> bool {
+pub(crate) fn stdout_gone() -> bool {
     let mut out = libc::pollfd { fd: libc::STDOUT_FILENO, events: 0, revents: 0 };
     // SAFETY: one valid pollfd and a zero timeout: poll only reads the descriptor's state.
     let ready = unsafe { libc::poll(&mut out, 1, 0) };
@@ -39,7 +39,7 @@ pub fn stdout_gone() -> bool {
 }
 
 #[cfg(not(unix))]
-pub fn stdout_gone() -> bool {
+pub(crate) fn stdout_gone() -> bool {
     false
 }
 
@@ -55,7 +55,7 @@ fn is_closed_output(e: &anyhow::Error) -> bool {
     })
 }
 
-pub fn exit_code_of(e: &anyhow::Error) -> ExitCode {
+pub(crate) fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     if e.chain().any(|c| c.is::<BadInput>() || c.is::<crate::config::ConfigError>()) {
         ExitCode::from(2)
     } else {
@@ -103,7 +103,7 @@ fn private_by_default() {
 
 /// The umask the user had, for a command `exec` runs on their behalf.
 #[cfg(unix)]
-pub fn inherited_umask() -> Option<libc::mode_t> {
+pub(crate) fn inherited_umask() -> Option<libc::mode_t> {
     INHERITED_UMASK.get().copied()
 }
 
@@ -176,7 +176,7 @@ fn init_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::W
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -13,11 +13,11 @@ use crate::time::format_duration;
 /// The offset every human-readable time is printed in.
 #[derive(Debug, Clone, Copy)]
 pub struct Times {
-    pub utc: bool,
+    pub(crate) utc: bool,
 }
 
 impl Times {
-    pub fn stamp(self, t: DateTime<Utc>) -> String {
+    pub(crate) fn stamp(self, t: DateTime<Utc>) -> String {
         if self.utc {
             t.to_rfc3339_opts(SecondsFormat::Millis, true)
         } else {
@@ -26,7 +26,7 @@ impl Times {
     }
 
     /// To the second, for people: `2026-11-29T10:04:05+01:00`.
-    pub fn stamp_secs(self, t: DateTime<Utc>) -> String {
+    pub(crate) fn stamp_secs(self, t: DateTime<Utc>) -> String {
         if self.utc {
             t.to_rfc3339_opts(SecondsFormat::Secs, true)
         } else {
@@ -37,7 +37,7 @@ impl Times {
 
 /// One outcome as a line of text: time, session, call, kind, status, latency, codes, ids, message.
 /// Whatever a server said is cleaned: one line, no escape sequences.
-pub fn outcome_line(times: Times, name: Option<&str>, o: &Outcome, late: Option<Duration>) -> String {
+pub(crate) fn outcome_line(times: Times, name: Option<&str>, o: &Outcome, late: Option<Duration>) -> String {
     let mut line = times.stamp(o.at);
     if let Some(name) = name {
         line.push(' ');
@@ -69,7 +69,7 @@ pub fn outcome_line(times: Times, name: Option<&str>, o: &Outcome, late: Option<
     line
 }
 
-pub fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> serde_json::Value {
+pub(crate) fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> serde_json::Value {
     let mut value = serde_json::to_value(o).unwrap_or_default();
     value["session"] = json!(name);
     if let Some(late) = late {
@@ -80,7 +80,7 @@ pub fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> serde_js
 
 /// A session as `list --json` and `show --json` write it: what is stored, the interval in force,
 /// the status as of now (`stale` past the idle expiry) and when Graph would expire it.
-pub fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>) -> serde_json::Value {
+pub(crate) fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>) -> serde_json::Value {
     let mut value = serde_json::to_value(s).unwrap_or_default();
     value["interval_secs"] = json!(defaults.interval_of(s).as_secs_f64());
     value["status"] = json!(defaults.status_at(s, now));
@@ -89,7 +89,7 @@ pub fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>)
 }
 
 /// `name on workbook (mode, refresh every 4m, recreated on expiry)`.
-pub fn describe(s: &TrackedSession, defaults: &Defaults) -> String {
+pub(crate) fn describe(s: &TrackedSession, defaults: &Defaults) -> String {
     format!(
         "{} on {} ({}, refresh every {}{})",
         s.name,
@@ -101,7 +101,7 @@ pub fn describe(s: &TrackedSession, defaults: &Defaults) -> String {
 }
 
 /// `a, b and 3 more`: a list of names that stays one readable line.
-pub fn names_line(names: &[String]) -> String {
+pub(crate) fn names_line(names: &[String]) -> String {
     const SHOWN: usize = 5;
     match names.len() {
         0 => String::new(),

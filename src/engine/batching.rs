@@ -27,11 +27,11 @@ use crate::session::SessionKey;
 use crate::time::format_duration;
 
 /// Most refreshes in one request: Graph's limit for a batch.
-pub const MAX_BATCH: usize = 20;
+pub(crate) const MAX_BATCH: usize = 20;
 
 /// Refreshes due this soon are sent with the ones due now: without it, a keeper whose sessions
 /// fall due a few milliseconds apart would send batches of one.
-pub const GATHER: Duration = Duration::from_secs(1);
+pub(crate) const GATHER: Duration = Duration::from_secs(1);
 
 /// Batches in a row that failed without an answer (a timeout, a dropped connection) before
 /// batching is given up.
@@ -54,7 +54,7 @@ fn outlives(expiry: Duration) -> Duration {
 
 /// What a probe learned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// Graph answered the unknown session id with a session error: it reads the header.
     Honoured,
     /// Graph answered the unknown session id with a success: it ignores the header.
@@ -67,7 +67,7 @@ pub enum Probe {
 
 /// How one automatic refresh goes out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Route {
+pub(crate) enum Route {
     /// A request of its own.
     Plain,
     /// A plain request that checks that batches kept the session alive.
@@ -87,7 +87,7 @@ enum State {
 }
 
 #[derive(Debug)]
-pub struct Batching {
+pub(crate) struct Batching {
     state: State,
     /// The check under way.
     checking: Option<JobId>,
@@ -102,13 +102,13 @@ impl Batching {
     }
 
     /// Whether refreshes due a little later are fetched now to fill batches.
-    pub fn gathers(&self) -> bool {
+    pub(crate) fn gathers(&self) -> bool {
         matches!(self.state, State::Trusted { .. })
     }
 
     /// How an automatic refresh of `key` goes out. `alone`: since when batches alone kept it alive;
     /// `expiry`: its idle expiry. A `Check` is noted as under way (`checking`).
-    pub fn route(
+    pub(crate) fn route(
         &mut self,
         id: JobId,
         key: SessionKey,
@@ -151,7 +151,7 @@ impl Batching {
     }
 
     /// The canary went away (removed, closed, no longer refreshed): another one is chosen.
-    pub fn forget(&mut self, key: SessionKey) {
+    pub(crate) fn forget(&mut self, key: SessionKey) {
         if let State::Canary { key: canary } = &mut self.state
             && *canary == Some(key)
         {
@@ -161,7 +161,7 @@ impl Batching {
 
     /// Learns from a probe sent ahead of the refresh of `name` (`key`); returns what the front
     /// ends should be told.
-    pub fn probed(
+    pub(crate) fn probed(
         &mut self,
         probe: &Probe,
         key: SessionKey,
@@ -231,7 +231,7 @@ impl Batching {
 
     /// A batch found `name` expired, though only batches kept it alive and the last of them was
     /// `ago` ago, within its idle expiry: batches do not keep sessions alive here.
-    pub fn expired_in_batch(&mut self, name: &str, ago: Duration) -> Option<String> {
+    pub(crate) fn expired_in_batch(&mut self, name: &str, ago: Duration) -> Option<String> {
         if self.state == State::Off {
             return None;
         }
@@ -243,7 +243,7 @@ impl Batching {
         ))
     }
 
-    pub fn is_check(&self, id: JobId) -> bool {
+    pub(crate) fn is_check(&self, id: JobId) -> bool {
         self.checking == Some(id)
     }
 
@@ -285,7 +285,7 @@ impl Batching {
     }
 
     /// The check's call ended without an answer about its session (it was removed, say).
-    pub fn check_lost(&mut self, id: JobId) {
+    pub(crate) fn check_lost(&mut self, id: JobId) {
         if self.checking == Some(id) {
             self.checking = None;
         }

@@ -16,31 +16,30 @@ use tokio::time::Instant;
 use super::policy::{Verdict, throttle_hold};
 
 /// Graph's throttling window.
-pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct JobId(u64);
+pub(crate) struct JobId(u64);
 
 impl JobId {
     #[cfg(test)]
-    pub fn for_tests(n: u64) -> Self {
+    pub(crate) fn for_tests(n: u64) -> Self {
         JobId(n)
     }
 }
 
 /// How soon a call must go. `Now` (someone waits for it) before any `By`, and `By` in deadline order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Urgency {
+pub(crate) enum Urgency {
     Now,
     By(Instant),
 }
 
 /// A call that may start now.
 #[derive(Debug)]
-pub struct Ticket<T> {
+pub(crate) struct Ticket<T> {
     pub id: JobId,
-    pub lane: String,
-    pub payload: T,
+    pub(crate) payload: T,
 }
 
 struct Queued<T> {
@@ -100,7 +99,7 @@ impl<T> Lane<T> {
 /// it by 1 % of the ceiling. It never goes below a twentieth of the ceiling, so the keeper slows
 /// down instead of stopping.
 #[derive(Debug)]
-pub struct Budget {
+pub(crate) struct Budget {
     ceiling: f64,
     limit: f64,
     starts: VecDeque<Instant>,
@@ -128,20 +127,20 @@ impl Budget {
         }
     }
 
-    pub fn has_room(&mut self, now: Instant) -> bool {
+    pub(crate) fn has_room(&mut self, now: Instant) -> bool {
         self.evict(now);
         self.starts.len() < self.allowed()
     }
 
     /// Spends `requests` at `now`.
-    pub fn spend(&mut self, now: Instant, requests: u32) {
+    pub(crate) fn spend(&mut self, now: Instant, requests: u32) {
         for _ in 0..requests {
             self.starts.push_back(now);
         }
     }
 
     /// When the next start becomes possible, if none is possible now.
-    pub fn next_free(&mut self, now: Instant) -> Option<Instant> {
+    pub(crate) fn next_free(&mut self, now: Instant) -> Option<Instant> {
         self.evict(now);
         let allowed = self.allowed();
         if self.starts.len() < allowed {
@@ -169,6 +168,7 @@ impl Budget {
     }
 
     /// Requests per window allowed now.
+    #[cfg(test)]
     pub fn limit(&self) -> u32 {
         self.allowed() as u32
     }
@@ -181,7 +181,7 @@ pub struct Holds {
     pub until: Option<Instant>,
 }
 
-pub struct Dispatcher<T> {
+pub(crate) struct Dispatcher<T> {
     lanes: HashMap<String, Lane<T>>,
     /// One entry per lane that could start a call: its best job's urgency.
     ready: BinaryHeap<Reverse<(Urgency, u64, u64, String)>>,
@@ -231,7 +231,7 @@ impl<T> Dispatcher<T> {
         }
     }
 
-    pub fn submit(&mut self, lane: &str, urgency: Urgency, payload: T) {
+    pub(crate) fn submit(&mut self, lane: &str, urgency: Urgency, payload: T) {
         self.seq += 1;
         let entry = self.lanes.entry(lane.to_string()).or_insert_with(Lane::new);
         let better = entry.queue.peek().is_none_or(|best| (urgency, self.seq) < best.key());
@@ -304,13 +304,13 @@ impl<T> Dispatcher<T> {
             self.running.insert(id, (name.clone(), request));
             *self.requests.entry(request).or_default() += 1;
             self.budget.spend(now, 1);
-            return Some(Ticket { id, lane: name, payload: job.payload });
+            return Some(Ticket { id, payload: job.payload });
         }
     }
 
     /// A call ended: it made `requests` HTTP requests (the first was paid at its start). Returns
     /// whether the holds changed. Finishing an unknown or already finished call does nothing.
-    pub fn finish(&mut self, id: JobId, now: Instant, requests: u32, verdict: Verdict, sample: f64) -> bool {
+    pub(crate) fn finish(&mut self, id: JobId, now: Instant, requests: u32, verdict: Verdict, sample: f64) -> bool {
         let Some((name, request)) = self.running.remove(&id) else { return false };
         if let std::collections::hash_map::Entry::Occupied(mut calls) = self.requests.entry(request) {
             *calls.get_mut() -= 1;
@@ -347,7 +347,7 @@ impl<T> Dispatcher<T> {
     /// Shows `visit` each queued call in a lane held past `horizon`, with the end of its lane's
     /// hold, and takes out those it returns `true` for: calls someone waits for are told of a
     /// long hold, not made to sit through it.
-    pub fn take_held(&mut self, horizon: Instant, mut visit: impl FnMut(&mut T, Instant) -> bool) -> Vec<T> {
+    pub(crate) fn take_held(&mut self, horizon: Instant, mut visit: impl FnMut(&mut T, Instant) -> bool) -> Vec<T> {
         if self.held == 0 {
             return Vec::new();
         }
@@ -372,7 +372,7 @@ impl<T> Dispatcher<T> {
 
     /// Finds the first queued call on `lane` that `pick` selects, lets `change` amend it, and
     /// moves it up to `urgency` if that is more urgent than its own. Returns whether one was found.
-    pub fn amend(
+    pub(crate) fn amend(
         &mut self,
         lane: &str,
         mut pick: impl FnMut(&T) -> bool,
@@ -393,7 +393,7 @@ impl<T> Dispatcher<T> {
     }
 
     /// Frees the lanes whose hold has passed. Returns whether any was freed.
-    pub fn release_holds(&mut self, now: Instant) -> bool {
+    pub(crate) fn release_holds(&mut self, now: Instant) -> bool {
         let mut released = false;
         while let Some(Reverse((until, _))) = self.holds.peek() {
             if *until > now {
@@ -415,7 +415,7 @@ impl<T> Dispatcher<T> {
     }
 
     /// The next moment something may become possible: a hold ending, the budget freeing up.
-    pub fn wake_at(&mut self, now: Instant) -> Option<Instant> {
+    pub(crate) fn wake_at(&mut self, now: Instant) -> Option<Instant> {
         let hold = self.holds.peek().map(|Reverse((t, _))| *t);
         let budget = (!self.ready.is_empty() && self.requests.len() < self.concurrency)
             .then(|| self.budget.next_free(now))
@@ -432,24 +432,18 @@ impl<T> Dispatcher<T> {
     }
 
     /// When a held lane may start calls again.
-    pub fn held_until(&self, lane: &str) -> Option<Instant> {
+    pub(crate) fn held_until(&self, lane: &str) -> Option<Instant> {
         self.lanes.get(lane).and_then(|l| l.held_until)
     }
 
-    pub fn is_held(&self, lane: &str) -> bool {
-        self.lanes.get(lane).is_some_and(|l| l.held_until.is_some())
-    }
-
+    #[cfg(test)]
     pub fn running(&self) -> usize {
         self.running.len()
     }
 
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn queued(&self) -> usize {
         self.lanes.values().map(|l| l.queue.len()).sum()
-    }
-
-    pub fn budget_limit(&self) -> u32 {
-        self.budget.limit()
     }
 }
 

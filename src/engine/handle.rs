@@ -150,7 +150,7 @@ fn orphan_text(why: &StoreError, closed: &Option<Box<Failure>>, id: &SessionId) 
 
 impl EngineError {
     /// A failed call, as the error its class makes it.
-    pub fn from_failure(failure: Failure) -> EngineError {
+    pub(crate) fn from_failure(failure: Failure) -> EngineError {
         let class = failure.class();
         let failure = Box::new(failure);
         match class {
@@ -163,7 +163,7 @@ impl EngineError {
     }
 
     /// Whether the fault is in what was asked (exit 2) rather than in how it went (exit 1).
-    pub fn is_bad_input(&self) -> bool {
+    pub(crate) fn is_bad_input(&self) -> bool {
         match self {
             EngineError::NotFound | EngineError::Closed { .. } | EngineError::Refused(_) => true,
             EngineError::Store(e) => e.is_bad_input(),

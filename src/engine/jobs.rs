@@ -15,9 +15,9 @@ use crate::store::StoreError;
 
 /// Kinds of calls queued for a session, so that a second ask joins the first.
 pub(super) mod queued {
-    pub const REFRESH: u8 = 1;
-    pub const CLOSE: u8 = 2;
-    pub const RECREATE: u8 = 4;
+    pub(crate) const REFRESH: u8 = 1;
+    pub(crate) const CLOSE: u8 = 2;
+    pub(crate) const RECREATE: u8 = 4;
 }
 
 /// A store-only change to a session; waits for a call on the session that is under way.

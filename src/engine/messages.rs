@@ -25,7 +25,7 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub fn verb(self) -> &'static str {
+    pub(crate) fn verb(self) -> &'static str {
         match self {
             JobKind::Refresh => "refresh",
             JobKind::Close => "close",

@@ -10,7 +10,7 @@
 
 mod batching;
 mod calls;
-pub mod dispatch;
+pub(crate) mod dispatch;
 mod handle;
 mod jobs;
 pub mod keeper;
@@ -20,7 +20,7 @@ mod plan;
 pub mod policy;
 mod reconcile;
 mod requests;
-pub mod schedule;
+pub(crate) mod schedule;
 mod settings;
 mod takeover;
 
@@ -42,13 +42,14 @@ pub use handle::{Answer, EngineError, Handle, Reply, Request};
 use handle::{Hub, Inbox, Waiter};
 use jobs::{Entry, Job, Local};
 pub use messages::{Event, JobKind};
-pub use ops::{BatchResult, Failure, Graph, LiveGraph, Report};
+pub(crate) use ops::Report;
+pub use ops::{BatchResult, Failure, Graph, LiveGraph};
 use policy::{FailureRate, Verdict};
 use schedule::{GapWatch, Schedule};
 pub use settings::EngineSettings;
 use takeover::Takeover;
 
-pub use crate::store::KEPT_OUTCOMES;
+pub(crate) use crate::store::KEPT_OUTCOMES;
 
 /// How long in-flight calls may finish after a shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

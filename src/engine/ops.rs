@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 
-pub use super::batching::Probe;
+pub(crate) use super::batching::Probe;
 use crate::auth::{AuthError, Secret, Tokens};
 use crate::graph::{CallMeta, ErrorClass, GraphClient, GraphError, Reply};
 use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, Status, TrackedSession, WorkbookRef};
@@ -105,12 +105,12 @@ fn outcome(meta: &CallMeta, action: Action, kind: OutcomeKind, at: DateTime<Utc>
 }
 
 /// A call that went well, as the session's history keeps it.
-pub fn ok_outcome(meta: &CallMeta, action: Action, at: DateTime<Utc>) -> Outcome {
+pub(crate) fn ok_outcome(meta: &CallMeta, action: Action, at: DateTime<Utc>) -> Outcome {
     outcome(meta, action, OutcomeKind::Ok, at)
 }
 
 /// Graph's facts about a failed call, as the session's history keeps them.
-pub fn failed_outcome(e: &GraphError, action: Action, at: DateTime<Utc>) -> Outcome {
+pub(crate) fn failed_outcome(e: &GraphError, action: Action, at: DateTime<Utc>) -> Outcome {
     let mut failed = outcome(&e.meta, action, kind_of(e.class), at);
     failed.codes = e.codes.clone();
     failed.message = e.message_with_wait();
@@ -228,7 +228,7 @@ pub struct Report {
     /// Set when the session was created or recreated.
     pub new_session_id: Option<SessionId>,
     /// Set when a by-path workbook was resolved on the way.
-    pub resolved_workbook: Option<WorkbookRef>,
+    pub(crate) resolved_workbook: Option<WorkbookRef>,
     /// The failure the operation ended with; `None` when it ended well.
     pub failure: Option<Failure>,
     /// HTTP requests made, for the budget.
@@ -248,7 +248,7 @@ impl Report {
 
     /// The store writes that record this report for `session` (after `apply_to`): its new state
     /// with each outcome.
-    pub fn records(&self, session: &TrackedSession) -> Vec<crate::store::Write> {
+    pub(crate) fn records(&self, session: &TrackedSession) -> Vec<crate::store::Write> {
         let state = crate::store::RuntimeState::of(session);
         self.outcomes
             .iter()
@@ -339,7 +339,7 @@ fn refreshed(answer: Result<Reply<()>, Failure>, clock: &Clock) -> Report {
 
 /// What became of a group's `$batch` request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Batch {
+pub(crate) enum Batch {
     /// None was sent: the probe said no.
     NotSent,
     /// Graph answered it (each item on its own, or one outer `429`/`401` for all).
@@ -352,7 +352,7 @@ pub enum Batch {
 
 /// What refreshing a group of sessions found (`refresh_group`).
 #[derive(Debug)]
-pub struct GroupResult {
+pub(crate) struct GroupResult {
     /// One per session, in the order given.
     pub reports: Vec<Report>,
     /// What the probe found, when one was made.
@@ -365,7 +365,12 @@ pub struct GroupResult {
 /// Graph reads the session header there when `probe` is set (`batching`); one request after
 /// another when the probe says no or the batch does not work. One after another: the group holds
 /// one place under the concurrency limit.
-pub async fn refresh_group(graph: &dyn Graph, sessions: &[&TrackedSession], probe: bool, clock: &Clock) -> GroupResult {
+pub(crate) async fn refresh_group(
+    graph: &dyn Graph,
+    sessions: &[&TrackedSession],
+    probe: bool,
+    clock: &Clock,
+) -> GroupResult {
     let mut result = GroupResult { reports: Vec::new(), probe: None, batch: Batch::NotSent };
     if sessions.is_empty() {
         return result;
@@ -417,7 +422,7 @@ pub async fn refresh_group(graph: &dyn Graph, sessions: &[&TrackedSession], prob
 /// Asks Graph, in a one-item `$batch`, to refresh a session id that does not exist on
 /// `workbook` (docs/graph.md, "Batching"). Only an `invalidSession…` code back shows that Graph
 /// read the header there; a success shows that it did not. Returns the requests it made.
-pub async fn probe_batch(graph: &dyn Graph, workbook: &WorkbookRef) -> (Probe, u32) {
+pub(crate) async fn probe_batch(graph: &dyn Graph, workbook: &WorkbookRef) -> (Probe, u32) {
     let Ok(unknown) = SessionId::new(&format!("wbsessions-probe-{}", uuid::Uuid::new_v4())) else {
         return (Probe::Inconclusive("no probe id".into()), 0);
     };

@@ -10,22 +10,22 @@ use crate::session::{Defaults, SessionKey, Status, TrackedSession};
 
 /// Share of the interval by which a refresh may come early, so that sessions created together
 /// drift apart instead of refreshing in one burst. Never late: late risks expiry.
-pub const JITTER: f64 = 0.1;
+pub(crate) const JITTER: f64 = 0.1;
 
 /// The longest a `Retry-After` is honoured, as the Graph SDK's retry handler caps it: a server
 /// that asks for a day must not make every session expire (docs/graph.md, "Throttling").
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(180);
 
 /// How many times a call someone asked for is sent again after a 429, 503 or 504, as the Graph
 /// SDK does, before its failure is reported.
-pub const MANUAL_RETRIES: u8 = 3;
+pub(crate) const MANUAL_RETRIES: u8 = 3;
 
 /// The longest `Retry-After` a call someone waits on sits through before it is tried again; a
 /// longer one ends the call with the wait in its message (automatic refreshes honour it).
-pub const MANUAL_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const MANUAL_WAIT: Duration = Duration::from_secs(10);
 
 /// The next refresh: one interval on, less up to `JITTER` of it.
-pub fn next_interval(interval: Duration, sample: f64) -> Duration {
+pub(crate) fn next_interval(interval: Duration, sample: f64) -> Duration {
     interval.mul_f64(1.0 - JITTER * sample.clamp(0.0, 1.0))
 }
 
@@ -39,7 +39,7 @@ pub fn backoff(failures: u32, cap: Duration, sample: f64) -> Duration {
 
 /// How often calls fail lately, as a moving average over about the last hundred calls.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FailureRate(f64);
+pub(crate) struct FailureRate(f64);
 
 impl FailureRate {
     pub fn record(&mut self, failed: bool) {
@@ -57,7 +57,7 @@ impl FailureRate {
 /// about 2.4 s apart under heavy throttling: its own waits and its workbook's) that a run of
 /// failures long enough to let it expire has a chance of one in ten million. Never less than
 /// half the expiry: refreshing more often would add load where Graph is struggling already.
-pub fn safe_interval(interval: Duration, expiry: Duration, failure_rate: f64) -> Duration {
+pub(crate) fn safe_interval(interval: Duration, expiry: Duration, failure_rate: f64) -> Duration {
     const RETRY_GAP: f64 = 2.4;
     if failure_rate < 0.01 {
         return interval;
@@ -70,7 +70,7 @@ pub fn safe_interval(interval: Duration, expiry: Duration, failure_rate: f64) ->
 /// How long a workbook is held back after it was throttled for the `streak`-th time in a row:
 /// its `Retry-After` if it gave a usable one, capped; otherwise (absent, zero, garbage)
 /// exponential backoff with jitter from 1 s.
-pub fn throttle_hold(retry_after: Option<Duration>, streak: u32, sample: f64) -> Duration {
+pub(crate) fn throttle_hold(retry_after: Option<Duration>, streak: u32, sample: f64) -> Duration {
     match retry_after {
         Some(wait) if !wait.is_zero() => wait.min(MAX_RETRY_AFTER),
         _ => {
@@ -83,7 +83,7 @@ pub fn throttle_hold(retry_after: Option<Duration>, streak: u32, sample: f64) ->
 
 /// What a finished call means for its workbook's lane.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Graph answered well: throttling is easing.
     Ok,
     /// Graph asked to wait: hold the workbook back and slow down.
@@ -112,7 +112,7 @@ pub enum Retry {
 }
 
 /// The Graph SDK's rule for calls a person or a script waits on: 429, 503 and 504 are tried again.
-pub fn manual_retry(
+pub(crate) fn manual_retry(
     class: ErrorClass,
     http_status: Option<u16>,
     retry_after: Option<Duration>,
@@ -135,7 +135,7 @@ pub fn manual_retry(
 /// session it protects and a failing session gets many tries before it would die; the request
 /// budget still bounds what all of them together send. A throttled one comes back right after
 /// its workbook's hold, which only the engine knows: a second here.
-pub fn after_call(
+pub(crate) fn after_call(
     status: Status,
     session: &TrackedSession,
     // The interval in force (see `safe_interval`).
@@ -163,7 +163,7 @@ pub fn after_call(
 /// A number in [0, 1) that is the same wherever and whenever it is worked out for this session
 /// and this moment: the jitter of its next refresh, so that the engine, `list`, `show` and a
 /// watching dashboard agree on when that is.
-pub fn sample_of(key: SessionKey, at: DateTime<Utc>) -> f64 {
+pub(crate) fn sample_of(key: SessionKey, at: DateTime<Utc>) -> f64 {
     // splitmix64 over the key and the moment.
     let mut z = (key as u64) ^ (at.timestamp_millis() as u64).rotate_left(32);
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -181,7 +181,7 @@ pub fn next_due(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>) -> 
 }
 
 /// `next_due` with the interval in force (the engine shortens it while calls fail often).
-pub fn next_due_with(
+pub(crate) fn next_due_with(
     s: &TrackedSession,
     defaults: &Defaults,
     interval: Duration,

@@ -9,13 +9,13 @@ use crate::store::Changes;
 
 /// What reconciling did to one session.
 #[derive(Debug, PartialEq)]
-pub enum Synced {
+pub(crate) enum Synced {
     Added(SessionKey),
     Changed(SessionKey),
     Removed(SessionKey, String),
 }
 
-pub fn reconcile(entries: &mut HashMap<SessionKey, Entry>, changes: Changes) -> Vec<Synced> {
+pub(crate) fn reconcile(entries: &mut HashMap<SessionKey, Entry>, changes: Changes) -> Vec<Synced> {
     let mut done = Vec::new();
     let mut gone: Vec<SessionKey> = changes.removed;
     if changes.full {

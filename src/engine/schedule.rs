@@ -11,7 +11,7 @@ use crate::session::SessionKey;
 
 /// Due times in a heap; planning a session again makes its older entry stale (generations).
 #[derive(Default)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     heap: BinaryHeap<Reverse<(Instant, u64, SessionKey)>>,
     generations: HashMap<SessionKey, u64>,
 }
@@ -29,11 +29,11 @@ impl Schedule {
     }
 
     /// No automatic refresh for this session until it is planned again.
-    pub fn cancel(&mut self, key: SessionKey) {
+    pub(crate) fn cancel(&mut self, key: SessionKey) {
         self.bump(key);
     }
 
-    pub fn forget(&mut self, key: SessionKey) {
+    pub(crate) fn forget(&mut self, key: SessionKey) {
         self.generations.remove(&key);
     }
 
@@ -74,7 +74,7 @@ const GAP_THRESHOLD: Duration = Duration::from_secs(5);
 
 /// Compares wall-clock and monotonic time between ticks: monotonic time stops while a laptop
 /// sleeps, the wall clock does not.
-pub struct GapWatch {
+pub(crate) struct GapWatch {
     anchor: (DateTime<Utc>, Instant),
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::store::{DriverRole, Lease};
 
-pub struct Takeover {
+pub(crate) struct Takeover {
     role: Option<Arc<dyn DriverRole>>,
     lease: Option<Box<dyn Lease>>,
 }
@@ -16,7 +16,7 @@ impl Takeover {
     }
 
     /// Takes the role if its holder is gone. Returns whether this engine drives now.
-    pub fn try_now(&mut self) -> bool {
+    pub(crate) fn try_now(&mut self) -> bool {
         if self.lease.is_some() {
             return true;
         }

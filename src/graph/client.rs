@@ -21,7 +21,7 @@ pub struct Me {
     #[serde(rename = "displayName", default)]
     pub display_name: Option<String>,
     #[serde(rename = "userPrincipalName", default)]
-    pub user_principal_name: Option<String>,
+    pub(crate) user_principal_name: Option<String>,
 }
 
 #[derive(Clone)]
@@ -47,7 +47,7 @@ impl GraphClient {
         &self.transport
     }
 
-    pub fn base_url(&self) -> &url::Url {
+    pub(crate) fn base_url(&self) -> &url::Url {
         self.transport.base_url()
     }
 
@@ -56,7 +56,11 @@ impl GraphClient {
         self.transport.url_for(segments.iter().map(String::as_str).chain(tail.iter().copied()))
     }
 
-    async fn send(&self, token: &str, call: Call<'_>) -> Result<(StatusCode, HeaderMap, Vec<u8>, CallMeta), GraphError> {
+    async fn send(
+        &self,
+        token: &str,
+        call: Call<'_>,
+    ) -> Result<(StatusCode, HeaderMap, Vec<u8>, CallMeta), GraphError> {
         let Answered { status, headers, body, meta } = self.transport.send(token, call).await?;
         Ok((status, headers, body, meta))
     }
@@ -142,7 +146,8 @@ impl GraphClient {
             #[serde(default)]
             error: Option<serde_json::Value>,
         }
-        let url = self.transport.follow(location).map_err(|why| GraphError::local(ErrorClass::Failed, meta.clone(), why))?;
+        let url =
+            self.transport.follow(location).map_err(|why| GraphError::local(ErrorClass::Failed, meta.clone(), why))?;
         let policy = self.options.poll;
         let started = Instant::now();
         let mut wait = policy.first;
@@ -419,4 +424,3 @@ fn parse_session_id(bytes: &[u8]) -> Result<SessionId, String> {
     let raw = created.id.ok_or("the createSession answer has no session id")?;
     SessionId::new(&raw).map_err(|e| format!("the server returned an unusable session id: {e}"))
 }
-

@@ -5,14 +5,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-
 /// What could be read out of an error body. Every field may be missing; the body may not be JSON.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ErrorBody {
     pub code: Option<String>,
     pub message: Option<String>,
     /// Second-level codes and deeper, outermost first.
-    pub inner_codes: Vec<String>,
+    pub(crate) inner_codes: Vec<String>,
     pub request_id: Option<String>,
     pub client_request_id: Option<String>,
     pub date: Option<String>,
@@ -52,7 +51,7 @@ impl ErrorBody {
     }
 
     /// All codes, outermost first, for the record.
-    pub fn all_codes(&self) -> Vec<String> {
+    pub(crate) fn all_codes(&self) -> Vec<String> {
         self.code.iter().chain(self.inner_codes.iter()).cloned().collect()
     }
 }
@@ -152,7 +151,7 @@ pub fn classify(status: u16, body: &ErrorBody, call: CallKind, has_retry_after: 
 }
 
 /// The longest `Retry-After` read as it is; anything longer reads as this.
-pub const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+pub(crate) const LONGEST_RETRY_AFTER: Duration = Duration::from_secs(86_400);
 
 /// `Retry-After` as (possibly fractional) seconds or an HTTP date. Nonsense reads as absent.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {

@@ -7,9 +7,9 @@ mod client;
 mod error;
 mod transport;
 
-pub use client::{GraphClient, Me};
+pub use client::GraphClient;
 pub use error::{CallKind, ErrorBody, ErrorClass, classify, parse_retry_after};
 pub use transport::{
-    CallMeta, ClientBuildError, ClientOptions, DEFAULT_GRAPH_URL, Forward, ForwardError, Forwarded, GraphError, MAX_BODY,
-    PollPolicy, Reply, Transport, check_base_url, end_to_end, install_tls_provider, read_capped,
+    CallMeta, ClientOptions, Forward, ForwardError, Forwarded, GraphError, PollPolicy, Reply, install_tls_provider,
 };
+pub(crate) use transport::{DEFAULT_GRAPH_URL, check_base_url, read_capped};

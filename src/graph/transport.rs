@@ -18,11 +18,11 @@ use super::error::{CallKind, ErrorBody, ErrorClass, classify, parse_retry_after}
 use crate::session::SessionId;
 use crate::text;
 
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
+pub(crate) const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
 
 /// The most of an answer's body that is read for our own calls: Graph's answers to them are a
 /// few hundred bytes, and an endless or huge body must not grow memory.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// How a long-running createSession is polled (docs/graph.md, "Long-running create").
 #[derive(Debug, Clone, Copy)]
@@ -106,7 +106,7 @@ impl GraphError {
     }
 
     /// The message with the wait Graph asked for, as an outcome keeps it.
-    pub fn message_with_wait(&self) -> Option<String> {
+    pub(crate) fn message_with_wait(&self) -> Option<String> {
         match (&self.message, self.retry_after) {
             (Some(message), Some(wait)) => Some(format!("{message}; retry after {}", wait_text(wait))),
             (None, Some(wait)) => Some(format!("retry after {}", wait_text(wait))),
@@ -155,7 +155,7 @@ impl fmt::Display for GraphError {
 impl std::error::Error for GraphError {}
 
 /// Reads a body up to `MAX_BODY`; a longer one is an error of its own.
-pub async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, String> {
     if response.content_length().is_some_and(|n| n > MAX_BODY as u64) {
         return Err(format!("the answer is larger than {} KiB; refusing to read it", MAX_BODY / 1024));
     }
@@ -175,7 +175,7 @@ pub fn install_tls_provider() {
 }
 
 /// Refuses URLs that would send a token in the clear; loopback is allowed for the simulator.
-pub fn check_base_url(raw: &str) -> Result<Url, ClientBuildError> {
+pub(crate) fn check_base_url(raw: &str) -> Result<Url, ClientBuildError> {
     let mut url = Url::parse(raw.trim()).map_err(|_| ClientBuildError::BadUrl(raw.to_string()))?;
     let loopback = match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -209,7 +209,7 @@ pub(crate) struct Call<'a> {
     pub url: Url,
     pub session: Option<&'a SessionId>,
     pub body: Option<serde_json::Value>,
-    pub prefer_async: bool,
+    pub(crate) prefer_async: bool,
     pub kind: CallKind,
 }
 
@@ -264,7 +264,8 @@ impl Forwarded {
     pub fn body(self, limit: u64) -> impl Stream<Item = Result<Bytes, ForwardError>> + Send + 'static {
         let mut seen: u64 = 0;
         self.response.bytes_stream().map(move |chunk| {
-            let chunk = chunk.map_err(|e| ForwardError::Unanswered(format!("the answer broke off: {}", error_chain(&e))))?;
+            let chunk =
+                chunk.map_err(|e| ForwardError::Unanswered(format!("the answer broke off: {}", error_chain(&e))))?;
             seen = seen.saturating_add(chunk.len() as u64);
             if seen > limit {
                 return Err(ForwardError::TooLarge(limit));
@@ -293,7 +294,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// The headers of one side that may reach the other.
-pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+pub(crate) fn end_to_end(headers: &HeaderMap) -> HeaderMap {
     let named_in_connection: Vec<String> = headers
         .get_all("connection")
         .iter()
@@ -333,7 +334,7 @@ impl Transport {
         Ok(Transport { http, base, timeout })
     }
 
-    pub fn base_url(&self) -> &Url {
+    pub(crate) fn base_url(&self) -> &Url {
         &self.base
     }
 

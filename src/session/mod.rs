@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 mod new;
 mod refs;
 
-pub use new::{Draft, NameError, NewSession, SessionSettings, SettingsChange, check_interval, validate_name};
-pub use refs::{OwnerKind, RefError, SessionId, SessionIdError, WorkbookRef};
+pub use new::{Draft, NewSession, SettingsChange};
+pub(crate) use new::{SessionSettings, check_interval, validate_name};
+pub use refs::{SessionId, WorkbookRef};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -21,7 +22,7 @@ pub enum Mode {
 }
 
 impl Mode {
-    pub fn persist_changes(self) -> bool {
+    pub(crate) fn persist_changes(self) -> bool {
         self == Mode::Persistent
     }
 
@@ -178,7 +179,7 @@ impl Status {
     }
 
     /// Whether a script may use the session's id: only when it is known to be alive.
-    pub fn is_alive(self) -> bool {
+    pub(crate) fn is_alive(self) -> bool {
         matches!(self, Status::Ok | Status::Refreshing | Status::Throttled | Status::New)
     }
 
@@ -230,10 +231,10 @@ impl fmt::Display for Status {
 }
 
 /// The shortest refresh interval accepted: anything faster only hammers Graph.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_secs(1);
 /// Sessions expire after minutes idle: an interval beyond a day keeps nothing alive, and is more
 /// likely a typo than a wish.
-pub const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
+pub(crate) const MAX_INTERVAL: Duration = Duration::from_secs(86_400);
 
 /// The store's row id of a session: stable across renames.
 pub type SessionKey = i64;
@@ -299,7 +300,7 @@ impl TrackedSession {
     }
 
     /// The time of the last call that kept the session alive (a refresh or its creation).
-    pub fn last_activity(&self) -> DateTime<Utc> {
+    pub(crate) fn last_activity(&self) -> DateTime<Utc> {
         self.last_refresh.map_or(self.created_at, |t| t.max(self.created_at))
     }
 
@@ -348,7 +349,7 @@ impl Defaults {
     }
 
     /// The interval a session refreshes at: its own, or the default for its mode.
-    pub fn interval_of(&self, session: &TrackedSession) -> Duration {
+    pub(crate) fn interval_of(&self, session: &TrackedSession) -> Duration {
         session.interval.unwrap_or_else(|| self.interval(session.mode))
     }
 
@@ -370,7 +371,7 @@ impl Defaults {
     }
 
     /// The status to show at `now`: an `ok` whose expiry has passed is `stale`.
-    pub fn status_at(&self, s: &TrackedSession, now: DateTime<Utc>) -> Status {
+    pub(crate) fn status_at(&self, s: &TrackedSession, now: DateTime<Utc>) -> Status {
         match (s.status, self.expires_at(s)) {
             (Status::Ok, Some(at)) if at <= now => Status::Stale,
             (status, _) => status,
@@ -378,7 +379,7 @@ impl Defaults {
     }
 
     /// The warning for an interval that lets a session expire before its next refresh.
-    pub fn interval_warning(&self, interval: Option<Duration>, mode: Mode) -> Option<String> {
+    pub(crate) fn interval_warning(&self, interval: Option<Duration>, mode: Mode) -> Option<String> {
         let interval = interval.unwrap_or_else(|| self.interval(mode));
         let expiry = self.expiry(mode);
         (interval >= expiry).then(|| {
@@ -458,14 +459,14 @@ mod opt_duration_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
-    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match value {
             Some(d) => s.serialize_some(&d.as_secs_f64()),
             None => s.serialize_none(),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let secs: Option<f64> = Option::deserialize(d)?;
         // Nonsense (negative, not finite, past `Duration`) reads as no interval of its own.
         Ok(secs.and_then(|s| Duration::try_from_secs_f64(s).ok()))
@@ -474,6 +475,7 @@ mod opt_duration_secs {
 
 #[cfg(test)]
 mod tests {
+    use super::refs::SessionIdError;
     use super::*;
 
     #[test]

@@ -128,7 +128,7 @@ impl NewSession {
     }
 
     /// The session to track, once its id is known.
-    pub fn into_tracked(self, id: SessionId, now: DateTime<Utc>) -> TrackedSession {
+    pub(crate) fn into_tracked(self, id: SessionId, now: DateTime<Utc>) -> TrackedSession {
         let mut session = TrackedSession::new(self.name, self.workbook, id, self.mode, now);
         session.interval = self.interval;
         session.recreate = self.recreate;
@@ -137,7 +137,7 @@ impl NewSession {
 }
 
 /// An interval of a session's own must not hammer Graph.
-pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
+pub(crate) fn check_interval(interval: Option<Duration>) -> Result<(), String> {
     match interval {
         Some(i) if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i) => Err(format!(
             "the interval must be {} to {}",
@@ -149,7 +149,7 @@ pub fn check_interval(interval: Option<Duration>) -> Result<(), String> {
 }
 
 /// A session name must be typed on command lines and shown in narrow columns.
-pub fn validate_name(name: &str) -> Result<(), NameError> {
+pub(crate) fn validate_name(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
         return Err(NameError::Empty);
     }
@@ -163,7 +163,7 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NameError {
+pub(crate) enum NameError {
     #[error("the name is empty; give the session a short name such as 'report'")]
     Empty,
     #[error("the name is longer than 64 characters; choose a shorter one")]
@@ -171,4 +171,3 @@ pub enum NameError {
     #[error("the name {0:?} may hold only letters, digits, '-', '_' and '.', and must not start with '-'")]
     BadCharacters(String),
 }
-

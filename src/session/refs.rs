@@ -208,7 +208,7 @@ pub enum SessionIdError {
 }
 
 impl SessionId {
-    pub const MAX_LEN: usize = 16 * 1024;
+    pub(crate) const MAX_LEN: usize = 16 * 1024;
 
     pub fn new(raw: &str) -> Result<Self, SessionIdError> {
         let id = raw.trim();
@@ -229,7 +229,7 @@ impl SessionId {
     }
 
     /// A short form for narrow places: the head and tail of the id.
-    pub fn abbreviated(&self) -> String {
+    pub(crate) fn abbreviated(&self) -> String {
         let s = &self.0;
         if s.len() <= 20 {
             return s.to_string();

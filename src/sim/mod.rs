@@ -84,7 +84,7 @@ impl Default for SimConfig {
 }
 
 /// The workbooks a bare `wbsessions sim` knows.
-pub fn demo_workbooks() -> Vec<(String, Option<String>)> {
+pub(crate) fn demo_workbooks() -> Vec<(String, Option<String>)> {
     [
         ("01BUDGET2026", "Finance/Budget 2026.xlsx"),
         ("01SALESQ3", "Sales/Q3 pipeline.xlsx"),
@@ -187,7 +187,7 @@ impl Sim {
         (0..len).map(|_| ALPHABET[rng.usize(..ALPHABET.len())] as char).collect()
     }
 
-    pub fn base_url(&self) -> String {
+    pub(crate) fn base_url(&self) -> String {
         self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -197,11 +197,6 @@ impl Sim {
         let now = self.clock.now();
         stats.live_sessions = state.sessions.values().filter(|s| !self.is_expired(s, now)).count();
         stats
-    }
-
-    /// Changes the fault rates of a running simulator (tests turn throttling on and off).
-    pub fn set_rates(&self, throttle_rate: f64, error_rate: f64) {
-        *self.rates.lock().unwrap_or_else(|p| p.into_inner()) = (throttle_rate, error_rate);
     }
 
     fn rates(&self) -> (f64, f64) {
@@ -224,11 +219,6 @@ impl Sim {
     /// Opens a session as if another client had created it: for tests that need ids to track.
     pub fn open_session(&self, workbook: &str) -> String {
         self.create(workbook, true)
-    }
-
-    /// Drops a session on the server side, as Graph may do at any time.
-    pub fn drop_session(&self, id: &str) -> bool {
-        self.state().sessions.remove(id).is_some()
     }
 }
 

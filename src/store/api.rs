@@ -12,7 +12,7 @@ use crate::session::SessionId;
 use crate::session::{Outcome, SessionKey, SettingsChange, SortBy, Status, TrackedSession, WorkbookRef};
 
 /// Outcomes kept per session.
-pub const KEPT_OUTCOMES: usize = 50;
+pub(crate) const KEPT_OUTCOMES: usize = 50;
 
 /// A store's revision: every write transaction takes the next one.
 pub type Rev = i64;
@@ -66,7 +66,7 @@ pub enum StoreError {
 
 impl StoreError {
     /// Whether the fault is the user's to fix (a bad file or name) rather than a failed operation.
-    pub fn is_bad_input(&self) -> bool {
+    pub(crate) fn is_bad_input(&self) -> bool {
         matches!(
             self,
             StoreError::Corrupt { .. }
@@ -225,7 +225,7 @@ pub enum RoleError {
 
 impl RoleError {
     /// Whether the fault is the user's to fix rather than a failed operation.
-    pub fn is_bad_input(&self) -> bool {
+    pub(crate) fn is_bad_input(&self) -> bool {
         matches!(self, RoleError::Held { .. } | RoleError::Refused(_))
     }
 }

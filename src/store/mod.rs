@@ -10,13 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use api::{
-    Changes, DriverRole, Holder, KEPT_OUTCOMES, Lease, Rev, RoleError, RuntimeState, SessionStore, StoreError,
-    StoreEvent, StoreFuture, Write,
+    Changes, Holder, Rev, RoleError, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write,
 };
-pub use sqlite::SCHEMA_VERSION;
+pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease};
 
 /// The kinds of store `--store` may name, by URL scheme.
-pub const SCHEMES: &[&str] = &["sqlite"];
+pub(crate) const SCHEMES: &[&str] = &["sqlite"];
 
 /// A store as `--store`, `WBSESSIONS_STORE` or the config's `store` name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,7 +28,7 @@ pub enum Location {
 #[error("the store {given:?} names the unknown kind {scheme:?}; use a file path or {}", known())]
 pub struct UnknownScheme {
     pub given: String,
-    pub scheme: String,
+    pub(crate) scheme: String,
 }
 
 fn known() -> String {

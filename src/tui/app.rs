@@ -50,7 +50,7 @@ pub struct Row {
 }
 
 /// The column a sort key shows in.
-pub fn column_of(by: SortBy) -> Col {
+pub(crate) fn column_of(by: SortBy) -> Col {
     match by {
         SortBy::Name => Col::Name,
         SortBy::Workbook => Col::Workbook,
@@ -147,7 +147,7 @@ pub enum Effect {
 pub struct RowTimes {
     pub last: String,
     pub next: String,
-    pub expires: String,
+    pub(crate) expires: String,
 }
 
 pub struct App {
@@ -166,16 +166,16 @@ pub struct App {
     pub(super) moved: bool,
     /// The first row of the view on screen, the rows on screen and the columns that fit: set by
     /// `settle`.
-    pub offset: usize,
+    pub(crate) offset: usize,
     pub visible: Vec<SessionKey>,
     pub columns: Vec<Placed>,
     pub marks: HashSet<SessionKey>,
     pub filter: String,
     pub filtering: bool,
     pub sort: Sort,
-    pub failing_only: bool,
+    pub(crate) failing_only: bool,
     /// Absolute local times instead of "12s ago".
-    pub absolute_times: bool,
+    pub(crate) absolute_times: bool,
     pub details: bool,
     /// The details pane has the focus: the movement keys scroll it.
     pub details_focus: bool,
@@ -194,7 +194,7 @@ pub struct App {
     /// Something changed since the last draw.
     pub dirty: bool,
     /// The digest of `clock_texts` as of the last frame.
-    pub drawn_clock: u64,
+    pub(crate) drawn_clock: u64,
     /// Next automatic refreshes as the engine planned them.
     pub(super) scheduled: HashMap<SessionKey, Option<DateTime<Utc>>>,
     /// The stored outcomes of the session whose details are open, newest first.
@@ -202,7 +202,7 @@ pub struct App {
     /// The clock as of the last update.
     pub(super) now: DateTime<Utc>,
     /// Only the first screenful is here; the engine is reading the rest.
-    pub loading: bool,
+    pub(crate) loading: bool,
 }
 
 impl App {
@@ -252,7 +252,7 @@ impl App {
     }
 
     /// Sorts the view the way the user left it or chose in config.toml.
-    pub fn set_sort(&mut self, sort: Sort) {
+    pub(crate) fn set_sort(&mut self, sort: Sort) {
         self.sort = sort;
         self.changed();
         self.settle();
@@ -374,7 +374,7 @@ impl App {
     }
 
     /// Every relative time on screen: the visible rows', the open details', the header's waits.
-    pub fn clock_texts(&self, now: DateTime<Utc>) -> Vec<String> {
+    pub(crate) fn clock_texts(&self, now: DateTime<Utc>) -> Vec<String> {
         let mut texts = Vec::new();
         for row in self.visible.iter().filter_map(|k| self.rows.get(k)) {
             let RowTimes { last, next, expires } = self.row_times(row, now);
@@ -394,7 +394,7 @@ impl App {
         texts
     }
 
-    pub fn clock_digest(&self, now: DateTime<Utc>) -> u64 {
+    pub(crate) fn clock_digest(&self, now: DateTime<Utc>) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         self.clock_texts(now).hash(&mut hasher);
@@ -402,7 +402,7 @@ impl App {
     }
 
     /// Whether anything on screen reads differently with time, so that ticks are needed.
-    pub fn needs_ticks(&self) -> bool {
+    pub(crate) fn needs_ticks(&self) -> bool {
         !self.visible.is_empty()
             || self.flash.is_some()
             || self.holds.1.is_some()
@@ -485,7 +485,7 @@ impl App {
     /// Computes what the view draws from: the layout, the order, the scroll offset that keeps
     /// the selection on screen, the visible rows and the columns that fit them. `update` calls
     /// it, except after an engine event: a burst of those settles once, before the next frame.
-    pub fn settle(&mut self) {
+    pub(crate) fn settle(&mut self) {
         self.layout = areas(self.size.0, self.size.1, self.details);
         if self.view_stale {
             self.rebuild_view();
@@ -558,12 +558,12 @@ impl App {
     }
 
     /// The newest message wins, whatever came before.
-    pub fn flash_info(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
+    pub(crate) fn flash_info(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
         self.flash = Some(Flash { text: text.into(), error: false, at: now, about: None });
         self.dirty = true;
     }
 
-    pub fn flash_error(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
+    pub(crate) fn flash_error(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
         self.flash_error_about(text, None, now);
     }
 
@@ -690,7 +690,7 @@ impl App {
     }
 
     /// Whether every session that should be kept alive fails for want of a sign-in.
-    pub fn signed_out(&self) -> bool {
+    pub(crate) fn signed_out(&self) -> bool {
         let mut kept = self.rows.values().filter(|r| r.session.is_kept_alive()).peekable();
         kept.peek().is_some() && kept.all(|r| r.session.status == Status::Auth)
     }

@@ -31,7 +31,7 @@ pub enum FieldValue {
 pub struct Field {
     pub label: &'static str,
     pub value: FieldValue,
-    pub hint: &'static str,
+    pub(crate) hint: &'static str,
 }
 
 impl Field {
@@ -62,7 +62,7 @@ pub enum Submitted {
 pub struct Form {
     pub kind: FormKind,
     pub fields: Vec<Field>,
-    pub focus: usize,
+    pub(crate) focus: usize,
     pub error: Option<String>,
     /// A warning shown once; enter again saves anyway.
     pub warning: Option<String>,
@@ -106,7 +106,7 @@ impl Form {
         }
     }
 
-    pub fn title(&self) -> &'static str {
+    pub(crate) fn title(&self) -> &'static str {
         match self.kind {
             FormKind::Create => "Create a session",
             FormKind::Track => "Track an existing session",
@@ -128,7 +128,7 @@ impl Form {
         self.warning = None;
     }
 
-    pub fn paste(&mut self, text: &str) {
+    pub(crate) fn paste(&mut self, text: &str) {
         if let Some(FieldValue::Text(input)) = self.fields.get_mut(self.focus).map(|f| &mut f.value) {
             for c in text.chars().filter(|c| !c.is_control()) {
                 input.handle(tui_input::InputRequest::InsertChar(c));

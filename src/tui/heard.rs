@@ -33,7 +33,14 @@ impl App {
     }
 
     /// What the engine answered: said in the footer (errors stay until dismissed or replaced).
-    pub(super) fn answered(&mut self, kind: JobKind, key: Option<SessionKey>, about: String, answer: Answer, now: DateTime<Utc>) {
+    pub(super) fn answered(
+        &mut self,
+        kind: JobKind,
+        key: Option<SessionKey>,
+        about: String,
+        answer: Answer,
+        now: DateTime<Utc>,
+    ) {
         let name = key.and_then(|k| self.rows.get(&k)).map_or(about, |r| r.session.name.clone());
         match answer {
             Ok(Reply::History(outcomes)) => {
@@ -184,7 +191,6 @@ impl App {
         self.dirty = true;
         Vec::new()
     }
-
 }
 
 /// A refusal in the engine's words, with what to do about it in this dashboard.

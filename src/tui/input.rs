@@ -273,7 +273,7 @@ impl App {
     }
 
     /// Opens the sign-in dialog and asks the engine to start the flow.
-    pub fn start_sign_in(&mut self) -> Vec<Effect> {
+    pub(crate) fn start_sign_in(&mut self) -> Vec<Effect> {
         self.dialog = Some(Dialog::SignIn(SignInDialog { code: None, deadline: None, error: None }));
         self.dirty = true;
         vec![self.ask(Request::SignIn)]
@@ -368,5 +368,4 @@ impl App {
         self.dirty = true;
         Vec::new()
     }
-
 }

@@ -50,7 +50,7 @@ pub struct Binding {
     /// How the keys are written in hints: `↑↓/jk`.
     pub label: &'static str,
     /// Short, for the footer; empty keeps the binding out of the footer.
-    pub hint: &'static str,
+    pub(crate) hint: &'static str,
     /// Full, for the help overlay.
     pub help: &'static str,
     pub action: Action,
@@ -109,7 +109,7 @@ pub const KEYMAP: &[Binding] = &[
 ];
 
 /// What the help lists besides the keys: the keys that are not actions.
-pub const OTHER_KEYS: &[(&str, &str)] = &[
+pub(crate) const OTHER_KEYS: &[(&str, &str)] = &[
     ("esc", "close a dialog, the help or the log; else clear message and marks"),
     ("mouse", "click a row to select it, a header to sort by it; the wheel scrolls"),
 ];
@@ -128,13 +128,13 @@ fn key_of(event: &KeyEvent) -> Key {
     }
 }
 
-pub fn action_for(event: &KeyEvent) -> Option<Action> {
+pub(crate) fn action_for(event: &KeyEvent) -> Option<Action> {
     let key = key_of(event);
     KEYMAP.iter().find(|b| b.keys.contains(&key)).map(|b| b.action)
 }
 
 /// The footer's hints, in keymap order.
-pub fn footer_hints() -> impl Iterator<Item = (&'static str, &'static str)> {
+pub(crate) fn footer_hints() -> impl Iterator<Item = (&'static str, &'static str)> {
     KEYMAP.iter().filter(|b| !b.hint.is_empty()).map(|b| (b.label, b.hint))
 }
 

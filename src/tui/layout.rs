@@ -3,12 +3,12 @@
 
 use ratatui::layout::{Constraint, Layout, Rect};
 
-pub const MIN_WIDTH: u16 = 40;
-pub const MIN_HEIGHT: u16 = 10;
+pub(crate) const MIN_WIDTH: u16 = 40;
+pub(crate) const MIN_HEIGHT: u16 = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Areas {
-    pub too_small: bool,
+    pub(crate) too_small: bool,
     pub screen: Rect,
     pub header: Rect,
     /// The table with its title and column headers.
@@ -17,11 +17,11 @@ pub struct Areas {
     pub table_header: Rect,
     /// Where the table's rows are drawn.
     pub table_rows: Rect,
-    pub detail: Rect,
-    pub footer: Rect,
+    pub(crate) detail: Rect,
+    pub(crate) footer: Rect,
 }
 
-pub fn areas(width: u16, height: u16, details: bool) -> Areas {
+pub(crate) fn areas(width: u16, height: u16, details: bool) -> Areas {
     let screen = Rect::new(0, 0, width, height);
     if width < MIN_WIDTH || height < MIN_HEIGHT {
         return Areas { too_small: true, screen, ..Areas::default() };
@@ -69,7 +69,7 @@ impl Col {
         Col::Failures,
     ];
 
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             Col::Mark => "",
             Col::Name => "NAME",
@@ -99,7 +99,7 @@ const LOW_VALUE: [Col; 4] = [Col::Mode, Col::Failures, Col::Latency, Col::Next];
 /// Dropped next, once the flexible columns are as narrow as they go.
 const THEN: [Col; 3] = [Col::Workbook, Col::Last, Col::Expires];
 
-pub const SPACING: u16 = 1;
+pub(crate) const SPACING: u16 = 1;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
@@ -111,7 +111,7 @@ pub struct Placed {
 /// Fits the columns in `width`: each as wide as its content (`natural`), low-value columns
 /// dropped first, then the workbook and name truncated, then more columns dropped; spare width
 /// goes to the workbook, then the name.
-pub fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Placed> {
+pub(crate) fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Placed> {
     let mut cols: Vec<(Col, u16)> = Col::ALL.iter().map(|c| (*c, natural(*c).max(c.min()))).collect();
     let total = |cols: &[(Col, u16)]| -> u16 {
         cols.iter().map(|(_, w)| *w).sum::<u16>() + SPACING * cols.len().saturating_sub(1) as u16
@@ -157,7 +157,7 @@ pub fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Placed> {
 
 /// Splits text into lines of at most `width` characters at spaces, so that a dialog can grow to
 /// show all of it.
-pub fn wrap(text: &str, width: usize) -> Vec<String> {
+pub(crate) fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(1);
     let mut lines = Vec::new();
     let mut line = String::new();
@@ -189,7 +189,7 @@ pub fn wrap(text: &str, width: usize) -> Vec<String> {
 
 /// The end of `text` in `width` characters, `…` marking what was cut: for workbook references
 /// (the item id is the informative part) and paths (the file name is).
-pub fn keep_end(text: &str, width: usize) -> String {
+pub(crate) fn keep_end(text: &str, width: usize) -> String {
     let count = text.chars().count();
     if count <= width {
         return text.to_string();
@@ -202,7 +202,7 @@ pub fn keep_end(text: &str, width: usize) -> String {
 }
 
 /// The start of `text` in `width` characters, `…` marking what was cut.
-pub fn keep_start(text: &str, width: usize) -> String {
+pub(crate) fn keep_start(text: &str, width: usize) -> String {
     if text.chars().count() <= width {
         return text.to_string();
     }

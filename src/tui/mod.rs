@@ -3,9 +3,9 @@
 //! drawn only when something changed, plus a tick a second while relative times are on screen.
 
 pub mod app;
+pub mod dialog;
 mod heard;
 mod input;
-pub mod dialog;
 pub mod keymap;
 pub mod layout;
 pub mod view;
@@ -76,7 +76,7 @@ impl Drop for TerminalGuard {
 }
 
 /// The terminal's size, or a usual one where it cannot be asked.
-pub fn terminal_size() -> (u16, u16) {
+pub(crate) fn terminal_size() -> (u16, u16) {
     crossterm::terminal::size().unwrap_or((80, 24))
 }
 

@@ -16,7 +16,7 @@ use crate::auth::SignInState;
 use crate::session::{Action as CallAction, Mode, Status};
 use crate::time::{format_ago, format_duration, format_until};
 
-pub struct Theme<'a> {
+pub(crate) struct Theme<'a> {
     color: bool,
     custom: &'a std::collections::HashMap<Status, Color>,
 }

@@ -63,7 +63,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ",
 ];
 
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Above this many rows an insert gets a bigger page cache for its transaction.
 pub(super) const BULK_ROWS: usize = 1000;
@@ -75,7 +75,7 @@ const BUSY_CACHE_KIB: i64 = -8_192;
 pub(super) const DEFAULT_CACHE_KIB: i64 = -2_000;
 
 /// One connection to the file; lives on the store's thread (`writer`).
-pub struct Db {
+pub(crate) struct Db {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     read_only: bool,
@@ -192,7 +192,7 @@ impl Db {
 
     /// Opens an existing store for reading only: nothing is created or changed, and a read-only
     /// file (or folder) still works.
-    pub fn open_read_only(path: &Path) -> Result<Db, StoreError> {
+    pub(crate) fn open_read_only(path: &Path) -> Result<Db, StoreError> {
         check_readable(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let open = |conn: Connection| -> Result<Db, StoreError> {
@@ -221,7 +221,7 @@ impl Db {
 
     /// Opens the store for a command that only reads: a missing store is an error (nothing is
     /// created), a writable one is upgraded as any command would, a read-only one is read.
-    pub fn open_for_reading(path: &Path) -> Result<Db, StoreError> {
+    pub(crate) fn open_for_reading(path: &Path) -> Result<Db, StoreError> {
         check_readable(path)?;
         match Db::open(path) {
             Err(StoreError::ReadOnly { .. }) => Db::open_read_only(path),
@@ -295,7 +295,7 @@ impl Db {
     }
 
     /// Commits durably (`synchronous = FULL`) from now on: for writes a command reports as done.
-    pub fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
+    pub(crate) fn set_durable(&mut self, durable: bool) -> Result<(), StoreError> {
         if self.durable != durable && !self.read_only {
             let level = if durable { "FULL" } else { "NORMAL" };
             self.conn.pragma_update(None, "synchronous", level).map_err(|e| self.err(e))?;
@@ -305,7 +305,7 @@ impl Db {
     }
 
     /// A bigger page cache while writes come fast (`BUSY_CACHE_KIB`).
-    pub fn set_busy(&mut self, busy: bool) -> Result<(), StoreError> {
+    pub(crate) fn set_busy(&mut self, busy: bool) -> Result<(), StoreError> {
         let kib = if busy { BUSY_CACHE_KIB } else { DEFAULT_CACHE_KIB };
         self.conn.pragma_update(None, "cache_size", kib).map_err(|e| self.err(e))
     }
@@ -350,7 +350,7 @@ impl Db {
     }
 
     /// Changes whenever another connection commits (SQLite's `PRAGMA data_version`).
-    pub fn data_version(&self) -> Result<i64, StoreError> {
+    pub(crate) fn data_version(&self) -> Result<i64, StoreError> {
         self.conn
             .prepare_cached("PRAGMA data_version")
             .and_then(|mut version| version.query_row([], |r| r.get(0)))

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use crate::store::{DriverRole, Holder, Lease, RoleError};
 
 /// The driver role of the store at `store`.
-pub struct FileRole {
+pub(crate) struct FileRole {
     pub store: PathBuf,
 }
 

@@ -9,8 +9,6 @@ mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-pub use db::SCHEMA_VERSION;
-
 use super::{Access, Opened, StoreError};
 use db::Db;
 

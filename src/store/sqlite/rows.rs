@@ -87,7 +87,7 @@ impl Db {
     }
 
     /// What changed since revision `since`.
-    pub fn changes_since(&self, since: i64) -> Result<Changes, StoreError> {
+    pub(crate) fn changes_since(&self, since: i64) -> Result<Changes, StoreError> {
         let tx = self.conn.unchecked_transaction().map_err(|e| self.err(e))?;
         let rev = self.rev()?;
         let paused = self.paused()?;
@@ -147,7 +147,11 @@ impl Db {
     }
 
     /// Adds a session with the calls that brought it (its creation, a path lookup), oldest first.
-    pub fn insert_with_history(&mut self, session: &mut TrackedSession, history: &[Outcome]) -> Result<(), StoreError> {
+    pub(crate) fn insert_with_history(
+        &mut self,
+        session: &mut TrackedSession,
+        history: &[Outcome],
+    ) -> Result<(), StoreError> {
         let key = self.insert_rows(&[(session, history)])?;
         session.key = key.first().copied().unwrap_or_default();
         if let Some(last) = history.last() {

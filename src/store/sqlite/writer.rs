@@ -41,7 +41,7 @@ enum Request {
 }
 
 /// A SQLite store: a handle to its thread.
-pub struct SqliteStore {
+pub(crate) struct SqliteStore {
     tx: mpsc::Sender<Message>,
     location: String,
     thread: Mutex<Option<JoinHandle<()>>>,
