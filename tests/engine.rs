@@ -742,3 +742,18 @@ async fn the_engine_plans_each_session_when_list_and_show_say_it_is_due() {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_watcher_hears_what_changed() {
+    let mut rig = rig(&[("a", "W0", HOUR)], settings());
+    let mut second = rig.handle.subscribe();
+    rig.send(Command::Refresh(rig.keys.clone()));
+    assert!(rig.finished(1).await[0].result.is_ok());
+    let first = rig.until(Duration::from_secs(1), |e| e.iter().any(|e| matches!(e, Event::Outcome { .. }))).await;
+    let mut heard = Vec::new();
+    while let Ok(event) = second.try_recv() {
+        heard.push(event);
+    }
+    let outcomes = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Outcome { .. })).count();
+    assert_eq!((outcomes(&first), outcomes(&heard)), (1, 1), "both watchers heard the one outcome");
+}
