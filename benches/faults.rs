@@ -81,8 +81,15 @@ fn scenario(name: &str, sim_config: SimConfig, seconds: u64, together: bool) -> 
             request_timeout: Duration::from_secs(10),
             ..EngineSettings::default()
         };
-        let mut keeper =
-            Keeper::start(opened.sessions, KeeperRole::Drive(lease), ctx, settings, Start::Stored).await.unwrap();
+        let mut keeper = Keeper::start(
+            opened.sessions,
+            KeeperRole::Drive { lease, role: opened.role },
+            ctx,
+            settings,
+            Start::Stored,
+        )
+        .await
+        .unwrap();
         eprintln!("{name}: running the keeper for {seconds}s...");
         let started = Instant::now();
         let end = tokio::time::Instant::now() + Duration::from_secs(seconds);

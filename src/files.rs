@@ -30,13 +30,6 @@ fn private_options() -> OpenOptions {
     options
 }
 
-/// Opens (creating if missing) a file for reading and writing, refusing a symlink in its place.
-pub(crate) fn open_private(path: &Path) -> io::Result<File> {
-    let file = private_options().read(true).write(true).create(true).truncate(false).open(path)?;
-    tighten(&file)?;
-    Ok(file)
-}
-
 /// Creates a new file that did not exist (no symlink, no race), mode 0600.
 pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
     private_options().write(true).create_new(true).open(path)
@@ -50,21 +43,6 @@ pub(crate) fn ensure_private_file(path: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-/// Takes group and world access away from a file of the user's that has it.
-pub(crate) fn tighten(file: &File) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let meta = file.metadata()?;
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        let me = unsafe { libc::geteuid() };
-        if meta.uid() == me && meta.mode() & 0o077 != 0 {
-            file.set_permissions(std::fs::Permissions::from_mode(meta.mode() & 0o700))?;
-        }
-    }
-    Ok(())
 }
 
 /// Tightens a path if it exists, is the user's and is no symlink; quietly does nothing otherwise.
@@ -102,13 +80,12 @@ mod tests {
         private_dir(&nested).unwrap();
         assert_eq!(std::fs::metadata(&nested).unwrap().permissions().mode() & 0o777, 0o700);
         let file = nested.join("f");
-        open_private(&file).unwrap();
+        create_new_private(&file).unwrap();
         assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
         let target = dir.path().join("target");
         std::fs::write(&target, "keep").unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        assert!(open_private(&link).is_err(), "a symlink is not followed");
         assert!(create_new_private(&link).is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep");
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o644)).unwrap();

@@ -49,10 +49,8 @@ pub(crate) fn clean(text: &str, max: usize) -> String {
                 skip_string(&mut chars);
                 continue;
             }
-            '\n' | '\r' | '\t' => ' ',
-            c if c.is_control() => continue,
-            // Bidirectional overrides can make a line read differently from what it holds.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => continue,
+            '\n' | '\r' | '\t' | '\u{2028}' | '\u{2029}' | '\u{85}' => ' ',
+            c if c.is_control() || is_format(c) => continue,
             c => c,
         };
         if count == max {
@@ -63,6 +61,33 @@ pub(crate) fn clean(text: &str, max: usize) -> String {
         count += 1;
     }
     out
+}
+
+/// Unicode format characters (category Cf): invisible, and some reorder what a line shows
+/// (bidirectional controls) or hide what it holds (zero-width ones).
+pub(crate) fn is_format(c: char) -> bool {
+    matches!(c,
+        '\u{ad}'
+        | '\u{600}'..='\u{605}'
+        | '\u{61c}'
+        | '\u{6dd}'
+        | '\u{70f}'
+        | '\u{890}'..='\u{891}'
+        | '\u{8e2}'
+        | '\u{180e}'
+        | '\u{200b}'..='\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2064}'
+        | '\u{2066}'..='\u{206f}'
+        | '\u{feff}'
+        | '\u{fff9}'..='\u{fffb}'
+        | '\u{110bd}'
+        | '\u{110cd}'
+        | '\u{13430}'..='\u{1343f}'
+        | '\u{1bca0}'..='\u{1bca3}'
+        | '\u{1d173}'..='\u{1d17a}'
+        | '\u{e0001}'
+        | '\u{e0020}'..='\u{e007f}')
 }
 
 /// Skips an OSC/DCS-style string up to BEL or ST (`ESC \`).
@@ -138,6 +163,11 @@ mod tests {
         assert_eq!(clean("\u{9b}31mx", 100), "x");
         assert_eq!(clean("abc\u{202e}def", 100), "abcdef");
         assert_eq!(clean("unterminated \u{1b}]0;title", 100), "unterminated ");
+        // Invisible and reordering characters: bidi controls, zero-width ones, line separators.
+        for hidden in ['\u{200b}', '\u{200f}', '\u{061c}', '\u{2066}', '\u{feff}', '\u{e0041}'] {
+            assert_eq!(clean(&format!("a{hidden}b"), 100), "ab", "{:?}", hidden);
+        }
+        assert_eq!(clean("a\u{2028}b\u{2029}c", 100), "a b c");
     }
 
     #[test]

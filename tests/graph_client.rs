@@ -320,8 +320,9 @@ async fn requests_time_out_and_carry_fresh_client_request_ids() {
     let server = script_server().await;
     server.push(Scripted::new(204, ""));
     server.push(Scripted::new(204, "").delayed(Duration::from_secs(3)));
+    let short = Duration::from_millis(300);
     let graph =
-        GraphClient::new(&server.url(), ClientOptions { timeout: Duration::from_millis(300), ..fast_options() })
+        GraphClient::new(&server.url(), ClientOptions { timeout: short, session_timeout: short, ..fast_options() })
             .unwrap();
     let id = SessionId::new("S-1").unwrap();
     let ok = graph.refresh_session(TOKEN, &wb("me/drive/items/X"), &id).await.unwrap();

@@ -112,3 +112,45 @@ fn completion_names_the_tracked_sessions() {
     let names = String::from_utf8_lossy(&out.stdout);
     assert!(names.contains("budget-live") && names.contains("budget-old") && !names.contains("sales"), "{names}");
 }
+
+#[test]
+fn exec_keeps_the_session_alive_for_the_job_without_handing_it_the_credentials() {
+    // Sessions die after 3 s idle here; the job runs three times as long.
+    let sim = SimThread::start(
+        SimConfig { persistent_expiry: Duration::from_secs(3), ..sim_config(&[("W1", None)]) },
+        Clock::system(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.config("persistent_expiry = \"3s\"\n");
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "2s"]);
+    let seen = cli.ok(&[
+        "exec",
+        "a",
+        "--",
+        "sh",
+        "-c",
+        "echo \"[${WBSESSIONS_TOKEN-unset}][${WBSESSIONS_TOKEN_COMMAND-unset}]\"; sleep 9",
+    ]);
+    assert_eq!(seen.trim(), "[unset][unset]", "the job gets the session, not the credentials");
+    let after = cli.ok(&["refresh", "a"]);
+    assert!(after.contains(" a refresh ok 204"), "alive after 9 s with a 3 s expiry: {after}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_signal_to_exec_reaches_the_job() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let marker = dir.path().join("started");
+    let script = format!("touch {}; sleep 60", marker.display());
+    let mut exec = cli.command(&["exec", "a", "--", "sh", "-c", &script]).spawn().unwrap();
+    wait_for("the job to start", Duration::from_secs(10), || marker.exists());
+    sigterm(&exec);
+    let started = std::time::Instant::now();
+    let status = exec.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "the job ended with exec, not after its minute");
+    assert_eq!(status.code(), Some(128 + 15), "the job's own end, by SIGTERM");
+}

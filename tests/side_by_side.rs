@@ -5,6 +5,7 @@
 mod common;
 
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -91,7 +92,7 @@ fn parallel_creates_leave_nothing_open_that_nothing_tracks() {
 
 #[cfg(unix)]
 #[test]
-fn the_store_the_log_and_the_lock_are_private_and_a_planted_lock_link_is_refused() {
+fn the_store_and_the_log_are_private_and_no_file_beside_the_store_is_trusted() {
     use std::os::unix::fs::PermissionsExt;
     let sim = sim();
     let dir = tempfile::tempdir().unwrap();
@@ -110,20 +111,107 @@ fn the_store_the_log_and_the_lock_are_private_and_a_planted_lock_link_is_refused
         assert_eq!(mode(&log.path()), 0o600, "{}", log.path().display());
     }
 
+    // The driver role lives in the store itself: a link planted where a lock file once was is
+    // never opened, and its target stays as it was.
     let target = dir.path().join("precious");
     std::fs::write(&target, "keep me").unwrap();
-    // The driver's lock file sits beside the store.
     let lock = cli.store.with_file_name(format!("{}.lock", cli.store.file_name().unwrap().to_string_lossy()));
-    let _ = std::fs::remove_file(&lock);
     std::os::unix::fs::symlink(&target, &lock).unwrap();
+    let mut keeper = cli.command(&["run"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("the keeper to drive", Duration::from_secs(10), || driver_pid(&cli.store).is_some());
+    sigterm(&keeper);
+    assert!(keeper.wait().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me", "the link's target is untouched");
+}
+
+#[cfg(unix)]
+#[test]
+fn one_driver_whatever_path_or_link_reaches_the_store() {
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let mut first = cli.command(&["run"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("the first keeper to drive", Duration::from_secs(10), || driver_pid(&cli.store).is_some());
+    let symlink = dir.path().join("link.db");
+    std::os::unix::fs::symlink(&cli.store, &symlink).unwrap();
+    std::fs::create_dir(dir.path().join("up")).unwrap();
+    let dotted = dir.path().join("up/../sessions.db");
+    for other in [&symlink, &dotted] {
+        let out = cli.output(&["--store", other.to_str().unwrap(), "run"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", other.display());
+        assert!(stderr.contains("already drives the store"), "{stderr}");
+    }
+    // No lock file to delete: the role is in the store.
+    let _ = std::fs::remove_file(cli.store.with_file_name("sessions.db.lock"));
     let out = cli.output(&["run"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    // A second name for the file is refused outright: SQLite would keep a log of its own for it.
+    let hard = dir.path().join("hard.db");
+    std::fs::hard_link(&cli.store, &hard).unwrap();
+    let out = cli.output(&["--store", hard.to_str().unwrap(), "list"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("is a symbolic link") && !stderr.contains("os error"),
-        "says what and what to do: {stderr}"
-    );
-    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me", "the link's target is untouched");
+    assert!(stderr.contains("2 names (hard links)"), "{stderr}");
+    std::fs::remove_file(&hard).unwrap();
+    sigterm(&first);
+    assert!(first.wait().unwrap().success());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_stopped_driver_is_replaced_and_steps_down_when_it_wakes() {
+    use std::io::{BufRead, BufReader};
+    let sim = sim();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let mut first =
+        cli.command(&["run"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = said.clone();
+    let stderr = first.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    wait_for("the first keeper to drive", Duration::from_secs(10), || driver_pid(&cli.store) == Some(first.id()));
+    let signal = |name: &str, pid: u32| {
+        assert!(std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap().success());
+    };
+    signal("-STOP", first.id());
+    let stopped = std::time::Instant::now();
+    let mut second = None;
+    wait_for("another keeper to take over", Duration::from_secs(15), || {
+        let child = cli
+            .command(&["run"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let took = driver_pid(&cli.store) == Some(child.id());
+        if took {
+            second = Some(child);
+        } else {
+            let mut child = child;
+            let _ = child.wait();
+        }
+        took
+    });
+    assert!(stopped.elapsed() < Duration::from_secs(10), "taken over within 10 s: {:?}", stopped.elapsed());
+    signal("-CONT", first.id());
+    wait_for("the woken keeper to step down", Duration::from_secs(10), || {
+        said.lock().unwrap().iter().any(|l| l.contains("drives the store now") && l.contains("watches"))
+    });
+    let mut second = second.unwrap();
+    assert_eq!(driver_pid(&cli.store), Some(second.id()), "the new driver keeps the role");
+    sigterm(&second);
+    assert!(second.wait().unwrap().success());
+    sigterm(&first);
+    assert!(first.wait().unwrap().success());
 }
 
 #[cfg(unix)]

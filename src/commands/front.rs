@@ -44,7 +44,7 @@ pub(crate) struct GraphSetup {
 
 /// Graph as the settings describe it; `authority` replaces where sign-in goes (the demo's).
 pub(crate) fn graph_setup(settings: &Settings, authority: Option<Authority>) -> Result<GraphSetup> {
-    let options = ClientOptions { timeout: settings.engine.request_timeout, ..ClientOptions::default() };
+    let options = ClientOptions::with_timeout(settings.engine.request_timeout);
     let client = GraphClient::new(&settings.graph_url, options).map_err(bad_input)?;
     let tokens = Tokens::from_settings(
         settings.token.as_deref(),
@@ -156,6 +156,9 @@ pub(crate) fn hint(e: &EngineError, session: Option<&TrackedSession>, name: &str
             " (run `wbsessions login`, or set a valid WBSESSIONS_TOKEN)".to_string()
         }
         EngineError::Closed { .. } => format!("; `wbsessions recreate {name}` starts a new session on its workbook"),
+        EngineError::Damaged { .. } => format!(
+            "; `wbsessions remove {name}` drops it, `wbsessions recreate {name}` starts a new session on its workbook"
+        ),
         _ => String::new(),
     }
 }

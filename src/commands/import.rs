@@ -77,6 +77,15 @@ fn checked(draft: Draft, known: Option<Known>, settings: &Settings, now: chrono:
     let Some(id) = new.session_id.clone() else { return Err("no session id".into()) };
     let mut session = new.into_tracked(id, now);
     if let Some(known) = known {
+        // The store keeps times from 1970 on; nothing this tool did happened earlier.
+        for (what, at) in [("last_refresh", known.last_refresh), ("created_at", known.created_at)] {
+            if let Some(at) = at.filter(|at| at.timestamp() < 0) {
+                return Err(format!(
+                    "{what} {} is before 1970; give a time this session could have been seen at, or leave it out",
+                    at.to_rfc3339()
+                ));
+            }
+        }
         session.auto = known.auto.unwrap_or(true);
         // A refreshing or stale session is just ok: the keeper that said so is not this one.
         session.status = match known.status {

@@ -31,7 +31,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     }
     let opened = open_store(settings)?;
     let (role, driver) = match opened.role.acquire() {
-        Ok(lease) => (KeeperRole::Drive(lease), Driver::This),
+        Ok(lease) => (KeeperRole::Drive { lease, role: opened.role.clone() }, Driver::This),
         Err(RoleError::Held { holder, .. }) => (KeeperRole::Watch(opened.role.clone()), Driver::Other(holder.pid)),
         Err(e) if e.is_bad_input() => return Err(super::bad_input(e)),
         Err(e) => return Err(e.into()),

@@ -143,8 +143,11 @@ fn refuse_closed(session: &TrackedSession) -> anyhow::Error {
 
 pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode> {
     let opened = open_store(settings)?;
+    // Closed and damaged sessions have nothing to refresh: named, that is an error; in `--all`,
+    // they are skipped, and said so.
+    let unrefreshable = |s: &TrackedSession| matches!(s.status, Status::Closed | Status::Damaged);
     let (sessions, skipped): (Vec<TrackedSession>, Vec<TrackedSession>) = if args.all {
-        opened.sessions.sessions().await.map_err(store_error)?.into_iter().partition(|s| s.status != Status::Closed)
+        opened.sessions.sessions().await.map_err(store_error)?.into_iter().partition(|s| !unrefreshable(s))
     } else {
         let named = find_all(&*opened.sessions, &args.names).await?;
         if let Some(closed) = named.iter().find(|s| s.status == Status::Closed) {
@@ -153,13 +156,14 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
         (named, Vec::new())
     };
     if !skipped.is_empty() && !args.json {
-        let names: Vec<String> = skipped.iter().map(|s| s.name.clone()).collect();
-        writeln!(
-            std::io::stderr().lock(),
-            "wbsessions: skipped {}: {}",
-            count(names.len(), "closed session"),
-            names_line(&names)
-        )?;
+        let mut err = std::io::stderr().lock();
+        for status in [Status::Closed, Status::Damaged] {
+            let names: Vec<String> = skipped.iter().filter(|s| s.status == status).map(|s| s.name.clone()).collect();
+            if !names.is_empty() {
+                let what = format!("{} session", status.as_str());
+                writeln!(err, "wbsessions: skipped {}: {}", count(names.len(), &what), names_line(&names))?;
+            }
+        }
     }
     if sessions.is_empty() {
         return Ok(ExitCode::SUCCESS);
@@ -291,10 +295,15 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     drop(err);
     tracing::info!(sessions = sessions.len(), store = %settings.store, "keeper started");
     let start = Start::Given { sessions, rev };
-    let mut keeper =
-        Keeper::start(opened.sessions, KeeperRole::Drive(lease), graph.ctx, settings.engine.clone(), start)
-            .await
-            .map_err(store_error)?;
+    let mut keeper = Keeper::start(
+        opened.sessions,
+        KeeperRole::Drive { lease, role: opened.role },
+        graph.ctx,
+        settings.engine.clone(),
+        start,
+    )
+    .await
+    .map_err(store_error)?;
     let times = times(settings);
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -337,6 +346,13 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
                         _ => writeln!(err, "wbsessions: no workbook is held back any more"),
                     };
                 }
+                Some(Event::Watching(holder)) => {
+                    let who = holder.map_or_else(|| "another process".to_string(), |h| h.to_string());
+                    let _ = writeln!(std::io::stderr().lock(), "wbsessions: {who} drives the store now (this keeper had stopped); this keeper watches and takes over when it goes");
+                }
+                Some(Event::Driving) => {
+                    let _ = writeln!(std::io::stderr().lock(), "wbsessions: the other driver went away; this keeper drives the store again");
+                }
                 Some(Event::Paused(paused)) if !as_json => {
                     let _ = writeln!(std::io::stderr().lock(), "wbsessions: automatic refresh {}", if paused { "paused" } else { "resumed" });
                 }
@@ -361,28 +377,4 @@ pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     keeper.stop().await;
     tracing::info!(output_closed, "keeper stopped");
     Ok(if output_closed { ExitCode::from(1) } else { ExitCode::SUCCESS })
-}
-
-/// Refreshes one session (recreating it if it expired and may be), and returns it as it is after,
-/// with how the refresh ended.
-pub(crate) async fn ensure_alive(settings: &Settings, name: &str) -> Result<(TrackedSession, GraphSetup, Answer)> {
-    let opened = open_store(settings)?;
-    let session = opened.sessions.session(name).await.map_err(store_error)?;
-    if session.status == Status::Closed {
-        // Not alive, as for an expired session: `exec` exits 1 without running the command.
-        let closed = EngineError::Closed { name: session.name.clone() };
-        anyhow::bail!("{}; the command was not run", explain(&closed, Some(&session), name));
-    }
-    let graph = graph_setup(settings, None)?;
-    graph.require_tokens()?;
-    let tokens = graph.tokens.clone();
-    let ctx = graph.ctx.clone();
-    let request = vec![Request::Refresh(session.key)];
-    let answer = one_shot(settings, opened, graph, vec![session.clone()], request, |_| Ok(())).await?;
-    let answer = answer.into_iter().next().unwrap_or(Err(EngineError::Stopped));
-    let latest = match &answer {
-        Ok(Reply::Session(s)) => (**s).clone(),
-        _ => session,
-    };
-    Ok((latest, GraphSetup { ctx, tokens }, answer))
 }

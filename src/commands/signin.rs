@@ -42,11 +42,8 @@ pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
     let Some(outcome) = outcome else {
         anyhow::bail!("sign-in stopped; nothing was changed");
     };
-    let graph = GraphClient::new(
-        &settings.graph_url,
-        ClientOptions { timeout: Duration::from_secs(15), ..ClientOptions::default() },
-    )
-    .map_err(bad_input)?;
+    let graph = GraphClient::new(&settings.graph_url, ClientOptions::with_timeout(Duration::from_secs(15)))
+        .map_err(bad_input)?;
     let signed_in = signin::finish(outcome?, &graph, &settings.token_cache).await?;
     tracing::info!(tenant = %authority.tenant, "signed in");
     writeln!(

@@ -18,7 +18,7 @@ use super::policy::{MANUAL_WAIT, Retry, Verdict, manual_retry};
 use super::{Done, Engine};
 use crate::graph::ErrorClass;
 use crate::session::{OutcomeKind, SessionKey, TrackedSession};
-use crate::store::StoreError;
+use crate::store::{StoreError, Write};
 
 /// How late an automatic refresh starts; one gathered ahead of its time is not late.
 fn late_by(job: &Job, now: Instant) -> Option<Duration> {
@@ -50,17 +50,22 @@ impl Engine {
             // Gathered only once the first is due: a pass that ran for another reason (a call
             // ended) would otherwise send the few that just came within reach, in small batches.
             let gather = self.batching.gathers() && self.schedule.next_due().is_some_and(|due| due <= now);
-            let horizon = if gather { now + GATHER } else { now };
-            for (key, due) in self.schedule.due(horizon) {
+            let lead = self.lead.max(if gather { GATHER } else { Duration::ZERO });
+            self.not_before = None;
+            for (key, due) in self.schedule.due(now + lead) {
                 let Some(entry) = self.entries.get(&key) else { continue };
-                // Early by a twentieth of its interval at most: a session refreshed every second
-                // must not be refreshed ever sooner.
-                if due > now && due - now > self.interval_of(&entry.session) / 20 {
+                // Early by a twentieth of its interval at most (a quarter while a crowd is due):
+                // a session refreshed every second must not be refreshed ever sooner.
+                let interval = self.interval_of(&entry.session);
+                let early = (interval / 20).max(self.lead.min(interval / 4));
+                if due > now && due - now > early {
                     self.schedule.plan(key, due);
+                    let allowed = due - early;
+                    self.not_before = Some(self.not_before.map_or(allowed, |t| t.min(allowed)));
                     continue;
                 }
                 if entry.busy.is_none() && !entry.removing {
-                    self.submit(Job::new(Work::Refresh { key, due: Some(due) }, Vec::new()));
+                    self.submit(Job::keepers(Work::Refresh { key, due: Some(due) }));
                 }
             }
         }
@@ -139,8 +144,8 @@ impl Engine {
             let workbook = subject(entries, job).map_or_else(String::new, |(_, w)| w.to_string());
             let wait = until.saturating_duration_since(now);
             job.answer(&Err(EngineError::Held { workbook, wait }));
-            // An automatic refresh someone joined stays: the keeper still needs it.
-            let take = !job.is_automatic_refresh();
+            // A call the keeper wants too stays: the keeper waits for the hold.
+            let take = !job.keeper;
             if take {
                 told.push((job.key(), job.bit()));
             }
@@ -148,8 +153,13 @@ impl Engine {
         });
         drop(taken);
         for (key, bit) in told {
-            if let Some(entry) = key.and_then(|k| self.entries.get_mut(&k)) {
+            let Some(key) = key else { continue };
+            if let Some(entry) = self.entries.get_mut(&key) {
                 entry.queued &= !bit;
+            }
+            // Whatever the keeper would have done for it comes back by the one rule.
+            if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
+                self.plan_from_state(key);
             }
         }
     }
@@ -166,7 +176,21 @@ impl Engine {
     }
 
     fn start(&mut self, ticket: Ticket<Job>, now: Instant) {
-        let Ticket { id, payload: job, .. } = ticket;
+        let Ticket { id, payload: mut job, .. } = ticket;
+        // A creation is written down before Graph is asked: killed between Graph's answer and
+        // the session's row, the next start can say which name may have a session open.
+        let creating = match &job.work {
+            Work::Create(new) => Some((new.name.clone(), new.workbook.clone())),
+            Work::Recreate { key } => {
+                self.entries.get(key).map(|e| (e.session.name.clone(), e.session.workbook.clone()))
+            }
+            _ => None,
+        };
+        let intent = creating.map(|(name, workbook)| {
+            let intent = self.rng.i64(1..);
+            job.intent = Some(intent);
+            Write::Creating { id: intent, name, workbook }
+        });
         let session = match job.key().and_then(|k| self.entries.get_mut(&k)) {
             Some(entry) => {
                 entry.busy = Some(id);
@@ -184,6 +208,11 @@ impl Engine {
         let key = job.key();
         let task = self.tasks.spawn(async move {
             let graph = &*graph;
+            if let Some(intent) = intent
+                && let Err(e) = store.write_acked(vec![intent]).await
+            {
+                tracing::warn!(error = %e, "a creation could not be written down before it started");
+            }
             let (report, inserted) = match (&job.work, &session) {
                 (Work::Refresh { .. }, Some(s)) => (ops::refresh(graph, s, &clock).await, None),
                 (Work::Close { .. }, Some(s)) => (ops::close(graph, s, &clock).await, None),
@@ -199,6 +228,11 @@ impl Engine {
                         }
                         None => None,
                     };
+                    // Stored, or nothing opened: either way the creation is over. (Opened and not
+                    // stored, it is closed again, and over then.)
+                    if let (Some(intent), false) = (job.intent, matches!(inserted, Some(Err(_)))) {
+                        store.write(Write::Created { id: intent });
+                    }
                     (report, inserted)
                 }
                 (Work::Track(new), _) => {
@@ -329,7 +363,8 @@ impl Engine {
     ) {
         let now = Instant::now();
         let failure = report.failure.as_ref();
-        let verdict = Verdict::of(failure.map(Failure::class), failure.and_then(Failure::retry_after));
+        let answered = failure.is_none_or(|f| f.http_status().is_some() || matches!(f, Failure::Auth { .. }));
+        let verdict = Verdict::of(failure.map(Failure::class), failure.and_then(Failure::retry_after), answered);
         if self.dispatcher.finish(id, now, report.requests, verdict, self.rng.f64()) {
             self.asked_since_holds = true;
             self.report_holds();
@@ -360,7 +395,7 @@ impl Engine {
         match &job.work {
             Work::Refresh { key, .. } | Work::Close { key } | Work::Recreate { key } => {
                 let key = *key;
-                self.session_call_done(key, job, &report)
+                self.session_call_done(key, job, report)
             }
             Work::Create(new) => match (inserted, &report.new_session_id) {
                 (Some(Ok(session)), _) => self.inserted(std::mem::take(&mut job.waiters), Ok(session)),
@@ -370,7 +405,9 @@ impl Engine {
                     report.apply_to(&mut orphan);
                     tracing::warn!(session = %new.name, error = %why, "a created session could not be stored; closing it");
                     let work = Work::CloseOrphan { name: new.name.clone(), session: Box::new(orphan), why };
-                    self.submit(Job::new(work, std::mem::take(&mut job.waiters)));
+                    let mut close = Job::new(work, std::mem::take(&mut job.waiters));
+                    close.intent = job.intent;
+                    self.submit(close);
                 }
                 _ => {
                     self.log_failures(&new.name, &report);
@@ -393,6 +430,9 @@ impl Engine {
                 }
             },
             Work::CloseOrphan { session, why, .. } => {
+                if let Some(intent) = job.intent {
+                    self.store.write(Write::Created { id: intent });
+                }
                 let error = EngineError::Orphaned {
                     why: why.clone(),
                     closed: report.failure.clone().map(Box::new),
@@ -405,7 +445,11 @@ impl Engine {
 
     /// Records what happened, then tries the call again; whoever waits hears only the last word,
     /// and that it is tried again.
-    fn retry(&mut self, job: Job, report: &Report, retry: Retry, now: Instant) {
+    fn retry(&mut self, mut job: Job, report: &Report, retry: Retry, now: Instant) {
+        // A creation that failed is over; the next attempt writes its own down.
+        if let Some(intent) = job.intent.take() {
+            self.store.write(Write::Created { id: intent });
+        }
         if let Some(key) = job.key() {
             self.record(key, report);
             if let Some(entry) = self.entries.get_mut(&key) {
@@ -473,20 +517,60 @@ impl Engine {
         }
     }
 
-    fn session_call_done(&mut self, key: SessionKey, mut job: Job, report: &Report) {
+    fn session_call_done(&mut self, key: SessionKey, mut job: Job, report: Report) {
         let Some(entry) = self.entries.get_mut(&key) else {
             job.answer(&Err(EngineError::NotFound));
             return;
         };
-        entry.busy = None;
         // A call that worked outside a batch: batches alone no longer keep it alive
         // (`group_done` marks those that did).
         if report.failure.is_none() {
             entry.batched_since = None;
         }
+        report.apply_to(Arc::make_mut(&mut entry.session));
+        let mut writes = report.records(&entry.session);
+        // A recreation is over with the write that records it: in the same transaction.
+        if let Some(intent) = job.intent.take() {
+            writes.push(Write::Created { id: intent });
+        }
+        // What someone is told of, and a new session id before it is used or announced, is
+        // committed durably first: a crash must not leave the id open at Graph and unknown here.
+        if job.asked() || report.new_session_id.is_some() {
+            let store = self.store.clone();
+            let task = self.tasks.spawn(async move {
+                let stored = store.write_acked(writes).await;
+                Done::Recorded { key, job: Box::new(job), report: Box::new(report), stored }
+            });
+            self.running.insert(task.id(), (None, Some(key)));
+            return;
+        }
+        for write in writes {
+            self.store.write(write);
+        }
+        self.recorded(key, job, &report, Ok(()));
+    }
+
+    /// The rest of a call on a session, once its outcome is in the store: the watchers told, the
+    /// asker answered, the session planned (or recreated, if it expired and may be).
+    pub(super) fn recorded(&mut self, key: SessionKey, mut job: Job, report: &Report, stored: Result<(), StoreError>) {
+        let Some(entry) = self.entries.get_mut(&key) else {
+            job.answer(&Err(EngineError::NotFound));
+            return;
+        };
+        entry.busy = None;
+        let late = entry.late.take();
         let closing = entry.queued & queued::CLOSE != 0;
-        self.record(key, report);
-        let Some(session) = self.entries.get(&key).map(|e| e.session.clone()) else { return };
+        let session = entry.session.clone();
+        self.log_failures(&session.name, report);
+        for (i, outcome) in report.outcomes.iter().enumerate() {
+            let late = if i == 0 { late } else { None };
+            self.emit(Event::Outcome { key, name: session.name.clone(), outcome: outcome.clone(), late });
+        }
+        self.emit(Event::Changed(session.clone()));
+        if let Err(e) = &stored {
+            tracing::error!(session = %session.name, error = %e, "the outcome of a call could not be stored");
+            self.emit(Event::Error(format!("store: {e}")));
+        }
         let class = report.failure.as_ref().map(Failure::class);
         let refresh = matches!(job.work, Work::Refresh { .. });
         if refresh {
@@ -496,13 +580,16 @@ impl Engine {
         // whoever asked for the refresh hears how the recreation went.
         if refresh && class == Some(ErrorClass::Expired) && session.recreate && !closing {
             tracing::info!(session = %session.name, "session expired; creating a new one as allowed");
-            self.submit(Job::new(Work::Recreate { key }, std::mem::take(&mut job.waiters)));
+            let mut recreate = Job::keepers(Work::Recreate { key });
+            recreate.waiters = std::mem::take(&mut job.waiters);
+            self.submit(recreate);
             self.run_parked(key);
             return;
         }
-        let answer: Answer = match report.failure.clone() {
-            None => Ok(Reply::Session(session.clone())),
-            Some(failure) => Err(EngineError::from_failure(failure)),
+        let answer: Answer = match (report.failure.clone(), stored) {
+            (Some(failure), _) => Err(EngineError::from_failure(failure)),
+            (None, Err(e)) => Err(EngineError::Store(e)),
+            (None, Ok(())) => Ok(Reply::Session(session.clone())),
         };
         job.answer(&answer);
         if matches!(job.work, Work::Close { .. }) && class.is_none() {

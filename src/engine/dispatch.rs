@@ -79,17 +79,20 @@ struct Lane<T> {
     held_until: Option<Instant>,
     /// Throttled answers in a row.
     streak: u32,
+    /// Its last call got no answer: its calls share half of the slots between them, so that
+    /// workbooks that stopped answering cannot hold every slot while the others wait.
+    silent: bool,
     /// Bumped whenever the lane's place in `ready` or `holds` changes; older entries are stale.
     version: u64,
 }
 
 impl<T> Lane<T> {
     fn new() -> Self {
-        Lane { queue: BinaryHeap::new(), running: None, held_until: None, streak: 0, version: 0 }
+        Lane { queue: BinaryHeap::new(), running: None, held_until: None, streak: 0, silent: false, version: 0 }
     }
 
     fn idle(&self) -> bool {
-        self.queue.is_empty() && self.running.is_none() && self.held_until.is_none() && self.streak == 0
+        self.queue.is_empty() && self.running.is_none() && self.held_until.is_none() && self.streak == 0 && !self.silent
     }
 }
 
@@ -168,7 +171,6 @@ impl Budget {
     }
 
     /// Requests per window allowed now.
-    #[cfg(test)]
     pub fn limit(&self) -> u32 {
         self.allowed() as u32
     }
@@ -192,6 +194,8 @@ pub(crate) struct Dispatcher<T> {
     running: HashMap<JobId, (String, JobId)>,
     /// Calls per request in flight: the concurrency limit counts requests, not calls.
     requests: HashMap<JobId, usize>,
+    /// Requests in flight to workbooks that stopped answering.
+    silent_requests: std::collections::HashSet<JobId>,
     budget: Budget,
     concurrency: usize,
     next_id: u64,
@@ -207,6 +211,7 @@ impl<T> Dispatcher<T> {
             held: 0,
             running: HashMap::new(),
             requests: HashMap::new(),
+            silent_requests: std::collections::HashSet::new(),
             budget: Budget::new(budget),
             concurrency: concurrency.max(1),
             next_id: 0,
@@ -278,15 +283,23 @@ impl<T> Dispatcher<T> {
         if !self.budget.has_room(now) {
             return None;
         }
-        loop {
-            let Reverse((_, _, version, name)) = self.ready.pop()?;
+        let silent_share = (self.concurrency / 2).max(1);
+        let silent_full = leader.is_none() && self.silent_requests.len() >= silent_share;
+        let mut passed_over = Vec::new();
+        let ticket = loop {
+            let Some(Reverse((urgency, seq, version, name))) = self.ready.pop() else { break None };
             let Some(lane) = self.lanes.get_mut(&name) else { continue };
             if lane.version != version || lane.running.is_some() || lane.held_until.is_some() {
                 continue;
             }
+            // Its turn comes when a slot for silent workbooks is free; others go meanwhile.
+            if lane.silent && silent_full {
+                passed_over.push(Reverse((urgency, seq, version, name)));
+                continue;
+            }
             if lane.queue.peek().is_some_and(|job| !fits(&job.payload)) {
                 self.index(&name);
-                return None;
+                break None;
             }
             let Some(mut job) = lane.queue.pop() else {
                 self.index(&name);
@@ -301,11 +314,16 @@ impl<T> Dispatcher<T> {
             lane.running = Some(id);
             lane.version += 1;
             let request = leader.unwrap_or(id);
+            if lane.silent && leader.is_none() {
+                self.silent_requests.insert(request);
+            }
             self.running.insert(id, (name.clone(), request));
             *self.requests.entry(request).or_default() += 1;
             self.budget.spend(now, 1);
-            return Some(Ticket { id, payload: job.payload });
-        }
+            break Some(Ticket { id, payload: job.payload });
+        };
+        self.ready.extend(passed_over);
+        ticket
     }
 
     /// A call ended: it made `requests` HTTP requests (the first was paid at its start). Returns
@@ -316,6 +334,7 @@ impl<T> Dispatcher<T> {
             *calls.get_mut() -= 1;
             if *calls.get() == 0 {
                 calls.remove();
+                self.silent_requests.remove(&request);
             }
         }
         self.budget.spend(now, requests.saturating_sub(1));
@@ -323,6 +342,7 @@ impl<T> Dispatcher<T> {
         if let Some(lane) = self.lanes.get_mut(&name) {
             lane.running = None;
             self.budget.answered(now, matches!(verdict, Verdict::Throttled { .. }));
+            lane.silent = verdict == Verdict::Unanswered;
             match verdict {
                 Verdict::Ok => lane.streak = 0,
                 Verdict::Throttled { retry_after } => {
@@ -337,7 +357,7 @@ impl<T> Dispatcher<T> {
                     }
                     holds_changed = true;
                 }
-                Verdict::Other => {}
+                Verdict::Unanswered | Verdict::Other => {}
             }
         }
         self.index(&name);
@@ -434,6 +454,11 @@ impl<T> Dispatcher<T> {
     /// When a held lane may start calls again.
     pub(crate) fn held_until(&self, lane: &str) -> Option<Instant> {
         self.lanes.get(lane).and_then(|l| l.held_until)
+    }
+
+    /// Requests per window the budget allows now.
+    pub(crate) fn budget_limit(&self) -> u32 {
+        self.budget.limit()
     }
 
     #[cfg(test)]
@@ -564,6 +589,25 @@ mod tests {
         assert_eq!(next.payload, "a2");
         assert!(d.join(now, next.id, |_| true, |_| true).is_some(), "a third call ...");
         assert!(d.join(now, next.id, |_| true, |_| true).is_none(), "... and the budget of 4 is spent");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn workbooks_that_stopped_answering_hold_at_most_half_of_the_slots() {
+        let now = Instant::now();
+        let mut d = Dispatcher::new(4, 100);
+        for lane in ["A", "B", "C", "D"] {
+            d.submit(lane, Urgency::Now, lane);
+        }
+        for (id, _) in drain(&mut d, now) {
+            d.finish(id, now, 1, Verdict::Unanswered, 0.0);
+        }
+        for lane in ["A", "B", "C", "D"] {
+            d.submit(lane, Urgency::Now, lane);
+        }
+        d.submit("E", Urgency::By(now + Duration::from_secs(60)), "E");
+        d.submit("F", Urgency::By(now + Duration::from_secs(60)), "F");
+        let started: Vec<&str> = drain(&mut d, now).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(started, ["A", "B", "E", "F"], "two silent workbooks at a time; the others go too");
     }
 
     #[tokio::test(start_paused = true)]

@@ -102,6 +102,9 @@ pub enum EngineError {
     Removing,
     #[error("{name} is closed, so there is nothing to refresh")]
     Closed { name: String },
+    /// Its stored row cannot be read whole: nothing is sent for it as it is.
+    #[error("{name} cannot be read whole from the store, so nothing is sent for it")]
+    Damaged { name: String },
     #[error("{0}")]
     Expired(Box<Failure>),
     #[error("{0}")]
@@ -165,7 +168,10 @@ impl EngineError {
     /// Whether the fault is in what was asked (exit 2) rather than in how it went (exit 1).
     pub(crate) fn is_bad_input(&self) -> bool {
         match self {
-            EngineError::NotFound | EngineError::Closed { .. } | EngineError::Refused(_) => true,
+            EngineError::NotFound
+            | EngineError::Closed { .. }
+            | EngineError::Damaged { .. }
+            | EngineError::Refused(_) => true,
             EngineError::Store(e) => e.is_bad_input(),
             _ => false,
         }

@@ -11,7 +11,7 @@ use super::handle::{Answer, EngineError, Waiter, answer_all};
 use super::messages::JobKind;
 use super::policy::MANUAL_RETRIES;
 use crate::session::{NewSession, SessionKey, SettingsChange, Status, TrackedSession, WorkbookRef};
-use crate::store::StoreError;
+use crate::store::{IntentId, StoreError};
 
 /// Kinds of calls queued for a session, so that a second ask joins the first.
 pub(super) mod queued {
@@ -64,6 +64,12 @@ pub(super) struct Job {
     /// Retries so far of a call someone waits for.
     pub(super) attempt: u8,
     pub(super) waiters: Vec<Waiter>,
+    /// The keeper wants it too, whoever else waits for it: it stays queued when they are told
+    /// of a long hold, and it runs only while automatic refresh may.
+    pub(super) keeper: bool,
+    /// A creation written down before Graph was asked (`Write::Creating`), let go of with the
+    /// write that records how it ended.
+    pub(super) intent: Option<IntentId>,
 }
 
 pub(super) enum Work {
@@ -90,8 +96,14 @@ pub(super) enum Work {
 }
 
 impl Job {
+    /// A call someone asked for.
     pub(super) fn new(work: Work, waiters: Vec<Waiter>) -> Job {
-        Job { work, attempt: 0, waiters }
+        Job { work, attempt: 0, waiters, keeper: false, intent: None }
+    }
+
+    /// A call the keeper makes by itself.
+    pub(super) fn keepers(work: Work) -> Job {
+        Job { work, attempt: 0, waiters: Vec::new(), keeper: true, intent: None }
     }
 
     pub(super) fn key(&self) -> Option<SessionKey> {
@@ -122,8 +134,12 @@ impl Job {
         self.asked() && !matches!(self.work, Work::CloseOrphan { .. }) && self.attempt < MANUAL_RETRIES
     }
 
-    pub(super) fn is_automatic_refresh(&self) -> bool {
-        matches!(self.work, Work::Refresh { due: Some(_), .. })
+    /// The keeper wants it as well: `due` is when it wanted it.
+    pub(super) fn keep(&mut self, due: Option<Instant>) {
+        self.keeper = true;
+        if let Work::Refresh { due: mine @ None, .. } = &mut self.work {
+            *mine = due;
+        }
     }
 
     pub(super) fn bit(&self) -> u8 {
@@ -165,14 +181,25 @@ pub(super) fn accept(entries: &mut HashMap<SessionKey, Entry>, auto_allowed: boo
         return false;
     }
     let session = &entry.session;
+    let unreadable = session.workbook == WorkbookRef::unreadable();
     match &job.work {
-        Work::Refresh { due, .. } => {
+        // A row that cannot be read whole is never called on as it is: only a new session on a
+        // workbook that could be read replaces it.
+        Work::Refresh { .. } | Work::Close { .. } if session.status == Status::Damaged => {
+            job.answer(&Err(EngineError::Damaged { name: session.name.clone() }));
+            false
+        }
+        Work::Recreate { .. } if unreadable => {
+            job.answer(&Err(EngineError::Damaged { name: session.name.clone() }));
+            false
+        }
+        Work::Refresh { .. } => {
             if session.status == Status::Closed {
                 job.answer(&Err(EngineError::Closed { name: session.name.clone() }));
                 return false;
             }
-            // Someone asked for it, or it is the keeper's and still wanted.
-            job.asked() || (due.is_some() && auto_allowed && session.is_kept_alive())
+            // Someone asked for it, or the keeper wants it and may.
+            job.asked() || (job.keeper && auto_allowed && session.is_kept_alive())
         }
         // Closing twice asks Graph nothing: the end wished for is there already.
         Work::Close { .. } if session.status == Status::Closed => {

@@ -15,8 +15,8 @@ const STOP_WAIT: Duration = Duration::from_secs(7);
 
 /// Who the keeper is on its store.
 pub enum KeeperRole {
-    /// Holds the driver role: schedules automatic refreshes.
-    Drive(Box<dyn Lease>),
+    /// Holds the driver role (`lease`, of `role`): schedules automatic refreshes.
+    Drive { lease: Box<dyn Lease>, role: Arc<dyn DriverRole> },
     /// Another process drives; take over from it once it is gone.
     Watch(Arc<dyn DriverRole>),
     /// Does only what it is asked, on the sessions it is given.
@@ -38,7 +38,6 @@ pub struct Keeper {
     pub events: mpsc::UnboundedReceiver<Event>,
     task: tokio::task::JoinHandle<()>,
     store: Arc<dyn SessionStore>,
-    lease: Option<Box<dyn Lease>>,
 }
 
 impl Keeper {
@@ -57,19 +56,19 @@ impl Keeper {
             Start::Stored => (None, store.rev().await?),
             Start::Given { sessions, rev } => (Some(sessions), rev),
         };
-        let (role, lease, watch) = match role {
-            KeeperRole::Drive(lease) => (Role::Driver, Some(lease), true),
-            KeeperRole::Watch(role) => (Role::Watcher(role), None, true),
-            KeeperRole::OneShot => (Role::OneShot, None, false),
+        let (role, watch) = match role {
+            KeeperRole::Drive { lease, role } => (Role::Leased { lease, role }, true),
+            KeeperRole::Watch(role) => (Role::Watcher(role), true),
+            KeeperRole::OneShot => (Role::OneShot, false),
         };
         let feed = watch.then(|| store.watch(rev));
         let config = EngineConfig { settings, role, paused, seed: None };
         let Spawned { handle, events, task } = super::spawn(ctx, store.clone(), feed, sessions, config);
-        Ok(Keeper { handle, events, task, store, lease })
+        Ok(Keeper { handle, events, task, store })
     }
 
-    /// Asks the engine to stop, lets running calls finish and the store flush and close, then
-    /// lets go of the driver role. Events sent on the way out are still in `events`.
+    /// Asks the engine to stop (it lets go of the driver role), lets running calls finish and
+    /// the store flush and close. Events sent on the way out are still in `events`.
     pub async fn stop(mut self) -> mpsc::UnboundedReceiver<Event> {
         self.handle.shutdown();
         if tokio::time::timeout(STOP_WAIT, &mut self.task).await.is_err() {
@@ -77,7 +76,6 @@ impl Keeper {
             self.task.abort();
         }
         self.store.close().await;
-        drop(self.lease.take());
         self.events
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::auth::{Progress, SignInState};
 use crate::session::{Outcome, SessionKey, TrackedSession};
+use crate::store::Holder;
 
 /// What a request or a call does: the verb a front end says it with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +80,9 @@ pub enum Event {
     Paused(bool),
     /// The driver of the store went away and this engine schedules automatic refreshes now.
     Driving,
+    /// This engine drove, but another process took the role (this one had stopped, and was
+    /// given up for gone): it watches now, and takes the role back when that one goes.
+    Watching(Option<Holder>),
     /// A call someone waits for failed and is tried again after `after` (Graph's `Retry-After`,
     /// or a backoff): said so that a wait is never silent.
     Retrying {

@@ -34,7 +34,7 @@ use tokio::time::Instant;
 
 use crate::auth::{Authenticator, Progress, SignInState};
 use crate::session::{Outcome, SessionKey, TrackedSession};
-use crate::store::{DriverRole, SessionStore, StoreError, StoreEvent};
+use crate::store::{DriverRole, Lease, SessionStore, StoreError, StoreEvent};
 use crate::time::Clock;
 use batching::Batching;
 use dispatch::{Dispatcher, JobId};
@@ -64,17 +64,18 @@ pub struct Context {
 }
 
 /// Who schedules automatic refreshes.
-#[derive(Clone)]
 pub enum Role {
-    /// This engine holds the store's driver role.
+    /// This engine drives, with nobody to share the store with (tests).
     Driver,
+    /// This engine holds the store's driver role while `lease` holds; it watches once another
+    /// process takes the role, and takes it back when that one goes.
+    Leased { lease: Box<dyn Lease>, role: Arc<dyn DriverRole> },
     /// Another process drives; this one takes the role over once it is free.
     Watcher(Arc<dyn DriverRole>),
     /// Only what it is told: a one-shot command.
     OneShot,
 }
 
-#[derive(Clone)]
 pub struct EngineConfig {
     pub settings: EngineSettings,
     pub role: Role,
@@ -126,6 +127,13 @@ enum Done {
         calls: Vec<(JobId, Job)>,
         result: ops::GroupResult,
     },
+    /// A call's outcome is in the store (durably), or could not be put there.
+    Recorded {
+        key: SessionKey,
+        job: Box<Job>,
+        report: Box<Report>,
+        stored: Result<(), StoreError>,
+    },
 }
 
 /// Starts the engine. `initial`: the sessions to start from; `None` reads them from the store
@@ -139,18 +147,19 @@ pub fn spawn(
     config: EngineConfig,
 ) -> Spawned {
     let (inbox_tx, inbox) = mpsc::unbounded_channel();
-    let (signin_tx, signin_rx) = mpsc::unbounded_channel();
     let hub = Arc::new(Hub::default());
     let events = hub.subscribe();
-    let takeover = Takeover::new(match &config.role {
-        Role::Watcher(role) => Some(role.clone()),
-        _ => None,
-    });
+    let driving = matches!(config.role, Role::Driver | Role::Leased { .. });
+    let takeover = match config.role {
+        Role::Leased { lease, role } => Takeover::new(Some(role), Some(lease)),
+        Role::Watcher(role) => Takeover::new(Some(role), None),
+        Role::Driver | Role::OneShot => Takeover::new(None, None),
+    };
     let batch = config.settings.batch;
     let mut engine = Engine {
         dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget),
         gap: GapWatch::new(ctx.clock.now(), Instant::now()),
-        driving: matches!(config.role, Role::Driver),
+        driving,
         paused: config.paused,
         settings: config.settings,
         ctx,
@@ -170,11 +179,13 @@ pub fn spawn(
         rng: config.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
         signin: None,
         signin_waiters: Vec::new(),
-        signin_tx,
         auth_state: None,
+        load_task: None,
         holds: (0, None),
         failure_rate: FailureRate::default(),
         asked_since_holds: false,
+        lead: Duration::ZERO,
+        not_before: None,
     };
     match initial {
         Some(sessions) => {
@@ -188,9 +199,10 @@ pub fn spawn(
             let store = engine.store.clone();
             let task = engine.tasks.spawn(async move { Done::Loaded(store.sessions().await) });
             engine.running.insert(task.id(), (None, None));
+            engine.load_task = Some(task.id());
         }
     }
-    let task = tokio::spawn(engine.run(inbox, store_events, signin_rx));
+    let task = tokio::spawn(engine.run(inbox, store_events));
     Spawned { handle: Handle { inbox: inbox_tx, hub }, events, task }
 }
 
@@ -219,10 +231,13 @@ struct Engine {
     takeover: Takeover,
     gap: GapWatch,
     rng: fastrand::Rng,
-    signin: Option<JoinHandle<()>>,
+    /// The sign-in under way, and its steps: a new one replaces it, and what the old one still
+    /// says is never heard.
+    signin: Option<(JoinHandle<()>, mpsc::UnboundedReceiver<Progress>)>,
     signin_waiters: Vec<Waiter>,
-    signin_tx: mpsc::UnboundedSender<Progress>,
     auth_state: Option<SignInState>,
+    /// The task reading the sessions, while it runs.
+    load_task: Option<tokio::task::Id>,
     /// The holds last reported.
     holds: (usize, Option<Instant>),
     /// How often refreshes fail lately: sessions are refreshed earlier when it is high.
@@ -230,6 +245,10 @@ struct Engine {
     /// An asked-for call was queued, or a hold set, since long holds were last looked at: the
     /// look costs a pass over the held lanes, so it is made only then.
     asked_since_holds: bool,
+    /// How early automatic refreshes may start, while a crowd of them is due (`backlog_lead`).
+    lead: Duration,
+    /// The soonest a refresh looked at too early may start: the loop need not wake before.
+    not_before: Option<Instant>,
 }
 
 impl Engine {
@@ -241,7 +260,6 @@ impl Engine {
         mut self,
         mut inbox: mpsc::UnboundedReceiver<Inbox>,
         store_events: Option<mpsc::UnboundedReceiver<StoreEvent>>,
-        mut signin_rx: mpsc::UnboundedReceiver<Progress>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -275,7 +293,7 @@ impl Engine {
                     Some(StoreEvent::Failed(e)) => self.emit(Event::Error(format!("store: {e}"))),
                     None => store_open = false,
                 },
-                Some(progress) = signin_rx.recv() => self.signin_progress(progress),
+                progress = signin_step(&mut self.signin), if self.signin.is_some() => self.signin_progress(progress),
                 _ = sleep_until(wake) => {}
             }
         }
@@ -283,9 +301,7 @@ impl Engine {
     }
 
     async fn shutdown(mut self, mut inbox: mpsc::UnboundedReceiver<Inbox>) {
-        if let Some(signin) = self.signin.take() {
-            signin.abort();
-        }
+        self.cancel_sign_in();
         let deadline = Instant::now() + SHUTDOWN_GRACE;
         while !self.tasks.is_empty() {
             match tokio::time::timeout_at(deadline, self.tasks.join_next_with_id()).await {
@@ -318,6 +334,10 @@ impl Engine {
     fn task_lost(&mut self, e: tokio::task::JoinError) {
         tracing::error!(error = %e, "an engine task failed");
         self.emit(Event::Error(format!("internal error: {e}")));
+        if self.load_task == Some(e.id()) {
+            let store = self.store.location().to_string();
+            self.loaded(Err(StoreError::Backend { store, detail: "reading the sessions failed".into() }));
+        }
         let lost: Vec<(Option<JobId>, Option<SessionKey>)> = match self.groups.remove(&e.id()) {
             Some(calls) => calls.into_iter().map(|(job, key)| (Some(job), Some(key))).collect(),
             None => self.running.remove(&e.id()).into_iter().collect(),
@@ -334,6 +354,7 @@ impl Engine {
                 let delay = policy::backoff(entry.session.failures + 1, Duration::from_secs(300), self.rng.f64());
                 if let Some(key) = key {
                     self.plan(key, delay);
+                    self.run_parked(key);
                 }
             }
         }
@@ -358,7 +379,11 @@ impl Engine {
             Done::History { waiter, result } => {
                 waiter.answer(result.map(Reply::History).map_err(EngineError::Store));
             }
-            Done::Loaded(result) => self.loaded(result),
+            Done::Loaded(result) => {
+                self.load_task = None;
+                self.loaded(result)
+            }
+            Done::Recorded { key, job, report, stored } => self.recorded(key, *job, &report, stored),
         }
     }
 
@@ -366,33 +391,42 @@ impl Engine {
         if self.paused != paused {
             self.paused = paused;
             self.emit(Event::Paused(paused));
+            // Automatic calls that came due while paused were let go: planned again by the rule.
+            if !paused && self.driving {
+                let idle: Vec<SessionKey> =
+                    self.entries.iter().filter(|(_, e)| e.busy.is_none()).map(|(k, _)| *k).collect();
+                for key in idle {
+                    self.plan_from_state(key);
+                }
+            }
         }
     }
 
     // ---- sign-in --------------------------------------------------------------------------------
 
     fn start_sign_in(&mut self, waiter: Waiter) {
-        if let Some(task) = self.signin.take() {
-            task.abort();
-            handle::answer_all(std::mem::take(&mut self.signin_waiters), &Err(EngineError::Cancelled));
-        }
+        self.cancel_sign_in();
         let Some(auth) = self.ctx.auth.clone() else {
             self.emit(Event::SignIn(Progress::Done(Err(EngineError::NoSignIn.to_string()))));
             waiter.answer(Err(EngineError::NoSignIn));
             return;
         };
         self.signin_waiters.push(waiter);
-        self.signin = Some(tokio::spawn(auth.sign_in(self.signin_tx.clone())));
+        let (steps, heard) = mpsc::unbounded_channel();
+        self.signin = Some((tokio::spawn(auth.sign_in(steps)), heard));
     }
 
     fn cancel_sign_in(&mut self) {
-        if let Some(task) = self.signin.take() {
+        if let Some((task, _)) = self.signin.take() {
             task.abort();
         }
         handle::answer_all(std::mem::take(&mut self.signin_waiters), &Err(EngineError::Cancelled));
     }
 
-    fn signin_progress(&mut self, progress: Progress) {
+    /// A step of the sign-in under way; `None` when it ended without saying so (it failed).
+    fn signin_progress(&mut self, progress: Option<Progress>) {
+        let progress =
+            progress.unwrap_or_else(|| Progress::Done(Err("the sign-in stopped unexpectedly; see the log".into())));
         if let Progress::Done(result) = &progress {
             let answer = match result {
                 Ok(user) => Ok(Reply::SignedIn(user.clone())),
@@ -426,17 +460,29 @@ impl Engine {
             auth.reload();
         }
         self.report_auth();
-        if !self.driving && self.takeover.try_now() {
-            self.driving = true;
-            let keys: Vec<SessionKey> = self.entries.keys().copied().collect();
-            for key in keys {
-                self.plan_from_state(key);
+        match self.takeover.check() {
+            Some(true) if !self.driving => {
+                self.driving = true;
+                let keys: Vec<SessionKey> = self.entries.keys().copied().collect();
+                for key in keys {
+                    self.plan_from_state(key);
+                }
+                self.emit(Event::Driving);
             }
-            self.emit(Event::Driving);
+            Some(false) if self.driving => {
+                // Another process took the role while this one was stopped: it drives now.
+                self.driving = false;
+                self.schedule.clear();
+                let holder = self.takeover.holder();
+                tracing::warn!(?holder, "another process took over the driver role; this one watches");
+                self.emit(Event::Watching(holder));
+            }
+            _ => {}
         }
         if let Some(gap) = self.gap.check(self.ctx.clock.now(), Instant::now()) {
             self.refresh_overdue(gap);
         }
+        self.lead = if self.driving && !self.paused { self.backlog_lead(Instant::now()) } else { Duration::ZERO };
     }
 
     // ---- other processes ------------------------------------------------------------------------
@@ -466,6 +512,14 @@ impl Engine {
             }
         }
         self.set_paused(paused);
+    }
+}
+
+/// The next step of the sign-in under way.
+async fn signin_step(signin: &mut Option<(JoinHandle<()>, mpsc::UnboundedReceiver<Progress>)>) -> Option<Progress> {
+    match signin {
+        Some((_, steps)) => steps.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Engine;
-use super::dispatch::Urgency;
+use super::dispatch::{BUDGET_WINDOW, Urgency};
 use super::messages::Event;
 use super::policy::{next_due_with, safe_interval};
 use crate::session::{SessionKey, TrackedSession};
@@ -87,6 +87,28 @@ impl Engine {
         }
     }
 
+    /// How early automatic refreshes may start so that a crowd of them due together is sent
+    /// before any is late: the most that the refreshes planned for the next two minutes would
+    /// fall behind their due times if each went only when due, at the rate the budget allows
+    /// (less the share that fails and must go again). Nothing, when they fit as they are.
+    pub(super) fn backlog_lead(&self, now: Instant) -> Duration {
+        const LOOK_AHEAD: Duration = Duration::from_secs(120);
+        /// Enough to see a crowd coming; past it, the next tick looks again.
+        const MOST: usize = 50_000;
+        let success = (1.0 - self.failure_rate.value()).clamp(0.2, 1.0);
+        let per_second = f64::from(self.dispatcher.budget_limit()) / BUDGET_WINDOW.as_secs_f64() * success;
+        let mut behind = 0.0f64;
+        for (sent, at) in self.schedule.upcoming(now + LOOK_AHEAD).take(MOST).enumerate() {
+            let sent_by = (sent + 1) as f64 / per_second;
+            behind = behind.max(sent_by - at.saturating_duration_since(now).as_secs_f64());
+        }
+        if behind <= 0.0 {
+            return Duration::ZERO;
+        }
+        // A little more, for the answers that come slower than the budget.
+        Duration::from_secs_f64(behind + 2.0).min(LOOK_AHEAD)
+    }
+
     /// When the loop must wake next, if nothing else wakes it.
     pub(super) fn next_wake(&mut self) -> Option<Instant> {
         let now = Instant::now();
@@ -95,7 +117,12 @@ impl Engine {
             && !self.paused
             && let Some(due) = self.schedule.next_due()
         {
-            wake = Some(wake.map_or(due, |w| w.min(due)));
+            // As early as a crowd lets it go, but not before what was just found too early.
+            let mut at = due.checked_sub(self.lead).unwrap_or(due);
+            if let Some(not_before) = self.not_before {
+                at = at.max(not_before);
+            }
+            wake = Some(wake.map_or(at, |w| w.min(at)));
         }
         if let Some(((at, _), _)) = self.later.first_key_value() {
             wake = Some(wake.map_or(*at, |w| w.min(*at)));

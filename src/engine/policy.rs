@@ -88,15 +88,20 @@ pub(crate) enum Verdict {
     Ok,
     /// Graph asked to wait: hold the workbook back and slow down.
     Throttled { retry_after: Option<Duration> },
+    /// No answer came (a timeout, a refused or dropped connection): the workbook may have
+    /// stopped answering, and its calls may hold only a share of the slots.
+    Unanswered,
     /// Anything else: no say about the rate.
     Other,
 }
 
 impl Verdict {
-    pub fn of(class: Option<ErrorClass>, retry_after: Option<Duration>) -> Verdict {
+    /// `answered`: whether an HTTP answer came at all.
+    pub fn of(class: Option<ErrorClass>, retry_after: Option<Duration>, answered: bool) -> Verdict {
         match class {
             None => Verdict::Ok,
             Some(ErrorClass::Throttled) => Verdict::Throttled { retry_after },
+            Some(_) if !answered => Verdict::Unanswered,
             Some(_) => Verdict::Other,
         }
     }
@@ -156,7 +161,7 @@ pub(crate) fn after_call(
         Status::Expired if session.recreate => Some(backoff(session.failures, retry_cap, sample)),
         // A sign-in in another shell fixes this without telling us: look again now and then.
         Status::Auth => Some(backoff(session.failures.saturating_add(4), Duration::from_secs(300), sample)),
-        Status::Expired | Status::Dead | Status::Closed => None,
+        Status::Expired | Status::Dead | Status::Closed | Status::Damaged => None,
     }
 }
 

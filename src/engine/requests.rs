@@ -112,10 +112,22 @@ impl Engine {
         };
         let (key, bit) = (job.key(), job.bit());
         let queued = key.and_then(|k| self.entries.get(&k)).is_some_and(|e| e.queued & bit != 0);
-        if queued {
-            if !job.asked() {
-                return;
+        if queued && !job.asked() {
+            // The keeper's own call finds one queued: that one is the keeper's too now.
+            let due = match job.work {
+                Work::Refresh { due, .. } => due,
+                _ => None,
+            };
+            let same = |other: &Job| other.key() == key && other.bit() == bit;
+            if job.keeper
+                && !self.dispatcher.amend(&lane, same, |other: &mut Job| other.keep(due), urgency)
+                && let Some(other) = self.later.values_mut().find(|other| same(other))
+            {
+                other.keep(due);
             }
+            return;
+        }
+        if queued {
             let same = |other: &Job| other.key() == key && other.bit() == bit;
             let mut waiters = Some(std::mem::take(&mut job.waiters));
             let mut join = |other: &mut Job| other.waiters.extend(waiters.take().unwrap_or_default());
@@ -142,7 +154,7 @@ impl Engine {
         let waiting: Vec<SessionKey> =
             self.entries.values().filter(|e| e.session.status == Status::Auth).map(|e| e.session.key).collect();
         for key in waiting {
-            self.submit(Job::new(Work::Refresh { key, due: None }, Vec::new()));
+            self.submit(Job::keepers(Work::Refresh { key, due: Some(tokio::time::Instant::now()) }));
         }
     }
 

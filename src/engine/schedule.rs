@@ -1,7 +1,6 @@
 //! When each session's next automatic refresh is due, and noticing that the machine slept.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -9,10 +8,10 @@ use tokio::time::Instant;
 
 use crate::session::SessionKey;
 
-/// Due times in a heap; planning a session again makes its older entry stale (generations).
+/// Due times in order; planning a session again makes its older entry stale (generations).
 #[derive(Default)]
 pub(crate) struct Schedule {
-    heap: BinaryHeap<Reverse<(Instant, u64, SessionKey)>>,
+    queue: BTreeSet<(Instant, u64, SessionKey)>,
     generations: HashMap<SessionKey, u64>,
 }
 
@@ -25,7 +24,12 @@ impl Schedule {
 
     pub fn plan(&mut self, key: SessionKey, at: Instant) {
         let generation = self.bump(key);
-        self.heap.push(Reverse((at, generation, key)));
+        self.queue.insert((at, generation, key));
+    }
+
+    /// Plans nothing any more (this engine stopped driving).
+    pub(crate) fn clear(&mut self) {
+        *self = Schedule::default();
     }
 
     /// No automatic refresh for this session until it is planned again.
@@ -44,11 +48,11 @@ impl Schedule {
     /// The sessions due by `now`, with when each was due; each is consumed.
     pub fn due(&mut self, now: Instant) -> Vec<(SessionKey, Instant)> {
         let mut due = Vec::new();
-        while let Some(Reverse((at, generation, key))) = self.heap.peek().copied() {
+        while let Some(&(at, generation, key)) = self.queue.first() {
             if at > now {
                 break;
             }
-            self.heap.pop();
+            self.queue.pop_first();
             if self.is_current(generation, key) {
                 self.bump(key);
                 due.push((key, at));
@@ -59,13 +63,22 @@ impl Schedule {
 
     /// When the next session is due (stale entries are dropped on the way).
     pub fn next_due(&mut self) -> Option<Instant> {
-        while let Some(Reverse((at, generation, key))) = self.heap.peek().copied() {
+        while let Some(&(at, generation, key)) = self.queue.first() {
             if self.is_current(generation, key) {
                 return Some(at);
             }
-            self.heap.pop();
+            self.queue.pop_first();
         }
         None
+    }
+
+    /// When the sessions planned up to `until` are due, in order.
+    pub(crate) fn upcoming(&self, until: Instant) -> impl Iterator<Item = Instant> + '_ {
+        self.queue
+            .iter()
+            .take_while(move |(at, ..)| *at <= until)
+            .filter(|(_, generation, key)| self.is_current(*generation, *key))
+            .map(|(at, ..)| *at)
     }
 }
 

@@ -1,33 +1,44 @@
-//! A watching engine becomes the driver once the driver of its store lets go of the role.
+//! The driver role as this engine holds it: a watcher takes it once it is free, and a driver
+//! that lost it (another process took it while this one was stopped) lets go and watches.
 
 use std::sync::Arc;
 
-use crate::store::{DriverRole, Lease};
+use crate::store::{DriverRole, Holder, Lease};
 
-pub(crate) struct Takeover {
+pub struct Takeover {
     role: Option<Arc<dyn DriverRole>>,
     lease: Option<Box<dyn Lease>>,
 }
 
 impl Takeover {
-    /// `role`: the store's driver role, to take when it is free; `None` never takes over.
-    pub fn new(role: Option<Arc<dyn DriverRole>>) -> Self {
-        Takeover { role, lease: None }
+    /// `role`: the store's driver role (`None`: nothing to share); `lease`: the role, held.
+    pub fn new(role: Option<Arc<dyn DriverRole>>, lease: Option<Box<dyn Lease>>) -> Self {
+        Takeover { role, lease }
     }
 
-    /// Takes the role if its holder is gone. Returns whether this engine drives now.
-    pub(crate) fn try_now(&mut self) -> bool {
-        if self.lease.is_some() {
-            return true;
+    /// Looks at the role: `Some(true)` when this engine holds it (it just took it, or still
+    /// holds it), `Some(false)` when it lost it, `None` when there is nothing to look at.
+    pub fn check(&mut self) -> Option<bool> {
+        if let Some(lease) = &self.lease {
+            if lease.renew().is_ok() {
+                return Some(true);
+            }
+            self.lease = None;
+            return Some(false);
         }
-        let Some(role) = &self.role else { return false };
+        let role = self.role.as_ref()?;
         match role.try_acquire() {
             Ok(lease) => {
                 tracing::info!("the driver went away; this process schedules automatic refreshes now");
                 self.lease = Some(lease);
-                true
+                Some(true)
             }
-            Err(_) => false,
+            Err(_) => Some(false),
         }
+    }
+
+    /// Who holds the role, as the store says.
+    pub fn holder(&self) -> Option<Holder> {
+        self.role.as_ref().and_then(|role| role.holder())
     }
 }

@@ -276,7 +276,12 @@ impl GraphClient {
         let (_, _, _, meta) = self
             .send(
                 token,
-                Call { session: Some(id), body: Some(json!({})), ..Call::new(Method::POST, url, CallKind::Sessionful) },
+                Call {
+                    session: Some(id),
+                    body: Some(json!({})),
+                    timeout: Some(self.options.session_timeout),
+                    ..Call::new(Method::POST, url, CallKind::Sessionful)
+                },
             )
             .await?;
         Ok(Reply { value: (), meta })
@@ -309,8 +314,11 @@ impl GraphClient {
             })
             .collect();
         let url = self.transport.url_for(["$batch"]);
-        let call =
-            Call { body: Some(json!({ "requests": requests })), ..Call::new(Method::POST, url, CallKind::Other) };
+        let call = Call {
+            body: Some(json!({ "requests": requests })),
+            timeout: Some(self.options.session_timeout),
+            ..Call::new(Method::POST, url, CallKind::Other)
+        };
         let (_, _, bytes, outer) = self.send(token, call).await.map_err(|mut e| {
             // An answer came (too long, broken off): the batch itself did not work.
             if e.meta.http_status.is_some_and(|s| (200..300).contains(&s)) {

@@ -45,14 +45,25 @@ impl Default for PollPolicy {
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
     pub timeout: Duration,
+    /// For refreshSession, closeSession and their `$batch`: an answer that takes longer means
+    /// the workbook is in trouble, and the call should not hold a slot as long as a create may.
+    pub session_timeout: Duration,
     pub poll: PollPolicy,
     /// Ask for `Prefer: respond-async` on create; both answers are handled either way.
     pub respond_async: bool,
 }
 
+impl ClientOptions {
+    /// Options for `request_timeout`: session calls get a third of it, between 2 s and 10 s.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        let session_timeout = (timeout / 3).clamp(Duration::from_secs(2), Duration::from_secs(10)).min(timeout);
+        ClientOptions { timeout, session_timeout, poll: PollPolicy::default(), respond_async: true }
+    }
+}
+
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { timeout: Duration::from_secs(30), poll: PollPolicy::default(), respond_async: true }
+        ClientOptions::with_timeout(Duration::from_secs(30))
     }
 }
 
@@ -211,11 +222,13 @@ pub(crate) struct Call<'a> {
     pub body: Option<serde_json::Value>,
     pub(crate) prefer_async: bool,
     pub kind: CallKind,
+    /// Shorter than the transport's own, for session calls.
+    pub timeout: Option<Duration>,
 }
 
 impl Call<'_> {
     pub(crate) fn new(method: Method, url: Url, kind: CallKind) -> Self {
-        Call { method, url, session: None, body: None, prefer_async: false, kind }
+        Call { method, url, session: None, body: None, prefer_async: false, kind, timeout: None }
     }
 }
 
@@ -368,7 +381,8 @@ impl Transport {
 
     /// One of our own calls: the answer read whole (up to `MAX_BODY`), a failure classified.
     pub(crate) async fn send(&self, token: &str, call: Call<'_>) -> Result<Answered, GraphError> {
-        let Call { method, url, session, body, prefer_async, kind } = call;
+        let Call { method, url, session, body, prefer_async, kind, timeout } = call;
+        let timeout = timeout.unwrap_or(self.timeout);
         let client_request_id = uuid::Uuid::new_v4().to_string();
         let mut meta = CallMeta { client_request_id: client_request_id.clone(), requests: 1, ..CallMeta::default() };
         let auth = Self::bearer(token).ok_or_else(|| {
@@ -381,7 +395,7 @@ impl Transport {
         let mut request = self
             .http
             .request(method, url)
-            .timeout(self.timeout)
+            .timeout(timeout)
             .header(AUTHORIZATION, auth)
             .header("client-request-id", &client_request_id)
             .header("return-client-request-id", "true");
@@ -403,7 +417,7 @@ impl Transport {
             Ok(r) => r,
             Err(e) => {
                 meta.latency = started.elapsed();
-                return Err(GraphError::local(ErrorClass::Transient, meta, self.why_unanswered(&e)));
+                return Err(GraphError::local(ErrorClass::Transient, meta, self.why_unanswered(&e, timeout)));
             }
         };
         let status = response.status();
@@ -424,9 +438,9 @@ impl Transport {
         Err(failure(status.as_u16(), header_text(&headers, RETRY_AFTER.as_str()), &body, kind, meta))
     }
 
-    fn why_unanswered(&self, e: &reqwest::Error) -> String {
+    fn why_unanswered(&self, e: &reqwest::Error, timeout: Duration) -> String {
         if e.is_timeout() {
-            format!("no answer within {}", crate::time::format_duration(self.timeout))
+            format!("no answer within {}", crate::time::format_duration(timeout))
         } else if e.is_connect() {
             format!("could not connect to {}", self.base.host_str().unwrap_or("the Graph host"))
         } else {
@@ -514,7 +528,7 @@ impl Transport {
                 if cut_off.load(std::sync::atomic::Ordering::Relaxed) {
                     ForwardError::TooLarge(limit)
                 } else {
-                    ForwardError::Unanswered(self.why_unanswered(&e))
+                    ForwardError::Unanswered(self.why_unanswered(&e, self.timeout))
                 }
             })?;
         let status = response.status();

@@ -136,10 +136,13 @@ pub enum Status {
     Error,
     /// Closed on purpose; kept in the list but never refreshed.
     Closed,
+    /// Its row in the store holds values that cannot be read (edited by hand, written by
+    /// another program): shown so that it can be removed or recreated, never called on as it is.
+    Damaged,
 }
 
 impl Status {
-    pub const ALL: [Status; 10] = [
+    pub const ALL: [Status; 11] = [
         Status::New,
         Status::Ok,
         Status::Stale,
@@ -150,6 +153,7 @@ impl Status {
         Status::Auth,
         Status::Error,
         Status::Closed,
+        Status::Damaged,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +168,7 @@ impl Status {
             Status::Auth => "auth",
             Status::Error => "error",
             Status::Closed => "closed",
+            Status::Damaged => "damaged",
         }
     }
 
@@ -174,7 +179,13 @@ impl Status {
     pub fn is_failing(self) -> bool {
         matches!(
             self,
-            Status::Stale | Status::Expired | Status::Dead | Status::Throttled | Status::Auth | Status::Error
+            Status::Stale
+                | Status::Expired
+                | Status::Dead
+                | Status::Throttled
+                | Status::Auth
+                | Status::Error
+                | Status::Damaged
         )
     }
 
@@ -196,6 +207,7 @@ impl Status {
             Status::Auth => "the token was refused: sign in again",
             Status::Error => "network or server trouble; retried with backoff",
             Status::Closed => "closed on purpose; never refreshed",
+            Status::Damaged => "its stored row cannot be read: remove it, or recreate it",
         }
     }
 }
@@ -309,7 +321,7 @@ impl TrackedSession {
     pub fn is_kept_alive(&self) -> bool {
         self.auto
             && match self.status {
-                Status::Closed | Status::Dead => false,
+                Status::Closed | Status::Dead | Status::Damaged => false,
                 Status::Expired => self.recreate,
                 _ => true,
             }

@@ -47,11 +47,22 @@ pub struct RefError {
 }
 
 impl WorkbookRef {
+    /// The longest reference accepted: Graph's item ids are tens of characters, SharePoint paths
+    /// a few hundred; anything longer is a mistake, and it would travel in every URL.
+    pub const MAX_LEN: usize = 2048;
+
     pub fn parse(input: &str) -> Result<Self, RefError> {
-        let fail = |why| RefError { given: input.to_string(), why };
+        if input.len() > Self::MAX_LEN {
+            let head: String = input.chars().take(40).collect();
+            return Err(RefError {
+                given: format!("{}…", crate::text::clean(&head, 40)),
+                why: "it is longer than 2048 bytes",
+            });
+        }
+        let fail = |why| RefError { given: crate::text::clean(input, 200), why };
         let mut text = input.trim();
-        if text.chars().any(char::is_control) {
-            return Err(fail("it contains control characters"));
+        if text.chars().any(|c| c.is_control() || crate::text::is_format(c)) {
+            return Err(fail("it contains control or invisible characters"));
         }
         // A full URL pasted from Graph Explorer is accepted; only its path after the version counts.
         if let Some(rest) = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://")) {
@@ -99,6 +110,12 @@ impl WorkbookRef {
             }
             _ => Err(fail("it is not one of the known forms")),
         }
+    }
+
+    /// What a stored reference that cannot be read becomes: never sent anywhere, since a session
+    /// on it is `Damaged`.
+    pub(crate) fn unreadable() -> WorkbookRef {
+        WorkbookRef::MyItem { item: "(unreadable)".into() }
     }
 
     /// Path segments after the API version, ready to push into a URL (which percent-encodes them).
@@ -203,12 +220,13 @@ pub enum SessionIdError {
         "the session id contains control or non-ASCII characters; it must travel in an HTTP header, so copy it again without them"
     )]
     BadCharacters,
-    #[error("the session id is {0} bytes long, more than the 16384 this tool accepts")]
+    #[error("the session id is {0} bytes long, more than the 8192 this tool accepts")]
     TooLong(usize),
 }
 
 impl SessionId {
-    pub(crate) const MAX_LEN: usize = 16 * 1024;
+    /// Graph's ids are hundreds of characters; a few kilobytes is room enough.
+    pub(crate) const MAX_LEN: usize = 8 * 1024;
 
     pub fn new(raw: &str) -> Result<Self, SessionIdError> {
         let id = raw.trim();

@@ -50,6 +50,12 @@ pub enum StoreError {
     Unreadable { store: String },
     #[error("cannot open the store {store}: {detail}")]
     Unavailable { store: String, detail: String },
+    #[error(
+        "the store {store} has {names} names (hard links): writes through one would be lost to the others; keep one name and remove the rest"
+    )]
+    Linked { store: String, names: u64 },
+    #[error("the disk that holds the store {store} is full; free some space and try again")]
+    DiskFull { store: String },
     #[error("the store {store} is busy: another process held it for {} s; try again", .waited.as_secs())]
     Busy { store: String, waited: Duration },
     #[error("the store {store} failed: {detail}")]
@@ -75,6 +81,7 @@ impl StoreError {
                 | StoreError::Empty { .. }
                 | StoreError::ReadOnly { .. }
                 | StoreError::Unreadable { .. }
+                | StoreError::Linked { .. }
                 | StoreError::NotFound(_)
                 | StoreError::NameTaken(_)
                 | StoreError::IdTaken(_)
@@ -101,6 +108,29 @@ pub enum Write {
     },
     /// Automatic refresh paused for the whole store, for every process that opens it.
     Paused(bool),
+    /// A session is about to be created at Graph for `name` (new, or in place of an expired
+    /// one); `id` names the intent, to be let go of with `Created` once its row holds the id.
+    Creating {
+        id: IntentId,
+        name: String,
+        workbook: WorkbookRef,
+    },
+    /// What `Creating` announced is in the store now, or did not happen.
+    Created {
+        id: IntentId,
+    },
+}
+
+/// The name of one intent to create a session.
+pub type IntentId = i64;
+
+/// A creation that started and never said how it ended: its process was killed between asking
+/// Graph and writing the session down, so a session may be open at Graph that nothing tracks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unfinished {
+    pub name: String,
+    pub workbook: String,
+    pub started_at: DateTime<Utc>,
 }
 
 /// What the engine changes as calls complete.
@@ -185,6 +215,9 @@ pub trait SessionStore: Send + Sync {
     fn insert_all(&self, sessions: Vec<TrackedSession>) -> StoreFuture<Vec<SessionKey>>;
     /// Answers once everything queued before it has committed durably.
     fn flush(&self) -> BoxFuture<'static, ()>;
+    /// Creations started by processes that are gone and never finished, let go of as they are
+    /// read: each is said once.
+    fn unfinished(&self) -> StoreFuture<Vec<Unfinished>>;
 
     /// From now on, what other processes commit after `since`, as soon as it is noticed.
     fn watch(&self, since: Rev) -> mpsc::UnboundedReceiver<StoreEvent>;

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use api::{
-    Changes, Holder, Rev, RoleError, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write,
+    Changes, Holder, IntentId, Rev, RoleError, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture,
+    Unfinished, Write,
 };
 pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease};
 

@@ -80,6 +80,9 @@ impl App {
                 self.flash_info(text, now);
             }
             Err(closed @ EngineError::Closed { .. }) => self.flash_info(refusal(&closed), now),
+            Err(why) if kind == JobKind::Pause => {
+                self.flash_error(format!("cannot {name} automatic refresh: {why}"), now)
+            }
             Err(why) => self.flash_error_about(format!("{name}: {} failed: {why}", kind.verb()), key, now),
         }
         self.dirty = true;
@@ -162,6 +165,14 @@ impl App {
                 let whose = if self.info.driver == Driver::This { "" } else { " (the driver follows within a second)" };
                 let text = if paused { "automatic refresh paused" } else { "automatic refresh resumed" };
                 self.flash_info(format!("{text}{whose}"), now);
+            }
+            Event::Watching(holder) => {
+                self.info.driver = Driver::Other(holder.as_ref().and_then(|h| h.pid));
+                let who = holder.map_or_else(|| "another process".to_string(), |h| h.to_string());
+                self.flash_info(
+                    format!("{who} drives the store now (this one had stopped); this dashboard watches and takes over when it goes"),
+                    now,
+                );
             }
             Event::Driving => {
                 self.info.driver = Driver::This;

@@ -121,6 +121,7 @@ impl App {
     pub fn ask(&self, request: Request) -> Effect {
         let about = match &request {
             Request::Create(new) | Request::Track(new) => new.name.clone(),
+            Request::PauseAll(paused) => if *paused { "pause" } else { "resume" }.to_string(),
             other => other.key().and_then(|k| self.rows.get(&k)).map_or_else(String::new, |r| r.session.name.clone()),
         };
         Effect::Ask { request, about }

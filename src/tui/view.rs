@@ -32,7 +32,7 @@ impl Theme<'_> {
             Status::Refreshing => Color::Cyan,
             Status::Stale | Status::Expired => Color::Yellow,
             Status::Throttled => Color::Magenta,
-            Status::Dead | Status::Auth | Status::Error => Color::Red,
+            Status::Dead | Status::Auth | Status::Error | Status::Damaged => Color::Red,
             Status::New | Status::Closed => Color::DarkGray,
         });
         self.fg(color)

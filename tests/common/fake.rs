@@ -409,6 +409,8 @@ pub struct MemoryState {
     pub paused: bool,
     pub next_key: SessionKey,
     pub fail_inserts: bool,
+    /// Creations written down and not yet over, by intent.
+    pub intents: HashMap<i64, String>,
 }
 
 impl MemoryStore {
@@ -461,6 +463,12 @@ impl MemoryStore {
                     s.sessions.remove(key);
                 }
                 Write::Paused(paused) => s.paused = *paused,
+                Write::Creating { id, name, .. } => {
+                    s.intents.insert(*id, name.clone());
+                }
+                Write::Created { id } => {
+                    s.intents.remove(id);
+                }
             }
         }
         Ok(())
@@ -570,6 +578,10 @@ impl SessionStore for MemoryStore {
 
     fn flush(&self) -> BoxFuture<'static, ()> {
         async {}.boxed()
+    }
+
+    fn unfinished(&self) -> StoreFuture<Vec<wbsessions::store::Unfinished>> {
+        ready(Ok(Vec::new()))
     }
 
     fn watch(&self, _since: Rev) -> mpsc::UnboundedReceiver<StoreEvent> {

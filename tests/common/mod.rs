@@ -43,6 +43,7 @@ pub fn sim_config(workbooks: &[(&str, Option<&str>)]) -> SimConfig {
 pub fn fast_options() -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_secs(5),
+        session_timeout: Duration::from_secs(5),
         poll: PollPolicy {
             first: Duration::from_millis(20),
             max: Duration::from_millis(100),

@@ -61,6 +61,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE TABLE meta (key TEXT PRIMARY KEY, value);
     INSERT INTO meta (key, value) VALUES ('rev', 0), ('tombstones_from', 0), ('paused', 0);
 ",
+    // A session about to be created at Graph is written down first: a process killed between
+    // Graph's answer and the session's row leaves this behind, and the next start says so.
+    "
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        workbook TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        pid INTEGER NOT NULL
+    );
+",
 ];
 
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -80,6 +91,8 @@ pub(crate) struct Db {
     pub(super) path: PathBuf,
     read_only: bool,
     durable: bool,
+    /// The schema has the `meta` table (its second version on): revisions and shared flags.
+    has_meta: bool,
 }
 
 /// The path as messages show it.
@@ -137,6 +150,19 @@ fn is_read_only_error(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::ReadOnly | ErrorCode::CannotOpen | ErrorCode::PermissionDenied))
 }
 
+/// What a failure to read a file as a store means: only SQLite's own verdict makes it "not a
+/// wbsessions database"; a full disk or a failing one is said as such.
+fn unreadable_as_store(path: &Path, e: &rusqlite::Error) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DiskFull) => StoreError::DiskFull { store: shown(path) },
+        Some(ErrorCode::SystemIoFailure | ErrorCode::OutOfMemory) => {
+            StoreError::Unavailable { store: shown(path), detail: e.to_string() }
+        }
+        _ if is_read_only_error(e) => StoreError::ReadOnly { store: shown(path) },
+        _ => StoreError::Corrupt { store: shown(path), detail: e.to_string() },
+    }
+}
+
 fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
@@ -161,19 +187,13 @@ impl Db {
             })?;
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(|e| {
-            if is_read_only_error(&e) {
-                StoreError::ReadOnly { store: shown(path) }
-            } else {
-                StoreError::Corrupt { store: shown(path), detail: e.to_string() }
-            }
-        })?;
+        let conn = Connection::open_with_flags(path, flags).map_err(|e| unreadable_as_store(path, &e))?;
         // SQLite quietly opens a write-protected file read-only; every write would fail later,
         // after a Graph call, so it is said now.
         if conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
             return Err(StoreError::ReadOnly { store: shown(path) });
         }
-        let mut store = Db { conn, path: path.to_path_buf(), read_only: false, durable: false };
+        let mut store = Db { conn, path: path.to_path_buf(), read_only: false, durable: false, has_meta: false };
         // Several processes may open (and create) one store at once: every step waits its turn.
         store.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store.err(e))?;
         let version = store.check_schema()?;
@@ -182,11 +202,22 @@ impl Db {
         if existed {
             tighten_store_files(path);
         }
-        store
-            .conn
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(|e| store.write_err(e))?;
+        // Turning a new file to WAL takes it whole for a moment; another process creating the
+        // same store at once may be refused without waiting: a moment, and again.
+        let mut tries = 0u64;
+        loop {
+            tries += 1;
+            match store
+                .conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+            {
+                Err(e) if is_busy(&e) && tries < 5 => std::thread::sleep(Duration::from_millis(20 * tries)),
+                Err(e) => return Err(store.write_err(e)),
+                Ok(()) => break,
+            }
+        }
         store.migrate(version)?;
+        store.has_meta = true;
         Ok(store)
     }
 
@@ -196,14 +227,12 @@ impl Db {
         check_readable(path)?;
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let open = |conn: Connection| -> Result<Db, StoreError> {
-            let store = Db { conn, path: path.to_path_buf(), read_only: true, durable: false };
+            let mut store = Db { conn, path: path.to_path_buf(), read_only: true, durable: false, has_meta: false };
             store.conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| store.err(e))?;
-            store.check_schema()?;
+            store.has_meta = store.check_schema()? >= 2;
             Ok(store)
         };
-        let first = Connection::open_with_flags(path, flags)
-            .map_err(|e| StoreError::Corrupt { store: shown(path), detail: e.to_string() })
-            .and_then(open);
+        let first = Connection::open_with_flags(path, flags).map_err(|e| unreadable_as_store(path, &e)).and_then(open);
         match first {
             // A WAL store in a folder this user cannot write: its shared-memory file cannot be
             // made, but nobody without write access can be writing it either, so it is read as it
@@ -231,13 +260,7 @@ impl Db {
 
     /// Read-only checks: nothing may be written to a file that turns out not to be ours.
     fn check_schema(&self) -> Result<i64, StoreError> {
-        let corrupt = |e: rusqlite::Error| {
-            if is_read_only_error(&e) {
-                StoreError::ReadOnly { store: shown(&self.path) }
-            } else {
-                StoreError::Corrupt { store: shown(&self.path), detail: e.to_string() }
-            }
-        };
+        let corrupt = |e: rusqlite::Error| unreadable_as_store(&self.path, &e);
         // The version and the tables in one read: another process creating the store commits
         // both at once, and must not be seen half way (tables without their version).
         let read = self.conn.unchecked_transaction().map_err(corrupt)?;
@@ -271,9 +294,11 @@ impl Db {
     fn write_err(&self, source: rusqlite::Error) -> StoreError {
         if is_read_only_error(&source) {
             StoreError::ReadOnly { store: shown(&self.path) }
+        } else if source.sqlite_error_code() == Some(ErrorCode::DiskFull) {
+            StoreError::DiskFull { store: shown(&self.path) }
         } else if is_busy(&source) {
-            tracing::warn!(error = %source, store = %self.path.display(), "the store stayed busy");
-            StoreError::Busy { store: shown(&self.path), waited: BUSY_TIMEOUT * 3 }
+            tracing::warn!(error = %source, code = ?source.sqlite_error(), store = %self.path.display(), "the store stayed busy");
+            StoreError::Busy { store: shown(&self.path), waited: BUSY_TIMEOUT * 5 }
         } else {
             self.err(source)
         }
@@ -304,6 +329,16 @@ impl Db {
         Ok(())
     }
 
+    /// Makes every commit so far durable: the write-ahead log is synced and copied into the file
+    /// as far as no reader holds it back.
+    pub fn sync(&mut self) {
+        if !self.read_only
+            && let Err(e) = self.conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "a checkpoint of the store failed");
+        }
+    }
+
     /// A bigger page cache while writes come fast (`BUSY_CACHE_KIB`).
     pub(crate) fn set_busy(&mut self, busy: bool) -> Result<(), StoreError> {
         let kib = if busy { BUSY_CACHE_KIB } else { DEFAULT_CACHE_KIB };
@@ -319,30 +354,33 @@ impl Db {
         if self.read_only {
             return Err(StoreError::ReadOnly { store: shown(&self.path) });
         }
-        let mut tries = 0;
+        let has_meta = self.has_meta;
+        let mut tries: u32 = 0;
         loop {
             tries += 1;
             let result = (|| {
                 let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 // The meta table arrives with the second migration; before it, there is no revision.
-                let rev = tx
-                    .prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value")
-                    .and_then(|mut bump| bump.query_row([], |r| r.get(0)))
-                    .optional()
-                    .or_else(|e| {
-                        if matches!(&e, rusqlite::Error::SqliteFailure(_, Some(m)) if m.contains("no such table")) {
-                            Ok(None)
-                        } else {
-                            Err(e)
-                        }
-                    })?
-                    .unwrap_or(0);
+                let rev = if has_meta {
+                    tx.prepare_cached("UPDATE meta SET value = value + 1 WHERE key = 'rev' RETURNING value")?
+                        .query_row([], |r| r.get(0))
+                        .optional()?
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
                 let value = work(&tx, rev)?;
                 tx.commit()?;
                 Ok(value)
             })();
             match result {
-                Err(e) if is_busy(&e) && tries < 3 => continue,
+                // Waited out by the busy timeout already, or refused at once where waiting could
+                // not help (another writer changed what this one read): a moment, and again.
+                Err(e) if is_busy(&e) && tries < 5 => {
+                    tracing::debug!(error = %e, code = ?e.sqlite_error(), tries, "the store was busy; trying again");
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(tries)));
+                    continue;
+                }
                 Err(e) => return Err(self.write_err(e)),
                 Ok(value) => return Ok(value),
             }
@@ -363,6 +401,10 @@ impl Db {
     }
 
     pub(super) fn meta_i64(&self, key: &str) -> Result<i64, StoreError> {
+        // A first-version store read without upgrading it has no meta table yet.
+        if !self.has_meta {
+            return Ok(0);
+        }
         let value = self
             .conn
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")
@@ -370,8 +412,6 @@ impl Db {
         match value {
             Ok(value) => Ok(value),
             Err(rusqlite::Error::QueryReturnedNoRows) => Ok(0),
-            // A first-version store read without upgrading it has no meta table yet.
-            Err(rusqlite::Error::SqliteFailure(_, Some(m))) if m.contains("no such table") => Ok(0),
             Err(e) => Err(self.err(e)),
         }
     }

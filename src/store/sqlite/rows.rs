@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::db::{BULK_CACHE_KIB, BULK_ROWS, DEFAULT_CACHE_KIB, Db, KEPT_TOMBSTONES, interval_ms, time_text};
@@ -11,7 +11,7 @@ use crate::session::{
     Action, LastCall, MAX_INTERVAL, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SortBy, Status,
     TrackedSession, WorkbookRef,
 };
-use crate::store::{Changes, KEPT_OUTCOMES, StoreError, Write};
+use crate::store::{Changes, KEPT_OUTCOMES, StoreError, Unfinished, Write};
 use crate::text;
 
 impl Db {
@@ -118,6 +118,47 @@ impl Db {
             .optional()
             .map_err(|e| self.err(e))?
             .ok_or_else(|| StoreError::NotFound(name.to_string()))
+    }
+
+    /// Creations whose process is gone without saying how they ended, taken out as they are
+    /// read. One whose session is in the store since (only its last step was lost) is not one.
+    pub fn take_unfinished(&mut self) -> Result<Vec<Unfinished>, StoreError> {
+        self.write(|tx, _| {
+            let mut found = Vec::new();
+            let mut gone = Vec::new();
+            let mut rows = tx.prepare_cached(
+                "SELECT i.id, i.name, i.workbook, i.started_at, i.pid, \
+                 EXISTS (SELECT 1 FROM sessions s WHERE s.name = i.name \
+                         AND (s.last_refresh >= i.started_at OR s.created_at >= i.started_at)) \
+                 FROM intents i",
+            )?;
+            let intents = rows.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, bool>(5)?,
+                ))
+            })?;
+            for intent in intents {
+                let (id, name, workbook, started_at, pid, stored) = intent?;
+                if u32::try_from(pid).is_ok_and(super::process_alive) {
+                    continue;
+                }
+                gone.push(id);
+                if !stored {
+                    let started_at = parse_time(&started_at).unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+                    found.push(Unfinished { name, workbook, started_at });
+                }
+            }
+            drop(rows);
+            for id in gone {
+                tx.prepare_cached("DELETE FROM intents WHERE id = ?1")?.execute([id])?;
+            }
+            Ok(found)
+        })
     }
 
     /// The name of the session that tracks `id`, if one does.
@@ -302,6 +343,15 @@ impl Db {
                     Write::Paused(paused) => {
                         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'paused'", [i64::from(*paused)])?;
                     }
+                    Write::Creating { id, name, workbook } => {
+                        tx.prepare_cached(
+                            "INSERT OR REPLACE INTO intents (id, name, workbook, started_at, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        )?
+                        .execute(params![id, name, workbook.to_string(), time_text(Utc::now()), std::process::id()])?;
+                    }
+                    Write::Created { id } => {
+                        tx.prepare_cached("DELETE FROM intents WHERE id = ?1")?.execute([id])?;
+                    }
                 }
             }
             touched.sort_unstable();
@@ -347,53 +397,107 @@ const SESSION_SELECT: &str = "SELECT s.id, s.name, s.workbook, s.session_id, s.m
 const OUTCOME_COLUMNS: &str =
     "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message";
 
-fn bad_value(column: usize, what: String) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
+/// A stored time; `None` for one that cannot be read or lies outside the years the store keeps.
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    let at = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
+    (at.timestamp() >= 0 && at.year() <= 9999).then_some(at)
 }
 
-fn parse_time(column: usize, text: &str) -> rusqlite::Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text).map(|t| t.with_timezone(&Utc)).map_err(|e| bad_value(column, e.to_string()))
-}
-
+/// A session row with its newest outcome, read leniently: a value that cannot be read (a row
+/// edited by hand, written by another program) makes the session `Damaged`, shown with its name
+/// so that it can be removed or recreated, and leaves every other session readable.
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
-    let workbook: String = row.get(2)?;
-    let session_id: String = row.get(3)?;
-    let mode: String = row.get(4)?;
-    let status: String = row.get(8)?;
-    let last_refresh: Option<String> = row.get(9)?;
-    let created_at: String = row.get(11)?;
-    let last_call_at: Option<String> = row.get(12)?;
+    let key: SessionKey = row.get(0)?;
+    let name: String = row.get(1).unwrap_or_else(|_| format!("#{key}"));
+    let mut damage: Vec<&'static str> = Vec::new();
+    let mut note = |what: &'static str| damage.push(what);
+    let text = |i: usize| row.get::<_, String>(i).ok();
+    let workbook = text(2).and_then(|w| WorkbookRef::parse(&w).ok()).unwrap_or_else(|| {
+        note("workbook");
+        WorkbookRef::unreadable()
+    });
+    let session_id = text(3).and_then(|id| SessionId::new(&id).ok()).or_else(|| {
+        note("session id");
+        SessionId::new("unreadable").ok()
+    });
+    let mode = match text(4).as_deref() {
+        Some("persistent") => Mode::Persistent,
+        Some("non-persistent") => Mode::NonPersistent,
+        _ => {
+            note("mode");
+            Mode::Persistent
+        }
+    };
+    // A hand-edited store must not overflow the scheduler.
+    let interval = match row.get::<_, Option<i64>>(5) {
+        Ok(ms) => ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)).clamp(MIN_INTERVAL, MAX_INTERVAL)),
+        Err(_) => {
+            note("interval");
+            None
+        }
+    };
+    let recreate = row.get(6).unwrap_or_else(|_| {
+        note("recreate");
+        false
+    });
+    let auto = row.get(7).unwrap_or_else(|_| {
+        note("auto");
+        false
+    });
+    let status = match text(8).as_deref().and_then(Status::parse) {
+        // Stale is what `ok` turns into with time; it is never stored, but read it kindly.
+        Some(Status::Stale) => Status::Ok,
+        Some(status) => status,
+        None => {
+            note("status");
+            Status::Damaged
+        }
+    };
+    let last_refresh = match row.get::<_, Option<String>>(9) {
+        Ok(None) => None,
+        Ok(Some(t)) => parse_time(&t).or_else(|| {
+            note("last refresh");
+            None
+        }),
+        Err(_) => {
+            note("last refresh");
+            None
+        }
+    };
+    let failures = row.get(10).unwrap_or_else(|_| {
+        note("failures");
+        0
+    });
+    let created_at = text(11).as_deref().and_then(parse_time).unwrap_or_else(|| {
+        note("created at");
+        DateTime::<Utc>::UNIX_EPOCH
+    });
+    let last_call = match (row.get::<_, Option<String>>(12), row.get::<_, Option<i64>>(13)) {
+        (Ok(Some(at)), Ok(latency)) => parse_time(&at)
+            .map(|at| LastCall { at, latency_ms: latency.and_then(|l| u64::try_from(l).ok()).unwrap_or(0) }),
+        _ => None,
+    };
+    let Some(session_id) = session_id else {
+        return Err(rusqlite::Error::InvalidColumnType(3, "session_id".into(), rusqlite::types::Type::Text));
+    };
+    let damaged = !damage.is_empty();
+    if damaged {
+        tracing::warn!(session = %name, damaged = ?damage, "a stored session cannot be read whole; shown as damaged");
+    }
     Ok(TrackedSession {
-        key: row.get(0)?,
-        name: row.get(1)?,
-        workbook: WorkbookRef::parse(&workbook).map_err(|e| bad_value(2, e.to_string()))?,
-        session_id: SessionId::new(&session_id).map_err(|e| bad_value(3, e.to_string()))?,
-        mode: match mode.as_str() {
-            "persistent" => Mode::Persistent,
-            "non-persistent" => Mode::NonPersistent,
-            other => return Err(bad_value(4, format!("unknown mode {other:?}"))),
-        },
-        interval: row
-            .get::<_, Option<i64>>(5)?
-            .map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)).clamp(MIN_INTERVAL, MAX_INTERVAL)), // a hand-edited store must not overflow the scheduler
-        recreate: row.get(6)?,
-        auto: row.get(7)?,
-        status: match Status::parse(&status) {
-            // Stale is what `ok` turns into with time; it is never stored, but read it kindly.
-            Some(Status::Stale) => Status::Ok,
-            Some(status) => status,
-            None => return Err(bad_value(8, format!("unknown status {status:?}"))),
-        },
-        last_refresh: last_refresh.map(|t| parse_time(9, &t)).transpose()?,
-        failures: row.get(10)?,
-        created_at: parse_time(11, &created_at)?,
-        last_call: match last_call_at {
-            Some(at) => Some(LastCall {
-                at: parse_time(12, &at)?,
-                latency_ms: u64::try_from(row.get::<_, i64>(13)?).unwrap_or(0),
-            }),
-            None => None,
-        },
+        key,
+        name,
+        workbook,
+        session_id,
+        mode,
+        interval,
+        recreate,
+        auto,
+        status: if damaged { Status::Damaged } else { status },
+        last_refresh,
+        failures,
+        created_at,
+        last_call,
     })
 }
 
@@ -401,25 +505,28 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
 /// client_request_id, message` starting at `first`. What a server said is cleaned again on the
 /// way out: a store written by an older build may hold raw text.
 fn outcome_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
-    let at: String = row.get(first)?;
-    let action: String = row.get(first + 1)?;
-    let kind: String = row.get(first + 2)?;
-    let codes: Option<String> = row.get(first + 5)?;
-    let request_id: Option<String> = row.get(first + 6)?;
-    let client_request_id: Option<String> = row.get(first + 7)?;
-    let message: Option<String> = row.get(first + 8)?;
+    let text = |i: usize| row.get::<_, Option<String>>(first + i).ok().flatten();
+    let at = text(0).as_deref().and_then(parse_time);
+    let action = text(1).as_deref().and_then(Action::parse);
+    let kind = text(2).as_deref().and_then(OutcomeKind::parse);
+    let readable = at.is_some() && action.is_some() && kind.is_some();
+    let message = text(8);
     Ok(Outcome {
-        at: parse_time(first, &at)?,
-        action: Action::parse(&action).ok_or_else(|| bad_value(first + 1, format!("unknown action {action:?}")))?,
-        kind: OutcomeKind::parse(&kind).ok_or_else(|| bad_value(first + 2, format!("unknown kind {kind:?}")))?,
-        latency_ms: u64::try_from(row.get::<_, i64>(first + 3)?).unwrap_or(0),
-        http_status: row.get(first + 4)?,
-        codes: codes
+        at: at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
+        action: action.unwrap_or(Action::Refresh),
+        kind: kind.unwrap_or(OutcomeKind::Error),
+        latency_ms: row.get::<_, i64>(first + 3).ok().and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
+        http_status: row.get(first + 4).ok().flatten(),
+        codes: text(5)
             .map(|c| c.split(',').filter(|s| !s.is_empty()).map(|c| text::clean(c, text::MAX_TOKEN)).collect())
             .unwrap_or_default(),
-        request_id: text::clean_opt(request_id.as_deref(), text::MAX_TOKEN),
-        client_request_id: text::clean_opt(client_request_id.as_deref(), text::MAX_TOKEN),
-        message: text::clean_opt(message.as_deref(), text::MAX_MESSAGE),
+        request_id: text::clean_opt(text(6).as_deref(), text::MAX_TOKEN),
+        client_request_id: text::clean_opt(text(7).as_deref(), text::MAX_TOKEN),
+        message: if readable {
+            text::clean_opt(message.as_deref(), text::MAX_MESSAGE)
+        } else {
+            Some("this stored outcome cannot be read whole".into())
+        },
     })
 }
 

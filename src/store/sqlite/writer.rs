@@ -13,7 +13,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::db::Db;
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
-use crate::store::{Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Write};
+use crate::store::{Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write};
 
 /// How often another process's changes are looked for while someone watches.
 const POLL: Duration = Duration::from_millis(250);
@@ -183,6 +183,10 @@ impl SessionStore for SqliteStore {
         .boxed()
     }
 
+    fn unfinished(&self) -> StoreFuture<Vec<Unfinished>> {
+        self.read(|db| db.take_unfinished())
+    }
+
     fn watch(&self, since: Rev) -> tmpsc::UnboundedReceiver<StoreEvent> {
         let (events, rx) = tmpsc::unbounded_channel();
         let _ = self.tx.send(Message::Watch(since, events));
@@ -244,9 +248,10 @@ fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
                 match message {
                     Message::Write(w) => batch.push(*w),
                     Message::Request(r) => after.push(r),
+                    // Not yet seen: the first look reads what was committed since `since`, whoever
+                    // committed it while the watcher was starting.
                     Message::Watch(since, events) => {
-                        let seen_version = db.data_version().ok();
-                        watch = Some(Watch { events, seen_rev: since, seen_version, last_check: Instant::now() });
+                        watch = Some(Watch { events, seen_rev: since, seen_version: None, last_check: Instant::now() });
                     }
                     Message::Close => closing = true,
                 }
@@ -288,6 +293,8 @@ fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
                     }
                     Request::Read(read) => read(&mut db),
                     Request::Flush(reply) => {
+                        // What was committed without a sync is synced now.
+                        db.sync();
                         let _ = reply.send(());
                     }
                 }
