@@ -126,7 +126,7 @@ pub enum Command {
     /// Track many sessions at once, from JSON lines (as `list --json` writes) or CSV
     Import(ImportArgs),
     /// Keep every session alive without a dashboard; one line per outcome
-    Run(JsonArg),
+    Run(RunArgs),
     /// Sign in with the device code flow
     Login(LoginArgs),
     /// Forget the cached sign-in
@@ -140,6 +140,16 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Machine-readable output
+    #[arg(long)]
+    pub json: bool,
+    /// If another process drives the store, wait for it to go and then drive (for a service manager)
+    #[arg(long)]
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone, Args)]

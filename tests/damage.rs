@@ -60,3 +60,37 @@ fn a_row_damaged_by_hand_is_shown_as_damaged_and_can_be_removed() {
     let listed = cli.ok(&["list"]);
     assert!(!listed.contains("bad") && listed.contains("good"), "{listed}");
 }
+
+#[test]
+fn an_overlong_line_is_refused_as_soon_as_it_is_seen() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let file = dir.path().join("huge.jsonl");
+    let mut line = String::from(r#"{"name":"e","workbook":"me/drive/items/W1","session_id":""#);
+    line.push_str(&"x".repeat(2 * 1024 * 1024));
+    line.push_str("\"}\n");
+    std::fs::write(&file, line).unwrap();
+    let out = cli.output(&["import", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 1") && stderr.contains("longer than 1 MiB"), "{stderr}");
+    assert!(!cli.store.exists(), "nothing was written, not even a store");
+}
+
+#[test]
+fn an_overlong_workbook_or_invisible_characters_are_refused_in_one_line() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let long = format!("me/drive/items/{}", "W".repeat(5000));
+    let hidden = "me/drive/items/W1\u{202e}";
+    for workbook in [long.as_str(), hidden] {
+        let out = cli.output(&["add", "a", "--workbook", workbook, "--session-id", "S"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.len() < 600, "the refusal does not repeat what it refuses: {} bytes", stderr.len());
+        assert!(!stderr.contains('\u{202e}'));
+    }
+}

@@ -239,10 +239,11 @@ fn one_driver_per_store_and_it_picks_up_sessions_added_elsewhere() {
     let keeper = Keeper::start(&cli, &[]);
     wait_for("the lock", Duration::from_secs(5), || common::driver_pid(&cli.store).is_some());
 
+    // Another driver is no usage error: exit 1, and the way to wait for a turn.
     let second = cli.output(&["run"]);
-    assert_eq!(second.status.code(), Some(2));
+    assert_eq!(second.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&second.stderr);
-    assert!(stderr.contains(&format!("pid {}", keeper.child.id())), "{stderr}");
+    assert!(stderr.contains(&format!("pid {}", keeper.child.id())) && stderr.contains("--wait"), "{stderr}");
 
     let id = sim.sim.open_session("W1");
     cli.ok(&["add", "late", "--workbook", "me/drive/items/W1", "--session-id", &id, "--interval", "1m"]);

@@ -154,3 +154,22 @@ fn a_signal_to_exec_reaches_the_job() {
     assert!(started.elapsed() < Duration::from_secs(10), "the job ended with exec, not after its minute");
     assert_eq!(status.code(), Some(128 + 15), "the job's own end, by SIGTERM");
 }
+
+#[test]
+fn the_service_file_is_a_valid_systemd_unit() {
+    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/wbsessions.service")).unwrap();
+    assert!(unit.contains("run --wait"), "the service waits for its turn: {unit}");
+    let Ok(probe) = std::process::Command::new("systemd-analyze").arg("--version").output() else {
+        eprintln!("SKIPPED: systemd-analyze is not installed, so the unit was not verified");
+        return;
+    };
+    assert!(probe.status.success());
+    // Verified as installed, with the binary where the unit expects it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wbsessions.service");
+    std::fs::write(&path, unit.replace("%h/.cargo/bin/wbsessions", env!("CARGO_BIN_EXE_wbsessions"))).unwrap();
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("wbsessions.service:"), "no complaint about the unit: {said}");
+}

@@ -140,13 +140,17 @@ fn one_driver_whatever_path_or_link_reaches_the_store() {
     for other in [&symlink, &dotted] {
         let out = cli.output(&["--store", other.to_str().unwrap(), "run"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{}: {stderr}", other.display());
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", other.display());
         assert!(stderr.contains("already drives the store"), "{stderr}");
     }
     // No lock file to delete: the role is in the store.
     let _ = std::fs::remove_file(cli.store.with_file_name("sessions.db.lock"));
     let out = cli.output(&["run"]);
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    // `run --wait` waits for its turn, and drives once the first is gone.
+    let mut waiting = cli.command(&["run", "--wait"]).stdout(std::process::Stdio::null()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(driver_pid(&cli.store), Some(first.id()), "the first still drives");
     // A second name for the file is refused outright: SQLite would keep a log of its own for it.
     let hard = dir.path().join("hard.db");
     std::fs::hard_link(&cli.store, &hard).unwrap();
@@ -157,6 +161,9 @@ fn one_driver_whatever_path_or_link_reaches_the_store() {
     std::fs::remove_file(&hard).unwrap();
     sigterm(&first);
     assert!(first.wait().unwrap().success());
+    wait_for("the waiting keeper to drive", Duration::from_secs(10), || driver_pid(&cli.store) == Some(waiting.id()));
+    sigterm(&waiting);
+    assert!(waiting.wait().unwrap().success());
 }
 
 #[cfg(unix)]

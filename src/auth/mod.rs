@@ -334,6 +334,24 @@ impl CacheSource {
     }
 }
 
+/// Kills a command's process group when dropped, unless it has ended.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        if let Some(pid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: signal 0 to the group asks only whether it still has members; SIGKILL to a
+            // negative pid ends the group the command was started in.
+            unsafe {
+                if libc::kill(-pid, 0) == 0 {
+                    libc::kill(-pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 /// Runs the token command with a deadline: on expiry it is killed (with everything it started)
 /// and the call fails with a clear error instead of hanging.
 async fn run_token_command(command: &str, timeout: Duration) -> Result<Secret, AuthError> {
@@ -346,8 +364,19 @@ async fn run_token_command(command: &str, timeout: Duration) -> Result<Secret, A
         .kill_on_drop(true);
     #[cfg(unix)]
     shell.process_group(0);
+    // It dies with this process, however this one ends.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl only sets a flag of the child process between fork and exec.
+    unsafe {
+        shell.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
     let mut child = shell.spawn().map_err(|e| AuthError::Command(format!("cannot run it: {e}")))?;
     let group = child.id();
+    // Ended early (a signal, a shutdown): everything the command started goes with it.
+    let _group_guard = GroupGuard(group);
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();

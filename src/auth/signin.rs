@@ -286,6 +286,14 @@ impl SignIn {
                 // What the user is shown comes from the server: plain text only, and a sane wait.
                 code.user_code = crate::text::clean(&code.user_code, 64);
                 code.verification_uri = crate::text::clean(&code.verification_uri, 512);
+                // The user is sent there to type a code: only to a page over https (or the
+                // simulator on this machine).
+                if !is_safe_page(&code.verification_uri) {
+                    return Err(SignInError::Refused(format!(
+                        "the sign-in service gave a verification address that is not https ({}); not shown",
+                        crate::text::clean(&code.verification_uri, 80)
+                    )));
+                }
                 code.message = crate::text::clean_opt(code.message.as_deref(), 1000);
                 code.expires_in = code.expires_in.clamp(1, MAX_DEVICE_CODE_SECS);
                 code.interval = code.interval.clamp(1, 60);
@@ -355,6 +363,12 @@ impl SignIn {
     fn tokens_from(&self, body: &[u8], previous: Option<&CachedSignIn>) -> Result<CachedSignIn, SignInError> {
         let answer: TokenAnswer =
             serde_json::from_slice(body).map_err(|e| SignInError::Refused(format!("unreadable token answer: {e}")))?;
+        // A token travels in a header: one that cannot is refused before it is cached.
+        if answer.access_token.is_empty() || !answer.access_token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(SignInError::Refused(
+                "the sign-in answered with an access token that cannot be sent in a header".into(),
+            ));
+        }
         let now = Utc::now();
         Ok(CachedSignIn {
             authority: self.authority.clone(),
@@ -362,9 +376,25 @@ impl SignIn {
             // A renewal that brings no new refresh token keeps the old one.
             refresh_token: answer.refresh_token.or_else(|| previous.and_then(|p| p.refresh_token.clone())),
             obtained_at: now,
-            expires_at: crate::time::add(now, Duration::from_secs(answer.expires_in.min(86_400))),
+            // Under a minute would renew before nearly every call: a minute at least.
+            expires_at: crate::time::add(now, Duration::from_secs(answer.expires_in.clamp(60, 86_400))),
             user: previous.and_then(|p| p.user.clone()),
         })
+    }
+}
+
+/// Whether a page the user is sent to is safe to show: https, or http to this machine.
+fn is_safe_page(address: &str) -> bool {
+    let Ok(url) = url::Url::parse(address) else { return false };
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
     }
 }
 
@@ -447,6 +477,15 @@ mod tests {
             obtained_at: now,
             expires_at: now + lifetime,
             user: None,
+        }
+    }
+
+    #[test]
+    fn only_pages_over_https_or_on_this_machine_are_shown() {
+        assert!(is_safe_page("https://microsoft.com/devicelogin"));
+        assert!(is_safe_page("http://127.0.0.1:8080/device"));
+        for unsafe_page in ["javascript:alert(1)", "http://evil.example/device", "file:///etc/passwd", "not a url"] {
+            assert!(!is_safe_page(unsafe_page), "{unsafe_page}");
         }
     }
 

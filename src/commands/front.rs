@@ -113,7 +113,7 @@ pub(crate) async fn one_shot(
             }
             Some((i, answer)) = pending.next() => answers[i] = Some(answer),
             _ = &mut signal => {
-                failed = Some(anyhow::anyhow!("interrupted; what finished is recorded"));
+                failed = Some(super::Interrupted.into());
                 break;
             }
         }
@@ -166,6 +166,28 @@ pub(crate) fn hint(e: &EngineError, session: Option<&TrackedSession>, name: &str
 /// An error as one line with its hint, cleaned for the terminal.
 pub(crate) fn explain(e: &EngineError, session: Option<&TrackedSession>, name: &str) -> String {
     format!("{}{}", crate::text::clean(&e.to_string(), 2000), hint(e, session, name))
+}
+
+/// Creations an earlier process started and never finished, each said once: a session may be
+/// open at Graph under that name that nothing tracks.
+pub async fn unfinished_creations(store: &dyn crate::store::SessionStore, times: super::output::Times) -> Vec<String> {
+    match store.unfinished().await {
+        Ok(found) => found
+            .into_iter()
+            .map(|u| {
+                format!(
+                    "{}: a session may be open at Graph that nothing tracks: creating one on {} was cut short at {} (the process ended before storing it); unused, it expires by itself",
+                    crate::text::clean(&u.name, 100),
+                    crate::text::clean(&u.workbook, 200),
+                    times.stamp_secs(u.started_at)
+                )
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the creations cut short");
+            Vec::new()
+        }
+    }
 }
 
 /// Says on stderr what each failure means and what to do; exit 1 if anything failed.

@@ -158,7 +158,7 @@ pub async fn id(settings: &Settings, name: &str, any: bool) -> Result<ExitCode> 
     let status = settings.engine.defaults.status_at(&s, chrono::Utc::now());
     if !any && !status.is_alive() {
         let hint = match status {
-            Status::Stale => format!("`wbsessions refresh {name}` checks it"),
+            Status::Stale | Status::New => format!("`wbsessions refresh {name}` checks it"),
             Status::Closed => format!("`wbsessions recreate {name}` starts a new one"),
             _ if s.recreate => format!("the keeper recreates it; `wbsessions recreate {name}` does it now"),
             _ => format!("`wbsessions recreate {name}` starts a new one"),

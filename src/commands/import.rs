@@ -7,7 +7,7 @@
 //! is skipped.
 
 use std::collections::HashSet;
-use std::io::{Read as _, Write as _};
+use std::io::{Read, Write as _};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -365,16 +365,50 @@ fn each_csv_session(
     Ok(())
 }
 
+/// The longest line a file may have: a session is a few hundred bytes.
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Reads the whole input, refusing it at the first line longer than `MAX_LINE`, as soon as that
+/// line is seen: a huge line costs one buffer, not its size.
+fn read_lines_bounded(mut input: impl Read, file: &str) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    let (mut line, mut line_len) = (1usize, 0usize);
+    loop {
+        let n = match input.read(&mut chunk) {
+            Ok(0) => return Ok(bytes),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(bad_input(format!("cannot read {file}: {e}"))),
+        };
+        for &byte in &chunk[..n] {
+            if byte == b'\n' {
+                line += 1;
+                line_len = 0;
+            } else {
+                line_len += 1;
+                if line_len > MAX_LINE {
+                    return Err(bad_input(format!(
+                        "line {line} of {file} is longer than {} MiB; nothing was imported (a session is one line of \
+                         a few hundred bytes: `jq -c '.[]'` puts each on its own)",
+                        MAX_LINE / (1024 * 1024)
+                    )));
+                }
+            }
+        }
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+}
+
 pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     let from_stdin = args.file.as_os_str() == "-";
     let file = if from_stdin { "standard input".to_string() } else { args.file.display().to_string() };
-    let mut bytes = Vec::new();
-    let read = if from_stdin {
-        std::io::stdin().lock().read_to_end(&mut bytes)
+    let bytes = if from_stdin {
+        read_lines_bounded(std::io::stdin().lock(), &file)?
     } else {
-        std::fs::File::open(&args.file).and_then(|mut f| f.read_to_end(&mut bytes))
+        let opened = std::fs::File::open(&args.file).map_err(|e| bad_input(format!("cannot read {file}: {e}")))?;
+        read_lines_bounded(opened, &file)?
     };
-    read.map_err(|e| bad_input(format!("cannot read {file}: {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|_| bad_input(format!("{file} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8)")))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);

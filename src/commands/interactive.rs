@@ -47,6 +47,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     let store = opened.sessions;
     let clock = ctx.clock.clone();
     let paused = store.paused().await.map_err(store_error)?;
+    let unfinished = super::front::unfinished_creations(&*store, super::output::Times { utc: settings.utc }).await;
     let sort = saved_sort(settings).unwrap_or(Sort { by: settings.ui.sort, reverse: settings.ui.reverse });
     // The first screenful now; the engine reads the rest behind it, so a big store opens at once.
     let (_, rows) = tui::terminal_size();
@@ -74,6 +75,9 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     let mut keeper =
         Keeper::start(store, role, ctx, settings.engine.clone(), Start::Stored).await.map_err(store_error)?;
     let mut effects: Vec<Effect> = creations.into_iter().map(|new| app.ask(Request::Create(new))).collect();
+    for line in &unfinished {
+        app.flash_error(line.clone(), clock.now());
+    }
     if let Some(problem) = problem {
         app.flash_error(problem, clock.now());
     } else if token_missing {

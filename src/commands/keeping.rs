@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::{Answer, EngineError, Event, Reply, Request};
 use crate::session::{Draft, NewSession, SettingsChange, Status, TrackedSession};
-use crate::store::{Opened, SessionStore, StoreError};
+use crate::store::{Opened, RoleError, SessionStore, StoreError};
 
 /// Looks up every name first, so that one unknown name changes nothing.
 async fn find_all(store: &dyn SessionStore, names: &[String]) -> Result<Vec<TrackedSession>> {
@@ -270,12 +270,41 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
 }
 
 /// The headless keeper: every session kept alive until SIGINT or SIGTERM, one line per outcome.
-pub async fn run(settings: &Settings, as_json: bool) -> Result<ExitCode> {
-    // The store is checked before the lock file is made beside it: a bad store changes nothing.
+pub async fn run(settings: &Settings, as_json: bool, wait: bool) -> Result<ExitCode> {
     let opened = open_store(settings)?;
-    let lease = opened.role.acquire().map_err(|e| if e.is_bad_input() { bad_input(e) } else { e.into() })?;
+    let lease = match opened.role.acquire() {
+        Ok(lease) => lease,
+        // Another keeper or dashboard drives: not a usage error, and with --wait, a turn to wait for.
+        Err(RoleError::Held { holder, .. }) if wait => {
+            writeln!(
+                std::io::stderr().lock(),
+                "wbsessions: {holder} drives the store; waiting for it to go (Ctrl-C stops)"
+            )?;
+            let signal = shutdown_signal();
+            tokio::pin!(signal);
+            loop {
+                tokio::select! {
+                    () = &mut signal => return Err(super::Interrupted.into()),
+                    () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                }
+                match opened.role.try_acquire() {
+                    Ok(lease) => break lease,
+                    Err(RoleError::Held { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Err(e @ RoleError::Held { .. }) => {
+            anyhow::bail!("{e} (`wbsessions run --wait` waits for its turn)")
+        }
+        Err(e) if e.is_bad_input() => return Err(bad_input(e)),
+        Err(e) => return Err(e.into()),
+    };
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
+    for line in super::front::unfinished_creations(&*opened.sessions, times(settings)).await {
+        writeln!(std::io::stderr().lock(), "wbsessions: {line}")?;
+    }
     let (sessions, rev) = opened.sessions.snapshot().await.map_err(store_error)?;
     let (kept, skipped): (Vec<&TrackedSession>, Vec<&TrackedSession>) =
         sessions.iter().partition(|s| s.is_kept_alive());

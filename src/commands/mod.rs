@@ -29,6 +29,11 @@ pub(crate) fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
 
+/// Stopped by Ctrl-C or SIGTERM before it was done: exit 130, as a shell reports an interrupt.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted; what finished is recorded")]
+pub(crate) struct Interrupted;
+
 /// Whether standard output is a pipe whose reader has gone, found without writing to it.
 #[cfg(unix)]
 pub(crate) fn stdout_gone() -> bool {
@@ -56,7 +61,9 @@ fn is_closed_output(e: &anyhow::Error) -> bool {
 }
 
 pub(crate) fn exit_code_of(e: &anyhow::Error) -> ExitCode {
-    if e.chain().any(|c| c.is::<BadInput>() || c.is::<crate::config::ConfigError>()) {
+    if e.chain().any(|c| c.is::<Interrupted>()) {
+        ExitCode::from(130)
+    } else if e.chain().any(|c| c.is::<BadInput>() || c.is::<crate::config::ConfigError>()) {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)
@@ -118,7 +125,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
         overrides.token = Some(read_token_from_stdin()?);
     }
     let settings = Settings::load(&overrides)?;
-    let _log = init_logging(&settings);
+    let _log = init_logging(&settings)?;
     // One thread: the work is waiting on the network, and cross-thread wake-ups cost more than they give.
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
@@ -139,7 +146,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Recreate(args) => keeping::recreate(&settings, &args.names).await,
             Command::Exec(args) => scripts::exec(&settings, args).await,
             Command::Import(args) => import::import(&settings, args).await,
-            Command::Run(args) => keeping::run(&settings, args.json).await,
+            Command::Run(args) => keeping::run(&settings, args.json, args.wait).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),
             Command::Whoami => signin::whoami(&settings),
@@ -159,8 +166,23 @@ fn read_token_from_stdin() -> Result<String> {
     Ok(token)
 }
 
-/// The log: daily files in the state folder, a week of them kept; never the terminal.
-fn init_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+/// The log: daily files in the state folder, a week of them kept; never the terminal. A log
+/// folder or today's file that is a symbolic link is refused: what is logged would land in its
+/// target. Any other trouble only leaves the log unwritten.
+fn init_logging(settings: &Settings) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let today = settings.log_dir.join(format!("wbsessions.{}.log", chrono::Utc::now().format("%Y-%m-%d")));
+    for path in [&settings.log_dir, &today] {
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(bad_input(format!(
+                "the log {} is a symbolic link, which is refused (what is logged would land in its target); remove it",
+                path.display()
+            )));
+        }
+    }
+    Ok(start_logging(settings))
+}
+
+fn start_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::WorkerGuard> {
     crate::files::private_dir(&settings.log_dir).ok()?;
     let appender = tracing_appender::rolling::RollingFileAppender::builder()
         .rotation(tracing_appender::rolling::Rotation::DAILY)

@@ -561,6 +561,14 @@ impl Engine {
         let late = entry.late.take();
         let closing = entry.queued & queued::CLOSE != 0;
         let session = entry.session.clone();
+        if report.new_session_id.is_some()
+            && let Some(answered) = report.outcomes.last()
+        {
+            // How long a new session lived at Graph unknown to the store: a kill in this window
+            // leaves it open (the next start names it).
+            let window = crate::time::until(answered.at, self.ctx.clock.now());
+            tracing::info!(session = %session.name, window_ms = window.as_millis() as u64, stored = stored.is_ok(), "a new session id is in the store");
+        }
         self.log_failures(&session.name, report);
         for (i, outcome) in report.outcomes.iter().enumerate() {
             let late = if i == 0 { late } else { None };

@@ -189,9 +189,10 @@ impl Status {
         )
     }
 
-    /// Whether a script may use the session's id: only when it is known to be alive.
+    /// Whether a script may use the session's id: only when it is known to be alive (a session
+    /// tracked but never refreshed is not known to be).
     pub(crate) fn is_alive(self) -> bool {
-        matches!(self, Status::Ok | Status::Refreshing | Status::Throttled | Status::New)
+        matches!(self, Status::Ok | Status::Refreshing | Status::Throttled)
     }
 
     /// One line for the help's legend.

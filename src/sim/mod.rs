@@ -220,6 +220,23 @@ impl Sim {
     pub fn open_session(&self, workbook: &str) -> String {
         self.create(workbook, true)
     }
+
+    /// Drops a session on the server side, as Graph may do at any time.
+    pub fn drop_session(&self, id: &str) -> bool {
+        self.state().sessions.remove(id).is_some()
+    }
+
+    /// The sessions alive now, by id, with the workbook item each is on.
+    pub fn live_sessions(&self) -> Vec<(String, String)> {
+        let now = self.clock.now();
+        let state = self.state();
+        state
+            .sessions
+            .iter()
+            .filter(|(_, s)| !self.is_expired(s, now))
+            .map(|(id, s)| (id.clone(), s.workbook.clone()))
+            .collect()
+    }
 }
 
 /// A simulator bound to a port and serving until stopped or dropped.
