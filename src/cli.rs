@@ -20,7 +20,7 @@ pub const COMPLETE_VAR: &str = "WBSESSIONS_COMPLETE";
 fn session_names(current: &std::ffi::OsStr) -> Vec<clap_complete::engine::CompletionCandidate> {
     let Some(prefix) = current.to_str() else { return Vec::new() };
     let overrides = Overrides {
-        store: std::env::var_os("WBSESSIONS_STORE").map(PathBuf::from),
+        store: store_being_typed().or_else(|| std::env::var_os("WBSESSIONS_STORE").map(PathBuf::from)),
         config: std::env::var_os("WBSESSIONS_CONFIG").map(PathBuf::from),
         ..Overrides::default()
     };
@@ -39,6 +39,21 @@ fn session_names(current: &std::ffi::OsStr) -> Vec<clap_complete::engine::Comple
         .collect()
 }
 
+/// The `--store` on the command line being completed, if it names one: the names come from the
+/// store the command will use.
+fn store_being_typed() -> Option<PathBuf> {
+    let mut words = std::env::args_os().skip_while(|w| w != "--").skip(1);
+    let mut store = None;
+    while let Some(word) = words.next() {
+        if word == "--store" {
+            store = words.next().map(PathBuf::from);
+        } else if let Some(value) = word.to_str().and_then(|w| w.strip_prefix("--store=")) {
+            store = Some(PathBuf::from(value));
+        }
+    }
+    store
+}
+
 fn names_completer() -> clap_complete::engine::ArgValueCompleter {
     clap_complete::engine::ArgValueCompleter::new(session_names)
 }
@@ -55,6 +70,7 @@ impl GlobalArgs {
             no_color: self.no_color || no_color_env,
             utc: self.utc,
             verbose: self.verbose,
+            quiet: self.quiet,
         }
     }
 }
@@ -70,31 +86,41 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct GlobalArgs {
-    /// The session store (SQLite file)
-    #[arg(long, global = true, env = "WBSESSIONS_STORE", value_name = "PATH")]
+    /// The session store: a file (SQLite), or sqlite:PATH
+    #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_STORE", value_name = "PATH")]
     pub store: Option<PathBuf>,
     /// The config file
-    #[arg(long, global = true, env = "WBSESSIONS_CONFIG", value_name = "PATH")]
+    #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// The Graph endpoint [default: https://graph.microsoft.com/v1.0]
-    #[arg(long, global = true, env = "WBSESSIONS_GRAPH_URL", value_name = "URL")]
+    #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_GRAPH_URL", value_name = "URL")]
     pub graph_url: Option<String>,
     /// A command whose standard output is an access token; run again when the token is refused or 50 minutes old
-    #[arg(long, global = true, env = "WBSESSIONS_TOKEN_COMMAND", value_name = "CMD")]
+    #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_TOKEN_COMMAND", value_name = "CMD")]
     pub(crate) token_command: Option<String>,
     /// An access token to use as it is; `-` reads it from standard input (prefer WBSESSIONS_TOKEN or
     /// --token-command: a token on the command line is visible to every local user)
-    #[arg(long, global = true, env = "WBSESSIONS_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WBSESSIONS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub token: Option<String>,
     /// No colours (status words stay); also when NO_COLOR is set to anything but empty
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub no_color: bool,
     /// Times in UTC instead of local time
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     pub(crate) utc: bool,
     /// More detail in the log file (-v debug, -vv trace)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Global options", action = clap::ArgAction::Count)]
     pub(crate) verbose: u8,
+    /// No progress bars (summaries and errors are still said)
+    #[arg(short, long, global = true, help_heading = "Global options")]
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

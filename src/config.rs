@@ -156,6 +156,7 @@ pub struct Overrides {
     pub no_color: bool,
     pub(crate) utc: bool,
     pub(crate) verbose: u8,
+    pub(crate) quiet: bool,
 }
 
 /// Where a sign-in goes, as the command line asks for it.
@@ -186,6 +187,8 @@ pub struct Settings {
     pub no_color: bool,
     /// Times in UTC rather than local time.
     pub(crate) utc: bool,
+    /// No progress bars.
+    pub(crate) quiet: bool,
     /// Whether the store was named on the command line (a read-only use must not create it).
     pub(crate) store_named: bool,
     pub(crate) log_level: String,
@@ -349,6 +352,7 @@ impl Settings {
             token_command_timeout,
             no_color: args.no_color,
             utc: args.utc,
+            quiet: args.quiet,
             store_named: args.store.is_some(),
             log_level,
             log_dir: log_dir.clone(),

@@ -2,6 +2,33 @@
 //! characters or escape sequences that could retitle a terminal, write its clipboard or forge
 //! output lines, and a bounded length.
 
+/// "10,000": a count as people read it.
+pub(crate) fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, digit) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    out
+}
+
+/// "40 refreshed: 38 ok, 2 dead", the words in the order they first came.
+pub(crate) fn summary<'a>(total: usize, past: &str, ok: usize, failed: impl IntoIterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for word in failed {
+        match counts.iter_mut().find(|(w, _)| *w == word) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((word, 1)),
+        }
+    }
+    let mut parts = vec![format!("{} ok", thousands(ok))];
+    parts.extend(counts.into_iter().map(|(word, n)| format!("{} {word}", thousands(n))));
+    format!("{} {past}: {}", thousands(total), parts.join(", "))
+}
+
 /// "1 session", "3 sessions".
 pub fn count(n: usize, what: &str) -> String {
     if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
@@ -168,6 +195,19 @@ mod tests {
             assert_eq!(clean(&format!("a{hidden}b"), 100), "ab", "{:?}", hidden);
         }
         assert_eq!(clean("a\u{2028}b\u{2029}c", 100), "a b c");
+    }
+
+    #[test]
+    fn counts_and_summaries_read_as_people_write_them() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(10_000), "10,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(
+            summary(10_000, "refreshed", 9_998, ["expired", "expired"]),
+            "10,000 refreshed: 9,998 ok, 2 expired"
+        );
+        assert_eq!(summary(3, "closed", 1, ["dead", "throttled"]), "3 closed: 1 ok, 1 dead, 1 throttled");
     }
 
     #[test]

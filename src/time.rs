@@ -158,12 +158,19 @@ pub(crate) fn format_until(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
     format!("in {}", format_coarse(secs as u64))
 }
 
+/// To the second while seconds matter (under ten minutes), then to the minute, the hour, the
+/// day: "45s", "1m40s", "4m", "42m", "1h40m", "5h", "3d". Never a jump from "99s" to "1m".
 fn format_coarse(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600, secs / 60, secs % 60);
     match secs {
-        0..=99 => format!("{secs}s"),
-        100..=5999 => format!("{}m", secs / 60),
-        6000..=172_799 => format!("{}h", secs / 3600),
-        _ => format!("{}d", secs / 86400),
+        0..=59 => format!("{secs}s"),
+        60..=599 if s == 0 => format!("{m}m"),
+        60..=599 => format!("{m}m{s}s"),
+        600..=5999 => format!("{m}m"),
+        6000..=35_999 if m.is_multiple_of(60) => format!("{h}h"),
+        6000..=35_999 => format!("{h}h{}m", m % 60),
+        36_000..=172_799 => format!("{h}h"),
+        _ => format!("{d}d"),
     }
 }
 
@@ -201,6 +208,9 @@ mod tests {
         assert_eq!(format_ago(now, now), "just now");
         assert_eq!(format_ago(now - chrono::Duration::seconds(12), now), "12s ago");
         assert_eq!(format_ago(now - chrono::Duration::seconds(300), now), "5m ago");
+        assert_eq!(format_ago(now - chrono::Duration::seconds(100), now), "1m40s ago", "no jump from 99s to 1m");
+        assert_eq!(format_ago(now - chrono::Duration::seconds(6000), now), "1h40m ago");
+        assert_eq!(format_ago(now - chrono::Duration::seconds(3 * 86_400), now), "3d ago");
         assert_eq!(format_until(now + chrono::Duration::seconds(45), now), "in 45s");
         assert_eq!(format_until(now - chrono::Duration::seconds(3), now), "now");
     }

@@ -470,10 +470,10 @@ fn a_tick_redraws_only_when_a_time_on_screen_reads_differently() {
     app.update(Msg::Tick, now() + chrono::Duration::seconds(1));
     assert!(app.dirty, "'12s ago' became '13s ago'");
 
-    // Sessions refreshed minutes ago: a minute passes between redraws.
+    // Sessions refreshed more than ten minutes ago: their times read in minutes only.
     let mut sessions = common::dashboard::sessions();
     for s in &mut sessions {
-        s.last_refresh = Some(now() - chrono::Duration::seconds(130));
+        s.last_refresh = Some(now() - chrono::Duration::seconds(700));
         // Failing ones failed as long ago: their retries are due already, and say "now".
         s.last_call = s.last_refresh.map(|at| wbsessions::session::LastCall { at, latency_ms: 40 });
         s.interval = Some(std::time::Duration::from_secs(3600));

@@ -306,3 +306,46 @@ fn times_in_the_future_are_read_as_now() {
         assert!(t <= after, "{field} {t} is after now {after}");
     }
 }
+
+#[test]
+fn list_json_imported_into_a_new_store_lists_the_same_settings_field_by_field() {
+    let sim = SimThread::start(sim_config(&[("W1", None), ("W2", None)]), Clock::system());
+    let from = tempfile::tempdir().unwrap();
+    let source = Cli::new(&sim.url, from.path());
+    source.ok(&["create", "own", "--workbook", "me/drive/items/W1", "--interval", "90s", "--recreate"]);
+    source.ok(&["create", "default", "--workbook", "me/drive/items/W2"]);
+    source.ok(&["create", "scratch", "--workbook", "me/drive/items/W1", "--non-persistent", "--interval", "2m"]);
+    source.ok(&["create", "manual", "--workbook", "me/drive/items/W2", "--interval", "45s"]);
+    source.ok(&["edit", "manual", "--no-auto"]);
+    let exported = source.ok(&["list", "--json"]);
+    let file = from.path().join("export.json");
+    std::fs::write(&file, &exported).unwrap();
+    let to = tempfile::tempdir().unwrap();
+    let target = Cli::new(&sim.url, to.path());
+    target.ok(&["import", file.to_str().unwrap()]);
+    let settings = |list: &serde_json::Value| {
+        let mut rows: Vec<Vec<serde_json::Value>> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                ["name", "workbook", "mode", "interval", "interval_secs", "recreate", "auto"]
+                    .map(|k| s[k].clone())
+                    .to_vec()
+            })
+            .collect();
+        rows.sort_by_key(|r| r[0].to_string());
+        rows
+    };
+    assert_eq!(settings(&json(&exported)), settings(&json(&target.ok(&["list", "--json"]))));
+
+    // A file that says only `interval_secs` (the interval in force) keeps it as the session's own.
+    let hand = file_in(
+        to.path(),
+        "hand.jsonl",
+        r#"{"name":"h","workbook":"me/drive/items/W1","session_id":"S-hand","interval_secs":75}"#,
+    );
+    target.ok(&["import", &hand]);
+    let shown = json(&target.ok(&["show", "h", "--json"]));
+    assert_eq!((shown["interval"].as_f64(), shown["interval_secs"].as_f64()), (Some(75.0), Some(75.0)));
+}

@@ -111,6 +111,19 @@ fn completion_names_the_tracked_sessions() {
     let out = cli.command(&["--", "wbsessions", "show", "bud"]).env("WBSESSIONS_COMPLETE", "fish").output().unwrap();
     let names = String::from_utf8_lossy(&out.stdout);
     assert!(names.contains("budget-live") && names.contains("budget-old") && !names.contains("sales"), "{names}");
+    // A --store on the line being completed is the store the names come from.
+    let other = dir.path().join("other.db");
+    cli.ok(&["--store", other.to_str().unwrap(), "create", "budget-elsewhere", "--workbook", "me/drive/items/W1"]);
+    let out = cli
+        .command(&["--", "wbsessions", "--store", other.to_str().unwrap(), "show", "bud"])
+        .env("WBSESSIONS_COMPLETE", "fish")
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(names.contains("budget-elsewhere") && !names.contains("budget-live"), "{names}");
+    // The script calls the binary by name, not by where this build happens to be.
+    let script = cli.ok(&["completions", "bash"]);
+    assert!(!script.contains(env!("CARGO_BIN_EXE_wbsessions")), "{script}");
 }
 
 #[test]

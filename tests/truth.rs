@@ -182,3 +182,35 @@ fn a_token_with_a_line_break_inside_is_refused_up_front() {
     assert!(stderr.contains("one word") && stderr.lines().count() == 1, "{stderr}");
     assert_eq!(sim.sim.stats().requests, before, "nothing was sent");
 }
+
+#[test]
+fn a_session_is_what_graph_said_of_it_not_what_a_caller_could_not_do() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    // Tracked but never refreshed: not known to be alive, so no id without --any.
+    let id = sim.sim.open_session("W1");
+    cli.ok(&["add", "fresh", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    let out = cli.output(&["id", "fresh"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wbsessions refresh fresh"));
+    assert_eq!(cli.ok(&["id", "fresh", "--any"]).trim(), id);
+
+    // A caller's own token refused: that caller hears it; the session stays as it was.
+    cli.ok(&["refresh", "fresh"]);
+    let wrong = cli.output(&["--token", "WRONG", "refresh", "fresh"]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert_eq!(json(&cli.ok(&["show", "fresh", "--json"]))["status"], "ok", "not `auth` for everyone");
+
+    // A closed session whose recreation fails stays closed.
+    let closed = dir.path().join("closed.jsonl");
+    std::fs::write(
+        &closed,
+        r#"{"name":"gone","workbook":"me/drive/items/NOPE","session_id":"S-gone","status":"closed"}"#,
+    )
+    .unwrap();
+    cli.ok(&["import", closed.to_str().unwrap()]);
+    let failed = cli.output(&["recreate", "gone"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
+    assert_eq!(json(&cli.ok(&["show", "gone", "--json"]))["status"], "closed");
+}

@@ -16,7 +16,7 @@ use crate::auth::{AuthError, DeviceSignIn, Tokens};
 use crate::config::{LoginOverrides, Settings};
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::ops::Failure;
-use crate::engine::{Answer, Context, EngineError, Event, LiveGraph, Request};
+use crate::engine::{Answer, Context, EngineError, Event, JobKind, LiveGraph, Request};
 use crate::graph::{ClientOptions, GraphClient};
 use crate::session::TrackedSession;
 use crate::store::{Access, Opened, StoreError};
@@ -82,6 +82,7 @@ pub(crate) async fn one_shot(
     sessions: Vec<TrackedSession>,
     requests: Vec<Request>,
     mut on_event: impl FnMut(&Event) -> Result<()>,
+    progress: &Progress,
 ) -> Result<Vec<Answer>> {
     let start = Start::Given { sessions, rev: 0 };
     let mut keeper = Keeper::start(opened.sessions, KeeperRole::OneShot, graph.ctx, settings.engine.clone(), start)
@@ -111,13 +112,17 @@ pub(crate) async fn one_shot(
                     say_retrying(kind.verb(), name, *attempt, *after);
                 }
             }
-            Some((i, answer)) = pending.next() => answers[i] = Some(answer),
+            Some((i, answer)) = pending.next() => {
+                progress.tick();
+                answers[i] = Some(answer);
+            }
             _ = &mut signal => {
                 failed = Some(super::Interrupted.into());
                 break;
             }
         }
     }
+    progress.finish();
     let mut rest = keeper.stop().await;
     while let Ok(event) = rest.try_recv() {
         if failed.is_none() {
@@ -190,16 +195,65 @@ pub async fn unfinished_creations(store: &dyn crate::store::SessionStore, times:
     }
 }
 
-/// Says on stderr what each failure means and what to do; exit 1 if anything failed.
-pub(crate) fn conclude(verb: &str, answered: &[(&TrackedSession, Answer)], as_json: bool) -> Result<ExitCode> {
-    let mut failed = false;
+/// Says on stderr what each failure means and what to do, then, for many sessions, one line of
+/// how it went ("10,000 refreshed: 9,998 ok, 2 expired"); exit 1 if anything failed.
+pub(crate) fn conclude(kind: JobKind, answered: &[(&TrackedSession, Answer)], as_json: bool) -> Result<ExitCode> {
     let mut err = std::io::stderr().lock();
+    let mut failed = Vec::new();
     for (session, answer) in answered {
         let Err(e) = answer else { continue };
-        failed = true;
+        failed.push(e.word());
         if !as_json {
-            writeln!(err, "wbsessions: {}: {verb} failed: {}", session.name, explain(e, Some(session), &session.name))?;
+            let why = explain(e, Some(session), &session.name);
+            writeln!(err, "wbsessions: {}: {} failed: {why}", session.name, kind.verb())?;
         }
     }
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    if answered.len() > 1 {
+        let ok = answered.len() - failed.len();
+        writeln!(err, "wbsessions: {}", crate::text::summary(answered.len(), kind.past(), ok, failed.iter().copied()))?;
+    }
+    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// A progress bar on stderr while many sessions are worked on, where someone watches: not when
+/// stderr is no terminal, not with `--quiet`, not for one session.
+#[derive(Clone, Default)]
+pub(crate) struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    pub(crate) fn new(settings: &Settings, total: usize, doing: &str) -> Progress {
+        use std::io::IsTerminal;
+        if settings.quiet || total < 2 || !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg} {wide_bar} {human_pos}/{human_len} {per_sec} eta {eta}")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message(doing.to_string());
+        Progress(Some(bar))
+    }
+
+    fn tick(&self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// Writes a line to standard output without tearing the bar.
+    pub(crate) fn println(&self, line: &str) -> std::io::Result<()> {
+        let write = || writeln!(std::io::stdout().lock(), "{line}");
+        match &self.0 {
+            Some(bar) => bar.suspend(write),
+            None => write(),
+        }
+    }
 }

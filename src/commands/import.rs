@@ -48,10 +48,11 @@ struct ImportRecord {
     failures: Option<u32>,
     #[serde(default)]
     created_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Written by `list --json` as the interval in force and the expiry as of then: derived from
-    /// the fields above and this machine's settings, so read past.
-    #[serde(default, rename = "interval_secs")]
-    _interval_secs: Option<IgnoredAny>,
+    /// Written by `list --json` as the interval in force. Without `interval`, it is the
+    /// session's own, unless it is the default here for the session's mode.
+    #[serde(default)]
+    interval_secs: Option<f64>,
+    /// Written by `list --json` as the expiry as of then: derived, so read past.
     #[serde(default, rename = "expires_at")]
     _expires_at: Option<IgnoredAny>,
 }
@@ -121,11 +122,16 @@ fn from_json(text: &str, settings: &Settings, now: chrono::DateTime<chrono::Utc>
 }
 
 fn from_record(record: ImportRecord, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Checked {
-    let interval = match record.interval {
-        None => None,
-        Some(secs) => {
-            Some(Duration::try_from_secs_f64(secs).map_err(|_| format!("interval {secs} is not a number of seconds"))?)
+    let seconds = |key: &str, secs: f64| {
+        Duration::try_from_secs_f64(secs).map_err(|_| format!("{key} {secs} is not a number of seconds"))
+    };
+    let mode = if record.mode == Some(Mode::NonPersistent) { Mode::NonPersistent } else { Mode::Persistent };
+    let interval = match (record.interval, record.interval_secs) {
+        (Some(secs), _) => Some(seconds("interval", secs)?),
+        (None, Some(secs)) => {
+            Some(seconds("interval_secs", secs)?).filter(|i| *i != settings.engine.defaults.interval(mode))
         }
+        (None, None) => None,
     };
     let draft = Draft {
         name: record.name,

@@ -8,13 +8,13 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::bad_input;
-use super::front::{GraphSetup, conclude, explain, graph_setup, one_shot, open_store, store_error};
+use super::front::{GraphSetup, Progress, conclude, explain, graph_setup, one_shot, open_store, store_error};
 use super::output::{Times, count, describe, names_line, outcome_json, outcome_line};
 use super::shutdown_signal;
 use crate::cli::{AddArgs, CreateArgs, EditArgs, RefreshArgs, SessionOptions};
 use crate::config::Settings;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
-use crate::engine::{Answer, EngineError, Event, Reply, Request};
+use crate::engine::{Answer, EngineError, Event, JobKind, Reply, Request};
 use crate::session::{Draft, NewSession, SettingsChange, Status, TrackedSession};
 use crate::store::{Opened, RoleError, SessionStore, StoreError};
 
@@ -33,7 +33,7 @@ fn times(settings: &Settings) -> Times {
 }
 
 /// Prints each outcome as it arrives; failures are logged by the engine with their request ids.
-fn print_outcomes(times: Times, as_json: bool) -> impl FnMut(&Event) -> Result<()> {
+fn print_outcomes(times: Times, as_json: bool, progress: Progress) -> impl FnMut(&Event) -> Result<()> {
     move |event| {
         if let Event::Outcome { name, outcome, .. } = event {
             let line = if as_json {
@@ -41,7 +41,7 @@ fn print_outcomes(times: Times, as_json: bool) -> impl FnMut(&Event) -> Result<(
             } else {
                 outcome_line(times, Some(name), outcome, None)
             };
-            writeln!(std::io::stdout().lock(), "{line}")?;
+            progress.println(&line)?;
         }
         Ok(())
     }
@@ -73,21 +73,24 @@ async fn ensure_free(store: &dyn SessionStore, new: &NewSession) -> Result<()> {
     Ok(())
 }
 
-/// Runs one request per session and says how each went; exit 1 if any failed.
+/// Runs one request per session with a progress bar, prints each outcome, and says how each
+/// went; exit 1 if any failed.
 async fn each(
     settings: &Settings,
     opened: Opened,
     graph: GraphSetup,
     sessions: Vec<TrackedSession>,
     ask: impl Fn(&TrackedSession) -> Request,
-    on_event: impl FnMut(&Event) -> Result<()>,
     as_json: bool,
 ) -> Result<(ExitCode, Vec<Answer>)> {
-    let requests = sessions.iter().map(&ask).collect();
-    let verb = sessions.first().map(|s| ask(s).kind().verb()).unwrap_or("refresh");
-    let answers = one_shot(settings, opened, graph, sessions.clone(), requests, on_event).await?;
+    let requests: Vec<Request> = sessions.iter().map(&ask).collect();
+    let kind = requests.first().map_or(JobKind::Refresh, Request::kind);
+    let doing = format!("{}ing", kind.verb().trim_end_matches('e'));
+    let progress = Progress::new(settings, sessions.len(), &doing);
+    let print = print_outcomes(times(settings), as_json, progress.clone());
+    let answers = one_shot(settings, opened, graph, sessions.clone(), requests, print, &progress).await?;
     let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers.iter().cloned()).collect();
-    let code = conclude(verb, &answered, as_json)?;
+    let code = conclude(kind, &answered, as_json)?;
     Ok((code, answers))
 }
 
@@ -104,7 +107,8 @@ async fn add_one(settings: &Settings, new: NewSession, create: bool) -> Result<E
     }
     let name = new.name.clone();
     let request = if create { Request::Create(new) } else { Request::Track(new) };
-    let answers = one_shot(settings, opened, graph, Vec::new(), vec![request], |_| Ok(())).await?;
+    let answers =
+        one_shot(settings, opened, graph, Vec::new(), vec![request], |_| Ok(()), &Progress::default()).await?;
     match answers.into_iter().next() {
         Some(Ok(Reply::Session(session))) => {
             let verb = if create { "created" } else { "tracking" };
@@ -170,8 +174,7 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
     }
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let print = print_outcomes(times(settings), args.json);
-    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Refresh(s.key), print, args.json).await?;
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Refresh(s.key), args.json).await?;
     Ok(code)
 }
 
@@ -189,8 +192,7 @@ pub async fn close(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     }
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let print = print_outcomes(times(settings), false);
-    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Close(s.key), print, false).await?;
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Close(s.key), false).await?;
     Ok(code)
 }
 
@@ -199,8 +201,7 @@ pub async fn recreate(settings: &Settings, names: &[String]) -> Result<ExitCode>
     let sessions = find_all(&*opened.sessions, names).await?;
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let print = print_outcomes(times(settings), false);
-    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Recreate(s.key), print, false).await?;
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Recreate(s.key), false).await?;
     Ok(code)
 }
 
@@ -209,7 +210,8 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     let sessions = find_all(&*opened.sessions, names).await?;
     let graph = graph_setup(settings, None)?;
     let requests = sessions.iter().map(|s| Request::Remove(s.key)).collect();
-    let answers = one_shot(settings, opened, graph, sessions.clone(), requests, |_| Ok(())).await?;
+    let progress = Progress::new(settings, sessions.len(), "removing");
+    let answers = one_shot(settings, opened, graph, sessions.clone(), requests, |_| Ok(()), &progress).await?;
     let mut out = std::io::stdout().lock();
     for (s, answer) in sessions.iter().zip(&answers) {
         if answer.is_err() {
@@ -226,7 +228,7 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     }
     drop(out);
     let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers).collect();
-    conclude("remove", &answered, false)
+    conclude(JobKind::Remove, &answered, false)
 }
 
 pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
@@ -252,9 +254,16 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
     }
     let key = session.key;
     let graph = graph_setup(settings, None)?;
-    let answers =
-        one_shot(settings, opened, graph, vec![session.clone()], vec![Request::Edit { key, change }], |_| Ok(()))
-            .await?;
+    let answers = one_shot(
+        settings,
+        opened,
+        graph,
+        vec![session.clone()],
+        vec![Request::Edit { key, change }],
+        |_| Ok(()),
+        &Progress::default(),
+    )
+    .await?;
     let saved = match answers.into_iter().next() {
         Some(Ok(Reply::Session(saved))) => (*saved).clone(),
         Some(Err(e)) => return Err(bad_input(explain(&e, Some(&session), &session.name))),

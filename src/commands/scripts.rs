@@ -194,10 +194,11 @@ pub fn completions(shell: clap_complete::Shell) -> Result<ExitCode> {
     let Some(completer) = shells.completer(&name) else {
         return Err(super::bad_input(format!("no completion for {name}; try bash, zsh, fish, elvish or powershell")));
     };
-    let program = std::env::current_exe().map_or_else(|_| "wbsessions".to_string(), |p| p.display().to_string());
+    // Called by name, as the user calls it: a script that names one build's path goes stale when
+    // the binary moves or is upgraded elsewhere.
     let mut script = Vec::new();
     completer
-        .write_registration(COMPLETE_VAR, "wbsessions", "wbsessions", &program, &mut script)
+        .write_registration(COMPLETE_VAR, "wbsessions", "wbsessions", "wbsessions", &mut script)
         .context("cannot write the completions")?;
     let mut out = std::io::stdout().lock();
     out.write_all(&script).and_then(|()| out.flush()).context("cannot write the completions")?;

@@ -17,7 +17,7 @@ use super::plan::instant_after;
 use super::policy::{MANUAL_WAIT, Retry, Verdict, manual_retry};
 use super::{Done, Engine};
 use crate::graph::ErrorClass;
-use crate::session::{OutcomeKind, SessionKey, TrackedSession};
+use crate::session::{OutcomeKind, SessionKey, Status, TrackedSession};
 use crate::store::{StoreError, Write};
 
 /// How late an automatic refresh starts; one gathered ahead of its time is not late.
@@ -527,8 +527,24 @@ impl Engine {
         if report.failure.is_none() {
             entry.batched_since = None;
         }
-        report.apply_to(Arc::make_mut(&mut entry.session));
-        let mut writes = report.records(&entry.session);
+        // A failure that belongs to this process, not to the session (its token refused, no
+        // answer on its network), is this caller's to hear; the shared session's state, which a
+        // keeper elsewhere may keep well, is not changed by it. The driver's own are the state.
+        let own = !self.driving
+            && report.failure.as_ref().is_some_and(|f| f.class() == ErrorClass::Auth || f.http_status().is_none());
+        let was_closed = entry.session.status == Status::Closed;
+        if own {
+            if let Some(last) = report.outcomes.last() {
+                Arc::make_mut(&mut entry.session).last_call = Some(last.into());
+            }
+        } else {
+            report.apply_to(Arc::make_mut(&mut entry.session));
+            // A closed session stays closed unless a new one replaces it.
+            if was_closed && report.new_session_id.is_none() {
+                Arc::make_mut(&mut entry.session).status = Status::Closed;
+            }
+        }
+        let mut writes = if own { report.outcomes_only(&entry.session) } else { report.records(&entry.session) };
         // A recreation is over with the write that records it: in the same transaction.
         if let Some(intent) = job.intent.take() {
             writes.push(Write::Created { id: intent });

@@ -165,6 +165,22 @@ impl EngineError {
         }
     }
 
+    /// One word for what became of the session, for a summary ("2 expired, 1 throttled").
+    pub fn word(&self) -> &'static str {
+        match self {
+            EngineError::Expired(_) => "expired",
+            EngineError::Dead(_) => "dead",
+            EngineError::Throttled(_) | EngineError::Held { .. } => "throttled",
+            EngineError::Unauthorized(_) => "not authorized",
+            EngineError::Closed { .. } => "closed",
+            EngineError::Damaged { .. } => "damaged",
+            EngineError::NotFound | EngineError::Removing => "gone",
+            EngineError::Store(_) => "not stored",
+            EngineError::Refused(_) => "refused",
+            _ => "failed",
+        }
+    }
+
     /// Whether the fault is in what was asked (exit 2) rather than in how it went (exit 1).
     pub(crate) fn is_bad_input(&self) -> bool {
         match self {

@@ -26,6 +26,23 @@ pub enum JobKind {
 }
 
 impl JobKind {
+    /// What was done, as a summary says it: "40 refreshed".
+    pub(crate) fn past(self) -> &'static str {
+        match self {
+            JobKind::Refresh => "refreshed",
+            JobKind::Close => "closed",
+            JobKind::Recreate => "recreated",
+            JobKind::Create => "created",
+            JobKind::Track => "tracked",
+            JobKind::Edit => "edited",
+            JobKind::Remove => "removed",
+            JobKind::SetAuto => "set",
+            JobKind::Pause => "paused",
+            JobKind::History => "read",
+            JobKind::SignIn => "signed in",
+        }
+    }
+
     pub(crate) fn verb(self) -> &'static str {
         match self {
             JobKind::Refresh => "refresh",

@@ -249,7 +249,19 @@ impl Report {
     /// The store writes that record this report for `session` (after `apply_to`): its new state
     /// with each outcome.
     pub(crate) fn records(&self, session: &TrackedSession) -> Vec<crate::store::Write> {
-        let state = crate::store::RuntimeState::of(session);
+        self.records_with(session, Some(crate::store::RuntimeState::of(session)))
+    }
+
+    /// The outcomes alone, for a call that changed nothing of the session's state.
+    pub(crate) fn outcomes_only(&self, session: &TrackedSession) -> Vec<crate::store::Write> {
+        self.records_with(session, None)
+    }
+
+    fn records_with(
+        &self,
+        session: &TrackedSession,
+        state: Option<crate::store::RuntimeState>,
+    ) -> Vec<crate::store::Write> {
         self.outcomes
             .iter()
             .map(|o| crate::store::Write::Record { key: session.key, state: state.clone(), outcome: Some(o.clone()) })

@@ -92,10 +92,11 @@ impl StoreError {
 /// One change to the store; a batch of them is written in one transaction.
 #[derive(Debug, Clone)]
 pub enum Write {
-    /// The result of a call: the session's new state, and the outcome to append.
+    /// The result of a call: the session's new state (`None`: the call changed nothing of it),
+    /// and the outcome to append.
     Record {
         key: SessionKey,
-        state: RuntimeState,
+        state: Option<RuntimeState>,
         outcome: Option<Outcome>,
     },
     /// The user changed how the session is kept: only the settings named change.

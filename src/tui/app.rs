@@ -526,14 +526,10 @@ impl App {
                 Col::Workbook => widest(&|r| r.session.workbook.to_string().chars().count()).min(60),
                 Col::Mode => 7,
                 Col::Status => 10,
-                Col::Last | Col::Next => 8,
-                Col::Expires => {
-                    if self.absolute_times {
-                        8
-                    } else {
-                        6
-                    }
-                }
+                // As wide as what the rows on screen say ("1m40s ago", "Dec 06 14:03").
+                Col::Last => widest(&|r| self.row_times(r, self.now).last.chars().count()).max(8),
+                Col::Next => widest(&|r| self.row_times(r, self.now).next.chars().count()).max(7),
+                Col::Expires => widest(&|r| self.row_times(r, self.now).expires.chars().count()).max(6),
                 Col::Latency => 7,
                 Col::Failures => 5,
             };

@@ -439,10 +439,13 @@ impl MemoryStore {
         for write in writes {
             match write {
                 Write::Record { key, state, outcome } => {
-                    let RuntimeState { status, last_refresh, failures, session_id, workbook } = state.clone();
                     if let Some(session) = s.sessions.get_mut(key) {
-                        (session.status, session.last_refresh, session.failures) = (status, last_refresh, failures);
-                        (session.session_id, session.workbook) = (session_id, workbook);
+                        if let Some(RuntimeState { status, last_refresh, failures, session_id, workbook }) =
+                            state.clone()
+                        {
+                            (session.status, session.last_refresh, session.failures) = (status, last_refresh, failures);
+                            (session.session_id, session.workbook) = (session_id, workbook);
+                        }
                         if let Some(outcome) = outcome {
                             session.last_call = Some(outcome.into());
                             s.outcomes.entry(*key).or_default().insert(0, outcome.clone());

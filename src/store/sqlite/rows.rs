@@ -283,19 +283,22 @@ impl Db {
             for write in writes {
                 match write {
                     Write::Record { key, state, outcome } => {
-                        let updated = tx
-                            .prepare_cached(
-                                "UPDATE sessions SET status = ?2, last_refresh = ?3, failures = ?4, session_id = ?5, workbook = ?6, rev = ?7 WHERE id = ?1",
-                            )?
-                            .execute(params![
-                                key,
-                                state.status.as_str(),
-                                state.last_refresh.map(time_text),
-                                state.failures,
-                                state.session_id.as_str(),
-                                state.workbook.to_string(),
-                                rev,
-                            ])?;
+                        let updated = match state {
+                            Some(state) => tx
+                                .prepare_cached(
+                                    "UPDATE sessions SET status = ?2, last_refresh = ?3, failures = ?4, session_id = ?5, workbook = ?6, rev = ?7 WHERE id = ?1",
+                                )?
+                                .execute(params![
+                                    key,
+                                    state.status.as_str(),
+                                    state.last_refresh.map(time_text),
+                                    state.failures,
+                                    state.session_id.as_str(),
+                                    state.workbook.to_string(),
+                                    rev,
+                                ])?,
+                            None => tx.prepare_cached("UPDATE sessions SET rev = ?2 WHERE id = ?1")?.execute(params![key, rev])?,
+                        };
                         // The session may have been removed by another process meanwhile: nothing to record.
                         if updated == 0 {
                             continue;
@@ -592,7 +595,7 @@ mod tests {
         store.insert(&mut a).unwrap();
         assert!(matches!(store.insert(&mut sample("a")), Err(StoreError::NameTaken(_))));
         let writes: Vec<Write> = (0..60)
-            .map(|n| Write::Record { key: a.key, state: RuntimeState::of(&a), outcome: Some(outcome(n)) })
+            .map(|n| Write::Record { key: a.key, state: Some(RuntimeState::of(&a)), outcome: Some(outcome(n)) })
             .collect();
         store.apply(&writes).unwrap();
         drop(store);
@@ -712,7 +715,9 @@ mod tests {
         let back = SettingsChange { interval: Some(None), ..SettingsChange::default() };
         store.apply(&[Write::Settings { key: a.key, change: back }]).unwrap();
         assert_eq!(store.session("renamed").unwrap().interval, None, "back to the default");
-        store.apply(&[Write::Record { key: a.key, state: RuntimeState::of(&a), outcome: Some(outcome(1)) }]).unwrap();
+        store
+            .apply(&[Write::Record { key: a.key, state: Some(RuntimeState::of(&a)), outcome: Some(outcome(1)) }])
+            .unwrap();
         store.apply(&[Write::Remove { key: a.key }]).unwrap();
         let names: Vec<String> = store.sessions().unwrap().into_iter().map(|s| s.name).collect();
         assert_eq!(names, ["b"]);
@@ -731,7 +736,9 @@ mod tests {
         let seen = store.rev().unwrap();
         let reader = Db::open(&path).unwrap();
         assert!(reader.changes_since(seen).unwrap().sessions.is_empty());
-        store.apply(&[Write::Record { key: a.key, state: RuntimeState::of(&a), outcome: Some(outcome(7)) }]).unwrap();
+        store
+            .apply(&[Write::Record { key: a.key, state: Some(RuntimeState::of(&a)), outcome: Some(outcome(7)) }])
+            .unwrap();
         store.apply(&[Write::Remove { key: b.key }, Write::Paused(true)]).unwrap();
         let changes = reader.changes_since(seen).unwrap();
         assert_eq!(changes.sessions.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["a"]);
