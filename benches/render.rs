@@ -50,9 +50,8 @@ fn info() -> Info {
         demo: false,
         driver: Driver::This,
         defaults: wbsessions::session::Defaults::default(),
-        no_color: false,
         log_dir: "/home/user/.local/state/wbsessions/logs".into(),
-        colors: Default::default(),
+        palette: wbsessions::tui::theme::Palette::new(wbsessions::tui::theme::ThemePreset::Dark, &Default::default()),
     }
 }
 

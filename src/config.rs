@@ -72,8 +72,39 @@ struct UiFile {
     sort: Option<String>,
     /// `relative` or `absolute`.
     times: Option<String>,
+    /// `dark`, `light`, `solarized-dark` or `mono`.
+    theme: Option<String>,
     /// Status word to colour: a name such as `green` or `lightred`, or `#rrggbb`.
     colors: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// The dashboard's colours as a whole, for the terminal's background.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ThemePreset {
+    #[default]
+    Dark,
+    Light,
+    SolarizedDark,
+    /// No colours: words, bold and reverse video.
+    Mono,
+}
+
+impl ThemePreset {
+    pub const ALL: [ThemePreset; 4] =
+        [ThemePreset::Dark, ThemePreset::Light, ThemePreset::SolarizedDark, ThemePreset::Mono];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            ThemePreset::Dark => "dark",
+            ThemePreset::Light => "light",
+            ThemePreset::SolarizedDark => "solarized-dark",
+            ThemePreset::Mono => "mono",
+        }
+    }
+
+    pub fn parse(word: &str) -> Option<ThemePreset> {
+        ThemePreset::ALL.into_iter().find(|p| p.word() == word)
+    }
 }
 
 /// How the dashboard looks when it opens; the sort it was left in wins over this one.
@@ -82,6 +113,7 @@ pub(crate) struct UiSettings {
     pub sort: SortBy,
     pub reverse: bool,
     pub(crate) absolute_times: bool,
+    pub theme: ThemePreset,
     /// Status to a colour name or `#rrggbb`, already checked.
     pub colors: Vec<(Status, String)>,
 }
@@ -130,6 +162,13 @@ fn ui_settings(file: Option<UiFile>, invalid: &dyn Fn(String) -> ConfigError) ->
         Some("absolute") => true,
         Some(other) => return Err(invalid(format!("[ui] times {other:?} is neither relative nor absolute"))),
     };
+    let theme = match file.theme.as_deref() {
+        None => ThemePreset::default(),
+        Some(word) => ThemePreset::parse(word).ok_or_else(|| {
+            let words: Vec<&str> = ThemePreset::ALL.iter().map(|p| p.word()).collect();
+            invalid(format!("[ui] theme {word:?} is not one of {}", words.join(", ")))
+        })?,
+    };
     let mut colors = Vec::new();
     for (status, color) in file.colors.unwrap_or_default() {
         let status = Status::parse(&status)
@@ -142,7 +181,7 @@ fn ui_settings(file: Option<UiFile>, invalid: &dyn Fn(String) -> ConfigError) ->
         }
         colors.push((status, color));
     }
-    Ok(UiSettings { sort, reverse, absolute_times, colors })
+    Ok(UiSettings { sort, reverse, absolute_times, theme, colors })
 }
 
 /// What the command line says: every field here has its flag or variable in `cli.rs`.

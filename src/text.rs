@@ -29,6 +29,16 @@ pub(crate) fn summary<'a>(total: usize, past: &str, ok: usize, failed: impl Into
     format!("{} {past}: {}", thousands(total), parts.join(", "))
 }
 
+/// `a, b and 3 more`: a list of names that stays one readable line.
+pub(crate) fn names_line(names: &[String]) -> String {
+    const SHOWN: usize = 5;
+    match names.len() {
+        0 => String::new(),
+        n if n <= SHOWN => names.join(", "),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+    }
+}
+
 /// "1 session", "3 sessions".
 pub fn count(n: usize, what: &str) -> String {
     if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }

@@ -9,7 +9,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::style::Color;
 use wbsessions::auth::Progress as SignInProgress;
-use wbsessions::engine::Event;
+use wbsessions::engine::{Event, JobKind, Reply};
 use wbsessions::tui::{App, Driver, Msg, view};
 
 /// Lays the app out for the size (as a resize would), then draws it.
@@ -223,6 +223,8 @@ fn the_log_view_and_a_sorted_reversed_table() {
     let mut app = app(false);
     app.update(Msg::Engine(Event::Error("store: disk full".into())), now());
     press(&mut app, 'L');
+    let problems = Ok(Reply::Problems(Vec::new()));
+    app.update(Msg::Answer { kind: JobKind::History, key: None, about: String::new(), answer: problems }, now());
     insta::assert_snapshot!("log_view", render(&mut app, 80, 24).backend());
     // At 40 columns the log folder wraps instead of being cut.
     let narrow = render(&mut app, 40, 12).backend().to_string();
@@ -248,4 +250,46 @@ fn a_sign_in_refused_for_every_session_shows_a_banner() {
     let second_line: String = (0..80).map(|x| screen.backend().buffer()[(x, 1)].symbol().to_string()).collect();
     assert!(second_line.starts_with("signed out: press l or run wbsessions login"), "{second_line}");
     insta::assert_snapshot!(screen.backend());
+}
+
+/// Colour 8 is Solarized Dark's background and too pale on white: the light and Solarized
+/// presets never use it, on any screen.
+#[test]
+fn light_and_solarized_themes_use_no_colour_8() {
+    use wbsessions::tui::theme::ThemePreset;
+    for preset in [ThemePreset::Light, ThemePreset::SolarizedDark] {
+        let mut app = app(false);
+        app.info.palette = common::dashboard::palette(preset);
+        app.update(Msg::Engine(Event::Error("store: disk full".into())), now());
+        let mut screens = vec![render(&mut app, 80, 24)];
+        press(&mut app, ' ');
+        press_code(&mut app, KeyCode::Enter);
+        screens.push(render(&mut app, 80, 24));
+        press(&mut app, '?');
+        screens.push(render(&mut app, 120, 40));
+        press_code(&mut app, KeyCode::Esc);
+        press(&mut app, 'n');
+        screens.push(render(&mut app, 80, 24));
+        for screen in screens {
+            for cell in screen.backend().buffer().content() {
+                assert_ne!(cell.fg, Color::DarkGray, "{preset:?}: {cell:?}");
+                assert_ne!(cell.bg, Color::DarkGray, "{preset:?}: {cell:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_status_filter_with_its_count_and_a_bulk_refresh_in_the_header() {
+    let mut app = app(false);
+    press(&mut app, '/');
+    for c in "status:exp".chars() {
+        press(&mut app, c);
+    }
+    press_code(&mut app, KeyCode::Enter);
+    press(&mut app, 'A');
+    insta::assert_snapshot!("status_filter_80x24", render(&mut app, 80, 24).backend());
+    press_code(&mut app, KeyCode::Esc);
+    press(&mut app, 'R');
+    insta::assert_snapshot!("bulk_refresh_80x24", render(&mut app, 80, 24).backend());
 }

@@ -82,9 +82,12 @@ fn refresh_targets_the_selection_or_the_marks() {
         [Request::Refresh(a), Request::Refresh(b)] => assert_ne!(a, b),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(press(&mut app, chr('R')).as_slice(), [Request::RefreshAll]));
-    app.update(key(KeyCode::Esc), now()); // the flash first
-    app.update(key(KeyCode::Esc), now()); // then the marks
+    // `R`: one refresh per session that is not closed, counted together in the header.
+    let open = app.rows.values().filter(|r| r.session.status != Status::Closed).count();
+    let all = press(&mut app, chr('R'));
+    assert_eq!(all.len(), open);
+    assert!(all.iter().all(|r| matches!(r, Request::Refresh(_))));
+    app.update(key(KeyCode::Esc), now()); // the marks
     assert!(app.marks.is_empty());
     assert!(matches!(press(&mut app, chr('p')).as_slice(), [Request::PauseAll(true)]));
     assert!(matches!(press(&mut app, chr('a')).as_slice(), [Request::SetAuto { auto: false, .. }]));
@@ -136,10 +139,11 @@ fn the_create_dialog_checks_with_the_one_rule_and_then_sends_the_command() {
     typed(&mut app, "me/drive/items/NEW");
     app.update(key(KeyCode::Enter), now());
     let Some(Dialog::Form(form)) = &app.dialog else { panic!("the dialog closed on a taken name") };
-    assert!(form.error.as_deref().unwrap().contains("already tracked"), "{:?}", form.error);
+    let error = form.error.as_ref().unwrap();
+    assert_eq!(error.field, Some("name"), "said under the field it is about");
+    assert!(error.text.contains("already tracked"), "{error:?}");
 
-    // Fix the name with the editing keys a shell has: ctrl-u clears the field.
-    app.update(key(KeyCode::BackTab), now());
+    // The focus went to the name: fix it with the editing keys a shell has (ctrl-u clears).
     app.update(ctrl('u'), now());
     typed(&mut app, "brand-new");
     app.update(key(KeyCode::Tab), now());
@@ -147,7 +151,7 @@ fn the_create_dialog_checks_with_the_one_rule_and_then_sends_the_command() {
     typed(&mut app, "soon");
     assert!(press(&mut app, key(KeyCode::Enter)).is_empty());
     let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
-    assert!(form.error.as_deref().unwrap().starts_with("interval"), "{:?}", form.error);
+    assert_eq!(form.error.as_ref().unwrap().field, Some("interval"), "{:?}", form.error);
 
     // An interval longer than the idle expiry is warned about once, like the command line does.
     app.update(ctrl('u'), now());
@@ -170,8 +174,39 @@ fn the_create_dialog_checks_with_the_one_rule_and_then_sends_the_command() {
         }
         other => panic!("{other:?}"),
     }
+    // The form waits for the answer with what was typed; keys but esc do nothing meanwhile.
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!("the form closed before the answer") };
+    assert!(form.sent);
+    assert!(press(&mut app, chr('x')).is_empty());
+
+    // Graph does not know the workbook: said under it, everything typed kept.
+    let failure = wbsessions::engine::Failure::Graph(wbsessions::graph::GraphError {
+        class: wbsessions::graph::ErrorClass::Dead,
+        meta: wbsessions::graph::CallMeta {
+            http_status: Some(404),
+            request_id: Some("req-1".into()),
+            client_request_id: "client".into(),
+            latency: std::time::Duration::ZERO,
+            requests: 1,
+        },
+        codes: vec!["itemNotFound".into()],
+        message: Some("The resource could not be found.".into()),
+        retry_after: None,
+    });
+    let refused = Err(EngineError::Dead(Box::new(failure)));
+    app.update(Msg::Answer { kind: JobKind::Create, key: None, about: "brand-new".into(), answer: refused }, now());
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!("a refusal closed the form") };
+    assert_eq!(form.error.as_ref().unwrap().field, Some("workbook"));
+    assert_eq!(form.fields[0].text_value(), Some("brand-new"));
+    assert_eq!(form.fields[1].text_value(), Some("me/drive/items/NEW"));
+    assert!(app.flash.is_none(), "said in the form, not in a toast");
+
+    // Sent again, and this time it works: the form closes and the footer says so.
+    assert_eq!(press(&mut app, key(KeyCode::Enter)).len(), 1);
+    let created = Ok(Reply::Done);
+    app.update(Msg::Answer { kind: JobKind::Create, key: None, about: "brand-new".into(), answer: created }, now());
     assert!(app.dialog.is_none());
-    assert!(app.flash.as_ref().unwrap().text.contains("creating brand-new"));
+    assert!(app.flash.as_ref().unwrap().text.contains("created brand-new"), "{:?}", app.flash);
 }
 
 #[test]
@@ -201,12 +236,24 @@ fn track_and_edit_dialogs() {
     app.update(key(KeyCode::Tab), now());
     app.update(key(KeyCode::Enter), now());
     let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
-    assert!(form.error.as_deref().unwrap().contains("session id"), "{:?}", form.error);
+    assert_eq!(form.error.as_ref().unwrap().field, Some("session id"), "{:?}", form.error);
     typed(&mut app, "cluster=X&session=Y");
     assert!(matches!(
         press(&mut app, key(KeyCode::Enter)).as_slice(),
         [Request::Track(new)] if new.session_id.as_ref().map(|i| i.as_str()) == Some("cluster=X&session=Y")
     ));
+    // The id is tracked already: said under the id, the form kept; then a good answer closes it.
+    let taken = Err(EngineError::Store(wbsessions::store::StoreError::IdTaken("budget".into())));
+    app.update(Msg::Answer { kind: JobKind::Track, key: None, about: "tracked".into(), answer: taken }, now());
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!("a refusal closed the form") };
+    assert_eq!(form.error.as_ref().unwrap().field, Some("session id"));
+    assert!(form.error.as_ref().unwrap().text.contains("budget"));
+    assert_eq!(press(&mut app, key(KeyCode::Enter)).len(), 1);
+    app.update(
+        Msg::Answer { kind: JobKind::Track, key: None, about: "tracked".into(), answer: Ok(Reply::Done) },
+        now(),
+    );
+    assert!(app.dialog.is_none());
 
     let selected = app.selected.unwrap();
     app.update(chr('e'), now());
@@ -568,4 +615,128 @@ fn scrolling_stops_at_the_last_page_and_the_first_step_back_moves() {
     assert!(bottom > 0 && bottom < 100, "{bottom}");
     app.update(chr('k'), now());
     assert_eq!(app.detail_scroll, bottom - 1);
+}
+
+fn typed_filter(app: &mut App, text: &str) {
+    app.update(chr('/'), now());
+    typed(app, text);
+    app.update(key(KeyCode::Enter), now());
+}
+
+fn shown_names(app: &App) -> Vec<String> {
+    app.view().iter().map(|k| app.rows[k].session.name.clone()).collect()
+}
+
+#[test]
+fn a_status_word_narrows_the_filter_and_esc_clears_a_kept_filter() {
+    let mut app = app(false);
+    typed_filter(&mut app, "status:expired");
+    assert_eq!(shown_names(&app), ["sales"]);
+    // A prefix is enough, several are any of them, and words still match names.
+    app.update(key(KeyCode::Esc), now());
+    typed_filter(&mut app, "status:dea status:exp");
+    assert_eq!(shown_names(&app), ["legacy", "sales"]);
+    app.update(key(KeyCode::Esc), now());
+    typed_filter(&mut app, "status:ok bud");
+    assert_eq!(shown_names(&app), ["budget"]);
+    // No status has that word: nothing matches, rather than everything.
+    app.update(key(KeyCode::Esc), now());
+    typed_filter(&mut app, "status:happy");
+    assert!(app.view().is_empty());
+    // Esc outside the filter line clears the kept filter.
+    app.update(key(KeyCode::Esc), now());
+    assert!(app.filter.is_empty());
+    assert_eq!(app.view().len(), 8);
+}
+
+#[test]
+fn a_status_filter_follows_a_session_whose_status_changes() {
+    let mut app = app(false);
+    typed_filter(&mut app, "status:expired");
+    let budget = app.rows.values().find(|r| r.session.name == "budget").unwrap().session.clone();
+    let mut expired = (*budget).clone();
+    expired.status = Status::Expired;
+    app.update(Msg::Engine(Event::Changed(std::sync::Arc::new(expired))), now());
+    app.update(Msg::Tick, now());
+    assert_eq!(shown_names(&app), ["budget", "sales"]);
+}
+
+#[test]
+fn mark_all_invert_and_clear_act_on_the_shown_rows_and_hidden_marks_are_named() {
+    let mut app = app(false);
+    app.update(chr('A'), now());
+    assert_eq!(app.marks.len(), 8, "A marks every shown session");
+    app.update(chr('A'), now());
+    assert!(app.marks.is_empty(), "A again unmarks them");
+    typed_filter(&mut app, "status:exp status:dead");
+    app.update(chr('A'), now());
+    assert_eq!(app.marks.len(), 2, "only the shown ones");
+    app.update(key(KeyCode::Esc), now()); // the filter goes, the marks stay
+    assert!(app.filter.is_empty());
+    app.update(chr('*'), now());
+    assert_eq!(app.marks.len(), 6, "inverted over every shown row");
+    // Filter so that most marks are hidden, and ask to close: the dialog names them.
+    typed_filter(&mut app, "budget");
+    app.update(chr('c'), now());
+    let Some(Dialog::Confirm { hidden, names, .. }) = &app.dialog else { panic!("{:?}", app.dialog) };
+    assert_eq!(names.len(), 6);
+    assert_eq!(hidden.as_deref(), Some("5 of them hidden by the filter"));
+    app.update(chr('n'), now());
+    app.update(chr('U'), now());
+    assert!(app.marks.is_empty(), "U clears every mark, hidden or not");
+}
+
+#[test]
+fn work_on_many_sessions_is_counted_in_the_header_and_said_once() {
+    let mut app = app(false);
+    let asked = press(&mut app, chr('R'));
+    assert_eq!(asked.len(), 7, "every session but the closed one");
+    assert_eq!(app.bulks.len(), 1);
+    assert_eq!(app.bulks[0].progress(), "refreshing 0 of 7");
+    let keys: Vec<i64> = asked.iter().map(|r| r.key().unwrap()).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let name = app.rows[key].session.name.clone();
+        let answer = if i < 2 { Err(EngineError::Closed { name: name.clone() }) } else { Ok(Reply::Done) };
+        app.update(Msg::Answer { kind: JobKind::Refresh, key: Some(*key), about: name, answer }, now());
+        if i == 3 {
+            assert_eq!(app.bulks[0].progress(), "refreshing 4 of 7");
+            assert!(app.flash.is_none(), "no message per session");
+        }
+    }
+    assert!(app.bulks.is_empty());
+    let flash = app.flash.as_ref().unwrap();
+    assert_eq!(flash.text, "7 refreshed: 5 ok, 2 closed; L lists them");
+    assert!(flash.error);
+    assert!(app.log.iter().filter(|l| l.text.contains("refresh failed")).count() == 2, "{:?}", app.log);
+    // One session alone is said on its own.
+    let one = press(&mut app, chr('r'));
+    assert_eq!(one.len(), 1);
+    assert!(app.bulks.is_empty());
+}
+
+#[test]
+fn the_log_view_reads_the_stores_recent_failures_and_merges_them() {
+    let mut app = app(false);
+    app.update(Msg::Engine(Event::Error("store: disk full".into())), now());
+    assert!(matches!(press(&mut app, chr('L')).as_slice(), [Request::Problems]));
+    assert!(app.problems.is_none(), "being read");
+    let sales = app.rows.values().find(|r| r.session.name == "sales").unwrap().session.key;
+    let mut failed = history(sales)[0].clone();
+    failed.kind = OutcomeKind::Expired;
+    failed.request_id = Some("req-from-another-keeper".into());
+    app.update(
+        Msg::Answer {
+            kind: JobKind::History,
+            key: None,
+            about: String::new(),
+            answer: Ok(Reply::Problems(vec![("sales".into(), failed)])),
+        },
+        now(),
+    );
+    let lines: Vec<&str> = app.log_lines().iter().map(|l| l.text.as_str()).collect();
+    assert!(
+        lines.iter().any(|l| l.contains("sales: refresh expired") && l.contains("req-from-another-keeper")),
+        "{lines:?}"
+    );
+    assert!(lines.iter().any(|l| l.contains("disk full")), "{lines:?}");
 }

@@ -36,12 +36,19 @@ struct Finished {
 /// What the tests ask, several sessions at a time.
 enum Command {
     Refresh(Vec<SessionKey>),
+    /// Every session the rig started with, as the dashboard's `R` asks for them: one by one.
     RefreshAll,
     Close(Vec<SessionKey>),
     Recreate(Vec<SessionKey>),
     Remove(Vec<SessionKey>),
-    SetAuto { keys: Vec<SessionKey>, auto: bool },
-    Edit { key: SessionKey, change: SettingsChange },
+    SetAuto {
+        keys: Vec<SessionKey>,
+        auto: bool,
+    },
+    Edit {
+        key: SessionKey,
+        change: SettingsChange,
+    },
     Create(NewSession),
     Track(NewSession),
     PauseAll(bool),
@@ -51,7 +58,7 @@ impl Command {
     fn requests(self) -> Vec<Request> {
         match self {
             Command::Refresh(keys) => keys.into_iter().map(Request::Refresh).collect(),
-            Command::RefreshAll => vec![Request::RefreshAll],
+            Command::RefreshAll => unreachable!("the rig turns it into one refresh per session"),
             Command::Close(keys) => keys.into_iter().map(Request::Close).collect(),
             Command::Recreate(keys) => keys.into_iter().map(Request::Recreate).collect(),
             Command::Remove(keys) => keys.into_iter().map(Request::Remove).collect(),
@@ -141,6 +148,14 @@ const HOUR: Duration = Duration::from_secs(3600);
 impl Rig {
     /// Asks; the answers are read by `finished`.
     fn send(&mut self, command: Command) {
+        let command = match command {
+            Command::RefreshAll => {
+                let mut keys: Vec<SessionKey> = self.names.keys().copied().collect();
+                keys.sort_unstable();
+                Command::Refresh(keys)
+            }
+            other => other,
+        };
         for request in command.requests() {
             let (kind, key) = (request.kind(), request.key());
             let name = match &request {
@@ -158,11 +173,6 @@ impl Rig {
                         error,
                     };
                     match answer.await {
-                        // A `RefreshAll` answers once for all: one line each here.
-                        Ok(Reply::Refreshed { ok, failed }) => (0..ok)
-                            .map(|_| finished(None, String::new(), None))
-                            .chain(failed.into_iter().map(|(name, e)| finished(None, name, Some(e))))
-                            .collect(),
                         Ok(Reply::Session(s)) => vec![finished(Some(s.key), s.name.clone(), None)],
                         Ok(_) => vec![finished(key, name, None)],
                         Err(e) => vec![finished(key, name, Some(e))],

@@ -68,7 +68,7 @@ struct Known {
 
 /// A session read from the file, checked exactly as `add` checks one.
 fn checked(draft: Draft, known: Option<Known>, settings: &Settings, now: chrono::DateTime<chrono::Utc>) -> Checked {
-    let new = NewSession::check(&draft, &settings.engine.defaults)?;
+    let new = NewSession::check(&draft, &settings.engine.defaults).map_err(|e| e.to_string())?;
     if new.workbook.is_by_path() {
         return Err(format!(
             "{} is a by-path workbook, which needs Graph to resolve; import takes item ids (`wbsessions add` resolves paths)",

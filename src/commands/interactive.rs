@@ -1,6 +1,7 @@
 //! The dashboard, on the user's store or on the demo's.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::sim::SimConfig;
 use crate::store::{RoleError, StoreError};
 use crate::time::Clock;
 use crate::tui::app::Sort;
+use crate::tui::theme::{Palette, ThemePreset};
 use crate::tui::{self, App, Driver, Effect, Info};
 
 /// Opens the dashboard on `settings.store`, as the driver if no other process is. `demo`: the
@@ -58,14 +60,8 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
         demo: !creations.is_empty() || authority.as_ref().is_some_and(|a| a.client_id == DEMO_CLIENT_ID),
         driver,
         defaults: settings.engine.defaults.clone(),
-        no_color: settings.no_color,
         log_dir: settings.log_dir.display().to_string(),
-        colors: settings
-            .ui
-            .colors
-            .iter()
-            .filter_map(|(status, name)| name.parse::<ratatui::style::Color>().ok().map(|c| (*status, c)))
-            .collect(),
+        palette: palette(settings),
     };
     let mut app = App::new(info, first, tui::terminal_size(), clock.now());
     app.paused = paused;
@@ -96,6 +92,20 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
 }
 
 const DEMO_CLIENT_ID: &str = "wbsessions-demo";
+
+/// The theme of the config file with its status colours; none at all under `NO_COLOR` or on a
+/// terminal that says it is dumb.
+fn palette(settings: &Settings) -> Palette {
+    let dumb = std::env::var_os("TERM").is_some_and(|term| term == "dumb");
+    let preset = if settings.no_color || dumb { ThemePreset::Mono } else { settings.ui.theme };
+    let custom = settings
+        .ui
+        .colors
+        .iter()
+        .filter_map(|(status, name)| name.parse::<ratatui::style::Color>().ok().map(|c| (*status, c)))
+        .collect();
+    Palette::new(preset, &custom)
+}
 
 /// The sort the dashboard was left in, so that it survives restarts.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -153,8 +163,13 @@ const DEMO_SESSIONS: &[(&str, &str, bool, u64, bool)] = &[
     ("ops-by-path", "/me/drive/root:/Ops/Inventory.xlsx:", false, 25, false),
 ];
 
-pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode> {
+pub async fn demo(settings: &Settings, store_from_flag: bool, scratch: Option<PathBuf>) -> Result<ExitCode> {
+    let scratch = match scratch {
+        Some(dir) => dir,
+        None => scratch_dir()?,
+    };
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
+        let _ = std::fs::remove_dir_all(&scratch);
         return Err(bad_input("the demo is a dashboard and needs a terminal"));
     }
     let sim_config = demo_sim_config();
@@ -162,7 +177,6 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
         crate::sim::start(sim_config.clone(), Clock::system(), "127.0.0.1:0".parse().context("loopback address")?)
             .await
             .context("cannot start the simulator")?;
-    let scratch = scratch_dir()?;
     let mut settings = settings.clone();
     settings.store =
         if store_from_flag { settings.store.clone() } else { crate::store::Location::Sqlite(scratch.join("demo.db")) };
@@ -174,6 +188,9 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
     // What the dashboard assumes of Graph is what its simulator does.
     settings.engine.defaults.persistent_expiry = sim_config.persistent_expiry;
     settings.engine.defaults.non_persistent_expiry = sim_config.non_persistent_expiry;
+    // Well inside the simulator's idle expiries, as the real defaults are inside Graph's.
+    settings.engine.defaults.persistent_interval = sim_config.persistent_expiry / 2;
+    settings.engine.defaults.non_persistent_interval = sim_config.non_persistent_expiry / 2;
     // `l` in the demo signs in against the simulator; the tokens stay in the scratch folder.
     settings.token_cache = scratch.join("token.json");
     let authority =
@@ -202,8 +219,8 @@ pub async fn demo(settings: &Settings, store_from_flag: bool) -> Result<ExitCode
     result
 }
 
-/// A private folder for the throwaway demo store.
-fn scratch_dir() -> Result<std::path::PathBuf> {
+/// A private folder for the throwaway demo store, its log and its dashboard state.
+pub(crate) fn scratch_dir() -> Result<PathBuf> {
     let dir =
         std::env::temp_dir().join(format!("wbsessions-demo-{}-{}", std::process::id(), crate::files::random_suffix()));
     crate::files::private_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;

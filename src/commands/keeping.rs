@@ -85,8 +85,7 @@ async fn each(
 ) -> Result<(ExitCode, Vec<Answer>)> {
     let requests: Vec<Request> = sessions.iter().map(&ask).collect();
     let kind = requests.first().map_or(JobKind::Refresh, Request::kind);
-    let doing = format!("{}ing", kind.verb().trim_end_matches('e'));
-    let progress = Progress::new(settings, sessions.len(), &doing);
+    let progress = Progress::new(settings, sessions.len(), kind.doing());
     let print = print_outcomes(times(settings), as_json, progress.clone());
     let answers = one_shot(settings, opened, graph, sessions.clone(), requests, print, &progress).await?;
     let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers.iter().cloned()).collect();
@@ -210,7 +209,7 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     let sessions = find_all(&*opened.sessions, names).await?;
     let graph = graph_setup(settings, None)?;
     let requests = sessions.iter().map(|s| Request::Remove(s.key)).collect();
-    let progress = Progress::new(settings, sessions.len(), "removing");
+    let progress = Progress::new(settings, sessions.len(), JobKind::Remove.doing());
     let answers = one_shot(settings, opened, graph, sessions.clone(), requests, |_| Ok(()), &progress).await?;
     let mut out = std::io::stdout().lock();
     for (s, answer) in sessions.iter().zip(&answers) {

@@ -124,7 +124,18 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     if overrides.token.as_deref() == Some("-") {
         overrides.token = Some(read_token_from_stdin()?);
     }
-    let settings = Settings::load(&overrides)?;
+    let mut settings = Settings::load(&overrides)?;
+    // The demo keeps its log and its dashboard state with its throwaway store: it touches none
+    // of the user's files.
+    let scratch = match command {
+        Some(Command::Demo) => {
+            let dir = interactive::scratch_dir()?;
+            settings.log_dir = dir.join("logs");
+            settings.ui_state = dir.join("ui.json");
+            Some(dir)
+        }
+        _ => None,
+    };
     let _log = init_logging(&settings)?;
     // One thread: the work is waiting on the network, and cross-thread wake-ups cost more than they give.
     let runtime =
@@ -132,7 +143,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     runtime.block_on(async move {
         let Some(command) = command else { return interactive::dashboard(&settings, None).await };
         match command {
-            Command::Demo => interactive::demo(&settings, store_from_flag).await,
+            Command::Demo => interactive::demo(&settings, store_from_flag, scratch).await,
             Command::Sim(args) => sim(args).await,
             Command::Add(args) => keeping::add(&settings, args).await,
             Command::Create(args) => keeping::create(&settings, args).await,

@@ -100,14 +100,6 @@ pub(crate) fn describe(s: &TrackedSession, defaults: &Defaults) -> String {
     )
 }
 
-/// `a, b and 3 more`: a list of names that stays one readable line.
-pub(crate) fn names_line(names: &[String]) -> String {
-    const SHOWN: usize = 5;
-    match names.len() {
-        0 => String::new(),
-        n if n <= SHOWN => names.join(", "),
-        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
-    }
-}
+pub(crate) use crate::text::names_line;
 
 pub use crate::text::count;

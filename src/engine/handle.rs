@@ -16,8 +16,6 @@ use crate::store::StoreError;
 #[derive(Debug, Clone)]
 pub enum Request {
     Refresh(SessionKey),
-    /// Every session that is not closed; the reply counts how they went.
-    RefreshAll,
     /// Create a session at Graph and track it.
     Create(NewSession),
     /// Track a session that exists (its id in the `NewSession`).
@@ -39,6 +37,8 @@ pub enum Request {
     Recreate(SessionKey),
     /// The stored outcomes of a session, newest first.
     History(SessionKey),
+    /// The store's recent failed calls, whichever process met them.
+    Problems,
     /// The device-code sign-in; its steps come as `Event::SignIn`.
     SignIn,
     CancelSignIn,
@@ -47,7 +47,7 @@ pub enum Request {
 impl Request {
     pub fn kind(&self) -> JobKind {
         match self {
-            Request::Refresh(_) | Request::RefreshAll => JobKind::Refresh,
+            Request::Refresh(_) => JobKind::Refresh,
             Request::Create(_) => JobKind::Create,
             Request::Track(_) => JobKind::Track,
             Request::Edit { .. } => JobKind::Edit,
@@ -56,7 +56,7 @@ impl Request {
             Request::Close(_) => JobKind::Close,
             Request::Remove(_) => JobKind::Remove,
             Request::Recreate(_) => JobKind::Recreate,
-            Request::History(_) => JobKind::History,
+            Request::History(_) | Request::Problems => JobKind::History,
             Request::SignIn | Request::CancelSignIn => JobKind::SignIn,
         }
     }
@@ -84,11 +84,8 @@ pub enum Reply {
     /// The session as it is after the call (refresh, close, recreate, create, track, edit).
     Session(Arc<TrackedSession>),
     History(Vec<Outcome>),
-    /// How a `RefreshAll` went: how many refreshed well, and each that did not.
-    Refreshed {
-        ok: usize,
-        failed: Vec<(String, EngineError)>,
-    },
+    /// Recent failed calls, newest first, each with its session's name.
+    Problems(Vec<(String, Outcome)>),
     /// Who signed in.
     SignedIn(String),
 }
@@ -197,21 +194,12 @@ impl EngineError {
 pub type Answer = Result<Reply, EngineError>;
 
 /// One who waits for a job's end. Each is answered exactly once; one dropped unanswered (a bug,
-/// or an engine that stopped) answers `Stopped`.
-pub(crate) enum Waiter {
-    One(oneshot::Sender<Answer>),
-    /// One of many refreshes of a `RefreshAll`.
-    Part(Part),
-}
+/// or an engine that stopped) reads as `Stopped` at the asker's end.
+pub(crate) struct Waiter(pub(crate) oneshot::Sender<Answer>);
 
 impl Waiter {
     pub(crate) fn answer(self, answer: Answer) {
-        match self {
-            Waiter::One(reply) => {
-                let _ = reply.send(answer);
-            }
-            Waiter::Part(mut part) => part.answer(answer),
-        }
+        let _ = self.0.send(answer);
     }
 }
 
@@ -219,56 +207,6 @@ impl Waiter {
 pub(crate) fn answer_all(waiters: Vec<Waiter>, answer: &Answer) {
     for waiter in waiters {
         waiter.answer(answer.clone());
-    }
-}
-
-/// The shared count of a `RefreshAll`: answered once its last refresh is.
-struct Tally {
-    left: usize,
-    ok: usize,
-    failed: Vec<(String, EngineError)>,
-    reply: Option<oneshot::Sender<Answer>>,
-}
-
-pub(crate) struct Part {
-    tally: Arc<Mutex<Tally>>,
-    name: String,
-    answered: bool,
-}
-
-impl Part {
-    /// `names.len()` parts of one reply; with none, the reply goes at once.
-    pub(crate) fn split(reply: oneshot::Sender<Answer>, names: Vec<String>) -> Vec<Part> {
-        if names.is_empty() {
-            let _ = reply.send(Ok(Reply::Refreshed { ok: 0, failed: Vec::new() }));
-            return Vec::new();
-        }
-        let tally = Arc::new(Mutex::new(Tally { left: names.len(), ok: 0, failed: Vec::new(), reply: Some(reply) }));
-        names.into_iter().map(|name| Part { tally: tally.clone(), name, answered: false }).collect()
-    }
-
-    fn answer(&mut self, answer: Answer) {
-        if std::mem::replace(&mut self.answered, true) {
-            return;
-        }
-        let Ok(mut tally) = self.tally.lock() else { return };
-        match answer {
-            Ok(_) => tally.ok += 1,
-            Err(e) => tally.failed.push((self.name.clone(), e)),
-        }
-        tally.left -= 1;
-        if tally.left == 0
-            && let Some(reply) = tally.reply.take()
-        {
-            let (ok, failed) = (tally.ok, std::mem::take(&mut tally.failed));
-            let _ = reply.send(Ok(Reply::Refreshed { ok, failed }));
-        }
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        self.answer(Err(EngineError::Stopped));
     }
 }
 

@@ -36,10 +36,27 @@ impl JobKind {
             JobKind::Track => "tracked",
             JobKind::Edit => "edited",
             JobKind::Remove => "removed",
-            JobKind::SetAuto => "set",
+            JobKind::SetAuto => "switched",
             JobKind::Pause => "paused",
             JobKind::History => "read",
             JobKind::SignIn => "signed in",
+        }
+    }
+
+    /// What is being done, as a progress line says it: "refreshing 3,400 of 10,000".
+    pub(crate) fn doing(self) -> &'static str {
+        match self {
+            JobKind::Refresh => "refreshing",
+            JobKind::Close => "closing",
+            JobKind::Recreate => "recreating",
+            JobKind::Create => "creating",
+            JobKind::Track => "tracking",
+            JobKind::Edit => "editing",
+            JobKind::Remove => "removing",
+            JobKind::SetAuto => "switching automatic refresh",
+            JobKind::Pause => "pausing",
+            JobKind::History => "reading",
+            JobKind::SignIn => "signing in",
         }
     }
 

@@ -33,7 +33,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::auth::{Authenticator, Progress, SignInState};
-use crate::session::{Outcome, SessionKey, TrackedSession};
+use crate::session::{SessionKey, TrackedSession};
 use crate::store::{DriverRole, Lease, SessionStore, StoreError, StoreEvent};
 use crate::time::Clock;
 use batching::Batching;
@@ -117,9 +117,10 @@ enum Done {
         waiters: Vec<Waiter>,
         result: Result<(), StoreError>,
     },
-    History {
+    /// A read of the store for a front end.
+    Read {
         waiter: Waiter,
-        result: Result<Vec<Outcome>, StoreError>,
+        result: Result<Reply, StoreError>,
     },
     Loaded(Result<Vec<TrackedSession>, StoreError>),
     /// Refreshes that went out together (`ops::refresh_group`), with what each found.
@@ -268,7 +269,7 @@ impl Engine {
             None => (mpsc::unbounded_channel().1, false),
         };
         self.report_auth();
-        loop {
+        'run: loop {
             self.pump();
             let wake = self.next_wake();
             // A fixed order rather than tokio's random one, so that a run under paused time
@@ -276,10 +277,21 @@ impl Engine {
             tokio::select! {
                 biased;
                 _ = tick.tick() => self.tick(),
-                message = inbox.recv() => match message {
-                    Some(Inbox::Ask(request, reply)) => self.request(request, Waiter::One(reply)),
-                    Some(Inbox::Shutdown) | None => break,
-                },
+                message = inbox.recv() => {
+                    // A burst of asks (a dashboard's `R` is one per session) is queued whole
+                    // before any is sent, so that they go out together, in full batches.
+                    let mut message = message;
+                    loop {
+                        match message {
+                            Some(Inbox::Ask(request, reply)) => self.request(request, Waiter(reply)),
+                            Some(Inbox::Shutdown) | None => break 'run,
+                        }
+                        match inbox.try_recv() {
+                            Ok(next) => message = Some(next),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Some(done) = self.tasks.join_next_with_id(), if !self.tasks.is_empty() => match done {
                     Ok((id, done)) => {
                         self.running.remove(&id);
@@ -376,9 +388,7 @@ impl Engine {
                 };
                 handle::answer_all(waiters, &answer);
             }
-            Done::History { waiter, result } => {
-                waiter.answer(result.map(Reply::History).map_err(EngineError::Store));
-            }
+            Done::Read { waiter, result } => waiter.answer(result.map_err(EngineError::Store)),
             Done::Loaded(result) => {
                 self.load_task = None;
                 self.loaded(result)

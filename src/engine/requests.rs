@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::dispatch::Urgency;
-use super::handle::{Answer, EngineError, Part, Reply, Request, Waiter, answer_all};
+use super::handle::{Answer, EngineError, Reply, Request, Waiter, answer_all};
 use super::jobs::{Entry, Job, Local, Work};
 use super::messages::Event;
 use super::{Done, Engine};
@@ -14,6 +14,9 @@ use crate::store::{KEPT_OUTCOMES, StoreError, Write};
 
 /// The engine's side of the one rule for new sessions: what a `NewSession` guarantees, checked
 /// again because a front end may have built one by hand.
+/// How many recent failures a `Problems` reply carries: more than a log view shows at once.
+const PROBLEMS_SHOWN: usize = 200;
+
 fn check_new(new: &NewSession) -> Result<(), EngineError> {
     validate_name(&new.name).map_err(|e| EngineError::Refused(e.to_string()))?;
     check_interval(new.interval).map_err(EngineError::Refused)
@@ -27,20 +30,6 @@ impl Engine {
         }
         match request {
             Request::Refresh(key) => self.ask_call(Work::Refresh { key, due: None }, waiter),
-            Request::RefreshAll => {
-                let mut open: Vec<(SessionKey, String)> = self
-                    .entries
-                    .iter()
-                    .filter(|(_, e)| e.session.status != Status::Closed)
-                    .map(|(k, e)| (*k, e.session.name.clone()))
-                    .collect();
-                open.sort_unstable();
-                let Waiter::One(reply) = waiter else { return };
-                let names = open.iter().map(|(_, name)| name.clone()).collect();
-                for ((key, _), part) in open.into_iter().zip(Part::split(reply, names)) {
-                    self.ask_call(Work::Refresh { key, due: None }, Waiter::Part(part));
-                }
-            }
             Request::Close(key) => self.ask_call(Work::Close { key }, waiter),
             Request::Recreate(key) => self.ask_call(Work::Recreate { key }, waiter),
             Request::Create(new) => match check_new(&new) {
@@ -81,8 +70,16 @@ impl Engine {
             Request::History(key) => {
                 let store = self.store.clone();
                 let task = self.tasks.spawn(async move {
-                    let result = store.history(key, KEPT_OUTCOMES).await;
-                    Done::History { waiter, result }
+                    let result = store.history(key, KEPT_OUTCOMES).await.map(Reply::History);
+                    Done::Read { waiter, result }
+                });
+                self.running.insert(task.id(), (None, None));
+            }
+            Request::Problems => {
+                let store = self.store.clone();
+                let task = self.tasks.spawn(async move {
+                    let result = store.problems(PROBLEMS_SHOWN).await.map(Reply::Problems);
+                    Done::Read { waiter, result }
                 });
                 self.running.insert(task.id(), (None, None));
             }

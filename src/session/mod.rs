@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 mod new;
 mod refs;
 
-pub use new::{Draft, NewSession, SettingsChange};
+pub use new::{Draft, DraftError, DraftField, NewSession, SettingsChange};
 pub(crate) use new::{SessionSettings, check_interval, validate_name};
 pub use refs::{SessionId, WorkbookRef};
 

@@ -92,6 +92,29 @@ pub struct Draft {
     pub recreate: Option<bool>,
 }
 
+/// The part of a new session a refusal is about, so that a form can say it under that field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DraftField {
+    Name,
+    Workbook,
+    SessionId,
+    Interval,
+}
+
+/// Why a draft is not a new session, and which part of it is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DraftError {
+    pub field: DraftField,
+    pub message: String,
+}
+
+impl DraftError {
+    fn of(field: DraftField) -> impl FnOnce(String) -> DraftError {
+        move |message| DraftError { field, message }
+    }
+}
+
 /// A new session that passed every check that needs neither the network nor the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewSession {
@@ -107,14 +130,15 @@ pub struct NewSession {
 
 impl NewSession {
     /// The one check for a new session, used by the command line, the dashboard and the engine.
-    pub fn check(draft: &Draft, defaults: &Defaults) -> Result<NewSession, String> {
-        validate_name(draft.name.trim()).map_err(|e| e.to_string())?;
-        let workbook = WorkbookRef::parse(&draft.workbook).map_err(|e| e.to_string())?;
+    pub fn check(draft: &Draft, defaults: &Defaults) -> Result<NewSession, DraftError> {
+        validate_name(draft.name.trim()).map_err(|e| DraftError::of(DraftField::Name)(e.to_string()))?;
+        let workbook =
+            WorkbookRef::parse(&draft.workbook).map_err(|e| DraftError::of(DraftField::Workbook)(e.to_string()))?;
         let session_id = match &draft.session_id {
-            Some(raw) => Some(SessionId::new(raw).map_err(|e| e.to_string())?),
+            Some(raw) => Some(SessionId::new(raw).map_err(|e| DraftError::of(DraftField::SessionId)(e.to_string()))?),
             None => None,
         };
-        check_interval(draft.interval)?;
+        check_interval(draft.interval).map_err(DraftError::of(DraftField::Interval))?;
         let mode = if draft.non_persistent { Mode::NonPersistent } else { Mode::Persistent };
         Ok(NewSession {
             name: draft.name.trim().to_string(),

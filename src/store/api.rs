@@ -199,6 +199,9 @@ pub trait SessionStore: Send + Sync {
     fn names(&self) -> StoreFuture<Vec<String>>;
     /// The newest `limit` outcomes of a session, newest first.
     fn history(&self, key: SessionKey, limit: usize) -> StoreFuture<Vec<Outcome>>;
+    /// The newest `limit` failed calls of any session, by any process, newest first, with the
+    /// session's name: what went wrong lately wherever it was met.
+    fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>>;
     /// Whether automatic refresh is paused for the whole store.
     fn paused(&self) -> StoreFuture<bool>;
     /// The current revision.

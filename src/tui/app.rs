@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyEvent, KeyEventKind, MouseEvent};
-use ratatui::style::Color;
 
 use super::dialog::{Dialog, SignInDialog};
 use super::layout::{Areas, Col, Placed, areas, fit_columns};
@@ -35,11 +34,10 @@ pub struct Info {
     pub driver: Driver,
     /// Intervals and idle expiries for sessions without their own.
     pub defaults: Defaults,
-    pub no_color: bool,
     /// Where the log files are, for the log view.
     pub log_dir: String,
-    /// Status colours that replace the built-in ones.
-    pub colors: HashMap<Status, Color>,
+    /// Every colour on screen.
+    pub palette: super::theme::Palette,
 }
 
 #[derive(Debug, Clone)]
@@ -203,6 +201,10 @@ pub struct App {
     pub(super) now: DateTime<Utc>,
     /// Only the first screenful is here; the engine is reading the rest.
     pub(crate) loading: bool,
+    /// Work asked of many sessions at once, still answering.
+    pub bulks: Vec<super::bulk::Bulk>,
+    /// The store's recent failures as of the log view's opening (`None` while being read).
+    pub problems: Option<Vec<LogLine>>,
 }
 
 impl App {
@@ -243,6 +245,8 @@ impl App {
             history: None,
             now,
             loading: false,
+            bulks: Vec::new(),
+            problems: None,
         };
         for session in sessions {
             app.put(Row { session: Arc::new(session), refreshing: false });
@@ -284,7 +288,7 @@ impl App {
                 let (a, b) = (&old.session, &self.rows[&key].session);
                 let moved = a.name != b.name
                     || a.workbook != b.workbook
-                    || (self.failing_only && was != shown)
+                    || ((self.failing_only || !self.filter.is_empty()) && was != shown)
                     || (moves(self.sort.by) && (was != shown || a != b));
                 self.view_stale |= moved;
             }
@@ -309,7 +313,7 @@ impl App {
         });
         if counts != self.counts {
             self.counts = counts;
-            self.view_stale |= self.failing_only || self.sort.by == SortBy::Status;
+            self.view_stale |= self.failing_only || !self.filter.is_empty() || self.sort.by == SortBy::Status;
             self.dirty = true;
         }
     }
@@ -416,16 +420,15 @@ impl App {
 
     pub(super) fn rebuild_view(&mut self) {
         self.view_stale = false;
-        let needle = self.filter.to_lowercase();
+        let filter = super::filter::Filter::parse(&self.filter);
         let now = self.now;
         let rows: Vec<&Row> = self
             .rows
             .values()
-            .filter(|r| !self.failing_only || self.status_of(r).is_failing())
             .filter(|r| {
-                needle.is_empty()
-                    || r.session.name.to_lowercase().contains(&needle)
-                    || r.session.workbook.to_string().to_lowercase().contains(&needle)
+                let status = self.status_of(r);
+                (!self.failing_only || status.is_failing())
+                    && (filter.is_empty() || filter.matches(&r.session.name, status, || r.session.workbook.to_string()))
             })
             .collect();
         // Keys computed once per row, not once per comparison: a rebuild of 100,000 rows stays

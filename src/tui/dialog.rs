@@ -8,10 +8,12 @@ use tui_input::Input;
 use tui_input::backend::crossterm::EventHandler;
 
 use crate::engine::Request;
+use crate::engine::{EngineError, JobKind};
 use crate::session::{
-    Defaults, Draft, Mode, NewSession, SessionKey, SessionSettings, SettingsChange, TrackedSession, check_interval,
-    validate_name,
+    Defaults, Draft, DraftField, Mode, NewSession, SessionKey, SessionSettings, SettingsChange, TrackedSession,
+    check_interval, validate_name,
 };
+use crate::store::StoreError;
 use crate::time::{format_duration, parse_duration};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,12 +60,37 @@ pub enum Submitted {
     Yes(Request),
 }
 
+/// What was refused, said under the field it is about (`None`: below the form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FormError {
+    pub field: Option<&'static str>,
+    pub text: String,
+}
+
+impl FormError {
+    fn at(field: &'static str, text: impl Into<String>) -> FormError {
+        FormError { field: Some(field), text: text.into() }
+    }
+}
+
+/// The label of the field a draft's refusal is about.
+fn label_of(field: DraftField) -> &'static str {
+    match field {
+        DraftField::Name => "name",
+        DraftField::Workbook => "workbook",
+        DraftField::SessionId => "session id",
+        DraftField::Interval => "interval",
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Form {
     pub kind: FormKind,
     pub fields: Vec<Field>,
     pub(crate) focus: usize,
-    pub error: Option<String>,
+    pub error: Option<FormError>,
+    /// Sent to the engine: the form stays, as typed, until the answer comes.
+    pub sent: bool,
     /// A warning shown once; enter again saves anyway.
     pub warning: Option<String>,
     /// The session's mode, when editing (its interval warning depends on it).
@@ -85,7 +112,7 @@ impl Form {
         if kind == FormKind::Track {
             fields.insert(2, Field::text("session id", "", "the id createSession returned"));
         }
-        Form { kind, fields, focus: 0, error: None, warning: None, mode: Mode::Persistent, original: None }
+        Form { kind, fields, focus: 0, error: None, sent: false, warning: None, mode: Mode::Persistent, original: None }
     }
 
     pub fn edit(s: &TrackedSession) -> Form {
@@ -100,9 +127,49 @@ impl Form {
             ],
             focus: 0,
             error: None,
+            sent: false,
             warning: None,
             mode: s.mode,
             original: Some(SessionSettings::of(s)),
+        }
+    }
+
+    /// Whether an answer to `kind` about `key` is the answer to this form.
+    pub(crate) fn awaits(&self, kind: JobKind, key: Option<SessionKey>) -> bool {
+        self.sent
+            && match self.kind {
+                FormKind::Create => kind == JobKind::Create,
+                FormKind::Track => kind == JobKind::Track,
+                FormKind::Edit(own) => kind == JobKind::Edit && key == Some(own),
+            }
+    }
+
+    /// The engine refused what the form sent: said under the field it is about, with what was
+    /// typed kept for the user to correct.
+    pub(crate) fn refused(&mut self, why: &EngineError) {
+        self.sent = false;
+        self.warning = None;
+        let field = match why {
+            EngineError::Store(StoreError::NameTaken(_)) => Some("name"),
+            EngineError::Store(StoreError::IdTaken(_)) => Some("session id"),
+            EngineError::Unresolved { .. } => Some("workbook"),
+            // Graph's 404 to a createSession is about the workbook it names.
+            EngineError::Dead(_) if self.kind == FormKind::Create => Some("workbook"),
+            _ => None,
+        };
+        if let Some(index) = field.and_then(|f| self.fields.iter().position(|x| x.label == f)) {
+            self.focus = index;
+        }
+        self.error = Some(FormError { field, text: why.to_string() });
+    }
+
+    /// What the form is waiting for, as its last line says it.
+    pub(crate) fn doing(&self) -> String {
+        let name = self.value("name");
+        match self.kind {
+            FormKind::Create => format!("creating {name}"),
+            FormKind::Track => format!("tracking {name}"),
+            FormKind::Edit(_) => format!("saving {name}"),
         }
     }
 
@@ -139,6 +206,9 @@ impl Form {
 
     pub fn key(&mut self, key: KeyEvent, defaults: &Defaults, taken: &[(SessionKey, String)]) -> Submitted {
         let count = self.fields.len();
+        if self.sent && key.code != KeyCode::Esc {
+            return Submitted::No;
+        }
         match key.code {
             KeyCode::Esc => return Submitted::Cancel,
             KeyCode::Tab | KeyCode::Down => self.focus = (self.focus + 1) % count,
@@ -148,6 +218,9 @@ impl Form {
                 Ok(None) => {}
                 Err(why) => {
                     self.warning = None;
+                    if let Some(index) = why.field.and_then(|f| self.fields.iter().position(|x| x.label == f)) {
+                        self.focus = index;
+                    }
                     self.error = Some(why);
                 }
             },
@@ -174,18 +247,18 @@ impl Form {
 
     /// Checks the form with the one rule the command line uses too; a warning is shown once and
     /// the next enter saves anyway (`Ok(None)` while it is shown).
-    fn submit(&mut self, defaults: &Defaults, taken: &[(SessionKey, String)]) -> Result<Option<Request>, String> {
+    fn submit(&mut self, defaults: &Defaults, taken: &[(SessionKey, String)]) -> Result<Option<Request>, FormError> {
         let name = self.value("name").to_string();
         let own = match self.kind {
             FormKind::Edit(key) => Some(key),
             _ => None,
         };
         if taken.iter().any(|(key, n)| *n == name && Some(*key) != own) {
-            return Err(format!("a session named {name:?} is already tracked"));
+            return Err(FormError::at("name", format!("a session named {name:?} is already tracked")));
         }
         let interval = match self.value("interval") {
             "" => None,
-            text => Some(parse_duration(text).map_err(|e| format!("interval: {e}"))?),
+            text => Some(parse_duration(text).map_err(|e| FormError::at("interval", e.to_string()))?),
         };
         let (command, warning) = match self.kind {
             FormKind::Create | FormKind::Track => {
@@ -197,14 +270,15 @@ impl Form {
                     interval,
                     recreate: Some(self.on("recreate")),
                 };
-                let new = NewSession::check(&draft, defaults)?;
+                let new = NewSession::check(&draft, defaults)
+                    .map_err(|e| FormError { field: Some(label_of(e.field)), text: e.message })?;
                 let warning = new.warning.clone();
                 let command = if self.kind == FormKind::Create { Request::Create(new) } else { Request::Track(new) };
                 (command, warning)
             }
             FormKind::Edit(key) => {
-                validate_name(&name).map_err(|e| e.to_string())?;
-                check_interval(interval)?;
+                validate_name(&name).map_err(|e| FormError::at("name", e.to_string()))?;
+                check_interval(interval).map_err(|e| FormError::at("interval", e))?;
                 let settings =
                     SessionSettings { name, interval, recreate: self.on("recreate"), auto: self.on("automatic") };
                 let change = match &self.original {
@@ -254,6 +328,8 @@ pub enum Dialog {
         what: Confirm,
         keys: Vec<SessionKey>,
         names: Vec<String>,
+        /// Marked sessions the filter hides, named: the user acts on them unseen.
+        hidden: Option<String>,
     },
     /// A device-code sign-in in progress.
     SignIn(SignInDialog),

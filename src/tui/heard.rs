@@ -1,14 +1,22 @@
 //! What the dashboard hears from the engine: the answer to each thing it asked, and the events
 //! that say what changed, turned into rows, flashes and the log.
 
-use super::app::{App, Driver, Effect, Row};
+use super::app::{App, Driver, Effect, LogLine, Row};
 use super::dialog::Dialog;
 use crate::auth::Progress;
 use crate::engine::{Answer, EngineError, Event, JobKind, KEPT_OUTCOMES, Reply};
-use crate::session::{OutcomeKind, SessionKey, SortBy};
+use crate::session::{Outcome, OutcomeKind, SessionKey, SortBy};
 use chrono::{DateTime, Utc};
 
 impl App {
+    /// What the log view lists, newest first: the store's recent failures, whichever process
+    /// met them, and what this dashboard said.
+    pub fn log_lines(&self) -> Vec<&LogLine> {
+        let mut lines: Vec<&LogLine> = self.log.iter().chain(self.problems.iter().flatten()).collect();
+        lines.sort_by_key(|line| std::cmp::Reverse(line.at));
+        lines
+    }
+
     pub(super) fn sign_in_progress(&mut self, progress: Progress, now: DateTime<Utc>) {
         match progress {
             Progress::Done(Ok(user)) => {
@@ -42,23 +50,38 @@ impl App {
         now: DateTime<Utc>,
     ) {
         let name = key.and_then(|k| self.rows.get(&k)).map_or(about, |r| r.session.name.clone());
+        if let Some(Dialog::Form(form)) = self.dialog.as_mut()
+            && form.awaits(kind, key)
+        {
+            match &answer {
+                Err(why) => {
+                    form.refused(why);
+                    self.dirty = true;
+                    return;
+                }
+                Ok(_) => self.dialog = None,
+            }
+        }
+        if self.bulk_answered(kind, key, &name, &answer, now) {
+            return;
+        }
         match answer {
             Ok(Reply::History(outcomes)) => {
                 if let Some(key) = key.filter(|k| self.selected == Some(*k)) {
                     self.history = Some((key, outcomes));
                 }
             }
-            Ok(Reply::Refreshed { ok, failed }) => {
-                let text = match failed.first() {
-                    None => format!("refreshed {}", crate::text::count(ok, "session")),
-                    Some((first, why)) => format!(
-                        "refreshed {} ok, {} failed ({first}: {why}{})",
-                        ok,
-                        failed.len(),
-                        if failed.len() > 1 { ", …" } else { "" }
-                    ),
-                };
-                if failed.is_empty() { self.flash_info(text, now) } else { self.flash_error(text, now) }
+            Ok(Reply::Problems(problems)) => {
+                self.problems = Some(
+                    problems
+                        .into_iter()
+                        .map(|(name, outcome)| LogLine {
+                            at: outcome.at,
+                            text: outcome_line(&name, &outcome),
+                            error: false,
+                        })
+                        .collect(),
+                );
             }
             // Sign-in speaks through its dialog.
             _ if kind == JobKind::SignIn => {}
@@ -80,6 +103,10 @@ impl App {
                 self.flash_info(text, now);
             }
             Err(closed @ EngineError::Closed { .. }) => self.flash_info(refusal(&closed), now),
+            Err(why) if kind == JobKind::History && key.is_none() => {
+                self.problems = Some(Vec::new());
+                self.flash_error(format!("cannot read the store's recent failures: {why}"), now);
+            }
             Err(why) if kind == JobKind::Pause => {
                 self.flash_error(format!("cannot {name} automatic refresh: {why}"), now)
             }
@@ -97,21 +124,13 @@ impl App {
                 }
             }
             Event::Outcome { key, name, outcome, .. } => {
-                if outcome.kind != OutcomeKind::Ok {
-                    let mut line = format!("{name}: {} {}", outcome.action.as_str(), outcome.kind.as_str());
-                    if let Some(status) = outcome.http_status {
-                        line.push_str(&format!(" {status}"));
-                    }
-                    if !outcome.codes.is_empty() {
-                        line.push_str(&format!(" {}", outcome.codes.join("/")));
-                    }
-                    if let Some(id) = &outcome.request_id {
-                        line.push_str(&format!(" request-id {id}"));
-                    }
-                    if let Some(message) = &outcome.message {
-                        line.push_str(&format!(": {message}"));
-                    }
-                    self.remember(&line, false, outcome.at);
+                // The store has every failure, whoever met it: the log view reads them from
+                // there when it opens, and adds those heard while it is open.
+                if outcome.kind != OutcomeKind::Ok
+                    && let Some(problems) = &mut self.problems
+                {
+                    problems.insert(0, LogLine { at: outcome.at, text: outcome_line(&name, &outcome), error: false });
+                    problems.truncate(super::app::LOG_LINES);
                 }
                 if self.details
                     && let Some((shown, history)) = &mut self.history
@@ -202,6 +221,24 @@ impl App {
         self.dirty = true;
         Vec::new()
     }
+}
+
+/// A failed call as the log view says it, with the request id to quote to Microsoft.
+fn outcome_line(name: &str, outcome: &Outcome) -> String {
+    let mut line = format!("{name}: {} {}", outcome.action.as_str(), outcome.kind.as_str());
+    if let Some(status) = outcome.http_status {
+        line.push_str(&format!(" {status}"));
+    }
+    if !outcome.codes.is_empty() {
+        line.push_str(&format!(" {}", outcome.codes.join("/")));
+    }
+    if let Some(id) = &outcome.request_id {
+        line.push_str(&format!(" request-id {id}"));
+    }
+    if let Some(message) = &outcome.message {
+        line.push_str(&format!(": {message}"));
+    }
+    line
 }
 
 /// A refusal in the engine's words, with what to do about it in this dashboard.

@@ -43,6 +43,9 @@ impl App {
         if key.code == KeyCode::Esc {
             if self.flash.is_some() {
                 self.flash = None;
+            } else if !self.filter.is_empty() {
+                self.filter.clear();
+                self.changed();
             } else if !self.marks.is_empty() {
                 self.marks.clear();
             } else {
@@ -85,10 +88,11 @@ impl App {
             Overlay::Help { .. } => super::keymap::help_len(),
             Overlay::Log { .. } => {
                 let inner = usize::from(self.size.0.min(120).saturating_sub(2));
+                let lines = self.log_lines();
                 let entries: usize =
-                    self.log.iter().map(|e| super::layout::wrap(&e.text, inner.saturating_sub(10)).len()).sum();
+                    lines.iter().map(|e| super::layout::wrap(&e.text, inner.saturating_sub(10)).len()).sum();
                 let folder = super::layout::wrap(&self.info.log_dir, inner.saturating_sub(11)).len();
-                folder + usize::from(self.log.is_empty()) + entries
+                folder + usize::from(lines.is_empty() || self.problems.is_none()) + entries
             }
         };
         lines.saturating_sub(usize::from(self.size.1.saturating_sub(2)))
@@ -127,9 +131,19 @@ impl App {
         Effect::Ask { request, about }
     }
 
-    /// One request per session.
-    pub(super) fn ask_each(&self, keys: Vec<SessionKey>, request: impl Fn(SessionKey) -> Request) -> Vec<Effect> {
-        keys.into_iter().map(|key| self.ask(request(key))).collect()
+    /// "2 of them hidden by the filter": marked rows the view does not show, about to be acted
+    /// on, are said so rather than touched silently.
+    pub(super) fn hidden_note(&self, keys: &[SessionKey]) -> Option<String> {
+        if self.marks.is_empty() {
+            return None;
+        }
+        let shown: std::collections::HashSet<&SessionKey> = self.view.iter().collect();
+        let hidden: Vec<String> = self.names(&keys.iter().copied().filter(|k| !shown.contains(k)).collect::<Vec<_>>());
+        match hidden.len() {
+            0 => None,
+            n if n <= 3 => Some(format!("{} hidden by the filter", hidden.join(", "))),
+            n => Some(format!("{n} of them hidden by the filter")),
+        }
     }
 
     pub(super) fn action(&mut self, action: Action, now: DateTime<Utc>) -> Vec<Effect> {
@@ -175,13 +189,17 @@ impl App {
                     self.flash_info(super::heard::refusal(&EngineError::Closed { name }), now);
                 }
                 if !open.is_empty() {
+                    if let Some(note) = self.hidden_note(&open) {
+                        self.flash_info(format!("refreshing {} marked ({note})", open.len()), now);
+                    }
                     return self.ask_each(open, Request::Refresh);
                 }
             }
+            // One request per session, so that the header can count them as they end.
             Action::RefreshAll => {
-                let open = self.rows.values().filter(|r| r.session.status != Status::Closed).count();
-                self.flash_info(format!("refreshing {}", crate::text::count(open, "session")), now);
-                return vec![self.ask(Request::RefreshAll)];
+                let open: Vec<SessionKey> =
+                    self.rows.values().filter(|r| r.session.status != Status::Closed).map(|r| r.session.key).collect();
+                return self.ask_each(open, Request::Refresh);
             }
             Action::Mark => {
                 if let Some(key) = self.selected {
@@ -191,6 +209,24 @@ impl App {
                     self.move_by(1);
                 }
             }
+            Action::MarkAll => {
+                let shown: Vec<SessionKey> = self.view.clone();
+                if shown.iter().all(|k| self.marks.contains(k)) {
+                    for key in &shown {
+                        self.marks.remove(key);
+                    }
+                } else {
+                    self.marks.extend(shown);
+                }
+            }
+            Action::InvertMarks => {
+                for key in self.view.clone() {
+                    if !self.marks.remove(&key) {
+                        self.marks.insert(key);
+                    }
+                }
+            }
+            Action::ClearMarks => self.marks.clear(),
             Action::ToggleAuto => {
                 let keys = self.targets();
                 let Some(first) = keys.first().and_then(|k| self.rows.get(k)) else { return Vec::new() };
@@ -210,6 +246,7 @@ impl App {
                 let keys = self.targets();
                 if !keys.is_empty() {
                     let names = self.names(&keys);
+                    let hidden = self.hidden_note(&keys);
                     let what = match action {
                         Action::Close => Confirm::Close,
                         Action::Recreate => Confirm::Recreate,
@@ -219,7 +256,7 @@ impl App {
                                 .all(|k| self.rows.get(k).is_some_and(|r| r.session.status == Status::Closed)),
                         },
                     };
-                    self.dialog = Some(Dialog::Confirm { what, keys, names });
+                    self.dialog = Some(Dialog::Confirm { what, keys, names, hidden });
                 }
             }
             Action::CopyId | Action::CopyUrl => {
@@ -265,7 +302,11 @@ impl App {
                 }
             }
             Action::Focus => self.details_focus = self.details && !self.details_focus,
-            Action::Log => self.overlay = Some(Overlay::Log { scroll: 0 }),
+            Action::Log => {
+                self.overlay = Some(Overlay::Log { scroll: 0 });
+                self.problems = None;
+                return vec![self.ask(Request::Problems)];
+            }
             Action::SignIn => return self.start_sign_in(),
             Action::Help => self.overlay = Some(Overlay::Help { scroll: 0 }),
             Action::Quit => return vec![Effect::Quit],
@@ -289,10 +330,10 @@ impl App {
                     return vec![self.ask(Request::CancelSignIn)];
                 }
             }
-            Dialog::Confirm { what, keys, names } => match key.code {
+            Dialog::Confirm { what, keys, names, .. } => match key.code {
                 // Destructive: only `y` confirms, never a stray enter.
                 KeyCode::Char('y') => {
-                    let (what, keys, names) = (*what, keys.clone(), names.join(", "));
+                    let (what, keys, names) = (*what, keys.clone(), crate::text::names_line(names));
                     self.dialog = None;
                     self.marks.clear();
                     let (doing, request): (&str, fn(SessionKey) -> Request) = match what {
@@ -312,14 +353,10 @@ impl App {
                 match form.key(key, &self.info.defaults, &taken) {
                     Submitted::No => {}
                     Submitted::Cancel => self.dialog = None,
+                    // The form stays as typed until the engine answers: a refusal is said under
+                    // its field, and nothing typed is lost.
                     Submitted::Yes(request) => {
-                        self.dialog = None;
-                        let what = match &request {
-                            Request::Create(new) => format!("creating {}…", new.name),
-                            Request::Track(new) => format!("tracking {}…", new.name),
-                            _ => "saving…".to_string(),
-                        };
-                        self.flash_info(what, now);
+                        form.sent = true;
                         return vec![self.ask(request)];
                     }
                 }

@@ -15,6 +15,9 @@ pub enum Action {
     Refresh,
     RefreshAll,
     Mark,
+    MarkAll,
+    InvertMarks,
+    ClearMarks,
     ToggleAuto,
     PauseAll,
     Create,
@@ -76,7 +79,13 @@ pub const KEYMAP: &[Binding] = &[
     bind(&[Key::Char('e')], "e", "edit", "edit name, interval, recreate, automatic", Action::Edit),
     bind(&[Key::Char('a')], "a", "auto", "automatic refresh on/off for the selection", Action::ToggleAuto),
     bind(&[Key::Char('p')], "p", "pause", "pause or resume automatic refresh for the whole store", Action::PauseAll),
-    bind(&[Key::Char('/')], "/", "filter", "filter by name or workbook", Action::Filter),
+    bind(
+        &[Key::Char('/')],
+        "/",
+        "filter",
+        "filter by name or workbook; status:WORD by status (status:expired)",
+        Action::Filter,
+    ),
     bind(&[Key::Char('s')], "s", "sort", "sort by the next column", Action::Sort),
     bind(&[Key::Code(KeyCode::Enter)], "enter", "details", "show or hide the details pane", Action::Details),
     bind(&[Key::Char('L')], "L", "log", "recent warnings and errors, and where the log file is", Action::Log),
@@ -90,6 +99,9 @@ pub const KEYMAP: &[Binding] = &[
     ),
     bind(&[Key::Char('c')], "c", "close", "close the session at Graph (asks first)", Action::Close),
     bind(&[Key::Char('x')], "x", "remove", "stop tracking the session (asks first)", Action::Remove),
+    bind(&[Key::Char('A')], "A", "", "mark every shown session (again: unmark them)", Action::MarkAll),
+    bind(&[Key::Char('*')], "*", "", "invert the marks of the shown sessions", Action::InvertMarks),
+    bind(&[Key::Char('U')], "U", "", "clear every mark, shown or not", Action::ClearMarks),
     bind(&[Key::Char('Y')], "Y", "", "copy the workbook URL", Action::CopyUrl),
     bind(&[Key::Char('S')], "S", "", "reverse the sort", Action::Reverse),
     bind(&[Key::Char('f')], "f", "", "show failing sessions only", Action::FailingOnly),
@@ -110,7 +122,7 @@ pub const KEYMAP: &[Binding] = &[
 
 /// What the help lists besides the keys: the keys that are not actions.
 pub(crate) const OTHER_KEYS: &[(&str, &str)] = &[
-    ("esc", "close a dialog, the help or the log; else clear message and marks"),
+    ("esc", "close a dialog or overlay, else clear the message, filter, marks"),
     ("mouse", "click a row to select it, a header to sort by it; the wheel scrolls"),
 ];
 

@@ -95,7 +95,12 @@ impl Col {
 }
 
 /// Columns dropped first on a narrow terminal, before anything is truncated.
-const LOW_VALUE: [Col; 4] = [Col::Mode, Col::Failures, Col::Latency, Col::Next];
+const LOW_VALUE: [Col; 2] = [Col::Mode, Col::Latency];
+/// The workbook gives up its width down to this before the next and failure counts go: its
+/// informative end (the item id) still shows.
+const WORKBOOK_SOFT_MIN: u16 = 24;
+/// Dropped once the workbook is as narrow as it comfortably goes.
+const LATER: [Col; 2] = [Col::Failures, Col::Next];
 /// Dropped next, once the flexible columns are as narrow as they go.
 const THEN: [Col; 3] = [Col::Workbook, Col::Last, Col::Expires];
 
@@ -109,14 +114,23 @@ pub struct Placed {
 }
 
 /// Fits the columns in `width`: each as wide as its content (`natural`), low-value columns
-/// dropped first, then the workbook and name truncated, then more columns dropped; spare width
-/// goes to the workbook, then the name.
+/// dropped first, then the workbook narrowed to a width that still shows its end, then the next
+/// two columns dropped, then the workbook and name truncated, then more columns dropped.
 pub(crate) fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Placed> {
     let mut cols: Vec<(Col, u16)> = Col::ALL.iter().map(|c| (*c, natural(*c).max(c.min()))).collect();
     let total = |cols: &[(Col, u16)]| -> u16 {
         cols.iter().map(|(_, w)| *w).sum::<u16>() + SPACING * cols.len().saturating_sub(1) as u16
     };
     for col in LOW_VALUE {
+        if total(&cols) > width {
+            cols.retain(|(c, _)| *c != col);
+        }
+    }
+    let over = total(&cols).saturating_sub(width);
+    if let Some((_, w)) = cols.iter_mut().find(|(c, _)| *c == Col::Workbook) {
+        *w = w.saturating_sub(over).max(WORKBOOK_SOFT_MIN.min(*w));
+    }
+    for col in LATER {
         if total(&cols) > width {
             cols.retain(|(c, _)| *c != col);
         }
@@ -133,17 +147,14 @@ pub(crate) fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Place
         }
     }
     // What is left over widens the flexible columns back towards their content, the workbook
-    // first; what remains after that, the workbook takes.
+    // first, and no further: on a wide terminal the other columns stay next to what they
+    // describe instead of being pushed to the far edge.
     for col in [Col::Workbook, Col::Name] {
         let spare = width.saturating_sub(total(&cols));
         let want = natural(col);
         if let Some((_, w)) = cols.iter_mut().find(|(c, _)| *c == col) {
             *w += spare.min(want.saturating_sub(*w));
         }
-    }
-    let spare = width.saturating_sub(total(&cols));
-    if let Some((_, w)) = cols.iter_mut().find(|(c, _)| *c == Col::Workbook) {
-        *w += spare;
     }
     let mut x = 0;
     cols.into_iter()
@@ -242,6 +253,7 @@ mod tests {
         assert_eq!(shown(120).len(), 10);
         let at_80 = shown(80);
         assert!(!at_80.contains(&Col::Mode) && at_80.contains(&Col::Workbook) && at_80.contains(&Col::Expires));
+        assert!(at_80.contains(&Col::Next), "the workbook narrows first: {at_80:?}");
         assert_eq!(shown(60), [Col::Mark, Col::Name, Col::Workbook, Col::Status, Col::Last, Col::Expires]);
         assert_eq!(shown(40), [Col::Mark, Col::Name, Col::Status, Col::Last, Col::Expires]);
         for width in 40..=300 {
@@ -249,6 +261,17 @@ mod tests {
             let used = placed.last().map_or(0, |p| p.x + p.width);
             assert!(used <= width, "{width}: {placed:?}");
         }
+    }
+
+    /// On a wide terminal the workbook is as wide as its text, not as the screen: the columns
+    /// after it stay where the eye finds them.
+    #[test]
+    fn the_workbook_is_capped_at_its_content() {
+        let placed = fit_columns(300, natural);
+        let workbook = placed.iter().find(|p| p.col == Col::Workbook).unwrap();
+        assert_eq!(workbook.width, natural(Col::Workbook));
+        let used = placed.last().map_or(0, |p| p.x + p.width);
+        assert!(used < 150, "{used}");
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! drawn only when something changed, plus a tick a second while relative times are on screen.
 
 pub mod app;
+pub mod bulk;
 pub mod dialog;
+mod filter;
 mod heard;
 mod input;
 pub mod keymap;
 pub mod layout;
+pub mod theme;
 pub mod view;
 
 use std::io::{self, Stdout};

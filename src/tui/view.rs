@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
-use ratatui::style::{Color, Modifier, Style};
+use ratatui::style::{Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Wrap};
 
@@ -12,69 +12,14 @@ use super::app::{App, Driver, Overlay, Row, RowTimes};
 use super::dialog::{Confirm, Dialog, FieldValue};
 use super::keymap::{KEYMAP, OTHER_KEYS, footer_hints};
 use super::layout::{Col, MIN_HEIGHT, MIN_WIDTH, keep_end, keep_start, wrap};
+use super::theme::Palette;
 use crate::auth::SignInState;
 use crate::session::{Action as CallAction, Mode, Status};
 use crate::time::{format_ago, format_duration, format_until};
 
-pub(crate) struct Theme<'a> {
-    color: bool,
-    custom: &'a std::collections::HashMap<Status, Color>,
-}
-
-impl Theme<'_> {
-    fn fg(&self, color: Color) -> Style {
-        if self.color { Style::new().fg(color) } else { Style::new() }
-    }
-
-    fn status(&self, status: Status) -> Style {
-        let color = self.custom.get(&status).copied().unwrap_or(match status {
-            Status::Ok => Color::Green,
-            Status::Refreshing => Color::Cyan,
-            Status::Stale | Status::Expired => Color::Yellow,
-            Status::Throttled => Color::Magenta,
-            Status::Dead | Status::Auth | Status::Error | Status::Damaged => Color::Red,
-            Status::New | Status::Closed => Color::DarkGray,
-        });
-        self.fg(color)
-    }
-
-    fn dim(&self) -> Style {
-        self.fg(Color::DarkGray)
-    }
-
-    fn key(&self) -> Style {
-        self.fg(Color::Cyan).add_modifier(Modifier::BOLD)
-    }
-
-    fn error(&self) -> Style {
-        self.fg(Color::Red).add_modifier(Modifier::BOLD)
-    }
-
-    fn warning(&self) -> Style {
-        self.fg(Color::Yellow).add_modifier(Modifier::BOLD)
-    }
-
-    fn selected(&self) -> Style {
-        if self.color {
-            Style::new().bg(Color::Blue).fg(Color::White)
-        } else {
-            Style::new().add_modifier(Modifier::REVERSED)
-        }
-    }
-
-    /// The life left before Graph would expire a session: calm, then yellow, then red.
-    fn expiry(&self, left: Option<chrono::TimeDelta>) -> Style {
-        match left {
-            Some(left) if left <= chrono::TimeDelta::seconds(30) => self.fg(Color::Red),
-            Some(left) if left <= chrono::TimeDelta::seconds(90) => self.fg(Color::Yellow),
-            _ => Style::new(),
-        }
-    }
-}
-
 pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
     let areas = app.layout;
-    let theme = Theme { color: !app.info.no_color, custom: &app.info.colors };
+    let theme = &app.info.palette;
     if areas.too_small {
         let text = format!(
             "terminal too small: {}x{}, need {MIN_WIDTH}x{MIN_HEIGHT}",
@@ -83,19 +28,19 @@ pub fn draw(frame: &mut Frame, app: &App, now: DateTime<Utc>) {
         frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }).alignment(Alignment::Center), areas.screen);
         return;
     }
-    draw_header(frame, app, areas.header, &theme, now);
-    draw_table(frame, app, &theme, now);
+    draw_header(frame, app, areas.header, theme, now);
+    draw_table(frame, app, theme, now);
     if app.details {
-        draw_details(frame, app, areas.detail, &theme, now);
+        draw_details(frame, app, areas.detail, theme, now);
     }
-    draw_footer(frame, app, areas.footer, &theme);
+    draw_footer(frame, app, areas.footer, theme);
     match app.overlay {
         Some(Overlay::Help { scroll }) => draw_help(frame, areas.screen, app, scroll),
-        Some(Overlay::Log { scroll }) => draw_log(frame, areas.screen, &theme, app, scroll),
+        Some(Overlay::Log { scroll }) => draw_log(frame, areas.screen, theme, app, scroll),
         None => {}
     }
     if app.dialog.is_some() {
-        draw_dialog(frame, app, areas.screen, &theme, now);
+        draw_dialog(frame, app, areas.screen, theme, now);
     }
 }
 
@@ -121,37 +66,32 @@ fn width_of(spans: &[Span]) -> usize {
     spans.iter().map(|s| s.content.chars().count()).sum()
 }
 
-fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
+fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: DateTime<Utc>) {
     let mut first = vec![Span::styled("wbsessions ", Style::new().add_modifier(Modifier::BOLD))];
     if app.info.demo {
-        let badge = if theme.color {
-            Style::new().bg(Color::Yellow).fg(Color::Black)
-        } else {
-            Style::new().add_modifier(Modifier::REVERSED)
-        };
-        first.push(Span::styled(" DEMO ", badge));
+        first.push(Span::styled(" DEMO ", theme.badge()));
         first.push(Span::raw(" "));
     }
     match app.info.driver {
         Driver::This => first.push(Span::raw("driver")),
         Driver::Other(pid) => first.push(Span::styled(
             format!("watching, pid {} drives", pid.map_or("?".to_string(), |p| p.to_string())),
-            theme.fg(Color::Yellow),
+            theme.warning(),
         )),
     }
-    first.push(Span::styled(" · ", theme.dim()));
+    first.push(Span::styled(" · ", theme.chrome()));
     if app.paused {
-        first.push(Span::styled("auto paused", theme.fg(Color::Yellow)));
+        first.push(Span::styled("auto paused", theme.warning()));
     } else {
         first.push(Span::raw("auto on"));
     }
-    first.push(Span::styled(" · sign-in ", theme.dim()));
+    first.push(Span::styled(" · sign-in ", theme.chrome()));
     first.push(Span::raw(signin_label(app)));
     // What does not fit goes, least useful first: the endpoint, then the start of the store path
     // (its file name is the informative end).
     let width = usize::from(area.width);
-    let graph = [Span::styled(" · graph ", theme.dim()), Span::raw(app.info.endpoint.clone())];
-    let store_label = Span::styled(" · store ", theme.dim());
+    let graph = [Span::styled(" · graph ", theme.chrome()), Span::raw(app.info.endpoint.clone())];
+    let store_label = Span::styled(" · store ", theme.chrome());
     let fixed = width_of(&first) + store_label.content.chars().count();
     if fixed + width_of(&graph) + app.info.store.chars().count() <= width {
         first.extend(graph);
@@ -170,6 +110,11 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
     if app.signed_out() {
         second = vec![Span::styled("signed out: press l or run wbsessions login", theme.error()), Span::raw(" ·")];
     }
+    // Work under way comes first: the counts after it may be cut on a narrow screen.
+    for bulk in app.bulks.iter().rev() {
+        second.insert(0, Span::raw(" · "));
+        second.insert(0, Span::styled(bulk.progress(), theme.status(Status::Refreshing)));
+    }
     for (&status, count) in app.counts() {
         second.push(Span::raw(" "));
         second.push(Span::styled(format!("{count} {status}"), theme.status(status)));
@@ -185,7 +130,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
     if app.absolute_times {
         second.push(Span::styled(
             format!("  · times local ({})", now.with_timezone(&chrono::Local).format("%Z")),
-            theme.dim(),
+            theme.chrome(),
         ));
     }
     frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]), area);
@@ -196,7 +141,7 @@ fn cell(
     row: &Row,
     col: Col,
     width: usize,
-    theme: &Theme,
+    theme: &Palette,
     times: &RowTimes,
     now: DateTime<Utc>,
 ) -> Span<'static> {
@@ -236,7 +181,7 @@ fn table_line(cells: Vec<(Span<'static>, u16)>, style: Style) -> Line<'static> {
     Line::from(spans).style(style)
 }
 
-fn draw_table(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
+fn draw_table(frame: &mut Frame, app: &App, theme: &Palette, now: DateTime<Utc>) {
     let area = app.layout.table;
     let arrow = if app.sort.reverse { "▼" } else { "▲" };
     let mut title =
@@ -247,7 +192,11 @@ fn draw_table(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
     if app.filtering || !app.filter.is_empty() {
         title.push_str(&format!("· filter: {}{} ", app.filter, if app.filtering { "▏" } else { "" }));
     }
-    frame.render_widget(Block::new().borders(Borders::TOP).title(title).border_style(theme.dim()), area);
+    if app.failing_only || !app.filter.is_empty() {
+        let (shown, all) = (crate::text::thousands(app.view().len()), crate::text::thousands(app.rows.len()));
+        title.push_str(&format!("· {shown} of {all} ",));
+    }
+    frame.render_widget(Block::new().borders(Borders::TOP).title(title).border_style(theme.chrome()), area);
     let sorted = super::app::column_of(app.sort.by);
     let header: Vec<(Span<'static>, u16)> = app
         .columns
@@ -268,7 +217,7 @@ fn draw_table(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
         } else {
             "no session matches"
         };
-        frame.render_widget(Paragraph::new(text).style(theme.dim()).alignment(Alignment::Center), rows_area);
+        frame.render_widget(Paragraph::new(text).style(theme.chrome()).alignment(Alignment::Center), rows_area);
         return;
     }
     let lines: Vec<Line> = app
@@ -295,10 +244,10 @@ fn draw_table(frame: &mut Frame, app: &App, theme: &Theme, now: DateTime<Utc>) {
     frame.render_widget(Paragraph::new(lines), rows_area);
 }
 
-fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
+fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: DateTime<Utc>) {
     let title =
         if app.details_focus { " details (focused: j/k scroll, tab back) " } else { " details (tab to scroll) " };
-    let border = if app.details_focus { theme.key() } else { theme.dim() };
+    let border = if app.details_focus { theme.key() } else { theme.chrome() };
     let block = Block::new().borders(Borders::TOP).title(title).border_style(border);
     let inner = block.inner(area);
     frame.render_widget(block, area);
@@ -309,10 +258,10 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
         if at <= now { "passed: likely expired".to_string() } else { format_until(at, now) }
     });
     let mut lines = vec![
-        Line::from(vec![Span::styled("session id ", theme.dim()), Span::raw(s.session_id.to_string())]),
-        Line::from(vec![Span::styled("workbook   ", theme.dim()), Span::raw(s.workbook.url(&app.info.endpoint))]),
+        Line::from(vec![Span::styled("session id ", theme.chrome()), Span::raw(s.session_id.to_string())]),
+        Line::from(vec![Span::styled("workbook   ", theme.chrome()), Span::raw(s.workbook.url(&app.info.endpoint))]),
         Line::from(vec![
-            Span::styled("keeping    ", theme.dim()),
+            Span::styled("keeping    ", theme.chrome()),
             Span::raw(format!(
                 "every {}{} · {} · {} · expires {expires}",
                 format_duration(app.info.defaults.interval_of(s)),
@@ -324,8 +273,8 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
     ];
     let history = app.history.as_ref().filter(|(k, _)| *k == s.key).map(|(_, h)| h.as_slice());
     match history {
-        None => lines.push(Line::from(Span::styled("reading the history…", theme.dim()))),
-        Some([]) => lines.push(Line::from(Span::styled("no calls yet", theme.dim()))),
+        None => lines.push(Line::from(Span::styled("reading the history…", theme.chrome()))),
+        Some([]) => lines.push(Line::from(Span::styled("no calls yet", theme.chrome()))),
         Some(outcomes) => {
             for o in outcomes {
                 let when = if app.absolute_times {
@@ -334,7 +283,7 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
                     format_ago(o.at, now)
                 };
                 let mut spans = vec![
-                    Span::styled(format!("{when:>9} "), theme.dim()),
+                    Span::styled(format!("{when:>9} "), theme.chrome()),
                     Span::raw(format!("{:7} ", o.action.as_str())),
                     Span::styled(format!("{:9}", o.kind.as_str()), theme.status(o.kind.into())),
                     Span::raw(format!(
@@ -347,7 +296,7 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
                     spans.push(Span::raw(format!(" {}", o.codes.join("/"))));
                 }
                 if let Some(id) = &o.request_id {
-                    spans.push(Span::styled(format!(" request-id {id}"), theme.dim()));
+                    spans.push(Span::styled(format!(" request-id {id}"), theme.chrome()));
                 }
                 if let Some(message) = &o.message {
                     spans.push(Span::raw(format!(" {message}")));
@@ -363,23 +312,23 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Da
 
 /// The refreshes' latencies on the session's own scale, with their range in the title: equal
 /// latencies draw a flat line, not full bars.
-fn draw_latency(frame: &mut Frame, history: &[crate::session::Outcome], area: Rect, theme: &Theme) {
+fn draw_latency(frame: &mut Frame, history: &[crate::session::Outcome], area: Rect, theme: &Palette) {
     // Refreshes only: a create with its operation polling would dwarf them.
     let latencies: Vec<u64> =
         history.iter().rev().filter(|o| o.action == CallAction::Refresh).map(|o| o.latency_ms).collect();
     let (min, max) = (latencies.iter().min().copied().unwrap_or(0), latencies.iter().max().copied().unwrap_or(0));
     let title = if latencies.is_empty() { "latency".to_string() } else { format!("latency {min}–{max} ms") };
-    let block = Block::new().borders(Borders::LEFT).title(title).border_style(theme.dim());
+    let block = Block::new().borders(Borders::LEFT).title(title).border_style(theme.chrome());
     let range = max - min;
     // The lowest shows as the smallest bar, the highest as a full one.
     let data: Vec<u64> = latencies.iter().map(|l| 1 + (l - min) * 7 / range.max(1)).collect();
-    frame.render_widget(Sparkline::default().block(block).data(&data).max(8).style(theme.fg(Color::Cyan)), area);
+    frame.render_widget(Sparkline::default().block(block).data(&data).max(8).style(theme.accent()), area);
 }
 
-fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
+fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Palette) {
     let width = usize::from(area.width);
     if let Some(flash) = &app.flash {
-        let style = if flash.error { theme.error() } else { theme.fg(Color::Green) };
+        let style = if flash.error { theme.error() } else { theme.info() };
         let suffix = if flash.error { "  (esc dismisses, L shows the log)" } else { "" };
         let text = keep_start(&flash.text, width.saturating_sub(suffix.chars().count()));
         frame.render_widget(Paragraph::new(Line::from(vec![Span::styled(format!("{text}{suffix}"), style)])), area);
@@ -393,7 +342,20 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
     let hints: Vec<(&str, &str)> = footer_hints().collect();
     let width_of = |(label, hint): &(&str, &str)| label.chars().count() + hint.chars().count() + 3;
     let (body, tail) = hints.split_at(hints.len().saturating_sub(2));
-    let mut room = width.saturating_sub(tail.iter().map(width_of).sum());
+    let mut spans = Vec::new();
+    if !app.marks.is_empty() {
+        let shown: std::collections::HashSet<_> = app.view().iter().collect();
+        let hidden = app.marks.iter().filter(|k| !shown.contains(k)).count();
+        let mut text = format!("{} marked", crate::text::thousands(app.marks.len()));
+        if hidden > 0 {
+            text.push_str(&format!(" ({} hidden)", crate::text::thousands(hidden)));
+        }
+        spans.push(Span::styled(text, theme.warning()));
+        spans.push(Span::raw("  "));
+    }
+    let mut room = width.saturating_sub(
+        tail.iter().map(width_of).sum::<usize>() + spans.iter().map(|s| s.content.chars().count()).sum::<usize>(),
+    );
     let mut shown: Vec<&(&str, &str)> = Vec::new();
     for hint in body {
         if width_of(hint) > room {
@@ -403,7 +365,6 @@ fn draw_footer(frame: &mut Frame, app: &App, area: Rect, theme: &Theme) {
         shown.push(hint);
     }
     shown.extend(tail);
-    let mut spans = Vec::new();
     for (label, hint) in shown {
         spans.push(Span::styled(*label, theme.key()));
         spans.push(Span::raw(format!(" {hint}  ")));
@@ -431,7 +392,7 @@ fn overlay(frame: &mut Frame, area: Rect, title: String, lines: Vec<Line<'static
 
 /// Every key (from the keymap), esc and the mouse, and what each status means.
 pub fn help_lines(app: &App) -> Vec<Line<'static>> {
-    let theme = &Theme { color: !app.info.no_color, custom: &app.info.colors };
+    let theme = &app.info.palette;
     let mut lines: Vec<Line> = KEYMAP
         .iter()
         .map(|b| Line::from(vec![Span::styled(format!("{:>8}  ", b.label), theme.key()), Span::raw(b.help)]))
@@ -448,7 +409,7 @@ pub fn help_lines(app: &App) -> Vec<Line<'static>> {
         ]));
     }
     lines.push(Line::from(""));
-    lines.push(Line::from(vec![Span::styled("     log  ", theme.dim()), Span::raw(app.info.log_dir.clone())]));
+    lines.push(Line::from(vec![Span::styled("     log  ", theme.chrome()), Span::raw(app.info.log_dir.clone())]));
     lines
 }
 
@@ -457,7 +418,7 @@ fn draw_help(frame: &mut Frame, area: Rect, app: &App, scroll: usize) {
     overlay(frame, area, " keys (esc closes) ".into(), lines, scroll, 86);
 }
 
-fn draw_log(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usize) {
+fn draw_log(frame: &mut Frame, area: Rect, theme: &Palette, app: &App, scroll: usize) {
     let width = area.width.min(120);
     let inner = usize::from(width.saturating_sub(2));
     // The folder is the one thing here worth copying: wrapped, never cut.
@@ -466,20 +427,26 @@ fn draw_log(frame: &mut Frame, area: Rect, theme: &Theme, app: &App, scroll: usi
         .enumerate()
         .map(|(i, part)| {
             Line::from(vec![
-                Span::styled(if i == 0 { "log files  " } else { "           " }, theme.dim()),
+                Span::styled(if i == 0 { "log files  " } else { "           " }, theme.chrome()),
                 Span::raw(part),
             ])
         })
         .collect();
-    if app.log.is_empty() {
-        lines.push(Line::from(Span::styled("no warnings or errors since the dashboard opened", theme.dim())));
+    let entries = app.log_lines();
+    if app.problems.is_none() {
+        lines.push(Line::from(Span::styled("reading the store's recent failures…", theme.chrome())));
+    } else if entries.is_empty() {
+        lines.push(Line::from(Span::styled(
+            "no warnings or errors: none in the store's recent calls, none since the dashboard opened",
+            theme.chrome(),
+        )));
     }
-    for entry in &app.log {
+    for entry in entries {
         let when = entry.at.with_timezone(&chrono::Local).format("%H:%M:%S").to_string();
         let style = if entry.error { theme.error() } else { theme.warning() };
         for (i, part) in wrap(&entry.text, inner.saturating_sub(10)).into_iter().enumerate() {
             let stamp = if i == 0 { format!("{when}  ") } else { " ".repeat(10) };
-            lines.push(Line::from(vec![Span::styled(stamp, theme.dim()), Span::styled(part, style)]));
+            lines.push(Line::from(vec![Span::styled(stamp, theme.chrome()), Span::styled(part, style)]));
         }
     }
     overlay(frame, area, " recent warnings and errors (esc closes) ".into(), lines, scroll, width);
@@ -508,7 +475,7 @@ fn styled_lines(text: &str, width: usize, style: Style) -> Vec<Line<'static>> {
     wrap(text, width).into_iter().map(|l| Line::from(Span::styled(l, style))).collect()
 }
 
-fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: DateTime<Utc>) {
+fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: DateTime<Utc>) {
     let Some(dialog) = &app.dialog else { return };
     let inner = usize::from(dialog_width(area).saturating_sub(2));
     match dialog {
@@ -526,7 +493,7 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
                         let left = deadline.signed_duration_since(now).num_seconds().max(0);
                         lines.push(Line::from(Span::styled(
                             format!("waiting for the sign-in: {}:{:02} left", left / 60, left % 60),
-                            theme.dim(),
+                            theme.chrome(),
                         )));
                     }
                 }
@@ -534,13 +501,13 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
             lines.push(Line::from(""));
             let tail = match &sign_in.error {
                 Some(e) => styled_lines(e, inner, theme.error()),
-                None => vec![Line::from(Span::styled("esc cancels", theme.dim()))],
+                None => vec![Line::from(Span::styled("esc cancels", theme.chrome()))],
             };
             let keep = tail.len();
             lines.extend(tail);
             dialog_box(frame, area, " Sign in ".into(), lines, keep);
         }
-        Dialog::Confirm { what, names, .. } => {
+        Dialog::Confirm { what, names, hidden, .. } => {
             let (verb, note) = match what {
                 Confirm::Close => ("Close", "The session ends at Graph; it stays in the list as closed."),
                 Confirm::Remove { all_closed: true } => ("Remove", "Only stops tracking; it is closed already."),
@@ -551,9 +518,14 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
                     ("Recreate", "A new session on the same workbook replaces the id; the old one is left to expire.")
                 }
             };
-            let mut lines =
-                wrap(&format!("{verb} {}?", names.join(", ")), inner).into_iter().map(Line::from).collect::<Vec<_>>();
-            lines.extend(styled_lines(note, inner, theme.dim()));
+            let mut lines = wrap(&format!("{verb} {}?", crate::text::names_line(names)), inner)
+                .into_iter()
+                .map(Line::from)
+                .collect::<Vec<_>>();
+            if let Some(hidden) = hidden {
+                lines.extend(styled_lines(&format!("Marked, not shown: {hidden}."), inner, theme.warning()));
+            }
+            lines.extend(styled_lines(note, inner, theme.chrome()));
             lines.push(Line::from(""));
             lines.push(Line::from(vec![
                 Span::styled("y", theme.key()),
@@ -571,7 +543,7 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
             let mut lines: Vec<Line<'static>> = Vec::new();
             for (i, field) in form.fields.iter().enumerate() {
                 let focused = i == form.focus;
-                let label_style = if focused { theme.key() } else { theme.dim() };
+                let label_style = if focused { theme.key() } else { theme.chrome() };
                 let label = Span::styled(format!("{:>15}  ", field.label), label_style);
                 match &field.value {
                     FieldValue::Toggle(on) => {
@@ -599,19 +571,38 @@ fn draw_dialog(frame: &mut Frame, app: &App, area: Rect, theme: &Theme, now: Dat
                         lines.push(Line::from(spans));
                     }
                 }
-                if focused {
-                    lines.push(Line::from(Span::styled(format!("{:>17}{}", "", field.hint), theme.dim())));
+                let refusal = form.error.as_ref().filter(|e| e.field == Some(field.label));
+                if let Some(error) = refusal {
+                    // Under the value where there is room for it; at the left edge on a narrow
+                    // screen, so that a long refusal stays readable.
+                    let (indent, room) =
+                        if value_width >= 30 { (" ".repeat(label_width), value_width) } else { (String::new(), inner) };
+                    for line in wrap(&error.text, room) {
+                        lines.push(Line::from(Span::styled(format!("{indent}{line}"), theme.error())));
+                    }
+                } else if focused {
+                    lines.push(Line::from(Span::styled(format!("{:>17}{}", "", field.hint), theme.chrome())));
                 }
             }
             lines.push(Line::from(""));
-            let tail = match (&form.error, &form.warning) {
-                (Some(error), _) => styled_lines(error, inner, theme.error()),
+            let whole = form.error.as_ref().filter(|e| e.field.is_none());
+            let tail = match (whole, &form.warning) {
+                _ if form.sent => vec![Line::from(Span::styled(
+                    format!("{}… (esc closes the form; the answer comes as a message)", form.doing()),
+                    theme.chrome(),
+                ))],
+                (Some(error), _) => styled_lines(&error.text, inner, theme.error()),
+                (None, _) if form.error.is_some() => {
+                    vec![Line::from(Span::styled("fix the field above · enter save · esc cancel", theme.chrome()))]
+                }
                 (None, Some(warning)) => {
                     let mut tail = styled_lines(&format!("warning: {warning}"), inner, theme.warning());
-                    tail.push(Line::from(Span::styled("enter saves anyway · esc cancels", theme.dim())));
+                    tail.push(Line::from(Span::styled("enter saves anyway · esc cancels", theme.chrome())));
                     tail
                 }
-                (None, None) => vec![Line::from(Span::styled("tab next field · enter save · esc cancel", theme.dim()))],
+                (None, None) => {
+                    vec![Line::from(Span::styled("tab next field · enter save · esc cancel", theme.chrome()))]
+                }
             };
             let keep = tail.len();
             lines.extend(tail);

@@ -4,10 +4,15 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use wbsessions::session::{Action, Mode, Outcome, OutcomeKind, SessionId, Status, TrackedSession, WorkbookRef};
+use wbsessions::tui::theme::{Palette, ThemePreset};
 use wbsessions::tui::{App, Driver, Info};
 
 pub fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
+}
+
+pub fn palette(preset: ThemePreset) -> Palette {
+    Palette::new(preset, &Default::default())
 }
 
 pub fn info(no_color: bool) -> Info {
@@ -17,9 +22,8 @@ pub fn info(no_color: bool) -> Info {
         demo: false,
         driver: Driver::This,
         defaults: wbsessions::session::Defaults::default(),
-        no_color,
         log_dir: "/home/ana/.local/state/wbsessions/logs".into(),
-        colors: Default::default(),
+        palette: palette(if no_color { ThemePreset::Mono } else { ThemePreset::Dark }),
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use wbsessions::engine::{BatchResult, Failure, Graph};
 use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
 use wbsessions::session::SortBy;
-use wbsessions::session::{Mode, Outcome, SessionId, SessionKey, TrackedSession, WorkbookRef};
+use wbsessions::session::{Mode, Outcome, OutcomeKind, SessionId, SessionKey, TrackedSession, WorkbookRef};
 use wbsessions::store::{Rev, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write};
 
 /// What the fake answers to one call.
@@ -530,6 +530,21 @@ impl SessionStore for MemoryStore {
         let mut outcomes = self.outcomes(key);
         outcomes.truncate(limit);
         ready(Ok(outcomes))
+    }
+
+    fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>> {
+        let state = self.state.lock().unwrap();
+        let mut failed: Vec<(String, Outcome)> = state
+            .outcomes
+            .iter()
+            .flat_map(|(key, outcomes)| {
+                let name = state.sessions.get(key).map(|s| s.name.clone()).unwrap_or_default();
+                outcomes.iter().filter(|o| o.kind != OutcomeKind::Ok).map(move |o| (name.clone(), o.clone()))
+            })
+            .collect();
+        failed.sort_by_key(|(_, o)| std::cmp::Reverse(o.at));
+        failed.truncate(limit);
+        ready(Ok(failed))
     }
 
     fn paused(&self) -> StoreFuture<bool> {

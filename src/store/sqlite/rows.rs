@@ -181,6 +181,26 @@ impl Db {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The newest `limit` failed calls among the store's most recent outcomes, whichever process
+    /// made them, newest first, each with its session's name. Only the newest `RECENT_OUTCOMES`
+    /// are looked at: a range of the primary key, so the read stays quick at millions of rows.
+    pub fn problems(&self, limit: usize) -> Result<Vec<(String, Outcome)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!(
+                "{OUTCOME_COLUMNS}, s.name FROM outcomes o JOIN sessions s ON s.id = o.session \
+                 WHERE o.id > (SELECT coalesce(max(id), 0) FROM outcomes) - ?1 AND o.kind != 'ok' \
+                 ORDER BY o.id DESC LIMIT ?2"
+            ))
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![RECENT_OUTCOMES, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get::<_, Option<String>>(9)?.unwrap_or_default(), outcome_from_row(r, 0)?))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// Adds a session; its `key` is set from the new row. A taken name or session id is refused.
     #[cfg(test)]
     pub fn insert(&mut self, session: &mut TrackedSession) -> Result<(), StoreError> {
@@ -400,6 +420,9 @@ const SESSION_SELECT: &str = "SELECT s.id, s.name, s.workbook, s.session_id, s.m
 const OUTCOME_COLUMNS: &str =
     "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message";
 
+/// How many of the newest outcomes `problems` looks through.
+const RECENT_OUTCOMES: i64 = 20_000;
+
 /// A stored time; `None` for one that cannot be read or lies outside the years the store keeps.
 fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let at = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
@@ -609,6 +632,41 @@ mod tests {
         assert_eq!(history[0].latency_ms, 59, "newest first");
         assert_eq!(history[49].latency_ms, 10);
         assert!(matches!(store.session("zzz"), Err(StoreError::NotFound(_))));
+    }
+
+    /// What went wrong lately, for any session, whichever process recorded it; and a read
+    /// that looks at the newest outcomes only.
+    #[test]
+    fn problems_are_the_newest_failures_of_every_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Db::open(&dir.path().join("s.db")).unwrap();
+        let (mut a, mut b) = (sample("a"), sample("b"));
+        b.session_id = SessionId::new("other-id").unwrap();
+        store.insert(&mut a).unwrap();
+        store.insert(&mut b).unwrap();
+        let failed = |n: u64, kind: OutcomeKind| Outcome { kind, request_id: Some(format!("req-{n}")), ..outcome(n) };
+        let writes = vec![
+            Write::Record { key: a.key, state: None, outcome: Some(failed(1, OutcomeKind::Expired)) },
+            Write::Record { key: b.key, state: None, outcome: Some(outcome(2)) },
+            Write::Record { key: b.key, state: None, outcome: Some(failed(3, OutcomeKind::Throttled)) },
+            Write::Record { key: a.key, state: None, outcome: Some(outcome(4)) },
+        ];
+        store.apply(&writes).unwrap();
+        let problems = store.problems(10).unwrap();
+        let seen: Vec<(&str, OutcomeKind, Option<&str>)> =
+            problems.iter().map(|(name, o)| (name.as_str(), o.kind, o.request_id.as_deref())).collect();
+        assert_eq!(
+            seen,
+            [("b", OutcomeKind::Throttled, Some("req-3")), ("a", OutcomeKind::Expired, Some("req-1"))],
+            "newest first, successes left out"
+        );
+        assert_eq!(store.problems(1).unwrap().len(), 1);
+        // Beyond the newest RECENT_OUTCOMES, nothing is looked at.
+        let many: Vec<Write> = (0..RECENT_OUTCOMES as u64)
+            .map(|n| Write::Record { key: b.key, state: None, outcome: Some(outcome(n)) })
+            .collect();
+        store.apply(&many).unwrap();
+        assert!(store.problems(10).unwrap().is_empty());
     }
 
     #[test]

@@ -148,6 +148,10 @@ impl SessionStore for SqliteStore {
         self.read(move |db| db.outcomes(key, limit))
     }
 
+    fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>> {
+        self.read(move |db| db.problems(limit))
+    }
+
     fn paused(&self) -> StoreFuture<bool> {
         self.read(|db| db.paused())
     }
