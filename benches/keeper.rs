@@ -173,11 +173,11 @@ fn main() {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 let Ok(value) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-                if value["kind"] != "ok" {
+                if value["status"] != "ok" {
                     *failures.lock().expect("lock") += 1;
                 }
-                if let Some(late) = value["late_ms"].as_f64() {
-                    lateness.lock().expect("lock").push(late);
+                if let Some(late) = value["late_secs"].as_f64() {
+                    lateness.lock().expect("lock").push(late * 1000.0);
                 }
             }
         })

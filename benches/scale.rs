@@ -89,7 +89,7 @@ fn write_sessions(path: &Path, created: &[(usize, String, String)], interval_sec
     for (n, (i, workbook, id)) in created.iter().enumerate() {
         let line = serde_json::json!({
             "name": format!("s{i:06}"), "workbook": workbook, "session_id": id, "mode": "persistent",
-            "interval": interval_secs as f64, "auto": true, "recreate": false,
+            "own_interval_secs": interval_secs as f64, "auto": true, "recreate": false,
         });
         writeln!(file, "{}{line}", if n == 0 { "" } else { "," }).expect("write");
     }
@@ -185,7 +185,7 @@ fn main() {
 
     eprintln!("refreshing every session once through the simulator...");
     let round = run(&env, &["refresh", "--all", "--json"]);
-    let ok = round.stdout.lines().filter(|l| l.contains(r#""kind":"ok""#)).count();
+    let ok = round.stdout.lines().filter(|l| l.contains(r#""status":"ok""#)).count();
     assert_eq!(round.code, Some(0), "refresh --all: {}", round.stderr);
     assert_eq!(ok, sessions, "every refresh worked");
     deepen_history(&store, depth);

@@ -71,6 +71,7 @@ impl GlobalArgs {
             utc: self.utc,
             verbose: self.verbose,
             quiet: self.quiet,
+            json: self.json,
         }
     }
 }
@@ -121,6 +122,10 @@ pub(crate) struct GlobalArgs {
     /// No progress bars (summaries and errors are still said)
     #[arg(short, long, global = true, help_heading = "Global options")]
     pub(crate) quiet: bool,
+    /// Standard output as JSON: sessions and outcomes with status words, RFC 3339 UTC times and
+    /// durations in seconds (errors stay one line on stderr)
+    #[arg(long, global = true, help_heading = "Global options")]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +137,7 @@ pub enum Command {
     /// Create a new session and track it
     Create(CreateArgs),
     /// List the tracked sessions
-    List(JsonArg),
+    List,
     /// One session in detail, with its recent outcomes
     Show(ShowArgs),
     /// Print a session's id (for scripts); exits 1 unless the session is known to be alive
@@ -170,19 +175,9 @@ pub enum Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
-    /// Machine-readable output
-    #[arg(long)]
-    pub json: bool,
     /// If another process drives the store, wait for it to go and then drive (for a service manager)
     #[arg(long)]
     pub wait: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct JsonArg {
-    /// Machine-readable output
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -252,8 +247,6 @@ pub struct NamesArg {
 pub struct ShowArgs {
     #[arg(add = names_completer())]
     pub name: String,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -263,8 +256,6 @@ pub struct RefreshArgs {
     /// Every tracked session that is not closed
     #[arg(long)]
     pub all: bool,
-    #[arg(long)]
-    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -196,6 +196,7 @@ pub struct Overrides {
     pub(crate) utc: bool,
     pub(crate) verbose: u8,
     pub(crate) quiet: bool,
+    pub(crate) json: bool,
 }
 
 /// Where a sign-in goes, as the command line asks for it.
@@ -228,6 +229,8 @@ pub struct Settings {
     pub(crate) utc: bool,
     /// No progress bars.
     pub(crate) quiet: bool,
+    /// What a command prints on standard output is JSON (docs/configuration.md, "JSON").
+    pub(crate) json: bool,
     /// Whether the store was named on the command line (a read-only use must not create it).
     pub(crate) store_named: bool,
     pub(crate) log_level: String,
@@ -392,6 +395,7 @@ impl Settings {
             no_color: args.no_color,
             utc: args.utc,
             quiet: args.quiet,
+            json: args.json,
             store_named: args.store.is_some(),
             log_level,
             log_dir: log_dir.clone(),

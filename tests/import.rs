@@ -162,7 +162,7 @@ fn a_running_keeper_picks_up_imported_sessions_within_a_second() {
         ["x", "y", "z"].iter().all(|name| {
             lines.iter().any(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
-                v["session"] == *name && v["action"] == "refresh" && v["kind"] == "ok"
+                v["session"] == *name && v["action"] == "refresh" && v["status"] == "ok"
             })
         })
     });
@@ -329,7 +329,7 @@ fn list_json_imported_into_a_new_store_lists_the_same_settings_field_by_field() 
             .unwrap()
             .iter()
             .map(|s| {
-                ["name", "workbook", "mode", "interval", "interval_secs", "recreate", "auto"]
+                ["name", "workbook", "mode", "own_interval_secs", "interval_secs", "recreate", "auto"]
                     .map(|k| s[k].clone())
                     .to_vec()
             })
@@ -347,5 +347,5 @@ fn list_json_imported_into_a_new_store_lists_the_same_settings_field_by_field() 
     );
     target.ok(&["import", &hand]);
     let shown = json(&target.ok(&["show", "h", "--json"]));
-    assert_eq!((shown["interval"].as_f64(), shown["interval_secs"].as_f64()), (Some(75.0), Some(75.0)));
+    assert_eq!((shown["own_interval_secs"].as_f64(), shown["interval_secs"].as_f64()), (Some(75.0), Some(75.0)));
 }

@@ -87,7 +87,7 @@ fn create_list_refresh_id_show() {
     assert_eq!(outcomes.len(), 2);
     assert_eq!(outcomes[0]["action"], "refresh");
     assert_eq!(outcomes[1]["action"], "create");
-    assert!(outcomes[0]["latency_ms"].is_u64() && outcomes[0]["at"].is_string());
+    assert!(outcomes[0]["latency_secs"].is_f64() && outcomes[0]["at"].as_str().is_some_and(|t| t.ends_with('Z')));
     let table = cli.ok(&["list"]);
     assert!(table.contains("a ") && table.contains("ok") && table.contains("me/drive/items/W1"), "{table}");
 
@@ -185,15 +185,15 @@ fn run_keeps_sessions_alive_past_their_expiry_and_stops_on_sigterm() {
     assert_eq!(keeper.stop().code(), Some(0));
     for line in lines.lock().unwrap().iter() {
         let line = json(line);
-        assert_eq!((line["session"].as_str(), line["kind"].as_str()), (Some("a"), Some("ok")), "{line}");
-        assert!(line["late_ms"].as_f64().is_some_and(|l| l < 1000.0), "{line}");
+        assert_eq!((line["session"].as_str(), line["status"].as_str()), (Some("a"), Some("ok")), "{line}");
+        assert!(line["late_secs"].as_f64().is_some_and(|l| l < 1.0), "{line}");
     }
     let out = cli.output(&["refresh", "a"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let shown = json(&cli.ok(&["show", "a", "--json"]));
     let outcomes = shown["outcomes"].as_array().unwrap();
     assert!(outcomes.len() >= 4, "every refresh of the keeper was stored");
-    assert!(outcomes.iter().all(|o| o["kind"] == "ok"));
+    assert!(outcomes.iter().all(|o| o["status"] == "ok"));
 }
 
 #[test]
@@ -222,7 +222,7 @@ fn expired_sessions_are_reported_or_recreated_as_allowed() {
         .unwrap()
         .iter()
         .take(2)
-        .map(|o| (o["action"].as_str().unwrap(), o["kind"].as_str().unwrap()))
+        .map(|o| (o["action"].as_str().unwrap(), o["status"].as_str().unwrap()))
         .collect();
     assert_eq!(kinds, [("create", "ok"), ("refresh", "expired")]);
     // `a` may not be recreated: it stays expired and the keeper leaves it alone.

@@ -197,16 +197,14 @@ pub async fn unfinished_creations(store: &dyn crate::store::SessionStore, times:
 
 /// Says on stderr what each failure means and what to do, then, for many sessions, one line of
 /// how it went ("10,000 refreshed: 9,998 ok, 2 expired"); exit 1 if anything failed.
-pub(crate) fn conclude(kind: JobKind, answered: &[(&TrackedSession, Answer)], as_json: bool) -> Result<ExitCode> {
+pub(crate) fn conclude(kind: JobKind, answered: &[(&TrackedSession, Answer)]) -> Result<ExitCode> {
     let mut err = std::io::stderr().lock();
     let mut failed = Vec::new();
     for (session, answer) in answered {
         let Err(e) = answer else { continue };
         failed.push(e.word());
-        if !as_json {
-            let why = explain(e, Some(session), &session.name);
-            writeln!(err, "wbsessions: {}: {} failed: {why}", session.name, kind.verb())?;
-        }
+        let why = explain(e, Some(session), &session.name);
+        writeln!(err, "wbsessions: {}: {} failed: {why}", session.name, kind.verb())?;
     }
     if answered.len() > 1 {
         let ok = answered.len() - failed.len();

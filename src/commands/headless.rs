@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use super::front::{open_to_read, store_error};
-use super::output::{Times, count, outcome_line, session_json};
+use super::output::{Times, count, outcome_json, outcome_line, session_json};
 use crate::config::Settings;
 use crate::engine::policy::next_due;
 use crate::session::{Status, TrackedSession};
@@ -26,13 +26,13 @@ fn next_refresh(s: &TrackedSession, settings: &Settings, paused: bool, now: chro
     next_due(s, &settings.engine.defaults, now).map_or("-".into(), |due| format_until(due, now))
 }
 
-pub async fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
+pub async fn list(settings: &Settings) -> Result<ExitCode> {
     let opened = open_to_read(settings)?;
     let store = &opened.sessions;
     let defaults = &settings.engine.defaults;
     let now = chrono::Utc::now();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if as_json {
+    if settings.json {
         // A JSON array with one session per line, written as it is read: memory stays flat, and
         // `import` reads the same lines back.
         writeln!(out, "[")?;
@@ -97,7 +97,7 @@ pub async fn list(settings: &Settings, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn show(settings: &Settings, name: &str, as_json: bool) -> Result<ExitCode> {
+pub async fn show(settings: &Settings, name: &str) -> Result<ExitCode> {
     let store = open_to_read(settings)?.sessions;
     let s = store.session(name).await.map_err(store_error)?;
     let paused = store.paused().await.unwrap_or(false);
@@ -106,9 +106,9 @@ pub async fn show(settings: &Settings, name: &str, as_json: bool) -> Result<Exit
     let now = chrono::Utc::now();
     let times = times(settings);
     let mut out = std::io::stdout().lock();
-    if as_json {
+    if settings.json {
         let mut value = session_json(&s, defaults, now);
-        value["outcomes"] = serde_json::to_value(&outcomes)?;
+        value["outcomes"] = outcomes.iter().map(|o| outcome_json(&s.name, o, None)).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -170,6 +170,11 @@ pub async fn id(settings: &Settings, name: &str, any: bool) -> Result<ExitCode> 
         };
         anyhow::bail!("{name} is {state}: {}; {hint}, or pass --any to print its id anyway", status.meaning());
     }
-    writeln!(std::io::stdout().lock(), "{}", s.session_id)?;
+    let mut out = std::io::stdout().lock();
+    if settings.json {
+        writeln!(out, "{}", session_json(&s, &settings.engine.defaults, chrono::Utc::now()))?;
+    } else {
+        writeln!(out, "{}", s.session_id)?;
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -33,9 +33,9 @@ struct ImportRecord {
     session_id: String,
     #[serde(default)]
     mode: Option<Mode>,
-    /// The session's own interval, in seconds.
-    #[serde(default)]
-    interval: Option<f64>,
+    /// The session's own interval, in seconds (`interval` in files of older versions).
+    #[serde(default, alias = "interval")]
+    own_interval_secs: Option<f64>,
     #[serde(default)]
     recreate: Option<bool>,
     #[serde(default)]
@@ -48,7 +48,7 @@ struct ImportRecord {
     failures: Option<u32>,
     #[serde(default)]
     created_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Written by `list --json` as the interval in force. Without `interval`, it is the
+    /// Written by `list --json` as the interval in force. Without `own_interval_secs`, it is the
     /// session's own, unless it is the default here for the session's mode.
     #[serde(default)]
     interval_secs: Option<f64>,
@@ -126,8 +126,8 @@ fn from_record(record: ImportRecord, settings: &Settings, now: chrono::DateTime<
         Duration::try_from_secs_f64(secs).map_err(|_| format!("{key} {secs} is not a number of seconds"))
     };
     let mode = if record.mode == Some(Mode::NonPersistent) { Mode::NonPersistent } else { Mode::Persistent };
-    let interval = match (record.interval, record.interval_secs) {
-        (Some(secs), _) => Some(seconds("interval", secs)?),
+    let interval = match (record.own_interval_secs, record.interval_secs) {
+        (Some(secs), _) => Some(seconds("own_interval_secs", secs)?),
         (None, Some(secs)) => {
             Some(seconds("interval_secs", secs)?).filter(|i| *i != settings.engine.defaults.interval(mode))
         }
@@ -493,12 +493,24 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     for (line, why) in &skipped {
         writeln!(err, "wbsessions: skipped line {line}: {}", crate::text::clean(why, 500))?;
     }
-    writeln!(
-        std::io::stdout().lock(),
-        "imported {}{}",
-        count(count_in, "session"),
-        if skipped.is_empty() { String::new() } else { format!("; skipped {}", count(skipped.len(), "invalid line")) }
-    )?;
+    if settings.json {
+        let skipped: Vec<serde_json::Value> = skipped
+            .iter()
+            .map(|(line, why)| serde_json::json!({ "line": line, "error": crate::text::clean(why, 500) }))
+            .collect();
+        writeln!(std::io::stdout().lock(), "{}", serde_json::json!({ "imported": count_in, "skipped": skipped }))?;
+    } else {
+        writeln!(
+            std::io::stdout().lock(),
+            "imported {}{}",
+            count(count_in, "session"),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; skipped {}", count(skipped.len(), "invalid line"))
+            }
+        )?;
+    }
     // Every line refused is a failed import, even when refusals were allowed.
     Ok(if count_in == 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -9,7 +9,7 @@ use anyhow::Result;
 
 use super::bad_input;
 use super::front::{GraphSetup, Progress, conclude, explain, graph_setup, one_shot, open_store, store_error};
-use super::output::{Times, count, describe, names_line, outcome_json, outcome_line};
+use super::output::{Times, count, describe, names_line, outcome_json, outcome_line, session_json};
 use super::shutdown_signal;
 use crate::cli::{AddArgs, CreateArgs, EditArgs, RefreshArgs, SessionOptions};
 use crate::config::Settings;
@@ -81,15 +81,14 @@ async fn each(
     graph: GraphSetup,
     sessions: Vec<TrackedSession>,
     ask: impl Fn(&TrackedSession) -> Request,
-    as_json: bool,
 ) -> Result<(ExitCode, Vec<Answer>)> {
     let requests: Vec<Request> = sessions.iter().map(&ask).collect();
     let kind = requests.first().map_or(JobKind::Refresh, Request::kind);
     let progress = Progress::new(settings, sessions.len(), kind.doing());
-    let print = print_outcomes(times(settings), as_json, progress.clone());
+    let print = print_outcomes(times(settings), settings.json, progress.clone());
     let answers = one_shot(settings, opened, graph, sessions.clone(), requests, print, &progress).await?;
     let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers.iter().cloned()).collect();
-    let code = conclude(kind, &answered, as_json)?;
+    let code = conclude(kind, &answered)?;
     Ok((code, answers))
 }
 
@@ -110,8 +109,13 @@ async fn add_one(settings: &Settings, new: NewSession, create: bool) -> Result<E
         one_shot(settings, opened, graph, Vec::new(), vec![request], |_| Ok(()), &Progress::default()).await?;
     match answers.into_iter().next() {
         Some(Ok(Reply::Session(session))) => {
-            let verb = if create { "created" } else { "tracking" };
-            writeln!(std::io::stdout().lock(), "{verb} {}", describe(&session, &settings.engine.defaults))?;
+            let mut out = std::io::stdout().lock();
+            if settings.json {
+                writeln!(out, "{}", session_json(&session, &settings.engine.defaults, chrono::Utc::now()))?;
+            } else {
+                let verb = if create { "created" } else { "tracking" };
+                writeln!(out, "{verb} {}", describe(&session, &settings.engine.defaults))?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(Err(e)) if e.is_bad_input() => Err(bad_input(explain(&e, None, &name))),
@@ -158,7 +162,7 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
         }
         (named, Vec::new())
     };
-    if !skipped.is_empty() && !args.json {
+    if !skipped.is_empty() {
         let mut err = std::io::stderr().lock();
         for status in [Status::Closed, Status::Damaged] {
             let names: Vec<String> = skipped.iter().filter(|s| s.status == status).map(|s| s.name.clone()).collect();
@@ -173,7 +177,7 @@ pub async fn refresh(settings: &Settings, args: RefreshArgs) -> Result<ExitCode>
     }
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Refresh(s.key), args.json).await?;
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Refresh(s.key)).await?;
     Ok(code)
 }
 
@@ -184,14 +188,18 @@ pub async fn close(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     // Closing twice asks Graph nothing (the engine says the same for every front end); said here
     // too, so that knowing it needs no sign-in.
     for s in &closed {
-        writeln!(std::io::stdout().lock(), "{} is already closed", s.name)?;
+        if settings.json {
+            writeln!(std::io::stderr().lock(), "wbsessions: {} is already closed", s.name)?;
+        } else {
+            writeln!(std::io::stdout().lock(), "{} is already closed", s.name)?;
+        }
     }
     if sessions.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Close(s.key), false).await?;
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Close(s.key)).await?;
     Ok(code)
 }
 
@@ -200,7 +208,7 @@ pub async fn recreate(settings: &Settings, names: &[String]) -> Result<ExitCode>
     let sessions = find_all(&*opened.sessions, names).await?;
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Recreate(s.key), false).await?;
+    let (code, _) = each(settings, opened, graph, sessions, |s| Request::Recreate(s.key)).await?;
     Ok(code)
 }
 
@@ -216,6 +224,10 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
         if answer.is_err() {
             continue;
         }
+        if settings.json {
+            writeln!(out, "{}", serde_json::json!({ "session": s.name, "action": "remove", "status": "ok" }))?;
+            continue;
+        }
         match s.status {
             Status::Closed | Status::Expired | Status::Dead => writeln!(out, "removed {}", s.name)?,
             _ => writeln!(
@@ -227,7 +239,7 @@ pub async fn remove(settings: &Settings, names: &[String]) -> Result<ExitCode> {
     }
     drop(out);
     let answered: Vec<(&TrackedSession, Answer)> = sessions.iter().zip(answers).collect();
-    conclude(JobKind::Remove, &answered, false)
+    conclude(JobKind::Remove, &answered)
 }
 
 pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
@@ -268,17 +280,22 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
         Some(Err(e)) => return Err(bad_input(explain(&e, Some(&session), &session.name))),
         _ => changed,
     };
-    writeln!(
-        std::io::stdout().lock(),
-        "saved: {}{}",
-        describe(&saved, &settings.engine.defaults),
-        if saved.auto { "" } else { ", manual only" }
-    )?;
+    if settings.json {
+        writeln!(std::io::stdout().lock(), "{}", session_json(&saved, &settings.engine.defaults, chrono::Utc::now()))?;
+    } else {
+        writeln!(
+            std::io::stdout().lock(),
+            "saved: {}{}",
+            describe(&saved, &settings.engine.defaults),
+            if saved.auto { "" } else { ", manual only" }
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// The headless keeper: every session kept alive until SIGINT or SIGTERM, one line per outcome.
-pub async fn run(settings: &Settings, as_json: bool, wait: bool) -> Result<ExitCode> {
+pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
+    let as_json = settings.json;
     let opened = open_store(settings)?;
     let lease = match opened.role.acquire() {
         Ok(lease) => lease,

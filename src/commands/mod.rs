@@ -124,6 +124,17 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     if overrides.token.as_deref() == Some("-") {
         overrides.token = Some(read_token_from_stdin()?);
     }
+    if overrides.json
+        && let Some(what) = match &command {
+            None | Some(Command::Demo) => Some("the dashboard"),
+            Some(Command::Exec(_)) => Some("exec (its output is the command's)"),
+            _ => None,
+        }
+    {
+        return Err(bad_input(format!(
+            "{what} has no JSON output; --json is for the commands that print sessions or outcomes"
+        )));
+    }
     let mut settings = Settings::load(&overrides)?;
     // The demo keeps its log and its dashboard state with its throwaway store: it touches none
     // of the user's files.
@@ -144,11 +155,11 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
         let Some(command) = command else { return interactive::dashboard(&settings, None).await };
         match command {
             Command::Demo => interactive::demo(&settings, store_from_flag, scratch).await,
-            Command::Sim(args) => sim(args).await,
+            Command::Sim(args) => sim(args, settings.json).await,
             Command::Add(args) => keeping::add(&settings, args).await,
             Command::Create(args) => keeping::create(&settings, args).await,
-            Command::List(args) => headless::list(&settings, args.json).await,
-            Command::Show(args) => headless::show(&settings, &args.name, args.json).await,
+            Command::List => headless::list(&settings).await,
+            Command::Show(args) => headless::show(&settings, &args.name).await,
             Command::Id(args) => headless::id(&settings, &args.name, args.any).await,
             Command::Refresh(args) => keeping::refresh(&settings, args).await,
             Command::Close(args) => keeping::close(&settings, &args.names).await,
@@ -157,7 +168,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Recreate(args) => keeping::recreate(&settings, &args.names).await,
             Command::Exec(args) => scripts::exec(&settings, args).await,
             Command::Import(args) => import::import(&settings, args).await,
-            Command::Run(args) => keeping::run(&settings, args.json, args.wait).await,
+            Command::Run(args) => keeping::run(&settings, args.wait).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),
             Command::Whoami => signin::whoami(&settings),
@@ -261,12 +272,27 @@ pub fn sim_config(args: &SimArgs) -> SimConfig {
     }
 }
 
-async fn sim(args: SimArgs) -> Result<ExitCode> {
+async fn sim(args: SimArgs, json: bool) -> Result<ExitCode> {
     let config = sim_config(&args);
     let running = crate::sim::start(config, Clock::system(), args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let mut out = std::io::stdout().lock();
+    if json {
+        let workbooks: Vec<String> =
+            running.sim.config().workbooks.iter().map(|(id, _)| format!("me/drive/items/{id}")).collect();
+        let value = serde_json::json!({
+            "graph_url": running.graph_url(),
+            "login_url": running.login_url(),
+            "workbooks": workbooks,
+        });
+        writeln!(out, "{value}")?;
+        out.flush()?;
+        drop(out);
+        shutdown_signal().await;
+        running.stop().await;
+        return Ok(ExitCode::SUCCESS);
+    }
     writeln!(out, "listening on http://{}", running.addr)?;
     out.flush()?;
     // The rest is for people; a reader that only wanted the address may have gone already.

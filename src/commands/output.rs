@@ -69,22 +69,63 @@ pub(crate) fn outcome_line(times: Times, name: Option<&str>, o: &Outcome, late: 
     line
 }
 
+/// Every time in JSON: RFC 3339 in UTC, to the millisecond (docs/configuration.md, "JSON").
+pub(crate) fn json_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Every duration in JSON: seconds, with the milliseconds as a fraction.
+pub(crate) fn json_secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// One call: the session, what was done (`action`), how it went (`status`, in the words a
+/// session's status uses), and what Microsoft support would ask for.
 pub(crate) fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> serde_json::Value {
-    let mut value = serde_json::to_value(o).unwrap_or_default();
-    value["session"] = json!(name);
-    if let Some(late) = late {
-        value["late_ms"] = json!(u64::try_from(late.as_millis()).unwrap_or(u64::MAX));
+    let mut value = json!({
+        "session": name,
+        "at": json_time(o.at),
+        "action": o.action.as_str(),
+        "status": o.kind.as_str(),
+        "latency_secs": json_secs(Duration::from_millis(o.latency_ms)),
+    });
+    let optional = [
+        ("http_status", o.http_status.map(|s| json!(s))),
+        ("codes", (!o.codes.is_empty()).then(|| json!(o.codes))),
+        ("request_id", o.request_id.as_ref().map(|id| json!(id))),
+        ("client_request_id", o.client_request_id.as_ref().map(|id| json!(id))),
+        ("message", o.message.as_ref().map(|m| json!(m))),
+        ("late_secs", late.map(|l| json!(json_secs(l)))),
+    ];
+    for (key, field) in optional {
+        if let Some(field) = field {
+            value[key] = field;
+        }
     }
     value
 }
 
-/// A session as `list --json` and `show --json` write it: what is stored, the interval in force,
-/// the status as of now (`stale` past the idle expiry) and when Graph would expire it.
+/// A session as every command writes it: its settings (`own_interval_secs` only when it has its
+/// own; `interval_secs` is the one in force), the status as of now (`stale` past the idle
+/// expiry) and when Graph would expire it. `import` reads it back.
 pub(crate) fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTime<Utc>) -> serde_json::Value {
-    let mut value = serde_json::to_value(s).unwrap_or_default();
-    value["interval_secs"] = json!(defaults.interval_of(s).as_secs_f64());
-    value["status"] = json!(defaults.status_at(s, now));
-    value["expires_at"] = json!(defaults.expires_at(s));
+    let mut value = json!({
+        "name": s.name,
+        "workbook": s.workbook.to_string(),
+        "session_id": s.session_id.as_str(),
+        "mode": s.mode,
+        "interval_secs": json_secs(defaults.interval_of(s)),
+        "recreate": s.recreate,
+        "auto": s.auto,
+        "status": defaults.status_at(s, now),
+        "last_refresh": s.last_refresh.map(json_time),
+        "failures": s.failures,
+        "created_at": json_time(s.created_at),
+        "expires_at": defaults.expires_at(s).map(json_time),
+    });
+    if let Some(own) = s.interval {
+        value["own_interval_secs"] = json!(json_secs(own));
+    }
     value
 }
 

@@ -7,11 +7,12 @@ use std::time::Duration;
 use anyhow::Result;
 
 use super::bad_input;
-use super::output::Times;
+use super::output::{Times, json_time};
 use crate::auth::signin::{self, NO_CLIENT_ID, SignIn};
 use crate::cli::LoginArgs;
 use crate::config::{LoginOverrides, Settings};
 use crate::graph::{ClientOptions, GraphClient};
+use serde_json::json;
 
 pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
     let flags = LoginOverrides { tenant: args.tenant, client_id: args.client_id, login_url: args.login_url };
@@ -46,19 +47,32 @@ pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
         .map_err(bad_input)?;
     let signed_in = signin::finish(outcome?, &graph, &settings.token_cache).await?;
     tracing::info!(tenant = %authority.tenant, "signed in");
-    writeln!(
-        std::io::stdout().lock(),
-        "signed in as {} (tenant {}); the token renews by itself, next at {}",
-        signed_in.user.as_deref().unwrap_or("an unknown user"),
-        authority.tenant,
-        Times { utc: settings.utc }.stamp_secs(signed_in.renew_at())
-    )?;
+    let mut out = std::io::stdout().lock();
+    if settings.json {
+        let value = json!({
+            "user": signed_in.user,
+            "tenant": authority.tenant,
+            "renews_at": json_time(signed_in.renew_at()),
+        });
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(
+            out,
+            "signed in as {} (tenant {}); the token renews by itself, next at {}",
+            signed_in.user.as_deref().unwrap_or("an unknown user"),
+            authority.tenant,
+            Times { utc: settings.utc }.stamp_secs(signed_in.renew_at())
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn logout(settings: &Settings) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    if signin::remove(&settings.token_cache)? {
+    let removed = signin::remove(&settings.token_cache)?;
+    if settings.json {
+        writeln!(out, "{}", json!({ "signed_out": removed }))?;
+    } else if removed {
         writeln!(out, "signed out: removed {}", settings.token_cache.display())?;
     } else {
         writeln!(out, "not signed in; nothing to remove")?;
@@ -69,17 +83,39 @@ pub fn logout(settings: &Settings) -> Result<ExitCode> {
 pub fn whoami(settings: &Settings) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if settings.token.is_some() {
-        writeln!(out, "using the token from WBSESSIONS_TOKEN / --token")?;
+        if settings.json {
+            writeln!(out, "{}", json!({ "source": "token" }))?;
+        } else {
+            writeln!(out, "using the token from WBSESSIONS_TOKEN / --token")?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(command) = &settings.token_command {
-        writeln!(out, "using the token printed by: {command}")?;
+        if settings.json {
+            writeln!(out, "{}", json!({ "source": "token_command", "token_command": command }))?;
+        } else {
+            writeln!(out, "using the token printed by: {command}")?;
+        }
         return Ok(ExitCode::SUCCESS);
     }
     let Some(cached) = signin::load(&settings.token_cache)? else {
         anyhow::bail!("not signed in: run `wbsessions login`");
     };
     let now = chrono::Utc::now();
+    if settings.json {
+        let value = json!({
+            "source": "sign_in",
+            "user": cached.user,
+            "tenant": cached.authority.tenant,
+            "client_id": cached.authority.client_id,
+            "login_url": cached.authority.login_url,
+            "status": if cached.expires_at <= now { "expired" } else { "valid" },
+            "expires_at": json_time(cached.expires_at),
+            "renews_at": cached.has_refresh_token().then(|| json_time(cached.renew_at())),
+        });
+        writeln!(out, "{value}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let times = Times { utc: settings.utc };
     writeln!(out, "user        {}", cached.user.as_deref().unwrap_or("unknown"))?;
     writeln!(out, "tenant      {}", cached.authority.tenant)?;
