@@ -39,9 +39,9 @@ pub(crate) fn names_line(names: &[String]) -> String {
     }
 }
 
-/// "1 session", "3 sessions".
+/// "1 session", "10,000 sessions".
 pub fn count(n: usize, what: &str) -> String {
-    if n == 1 { format!("1 {what}") } else { format!("{n} {what}s") }
+    if n == 1 { format!("1 {what}") } else { format!("{} {what}s", thousands(n)) }
 }
 
 /// The longest message kept from a server answer; Graph's own messages are a sentence or two.

@@ -160,7 +160,7 @@ pub(crate) fn format_until(when: DateTime<Utc>, now: DateTime<Utc>) -> String {
 
 /// To the second while seconds matter (under ten minutes), then to the minute, the hour, the
 /// day: "45s", "1m40s", "4m", "42m", "1h40m", "5h", "3d". Never a jump from "99s" to "1m".
-fn format_coarse(secs: u64) -> String {
+pub(crate) fn format_coarse(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600, secs / 60, secs % 60);
     match secs {
         0..=59 => format!("{secs}s"),

@@ -705,7 +705,7 @@ fn work_on_many_sessions_is_counted_in_the_header_and_said_once() {
     }
     assert!(app.bulks.is_empty());
     let flash = app.flash.as_ref().unwrap();
-    assert_eq!(flash.text, "7 refreshed: 5 ok, 2 closed; L lists them");
+    assert_eq!(flash.text, "7 refreshed: 5 ok, 2 closed");
     assert!(flash.error);
     assert!(app.log.iter().filter(|l| l.text.contains("refresh failed")).count() == 2, "{:?}", app.log);
     // One session alone is said on its own.

@@ -5,6 +5,7 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Result;
 use futures_util::StreamExt;
@@ -213,6 +214,18 @@ pub(crate) fn conclude(kind: JobKind, answered: &[(&TrackedSession, Answer)]) ->
     Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
+/// How fast the work goes (`done` of `total` in `elapsed`), at most `cap` a second, and how long
+/// the rest takes at that pace; nothing to say before the first is done.
+fn pace(done: u64, total: u64, elapsed: Duration, cap: f64) -> (f64, Option<Duration>) {
+    let seconds = elapsed.as_secs_f64();
+    if done == 0 || seconds <= 0.0 {
+        return (0.0, None);
+    }
+    let rate = (done as f64 / seconds).min(cap.max(f64::MIN_POSITIVE));
+    let left = total.saturating_sub(done) as f64 / rate;
+    (rate, Duration::try_from_secs_f64(left).ok())
+}
+
 /// A progress bar on stderr while many sessions are worked on, where someone watches: not when
 /// stderr is no terminal, not with `--quiet`, not for one session.
 #[derive(Clone, Default)]
@@ -225,10 +238,18 @@ impl Progress {
             return Progress(None);
         }
         let bar = indicatif::ProgressBar::with_draw_target(Some(total as u64), indicatif::ProgressDrawTarget::stderr());
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("{msg} {wide_bar} {human_pos}/{human_len} {per_sec} eta {eta}")
-        {
-            bar.set_style(style);
+        // The request budget bounds the pace: one request a session, so never more than a tenth
+        // of the budget a second, however fast the first burst went.
+        let cap = f64::from(settings.engine.request_budget) / crate::engine::dispatch::BUDGET_WINDOW.as_secs_f64();
+        let pace = move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let (rate, left) = pace(state.pos(), state.len().unwrap_or(0), state.elapsed(), cap);
+            let _ = write!(w, "{}/s", crate::text::thousands(rate.round() as usize));
+            if let Some(left) = left {
+                let _ = write!(w, " · about {} left", crate::time::format_coarse(left.as_secs().max(1)));
+            }
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {wide_bar} {human_pos}/{human_len} {pace}") {
+            bar.set_style(style.with_key("pace", pace));
         }
         bar.set_message(doing.to_string());
         Progress(Some(bar))
@@ -253,5 +274,22 @@ impl Progress {
             Some(bar) => bar.suspend(write),
             None => write(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A first burst as fast as the budget allows at once does not promise the rest that fast.
+    #[test]
+    fn the_pace_never_beats_the_budget() {
+        let (rate, left) = pace(1000, 10_000, Duration::from_secs(1), 100.0);
+        assert_eq!(rate, 100.0);
+        assert_eq!(left, Some(Duration::from_secs(90)));
+        let (rate, left) = pace(500, 1000, Duration::from_secs(50), 100.0);
+        assert_eq!((rate, left), (10.0, Some(Duration::from_secs(50))), "slower than the budget: as measured");
+        assert_eq!(pace(0, 1000, Duration::from_secs(3), 100.0), (0.0, None));
+        assert_eq!(pace(1000, 1000, Duration::from_secs(3), 100.0).1, Some(Duration::ZERO));
     }
 }

@@ -91,7 +91,7 @@ impl App {
             if bulk.failed.is_empty() {
                 self.flash_info(text, now);
             } else {
-                self.flash_error(format!("{text}; L lists them"), now);
+                self.flash_error(text, now);
             }
         }
         self.dirty = true;
