@@ -109,6 +109,19 @@ impl Engine {
                 self.start(alone, now);
             }
         }
+        self.reserve_budget(now);
+    }
+
+    /// Asks the store for starts from the budget every process on it shares, when calls wait
+    /// for want of them (and tells it the requests made beyond earlier grants).
+    fn reserve_budget(&mut self, now: Instant) {
+        let Some((want, extra)) = self.dispatcher.reservation(now) else { return };
+        let (store, budget, at) = (self.store.clone(), self.settings.request_budget, self.ctx.clock.now());
+        let task = self.tasks.spawn(async move {
+            let result = store.reserve(want, budget, extra, at).await;
+            Done::Reserved { want, result }
+        });
+        self.running.insert(task.id(), (None, None));
     }
 
     /// How a call goes out: only refreshes travel in `$batch`, and until batching is trusted only

@@ -15,8 +15,8 @@ use tokio::time::Instant;
 
 use super::policy::{Verdict, throttle_hold};
 
-/// Graph's throttling window.
-pub(crate) const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+pub(crate) use crate::store::BUDGET_WINDOW;
+use crate::store::{GRANT_LIFE, Grant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct JobId(u64);
@@ -101,6 +101,9 @@ impl<T> Lane<T> {
 /// (scattered 429s barely slow the keeper, a wall of them halves its rate); each success raises
 /// it by 1 % of the ceiling. It never goes below a twentieth of the ceiling, so the keeper slows
 /// down instead of stopping.
+///
+/// With `shared`, every start is also taken from the budget all processes on the store share
+/// (`SessionStore::reserve`), a few at a time as work waits for them.
 #[derive(Debug)]
 pub(crate) struct Budget {
     ceiling: f64,
@@ -108,12 +111,44 @@ pub(crate) struct Budget {
     starts: VecDeque<Instant>,
     /// This second's answers: (when it began, answers, throttled ones).
     second: (Option<Instant>, u32, u32),
+    shared: Option<Allowance>,
+}
+
+/// Starts granted from the shared budget and not yet used.
+#[derive(Debug, Default)]
+struct Allowance {
+    tokens: u32,
+    /// Grants not used by then are let go: the store stops counting them a moment later.
+    expires: Option<Instant>,
+    /// A reservation is on its way.
+    asking: bool,
+    /// The store had none to give: not asked again before this.
+    not_before: Option<Instant>,
+    /// Requests made beyond what grants paid for (a create's polls), not yet told to the store.
+    extra: u32,
+}
+
+impl Allowance {
+    fn usable(&self, now: Instant) -> u32 {
+        if self.expires.is_some_and(|at| now < at) { self.tokens } else { 0 }
+    }
 }
 
 impl Budget {
-    pub fn new(ceiling: u32) -> Self {
-        let ceiling = f64::from(ceiling.max(1));
-        Budget { ceiling, limit: ceiling, starts: VecDeque::new(), second: (None, 0, 0) }
+    pub fn new(ceiling: u32, shared: bool) -> Self {
+        let ceiling_f = f64::from(ceiling.max(1));
+        Budget {
+            ceiling: ceiling_f,
+            limit: ceiling_f,
+            starts: VecDeque::new(),
+            second: (None, 0, 0),
+            shared: shared.then(Allowance::default),
+        }
+    }
+
+    fn room(&mut self, now: Instant) -> usize {
+        self.evict(now);
+        self.allowed().saturating_sub(self.starts.len())
     }
 
     fn floor(&self) -> f64 {
@@ -131,25 +166,78 @@ impl Budget {
     }
 
     pub(crate) fn has_room(&mut self, now: Instant) -> bool {
-        self.evict(now);
-        self.starts.len() < self.allowed()
+        self.room(now) > 0 && self.shared.as_ref().is_none_or(|a| a.usable(now) > 0)
     }
 
-    /// Spends `requests` at `now`.
+    /// Spends `requests` starts at `now`.
     pub(crate) fn spend(&mut self, now: Instant, requests: u32) {
         for _ in 0..requests {
             self.starts.push_back(now);
         }
+        if let Some(allowance) = &mut self.shared {
+            allowance.tokens = allowance.tokens.saturating_sub(requests);
+        }
     }
 
-    /// When the next start becomes possible, if none is possible now.
+    /// Requests a call made after its start, which no grant paid for: counted here now, and
+    /// told to the store with the next reservation.
+    pub(crate) fn spend_after(&mut self, now: Instant, requests: u32) {
+        for _ in 0..requests {
+            self.starts.push_back(now);
+        }
+        if let Some(allowance) = &mut self.shared {
+            allowance.extra = allowance.extra.saturating_add(requests);
+        }
+    }
+
+    /// When the next start becomes possible, if none is possible now (`None` too while a
+    /// reservation is on its way: its answer wakes the engine).
     pub(crate) fn next_free(&mut self, now: Instant) -> Option<Instant> {
         self.evict(now);
         let allowed = self.allowed();
-        if self.starts.len() < allowed {
+        let local = if self.starts.len() < allowed {
+            None
+        } else {
+            self.starts.get(self.starts.len() - allowed).map(|t| *t + BUDGET_WINDOW)
+        };
+        let shared = self.shared.as_ref().and_then(|a| a.not_before.filter(|t| *t > now && a.usable(now) == 0));
+        match (local, shared) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// What to ask the shared budget for now, if anything: `(starts, extra requests to record)`.
+    /// Starts are asked for when `waiting` work has none, at most a twentieth of the ceiling at
+    /// a time (what one does not use in `GRANT_LIFE` is lost for a window).
+    fn reservation(&mut self, now: Instant, waiting: usize) -> Option<(u32, u32)> {
+        let room = self.room(now);
+        let chunk = (self.ceiling / 20.0).max(1.0) as usize;
+        let allowance = self.shared.as_mut()?;
+        if allowance.asking || allowance.not_before.is_some_and(|t| now < t) {
             return None;
         }
-        self.starts.get(self.starts.len() - allowed).map(|t| *t + BUDGET_WINDOW)
+        let want = if allowance.usable(now) == 0 { waiting.min(chunk).min(room) } else { 0 };
+        if want == 0 && allowance.extra == 0 {
+            return None;
+        }
+        allowance.asking = true;
+        Some((u32::try_from(want).unwrap_or(u32::MAX), std::mem::take(&mut allowance.extra)))
+    }
+
+    /// The store's answer to a reservation of `want`. A store that could not answer leaves this
+    /// process on its own budget for the moment: keeping sessions alive comes first.
+    fn reserved(&mut self, now: Instant, want: u32, grant: Option<Grant>) {
+        let Some(allowance) = &mut self.shared else { return };
+        allowance.asking = false;
+        let grant = grant.unwrap_or(Grant { granted: want, retry_in: None });
+        if grant.granted > 0 {
+            allowance.tokens = grant.granted;
+            allowance.expires = Some(now + GRANT_LIFE);
+            allowance.not_before = None;
+        } else if want > 0 {
+            allowance.not_before = Some(now + grant.retry_in.unwrap_or(Duration::from_millis(100)));
+        }
     }
 
     /// Counts an answer; a second that is over applies its cut.
@@ -203,7 +291,7 @@ pub(crate) struct Dispatcher<T> {
 }
 
 impl<T> Dispatcher<T> {
-    pub fn new(concurrency: usize, budget: u32) -> Self {
+    pub fn new(concurrency: usize, budget: u32, shared: bool) -> Self {
         Dispatcher {
             lanes: HashMap::new(),
             ready: BinaryHeap::new(),
@@ -212,7 +300,7 @@ impl<T> Dispatcher<T> {
             running: HashMap::new(),
             requests: HashMap::new(),
             silent_requests: std::collections::HashSet::new(),
-            budget: Budget::new(budget),
+            budget: Budget::new(budget, shared),
             concurrency: concurrency.max(1),
             next_id: 0,
             seq: 0,
@@ -337,7 +425,7 @@ impl<T> Dispatcher<T> {
                 self.silent_requests.remove(&request);
             }
         }
-        self.budget.spend(now, requests.saturating_sub(1));
+        self.budget.spend_after(now, requests.saturating_sub(1));
         let mut holds_changed = false;
         if let Some(lane) = self.lanes.get_mut(&name) {
             lane.running = None;
@@ -461,6 +549,18 @@ impl<T> Dispatcher<T> {
         self.budget.limit()
     }
 
+    /// What to ask the store's shared budget for, if anything (`Budget::reservation`): starts
+    /// while calls wait for want of them, extra requests to record.
+    pub(crate) fn reservation(&mut self, now: Instant) -> Option<(u32, u32)> {
+        let waiting = if self.requests.len() < self.concurrency { self.ready.len() } else { 0 };
+        self.budget.reservation(now, waiting)
+    }
+
+    /// The store's answer to `reservation` (`None`: it could not answer).
+    pub(crate) fn reserved(&mut self, now: Instant, want: u32, grant: Option<Grant>) {
+        self.budget.reserved(now, want, grant);
+    }
+
     #[cfg(test)]
     pub fn running(&self) -> usize {
         self.running.len()
@@ -483,7 +583,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn one_call_per_workbook_and_a_global_limit() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(2, 100);
+        let mut d = Dispatcher::new(2, 100, false);
         d.submit("A", Urgency::Now, "a1");
         d.submit("A", Urgency::Now, "a2");
         d.submit("B", Urgency::Now, "b1");
@@ -501,7 +601,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_soonest_to_expire_goes_first_and_asked_for_calls_before_all() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(10, 100);
+        let mut d = Dispatcher::new(10, 100, false);
         d.submit("A", Urgency::By(now + Duration::from_secs(50)), "late");
         d.submit("B", Urgency::By(now + Duration::from_secs(5)), "soon");
         d.submit("C", Urgency::Now, "asked");
@@ -511,7 +611,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_throttled_workbook_is_held_and_the_others_go_on() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(10, 100);
+        let mut d = Dispatcher::new(10, 100, false);
         d.submit("A", Urgency::Now, "a1");
         let [(a1, _)] = drain(&mut d, now)[..] else { panic!() };
         d.submit("A", Urgency::Now, "a2");
@@ -531,7 +631,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_budget_counts_every_request_and_adapts_to_throttling() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(100, 10);
+        let mut d = Dispatcher::new(100, 10, false);
         for lane in ["A", "B", "C", "D"] {
             d.submit(lane, Urgency::Now, lane);
         }
@@ -543,7 +643,7 @@ mod tests {
         assert!(d.start(now, |_| true).is_none(), "4 + 8 = 12 spent of 10");
         assert_eq!(d.wake_at(now), Some(now + BUDGET_WINDOW));
 
-        let mut b = Budget::new(1000);
+        let mut b = Budget::new(1000, false);
         // A second with one 429 in five answers: the next second starts 10 % lower.
         for i in 0..5 {
             b.answered(now, i == 0);
@@ -568,7 +668,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn calls_that_join_a_request_share_its_place_but_not_its_lane_or_budget() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(1, 4);
+        let mut d = Dispatcher::new(1, 4, false);
         d.submit("A", Urgency::Now, "a1");
         d.submit("A", Urgency::Now, "a2");
         d.submit("B", Urgency::Now, "b1");
@@ -594,7 +694,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn workbooks_that_stopped_answering_hold_at_most_half_of_the_slots() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(4, 100);
+        let mut d = Dispatcher::new(4, 100, false);
         for lane in ["A", "B", "C", "D"] {
             d.submit(lane, Urgency::Now, lane);
         }
@@ -613,7 +713,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn dropped_candidates_cost_nothing() {
         let now = Instant::now();
-        let mut d = Dispatcher::new(10, 1);
+        let mut d = Dispatcher::new(10, 1, false);
         d.submit("A", Urgency::Now, "gone");
         d.submit("B", Urgency::Now, "kept");
         let ticket = d.start(now, |p| *p != "gone").unwrap();

@@ -117,6 +117,11 @@ enum Done {
         waiters: Vec<Waiter>,
         result: Result<(), StoreError>,
     },
+    /// The store's answer to a reservation of `want` starts from the shared budget.
+    Reserved {
+        want: u32,
+        result: Result<crate::store::Grant, StoreError>,
+    },
     /// A read of the store for a front end.
     Read {
         waiter: Waiter,
@@ -158,7 +163,8 @@ pub fn spawn(
     };
     let batch = config.settings.batch;
     let mut engine = Engine {
-        dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget),
+        // Every process on the store spends from one budget, as Graph counts them together.
+        dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget, true),
         gap: GapWatch::new(ctx.clock.now(), Instant::now()),
         driving,
         paused: config.paused,
@@ -389,6 +395,12 @@ impl Engine {
                 handle::answer_all(waiters, &answer);
             }
             Done::Read { waiter, result } => waiter.answer(result.map_err(EngineError::Store)),
+            Done::Reserved { want, result } => {
+                let grant = result
+                    .inspect_err(|e| tracing::warn!(error = %e, "the shared request budget could not be read; this process keeps its own for now"))
+                    .ok();
+                self.dispatcher.reserved(Instant::now(), want, grant);
+            }
             Done::Loaded(result) => {
                 self.load_task = None;
                 self.loaded(result)

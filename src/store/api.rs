@@ -14,6 +14,28 @@ use crate::session::{Outcome, SessionKey, SettingsChange, SortBy, Status, Tracke
 /// Outcomes kept per session.
 pub(crate) const KEPT_OUTCOMES: usize = 50;
 
+/// The window Graph's request limits count in (docs/graph.md, "Throttling").
+pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
+
+/// How long a start granted from the shared budget may wait to be used. A store counts a grant
+/// for `BUDGET_WINDOW` and this much more, so that however late in its life a start goes, the
+/// requests of every process in any ten seconds stay within the budget.
+pub const GRANT_LIFE: Duration = Duration::from_secs(1);
+
+/// What a store gave of the request budget its processes share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grant {
+    pub granted: u32,
+    /// None was left: when some will be again.
+    pub retry_in: Option<Duration>,
+}
+
+/// The budget's one rule, whatever store keeps the count: of `budget`, what `used` left, and no
+/// more than `want`.
+pub(crate) fn grant_of(used: u64, want: u32, budget: u32) -> u32 {
+    u32::try_from(u64::from(budget).saturating_sub(used)).unwrap_or(u32::MAX).min(want)
+}
+
 /// A store's revision: every write transaction takes the next one.
 pub type Rev = i64;
 
@@ -202,6 +224,11 @@ pub trait SessionStore: Send + Sync {
     /// The newest `limit` failed calls of any session, by any process, newest first, with the
     /// session's name: what went wrong lately wherever it was met.
     fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>>;
+    /// Takes up to `want` request starts from the budget every process on the store shares (at
+    /// most `budget` in any `BUDGET_WINDOW`, each grant counted for `GRANT_LIFE` more), and
+    /// records `extra` requests made beyond what earlier grants paid for (a create's polls).
+    /// `now` is the caller's clock; a store that spans hosts uses its own.
+    fn reserve(&self, want: u32, budget: u32, extra: u32, now: DateTime<Utc>) -> StoreFuture<Grant>;
     /// Whether automatic refresh is paused for the whole store.
     fn paused(&self) -> StoreFuture<bool>;
     /// The current revision.

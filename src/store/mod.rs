@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use api::{
-    Changes, Holder, IntentId, Rev, RoleError, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture,
-    Unfinished, Write,
+    BUDGET_WINDOW, Changes, GRANT_LIFE, Grant, Holder, IntentId, Rev, RoleError, RuntimeState, SessionStore,
+    StoreError, StoreEvent, StoreFuture, Unfinished, Write,
 };
-pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease};
+pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease, grant_of};
 
 /// The kinds of store `--store` may name, by URL scheme.
 pub(crate) const SCHEMES: &[&str] = &["sqlite"];

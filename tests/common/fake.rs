@@ -13,7 +13,9 @@ use wbsessions::engine::{BatchResult, Failure, Graph};
 use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
 use wbsessions::session::SortBy;
 use wbsessions::session::{Mode, Outcome, OutcomeKind, SessionId, SessionKey, TrackedSession, WorkbookRef};
-use wbsessions::store::{Rev, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write};
+use wbsessions::store::{
+    BUDGET_WINDOW, GRANT_LIFE, Grant, Rev, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write,
+};
 
 /// What the fake answers to one call.
 #[derive(Debug, Clone, PartialEq)]
@@ -411,6 +413,8 @@ pub struct MemoryState {
     pub fail_inserts: bool,
     /// Creations written down and not yet over, by intent.
     pub intents: HashMap<i64, String>,
+    /// The shared request budget's grants: when, and how many.
+    pub budget: Vec<(chrono::DateTime<chrono::Utc>, u64)>,
 }
 
 impl MemoryStore {
@@ -545,6 +549,22 @@ impl SessionStore for MemoryStore {
         failed.sort_by_key(|(_, o)| std::cmp::Reverse(o.at));
         failed.truncate(limit);
         ready(Ok(failed))
+    }
+
+    fn reserve(&self, want: u32, budget: u32, extra: u32, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<Grant> {
+        let mut state = self.state.lock().unwrap();
+        let counted = chrono::TimeDelta::from_std(BUDGET_WINDOW + GRANT_LIFE).unwrap();
+        state.budget.retain(|(at, _)| *at > now - counted);
+        let used: u64 = state.budget.iter().map(|(_, n)| n).sum();
+        let granted = u32::try_from(u64::from(budget).saturating_sub(used)).unwrap_or(u32::MAX).min(want);
+        if granted + extra > 0 {
+            state.budget.push((now, u64::from(granted + extra)));
+        }
+        let retry_in = (granted == 0 && want > 0).then(|| {
+            let oldest = state.budget.first().map_or(now, |(at, _)| *at);
+            (oldest + counted - now).to_std().unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10))
+        });
+        ready(Ok(Grant { granted, retry_in }))
     }
 
     fn paused(&self) -> StoreFuture<bool> {

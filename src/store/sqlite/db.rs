@@ -72,6 +72,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         pid INTEGER NOT NULL
     );
 ",
+    // The request budget every process on the store shares: starts granted (and requests made
+    // beyond them), by when (`budget.rs`).
+    "
+    CREATE TABLE budget (at_ms INTEGER NOT NULL, used INTEGER NOT NULL);
+    CREATE INDEX budget_by_time ON budget(at_ms);
+",
 ];
 
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -89,7 +95,7 @@ pub(super) const DEFAULT_CACHE_KIB: i64 = -2_000;
 pub(crate) struct Db {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
-    read_only: bool,
+    pub(super) read_only: bool,
     durable: bool,
     /// The schema has the `meta` table (its second version on): revisions and shared flags.
     has_meta: bool,
@@ -349,12 +355,22 @@ impl Db {
     /// timeout applies from the start; tries again while other writers hold the store.
     pub(super) fn write<T>(
         &mut self,
+        work: impl FnMut(&Transaction<'_>, i64) -> Result<T, rusqlite::Error>,
+    ) -> Result<T, StoreError> {
+        self.transact(true, work)
+    }
+
+    /// A write transaction; `revise`: it changes what watchers follow, so it takes the next
+    /// revision (the shared request budget's bookkeeping does not, and wakes nobody).
+    pub(super) fn transact<T>(
+        &mut self,
+        revise: bool,
         mut work: impl FnMut(&Transaction<'_>, i64) -> Result<T, rusqlite::Error>,
     ) -> Result<T, StoreError> {
         if self.read_only {
             return Err(StoreError::ReadOnly { store: shown(&self.path) });
         }
-        let has_meta = self.has_meta;
+        let has_meta = self.has_meta && revise;
         let mut tries: u32 = 0;
         loop {
             tries += 1;

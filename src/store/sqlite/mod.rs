@@ -1,6 +1,7 @@
 //! The embedded default store: one SQLite file (WAL), its connection on a thread of its own
 //! (`writer`), and the driver role kept in the file itself (`role`).
 
+mod budget;
 mod db;
 mod role;
 mod rows;

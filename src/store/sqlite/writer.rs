@@ -13,7 +13,8 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::db::Db;
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
-use crate::store::{Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write};
+use crate::store::{Grant, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write};
+use chrono::{DateTime, Utc};
 
 /// How often another process's changes are looked for while someone watches.
 const POLL: Duration = Duration::from_millis(250);
@@ -150,6 +151,10 @@ impl SessionStore for SqliteStore {
 
     fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>> {
         self.read(move |db| db.problems(limit))
+    }
+
+    fn reserve(&self, want: u32, budget: u32, extra: u32, now: DateTime<Utc>) -> StoreFuture<Grant> {
+        self.read(move |db| db.reserve(want, budget, extra, now))
     }
 
     fn paused(&self) -> StoreFuture<bool> {
