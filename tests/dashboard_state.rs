@@ -740,3 +740,34 @@ fn the_log_view_reads_the_stores_recent_failures_and_merges_them() {
     );
     assert!(lines.iter().any(|l| l.contains("disk full")), "{lines:?}");
 }
+
+/// A runaway paste (a megabyte, say) is refused whole and at once: the form never edits it
+/// character by character, and the engine beside it keeps running.
+#[test]
+fn a_paste_longer_than_the_field_is_refused_at_once() {
+    let mut app = app(false);
+    app.update(chr('n'), now());
+    let huge = "漢😀".repeat(50_000) + "\u{1b}[2J" + &"a".repeat(100_000);
+    let started = std::time::Instant::now();
+    app.update(Msg::Paste(huge), now());
+    assert!(started.elapsed() < std::time::Duration::from_millis(200), "{:?}", started.elapsed());
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
+    assert_eq!(form.fields[0].text_value(), Some(""), "nothing was pasted");
+    assert_eq!(form.error.as_ref().unwrap().field, Some("name"));
+    // A paste that fits goes in at the cursor, in one piece.
+    typed(&mut app, "ab");
+    app.update(key(KeyCode::Left), now());
+    app.update(Msg::Paste("XY".into()), now());
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
+    assert_eq!(form.fields[0].text_value(), Some("aXYb"));
+    // Typed past the limit: refused with a word, not silently.
+    typed(&mut app, &"z".repeat(100));
+    let Some(Dialog::Form(form)) = &app.dialog else { panic!() };
+    assert_eq!(form.fields[0].text_value().map(str::len), Some(64));
+    assert!(form.error.as_ref().unwrap().text.contains("at most 64"));
+    // The filter line is bounded too.
+    app.update(key(KeyCode::Esc), now());
+    app.update(chr('/'), now());
+    app.update(Msg::Paste("x".repeat(1_000_000)), now());
+    assert_eq!(app.filter.len(), 256);
+}

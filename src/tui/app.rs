@@ -90,6 +90,9 @@ pub struct Flash {
 /// Info flashes go after this long; errors stay until dismissed or replaced.
 pub(super) const FLASH_FOR: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 
+/// The longest filter: longer than any name or reference it could match is of no use.
+pub(super) const FILTER_MAX: usize = 256;
+
 /// Lines the log view keeps.
 pub(super) const LOG_LINES: usize = 500;
 
@@ -630,7 +633,8 @@ impl App {
                     form.paste(&text);
                     self.dirty = true;
                 } else if self.filtering {
-                    self.filter.extend(text.chars().filter(|c| !c.is_control()));
+                    let room = FILTER_MAX.saturating_sub(self.filter.chars().count());
+                    self.filter.extend(text.chars().filter(|c| !c.is_control()).take(room));
                     self.changed();
                 }
                 Vec::new()

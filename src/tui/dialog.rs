@@ -10,8 +10,8 @@ use tui_input::backend::crossterm::EventHandler;
 use crate::engine::Request;
 use crate::engine::{EngineError, JobKind};
 use crate::session::{
-    Defaults, Draft, DraftField, Mode, NewSession, SessionKey, SessionSettings, SettingsChange, TrackedSession,
-    check_interval, validate_name,
+    Defaults, Draft, DraftField, Mode, NewSession, SessionId, SessionKey, SessionSettings, SettingsChange,
+    TrackedSession, WorkbookRef, check_interval, validate_name,
 };
 use crate::store::StoreError;
 use crate::time::{format_duration, parse_duration};
@@ -34,15 +34,22 @@ pub struct Field {
     pub label: &'static str,
     pub value: FieldValue,
     pub(crate) hint: &'static str,
+    /// The most a text field holds, in bytes: what the value may be, so that a runaway paste
+    /// is refused at once instead of being edited character by character.
+    max: usize,
 }
 
+/// The longest a name, an interval, a workbook reference and a session id may be.
+const NAME_MAX: usize = 64;
+const INTERVAL_MAX: usize = 32;
+
 impl Field {
-    fn text(label: &'static str, value: &str, hint: &'static str) -> Field {
-        Field { label, value: FieldValue::Text(Input::new(value.to_string())), hint }
+    fn text(label: &'static str, value: &str, hint: &'static str, max: usize) -> Field {
+        Field { label, value: FieldValue::Text(Input::new(value.to_string())), hint, max }
     }
 
     fn toggle(label: &'static str, on: bool) -> Field {
-        Field { label, value: FieldValue::Toggle(on), hint: "space toggles" }
+        Field { label, value: FieldValue::Toggle(on), hint: "space toggles", max: 0 }
     }
 
     pub fn text_value(&self) -> Option<&str> {
@@ -103,14 +110,14 @@ impl Form {
     /// The fields of a new session, starting from the defaults; tracking one adds its id.
     pub fn new_session(kind: FormKind, defaults: &Defaults) -> Form {
         let mut fields = vec![
-            Field::text("name", "", "letters, digits, - _ ."),
-            Field::text("workbook", "", "me/drive/items/ID or /me/drive/root:/path.xlsx:"),
-            Field::text("interval", "", "blank for the default, or e.g. 90s, 4m"),
+            Field::text("name", "", "letters, digits, - _ .", NAME_MAX),
+            Field::text("workbook", "", "me/drive/items/ID or /me/drive/root:/path.xlsx:", WorkbookRef::MAX_LEN),
+            Field::text("interval", "", "blank for the default, or e.g. 90s, 4m", INTERVAL_MAX),
             Field::toggle("non-persistent", false),
             Field::toggle("recreate", defaults.recreate),
         ];
         if kind == FormKind::Track {
-            fields.insert(2, Field::text("session id", "", "the id createSession returned"));
+            fields.insert(2, Field::text("session id", "", "the id createSession returned", SessionId::MAX_LEN));
         }
         Form { kind, fields, focus: 0, error: None, sent: false, warning: None, mode: Mode::Persistent, original: None }
     }
@@ -120,8 +127,8 @@ impl Form {
         Form {
             kind: FormKind::Edit(s.key),
             fields: vec![
-                Field::text("name", &s.name, "letters, digits, - _ ."),
-                Field::text("interval", &interval, "blank for the default, or e.g. 90s, 4m"),
+                Field::text("name", &s.name, "letters, digits, - _ .", NAME_MAX),
+                Field::text("interval", &interval, "blank for the default, or e.g. 90s, 4m", INTERVAL_MAX),
                 Field::toggle("recreate", s.recreate),
                 Field::toggle("automatic", s.auto),
             ],
@@ -195,13 +202,24 @@ impl Form {
         self.warning = None;
     }
 
+    /// Inserts pasted text at the cursor in one step; a paste that would make the value longer
+    /// than the field holds is refused whole, with a word under the field.
     pub(crate) fn paste(&mut self, text: &str) {
-        if let Some(FieldValue::Text(input)) = self.fields.get_mut(self.focus).map(|f| &mut f.value) {
-            for c in text.chars().filter(|c| !c.is_control()) {
-                input.handle(tui_input::InputRequest::InsertChar(c));
-            }
-            self.edited();
+        let Some(field) = self.fields.get_mut(self.focus) else { return };
+        let (label, max) = (field.label, field.max);
+        let FieldValue::Text(input) = &mut field.value else { return };
+        let pasted: String = text.chars().filter(|c| !c.is_control()).take(max.saturating_add(1)).collect();
+        if input.value().len() + pasted.len() > max {
+            self.error =
+                Some(FormError::at(label, format!("the {label} holds at most {max} characters; nothing was pasted")));
+            return;
         }
+        let cursor = input.cursor();
+        let mut value = input.value().to_string();
+        let at = value.char_indices().nth(cursor).map_or(value.len(), |(i, _)| i);
+        value.insert_str(at, &pasted);
+        *input = Input::new(value).with_cursor(cursor + pasted.chars().count());
+        self.edited();
     }
 
     pub fn key(&mut self, key: KeyEvent, defaults: &Defaults, taken: &[(SessionKey, String)]) -> Submitted {
@@ -234,6 +252,12 @@ impl Form {
                         _ => return Submitted::No,
                     },
                     FieldValue::Text(input) => {
+                        if matches!(key.code, KeyCode::Char(_)) && input.value().len() >= field.max {
+                            let (label, max) = (field.label, field.max);
+                            self.error =
+                                Some(FormError::at(label, format!("the {label} holds at most {max} characters")));
+                            return Submitted::No;
+                        }
                         if input.handle_event(&TermEvent::Key(key)).is_none() {
                             return Submitted::No;
                         }

@@ -30,7 +30,12 @@ impl App {
                     self.filter.pop();
                 }
                 KeyCode::Char('u') if key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.clear(),
-                KeyCode::Char(c) if !key.modifiers.contains(KeyModifiers::CONTROL) => self.filter.push(c),
+                KeyCode::Char(c)
+                    if !key.modifiers.contains(KeyModifiers::CONTROL)
+                        && self.filter.chars().count() < super::app::FILTER_MAX =>
+                {
+                    self.filter.push(c)
+                }
                 _ => {}
             }
             self.changed();

@@ -184,24 +184,39 @@ struct StoreLease {
     stop: Arc<AtomicBool>,
     /// When the heartbeat last went through: a process that was stopped finds this old.
     last_beat: Arc<Mutex<Instant>>,
+    /// When the driver last asked after the role (`renew`, from its loop): the heartbeat says
+    /// the driver is at work only while it is, not merely while this thread runs.
+    seen: Arc<Mutex<Instant>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
+
+/// A driver silent this long (its loop stuck: a hung terminal, a runaway computation) gets no
+/// more heartbeats, and others take over once the last one is `STALE`.
+const QUIET: Duration = Duration::from_secs(4);
 
 impl StoreLease {
     fn start(path: PathBuf, token: String) -> Result<Box<dyn Lease>, RoleError> {
         let lost = Arc::new(AtomicBool::new(false));
         let stop = Arc::new(AtomicBool::new(false));
         let last_beat = Arc::new(Mutex::new(Instant::now()));
-        let (lost_t, stop_t, beat_t) = (lost.clone(), stop.clone(), last_beat.clone());
+        let seen = Arc::new(Mutex::new(Instant::now()));
+        let (lost_t, stop_t, beat_t, seen_t) = (lost.clone(), stop.clone(), last_beat.clone(), seen.clone());
         let thread = std::thread::Builder::new()
             .name("driver-heartbeat".into())
-            .spawn(move || heartbeat(&path, &token, &lost_t, &stop_t, &beat_t))
+            .spawn(move || heartbeat(&path, &token, &lost_t, &stop_t, &beat_t, &seen_t))
             .map_err(|e| RoleError::Failed(format!("cannot start the driver's heartbeat: {e}")))?;
-        Ok(Box::new(StoreLease { lost, stop, last_beat, thread: Some(thread) }))
+        Ok(Box::new(StoreLease { lost, stop, last_beat, seen, thread: Some(thread) }))
     }
 }
 
-fn heartbeat(path: &Path, token: &str, lost: &AtomicBool, stop: &AtomicBool, last_beat: &Mutex<Instant>) {
+fn heartbeat(
+    path: &Path,
+    token: &str,
+    lost: &AtomicBool,
+    stop: &AtomicBool,
+    last_beat: &Mutex<Instant>,
+    seen: &Mutex<Instant>,
+) {
     let mut conn: Option<Connection> = None;
     let beat = |conn: &Connection| -> rusqlite::Result<bool> {
         let now = Utc::now().to_rfc3339();
@@ -216,14 +231,16 @@ fn heartbeat(path: &Path, token: &str, lost: &AtomicBool, stop: &AtomicBool, las
         if conn.is_none() {
             conn = open(path).ok();
         }
-        match conn.as_ref().map(beat) {
+        let at_work = seen.lock().is_ok_and(|t| t.elapsed() < QUIET);
+        match conn.as_ref().filter(|_| at_work).map(beat) {
             Some(Ok(true)) => *last_beat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now(),
             Some(Ok(false)) => {
                 lost.store(true, Ordering::Relaxed);
                 return;
             }
             // Busy or gone for a moment: tried again; `renew` judges by the last beat's age.
-            Some(Err(_)) | None => conn = None,
+            Some(Err(_)) => conn = None,
+            None => {}
         }
         // Woken early when the lease is let go.
         let until = Instant::now() + BEAT;
@@ -245,6 +262,9 @@ fn heartbeat(path: &Path, token: &str, lost: &AtomicBool, stop: &AtomicBool, las
 
 impl Lease for StoreLease {
     fn renew(&self) -> Result<(), RoleError> {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = Instant::now();
+        }
         let since_beat = self.last_beat.lock().map(|t| t.elapsed()).unwrap_or(STALE);
         if self.lost.load(Ordering::Relaxed) || since_beat >= STALE {
             return Err(RoleError::Failed("another process took over the driver role".into()));
@@ -319,5 +339,24 @@ mod tests {
         write_claim(&conn, Some(&alive)).unwrap();
         std::thread::sleep(BEAT * 2);
         assert!(lease.renew().is_err(), "a lease whose claim was taken steps down");
+    }
+
+    /// A driver whose loop stops asking after the role (stuck, not dead: its heartbeat thread
+    /// runs on) stops beating, and another process takes over once the last beat is stale.
+    #[test]
+    fn a_driver_that_stops_asking_after_its_role_is_replaced() {
+        let (_dir, path) = store();
+        let stuck = StoreRole::new(path.clone()).acquire().unwrap();
+        let other = StoreRole::new(path);
+        let deadline = Instant::now() + QUIET + STALE + Duration::from_secs(5);
+        let taken = loop {
+            match other.try_acquire() {
+                Ok(lease) => break lease,
+                Err(RoleError::Held { .. }) if Instant::now() < deadline => std::thread::sleep(BEAT / 2),
+                Err(e) => panic!("still not replaced: {e}"),
+            }
+        };
+        assert!(stuck.renew().is_err(), "woken, the stuck one finds the role gone");
+        assert!(taken.renew().is_ok());
     }
 }
