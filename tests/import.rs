@@ -349,3 +349,52 @@ fn list_json_imported_into_a_new_store_lists_the_same_settings_field_by_field() 
     let shown = json(&target.ok(&["show", "h", "--json"]));
     assert_eq!((shown["own_interval_secs"].as_f64(), shown["interval_secs"].as_f64()), (Some(75.0), Some(75.0)));
 }
+
+/// Endless input (`yes garbage | wbsessions import -`) is refused at its first bad line, as it
+/// is read: nothing waits for an end that never comes, and memory stays flat.
+#[test]
+fn endless_input_is_refused_at_its_first_bad_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new("http://127.0.0.1:9/v1.0", dir.path());
+    let good = r#"{"name":"a","workbook":"me/drive/items/W1","session_id":"S-1"}"#;
+    for (line, expected) in [("garbage", "line 1"), (good, "line 2")] {
+        let mut child = cli
+            .command(&["import", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let text = format!("{line}\n").repeat(10_000);
+        // Writes until the importer stops reading: it hangs up once it refused the input.
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && stdin.write_all(text.as_bytes()).is_ok() {}
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected) && stderr.contains("nothing was imported"), "{stderr}");
+    }
+    assert!(!cli.store.exists(), "nothing was created");
+}
+
+/// With `--skip-invalid`, a file of many bad lines says the first thousand and counts the rest.
+#[test]
+fn many_skipped_lines_are_counted_not_all_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new("http://127.0.0.1:9/v1.0", dir.path());
+    let mut text = String::from(r#"{"name":"a","workbook":"me/drive/items/W1","session_id":"S-1"}"#);
+    text.push('\n');
+    text.push_str(&"{\"name\":\"-bad\"}\n".repeat(5000));
+    let file = file_in(dir.path(), "many.jsonl", &text);
+    let out = cli.output(&["--json", "import", "--skip-invalid", &file]);
+    assert_eq!(out.status.code(), Some(0));
+    let result = json(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!((result["imported"].as_u64(), result["skipped_count"].as_u64()), (Some(1), Some(5000)));
+    assert_eq!(result["skipped"].as_array().map(Vec::len), Some(1000));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 4,000 more invalid lines"));
+}

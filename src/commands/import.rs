@@ -371,53 +371,178 @@ fn each_csv_session(
     Ok(())
 }
 
+/// Refusals said one by one with `--skip-invalid`; the rest are counted.
+const MAX_REASONS: usize = 1000;
+
 /// The longest line a file may have: a session is a few hundred bytes.
 const MAX_LINE: usize = 1024 * 1024;
 
-/// Reads the whole input, refusing it at the first line longer than `MAX_LINE`, as soon as that
-/// line is seen: a huge line costs one buffer, not its size.
-fn read_lines_bounded(mut input: impl Read, file: &str) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    let (mut line, mut line_len) = (1usize, 0usize);
-    loop {
-        let n = match input.read(&mut chunk) {
-            Ok(0) => return Ok(bytes),
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(bad_input(format!("cannot read {file}: {e}"))),
+/// The most a file that must be read whole (CSV, JSON spread over lines) may hold: some 500,000
+/// sessions in CSV. JSON with one session per line, as `list --json` writes it, is read a line at a
+/// time instead, and has no such limit.
+const MAX_DOCUMENT: usize = 64 * 1024 * 1024;
+
+/// The input, a line at a time: each at most `MAX_LINE` bytes and UTF-8, refused as soon as a
+/// line is seen not to be, so that memory stays bounded whatever the input is.
+struct Lines<R> {
+    input: std::io::BufReader<R>,
+    file: String,
+    /// The number of the line `next` returns next.
+    line: usize,
+}
+
+impl<R: Read> Lines<R> {
+    fn new(input: R, file: &str) -> Self {
+        Lines { input: std::io::BufReader::with_capacity(64 * 1024, input), file: file.to_string(), line: 1 }
+    }
+
+    /// The next line, with its end; `None` at the end of the input.
+    fn next(&mut self) -> Result<Option<String>> {
+        use std::io::BufRead;
+        let mut bytes = Vec::new();
+        loop {
+            let buffer = match self.input.fill_buf() {
+                Ok(buffer) => buffer,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(bad_input(format!("cannot read {}: {e}", self.file))),
+            };
+            if buffer.is_empty() {
+                break;
+            }
+            let (taken, done) = match buffer.iter().position(|b| *b == b'\n') {
+                Some(end) => (end + 1, true),
+                None => (buffer.len(), false),
+            };
+            bytes.extend_from_slice(&buffer[..taken]);
+            self.input.consume(taken);
+            if bytes.len() > MAX_LINE + 2 {
+                return Err(bad_input(format!(
+                    "line {} of {} is longer than {} MiB; nothing was imported (a session is one line of a few \
+                     hundred bytes: `jq -c '.[]'` puts each on its own)",
+                    self.line,
+                    self.file,
+                    MAX_LINE / (1024 * 1024)
+                )));
+            }
+            if done {
+                break;
+            }
+        }
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let text = String::from_utf8(bytes).map_err(|_| {
+            bad_input(format!(
+                "line {} of {} is not UTF-8 text; nothing was imported (save the file as UTF-8; in Excel: CSV UTF-8)",
+                self.line, self.file
+            ))
+        })?;
+        self.line += 1;
+        Ok(Some(text))
+    }
+}
+
+/// A line of JSON as `list --json` or `jq -c` writes it: one whole session object, maybe
+/// after the array's `[` or a `,`, maybe before a `,` or the closing `]`. `None` for a line
+/// that is only decoration; `Err` when the object is not whole on its line.
+fn one_line_object(line: &str) -> Option<&str> {
+    let trimmed = line.trim().trim_start_matches('[').trim_start().trim_start_matches(',').trim();
+    let trimmed = trimmed.trim_end_matches(']').trim_end().trim_end_matches(',').trim_end();
+    (!trimmed.is_empty()).then_some(trimmed)
+}
+
+/// Why reading stopped: the input itself (a line too long, not text), or a session in it.
+enum Fail {
+    Read(anyhow::Error),
+    Stop(Stop),
+}
+
+/// Calls `each` with every session of the input and its line, stopping at the first `Err`.
+/// JSON with each session on a line of its own is checked as it is read; other input (CSV,
+/// JSON spread over lines) is read whole, up to `MAX_DOCUMENT`, and then checked.
+///
+/// CSV is also checked while it is read, at its 1st, 2nd, 4th, 8th, … line, when `stop_early`
+/// (no `--skip-invalid`): a file of garbage is refused at its first line, not at its size limit.
+fn each_session_read(
+    input: impl Read,
+    file: &str,
+    settings: &Settings,
+    now: chrono::DateTime<chrono::Utc>,
+    stop_early: bool,
+    mut each: impl FnMut(usize, Checked) -> Result<(), String>,
+) -> Result<(), Fail> {
+    let mut lines = Lines::new(input, file);
+    let mut head = String::new();
+    let mut first = true;
+    let mut streaming = None;
+    let (mut csv, mut csv_lines, mut checkpoint) = (false, 0usize, 1usize);
+    while let Some(mut line) = lines.next().map_err(Fail::Read)? {
+        if first {
+            first = false;
+            if let Some(rest) = line.strip_prefix('\u{feff}') {
+                line = rest.to_string();
+            }
+        }
+        let number = lines.line - 1;
+        let meaningful = {
+            let t = line.trim();
+            !t.is_empty() && !t.starts_with('#')
         };
-        for &byte in &chunk[..n] {
-            if byte == b'\n' {
-                line += 1;
-                line_len = 0;
-            } else {
-                line_len += 1;
-                if line_len > MAX_LINE {
-                    return Err(bad_input(format!(
-                        "line {line} of {file} is longer than {} MiB; nothing was imported (a session is one line of \
-                         a few hundred bytes: `jq -c '.[]'` puts each on its own)",
-                        MAX_LINE / (1024 * 1024)
-                    )));
+        let json_start = matches!(line.trim_start().chars().next(), Some('[' | '{'));
+        let object = one_line_object(&line);
+        match streaming {
+            // Blank, comment and decoration lines (the array's `[`) decide nothing yet.
+            None if !meaningful || (json_start && object.is_none()) => {}
+            // One whole object on this line: the rest of the file is read the same way.
+            None if json_start && object.is_some_and(|o| serde_json::from_str::<&RawValue>(o).is_ok()) => {
+                streaming = Some(true);
+            }
+            None => {
+                streaming = Some(false);
+                csv = !json_start;
+            }
+            _ => {}
+        }
+        match streaming {
+            Some(true) => {
+                if let Some(object) = object.filter(|_| meaningful) {
+                    let (_, session) = from_json(object, settings, now);
+                    each(number, session).map_err(|why| Fail::Stop(Stop { line: number, why, skippable: true }))?;
+                }
+            }
+            None | Some(false) => {
+                if head.len() + line.len() > MAX_DOCUMENT {
+                    return Err(Fail::Read(bad_input(format!(
+                        "{file} is larger than {} MiB; nothing was imported: write it as JSON with one session \
+                         per line (as `list --json` does, or `jq -c '.[]'`), which has no limit, or split it",
+                        MAX_DOCUMENT / (1024 * 1024)
+                    ))));
+                }
+                head.push_str(&line);
+                if csv && meaningful && stop_early {
+                    csv_lines += 1;
+                    if csv_lines == checkpoint {
+                        checkpoint *= 2;
+                        each_session(&head, settings, now, |_, session| session.map(|_| ())).map_err(Fail::Stop)?;
+                    }
                 }
             }
         }
-        bytes.extend_from_slice(&chunk[..n]);
     }
+    if streaming == Some(true) {
+        return Ok(());
+    }
+    each_session(&head, settings, now, each).map_err(Fail::Stop)
 }
 
 pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     let from_stdin = args.file.as_os_str() == "-";
     let file = if from_stdin { "standard input".to_string() } else { args.file.display().to_string() };
-    let bytes = if from_stdin {
-        read_lines_bounded(std::io::stdin().lock(), &file)?
+    let input: Box<dyn Read> = if from_stdin {
+        Box::new(std::io::stdin().lock())
     } else {
-        let opened = std::fs::File::open(&args.file).map_err(|e| bad_input(format!("cannot read {file}: {e}")))?;
-        read_lines_bounded(opened, &file)?
+        Box::new(std::fs::File::open(&args.file).map_err(|e| bad_input(format!("cannot read {file}: {e}")))?)
     };
-    let text = String::from_utf8(bytes)
-        .map_err(|_| bad_input(format!("{file} is not UTF-8 text; save it as UTF-8 (in Excel: CSV UTF-8)")))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let refuse = |Stop { line, why, skippable }: Stop| {
         bad_input(format!(
             "line {line} of {file}: {}; nothing was imported{}",
@@ -432,7 +557,8 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     let mut ids: HashSet<SessionId> = HashSet::new();
     let mut found: Vec<(usize, TrackedSession)> = Vec::new();
     let mut skipped: Vec<(usize, String)> = Vec::new();
-    each_session(text, settings, now, |line, session| {
+    let mut skipped_more = 0usize;
+    let read = each_session_read(input, &file, settings, now, !args.skip_invalid, |line, session| {
         let session = session.and_then(|s| {
             if names.contains(&s.name) {
                 Err(format!("the name {:?} is in the file twice", s.name))
@@ -448,13 +574,20 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
                 ids.insert(session.session_id.clone());
                 found.push((line, session));
             }
-            Err(why) if args.skip_invalid => skipped.push((line, why)),
+            // Each refusal is said, up to a point: a file of nothing but bad lines must not fill
+            // the memory with reasons.
+            Err(why) if args.skip_invalid && skipped.len() < MAX_REASONS => skipped.push((line, why)),
+            Err(_) if args.skip_invalid => skipped_more += 1,
             Err(why) => return Err(why),
         }
         Ok(())
-    })
-    .map_err(refuse)?;
-    if found.is_empty() && skipped.is_empty() {
+    });
+    match read {
+        Ok(()) => {}
+        Err(Fail::Read(e)) => return Err(e),
+        Err(Fail::Stop(stop)) => return Err(refuse(stop)),
+    }
+    if found.is_empty() && skipped.is_empty() && skipped_more == 0 {
         return Err(bad_input(format!(
             "{file} holds no sessions; import takes what `list --json` writes, or CSV name,workbook,session_id"
         )));
@@ -481,7 +614,8 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
         };
         match clash {
             None => sessions.push(session),
-            Some(why) if args.skip_invalid => skipped.push((line, why)),
+            Some(why) if args.skip_invalid && skipped.len() < MAX_REASONS => skipped.push((line, why)),
+            Some(_) if args.skip_invalid => skipped_more += 1,
             Some(why) => return Err(refuse(Stop { line, why, skippable: true })),
         }
     }
@@ -493,22 +627,23 @@ pub async fn import(settings: &Settings, args: ImportArgs) -> Result<ExitCode> {
     for (line, why) in &skipped {
         writeln!(err, "wbsessions: skipped line {line}: {}", crate::text::clean(why, 500))?;
     }
+    if skipped_more > 0 {
+        writeln!(err, "wbsessions: skipped {}", count(skipped_more, "more invalid line"))?;
+    }
+    let skipped_all = skipped.len() + skipped_more;
     if settings.json {
-        let skipped: Vec<serde_json::Value> = skipped
+        let reasons: Vec<serde_json::Value> = skipped
             .iter()
             .map(|(line, why)| serde_json::json!({ "line": line, "error": crate::text::clean(why, 500) }))
             .collect();
-        writeln!(std::io::stdout().lock(), "{}", serde_json::json!({ "imported": count_in, "skipped": skipped }))?;
+        let value = serde_json::json!({ "imported": count_in, "skipped": reasons, "skipped_count": skipped_all });
+        writeln!(std::io::stdout().lock(), "{value}")?;
     } else {
         writeln!(
             std::io::stdout().lock(),
             "imported {}{}",
             count(count_in, "session"),
-            if skipped.is_empty() {
-                String::new()
-            } else {
-                format!("; skipped {}", count(skipped.len(), "invalid line"))
-            }
+            if skipped_all == 0 { String::new() } else { format!("; skipped {}", count(skipped_all, "invalid line")) }
         )?;
     }
     // Every line refused is a failed import, even when refusals were allowed.
