@@ -61,6 +61,23 @@ pub(crate) fn tighten_path(path: &Path) {
     }
 }
 
+/// Makes a file of ours readable and writable by us alone (0600): SQLite's -wal and -shm files
+/// take the database's mode when made, so a store read while it was write-protected leaves them
+/// read-only, and every later writer would be refused by them. Not ours, or not a plain file
+/// (a symbolic link): left alone.
+pub(crate) fn owner_read_write(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let Ok(meta) = std::fs::symlink_metadata(path) else { return };
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.file_type().is_file() && meta.uid() == me && meta.mode() & 0o777 != 0o600 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
 /// A random suffix for temporary files, so that nobody can plant one in advance.
 pub(crate) fn random_suffix() -> String {
     let mut rng = fastrand::Rng::new();

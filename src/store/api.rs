@@ -76,6 +76,8 @@ pub enum StoreError {
         "the store {store} has {names} names (hard links): writes through one would be lost to the others; keep one name and remove the rest"
     )]
     Linked { store: String, names: u64 },
+    #[error("the store {store} is {kind}, not a file; pass the path of a file with --store")]
+    NotAFile { store: String, kind: &'static str },
     #[error("the disk that holds the store {store} is full; free some space and try again")]
     DiskFull { store: String },
     #[error("the store {store} is busy: another process held it for {} s; try again", .waited.as_secs())]
@@ -104,6 +106,7 @@ impl StoreError {
                 | StoreError::ReadOnly { .. }
                 | StoreError::Unreadable { .. }
                 | StoreError::Linked { .. }
+                | StoreError::NotAFile { .. }
                 | StoreError::NotFound(_)
                 | StoreError::NameTaken(_)
                 | StoreError::IdTaken(_)

@@ -118,9 +118,9 @@ pub(super) fn interval_ms(d: Option<Duration>) -> Option<i64> {
 /// file here: closing such a descriptor would drop SQLite's locks for the whole process.
 fn check_header(path: &Path) -> Result<bool, StoreError> {
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_dir() => {
-            Err(StoreError::Corrupt { store: shown(path), detail: "it is a directory".into() })
-        }
+        // SQLite would open a device or a pipe as an empty database and write beside it
+        // (`/dev/null-journal`): anything but a plain file is refused before it is touched.
+        Ok(meta) if !meta.is_file() => Err(StoreError::NotAFile { store: shown(path), kind: kind_of(&meta) }),
         Ok(_) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -128,6 +128,24 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
         }
         Err(source) => Err(StoreError::Unavailable { store: shown(path), detail: source.to_string() }),
     }
+}
+
+fn kind_of(meta: &std::fs::Metadata) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        let kind = meta.file_type();
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_fifo() {
+            return "a pipe";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if meta.is_dir() { "a directory" } else { "a special file" }
 }
 
 /// For commands that only read: the store must exist and hold something. An empty file would be
@@ -191,6 +209,13 @@ impl Db {
                 std::io::ErrorKind::PermissionDenied => StoreError::ReadOnly { store: shown(path) },
                 _ => io(e),
             })?;
+        }
+        if existed {
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.as_os_str().to_os_string();
+                side.push(suffix);
+                crate::files::owner_read_write(Path::new(&side));
+            }
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(path, flags).map_err(|e| unreadable_as_store(path, &e))?;
@@ -435,5 +460,63 @@ impl Db {
     /// Whether automatic refresh is paused for the whole store.
     pub fn paused(&self) -> Result<bool, StoreError> {
         Ok(self.meta_i64("paused")? != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store read while it was write-protected left SQLite's side files read-only: the next
+    /// writer makes them its own again instead of being refused by them.
+    #[cfg(unix)]
+    #[test]
+    fn side_files_left_read_only_are_made_writable_again() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let db = Db::open(&path).unwrap();
+        let sides: Vec<PathBuf> = ["-wal", "-shm"]
+            .iter()
+            .map(|suffix| {
+                let mut side = path.as_os_str().to_os_string();
+                side.push(suffix);
+                PathBuf::from(side)
+            })
+            .collect();
+        drop(db);
+        for side in &sides {
+            std::fs::write(side, b"").unwrap();
+            std::fs::set_permissions(side, std::fs::Permissions::from_mode(0o444)).unwrap();
+        }
+        drop(Db::open(&path).unwrap());
+        for side in sides.iter().filter(|s| s.exists()) {
+            let mode = std::fs::metadata(side).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", side.display());
+        }
+    }
+
+    /// A pipe, a device or a folder is no store: refused before SQLite opens it (it would
+    /// write a journal beside it: `/dev/null-journal`).
+    #[cfg(unix)]
+    #[test]
+    fn anything_but_a_plain_file_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe.db");
+        let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        for (path, kind) in
+            [(fifo.as_path(), "a pipe"), (Path::new("/dev/null"), "a device"), (dir.path(), "a directory")]
+        {
+            for opened in [Db::open(path), Db::open_read_only(path)] {
+                match opened {
+                    Err(StoreError::NotAFile { kind: found, .. }) => assert_eq!(found, kind),
+                    Err(e) => panic!("{}: {e}", path.display()),
+                    Ok(_) => panic!("{} opened as a store", path.display()),
+                }
+            }
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing was written beside them");
     }
 }
