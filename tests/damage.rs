@@ -94,3 +94,72 @@ fn an_overlong_workbook_or_invisible_characters_are_refused_in_one_line() {
         assert!(!stderr.contains('\u{202e}'));
     }
 }
+
+/// `recreate` on a damaged row opens a new session and writes the row whole again: it reads as
+/// a session like any other afterwards, kept alive, not left damaged beside a leaked session.
+#[test]
+fn recreate_repairs_a_damaged_row_and_json_says_what_cannot_be_read() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "bad", "--workbook", "me/drive/items/W1", "--interval", "90s"]);
+    {
+        let conn = rusqlite::Connection::open(&cli.store).unwrap();
+        conn.execute("UPDATE sessions SET created_at = 'yesterday' WHERE name = 'bad'", []).unwrap();
+    }
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "bad", "--json"])).unwrap();
+    assert_eq!(shown["status"], "damaged");
+    assert!(shown["created_at"].is_null(), "unknown, not 1970: {shown}");
+    let open_before = sim.sim.live_sessions().len();
+    cli.ok(&["recreate", "bad"]);
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "bad", "--json"])).unwrap();
+    assert_eq!(shown["status"], "ok", "{shown}");
+    assert!(shown["created_at"].is_string());
+    assert_eq!(shown["own_interval_secs"].as_f64(), Some(90.0), "what could be read is kept");
+    let live: Vec<String> = sim.sim.live_sessions().into_iter().map(|(id, _)| id).collect();
+    assert!(live.iter().any(|id| shown["session_id"] == *id), "the new id is the one open at Graph");
+    assert_eq!(live.len(), open_before + 1);
+    assert!(cli.ok(&["refresh", "bad"]).contains(" bad refresh ok"), "kept alive like any other");
+}
+
+/// A keeper that drives sees a row damaged under it as damaged, and stops calling on it.
+#[test]
+fn a_driving_keeper_adopts_damage_done_under_it() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "bad", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let mut keeper = cli.command(&["--json", "run"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let stdout = keeper.stdout.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    wait_for("a refresh", std::time::Duration::from_secs(10), || !lines.lock().unwrap().is_empty());
+    {
+        let conn = rusqlite::Connection::open(&cli.store).unwrap();
+        conn.execute("UPDATE sessions SET created_at = 'yesterday', rev = rev + 1000 WHERE name = 'bad'", []).unwrap();
+        conn.execute("UPDATE meta SET value = value + 1000 WHERE key = 'rev'", []).unwrap();
+    }
+    // Within a second or two the keeper has read it; after that, no refresh goes out for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut quiet_since = lines.lock().unwrap().len();
+    let mut stable = 0;
+    while std::time::Instant::now() < deadline && stable < 4 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let now = lines.lock().unwrap().len();
+        if now == quiet_since {
+            stable += 1
+        } else {
+            stable = 0;
+            quiet_since = now;
+        }
+    }
+    assert_eq!(stable, 4, "the keeper kept refreshing a damaged row: {:?}", lines.lock().unwrap());
+    sigterm(&keeper);
+    assert!(keeper.wait().unwrap().success());
+}

@@ -139,7 +139,11 @@ pub async fn show(settings: &Settings, name: &str) -> Result<ExitCode> {
         format!("{} ({when}, if nothing refreshes it)", times.stamp_secs(t))
     });
     writeln!(out, "expires       {expires}")?;
-    writeln!(out, "tracked since {}", times.stamp_secs(s.created_at))?;
+    if s.created_at == chrono::DateTime::<chrono::Utc>::UNIX_EPOCH {
+        writeln!(out, "tracked since unknown (the stored time cannot be read)")?;
+    } else {
+        writeln!(out, "tracked since {}", times.stamp_secs(s.created_at))?;
+    }
     if outcomes.is_empty() {
         writeln!(out, "outcomes      none yet")?;
     } else {

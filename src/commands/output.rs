@@ -120,7 +120,8 @@ pub(crate) fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTim
         "status": defaults.status_at(s, now),
         "last_refresh": s.last_refresh.map(json_time),
         "failures": s.failures,
-        "created_at": json_time(s.created_at),
+        // A creation time that could not be read is stored as the epoch's: unknown, not 1970.
+        "created_at": (s.created_at != DateTime::<Utc>::UNIX_EPOCH).then(|| json_time(s.created_at)),
         "expires_at": defaults.expires_at(s).map(json_time),
     });
     if let Some(own) = s.interval {

@@ -546,6 +546,7 @@ impl Engine {
         let own = !self.driving
             && report.failure.as_ref().is_some_and(|f| f.class() == ErrorClass::Auth || f.http_status().is_none());
         let was_closed = entry.session.status == Status::Closed;
+        let was_damaged = entry.session.status == Status::Damaged;
         if own {
             if let Some(last) = report.outcomes.last() {
                 Arc::make_mut(&mut entry.session).last_call = Some(last.into());
@@ -557,7 +558,15 @@ impl Engine {
                 Arc::make_mut(&mut entry.session).status = Status::Closed;
             }
         }
+        // A row that could not be read whole is written whole again once a new session replaces
+        // it: what could not be read was given its fallback, and the creation time is now.
+        if was_damaged && report.new_session_id.is_some() {
+            Arc::make_mut(&mut entry.session).created_at = self.ctx.clock.now();
+        }
         let mut writes = if own { report.outcomes_only(&entry.session) } else { report.records(&entry.session) };
+        if was_damaged && report.new_session_id.is_some() {
+            writes.push(Write::Rewrite(Box::new((*entry.session).clone())));
+        }
         // A recreation is over with the write that records it: in the same transaction.
         if let Some(intent) = job.intent.take() {
             writes.push(Write::Created { id: intent });

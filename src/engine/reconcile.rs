@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::jobs::Entry;
-use crate::session::{SessionKey, SessionSettings, TrackedSession};
+use crate::session::{SessionKey, SessionSettings, Status, TrackedSession};
 use crate::store::Changes;
 
 /// What reconciling did to one session.
@@ -50,7 +50,10 @@ fn merge(entry: &mut Entry, stored: TrackedSession) -> bool {
     let theirs = SessionSettings::of(&stored);
     let at = |s: &TrackedSession| s.last_call.map(|c| c.at);
     let settings_differ = SessionSettings::of(&entry.session) != theirs || entry.session.mode != stored.mode;
-    let results_newer = entry.busy.is_none() && at(&stored) > at(&entry.session);
+    // A row that cannot be read whole (edited by hand, say) is never acted on as it is, and one
+    // repaired is taken as it now reads, whatever this engine held.
+    let damage_changed = (stored.status == Status::Damaged) != (entry.session.status == Status::Damaged);
+    let results_newer = damage_changed || (entry.busy.is_none() && at(&stored) > at(&entry.session));
     if !settings_differ && !results_newer {
         // Unchanged: the copy the front ends share stays shared.
         return false;
@@ -67,6 +70,7 @@ fn merge(entry: &mut Entry, stored: TrackedSession) -> bool {
         mine.session_id = stored.session_id;
         mine.workbook = stored.workbook;
         mine.last_call = stored.last_call;
+        mine.created_at = stored.created_at;
     }
     true
 }

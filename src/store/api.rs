@@ -132,6 +132,9 @@ pub enum Write {
     Remove {
         key: SessionKey,
     },
+    /// Every column of a session's row, as `session` holds it: repairs a row that could not be
+    /// read whole once a recreation gave it a new session.
+    Rewrite(Box<TrackedSession>),
     /// Automatic refresh paused for the whole store, for every process that opens it.
     Paused(bool),
     /// A session is about to be created at Graph for `name` (new, or in place of an expired

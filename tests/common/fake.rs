@@ -469,6 +469,11 @@ impl MemoryStore {
                 Write::Remove { key } => {
                     s.sessions.remove(key);
                 }
+                Write::Rewrite(session) => {
+                    if let Some(stored) = s.sessions.get_mut(&session.key) {
+                        *stored = (**session).clone();
+                    }
+                }
                 Write::Paused(paused) => s.paused = *paused,
                 Write::Creating { id, name, .. } => {
                     s.intents.insert(*id, name.clone());

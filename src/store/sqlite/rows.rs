@@ -356,6 +356,28 @@ impl Db {
                             rev
                         ])?;
                     }
+                    Write::Rewrite(session) => {
+                        tx.prepare_cached(
+                            "UPDATE sessions SET name = ?2, workbook = ?3, session_id = ?4, mode = ?5, interval_ms = ?6, \
+                             recreate = ?7, auto = ?8, status = ?9, last_refresh = ?10, failures = ?11, created_at = ?12, \
+                             rev = ?13 WHERE id = ?1",
+                        )?
+                        .execute(params![
+                            session.key,
+                            session.name,
+                            session.workbook.to_string(),
+                            session.session_id.as_str(),
+                            session.mode.as_str(),
+                            interval_ms(session.interval),
+                            session.recreate,
+                            session.auto,
+                            session.status.as_str(),
+                            session.last_refresh.map(time_text),
+                            session.failures,
+                            time_text(session.created_at),
+                            rev,
+                        ])?;
+                    }
                     Write::Remove { key } => {
                         tx.execute("DELETE FROM outcomes WHERE session = ?1", [key])?;
                         if tx.execute("DELETE FROM sessions WHERE id = ?1", [key])? > 0 {
