@@ -29,14 +29,46 @@ pub enum ConfigError {
     BadToken,
     #[error(transparent)]
     UnknownStore(#[from] crate::store::UnknownScheme),
+    /// As ssh refuses such a file: the config names a command to run and where tokens go.
+    #[error(
+        "the config file {path} {why}, and it can name a command this program runs (token_command); it was not read: `chmod go-w {path}`, and own it"
+    )]
+    Unsafe { path: PathBuf, why: &'static str },
+    #[error("the store \"{0}\" names no file; pass a path, such as sqlite:/path/to/sessions.db")]
+    EmptyStore(String),
+}
+
+/// Why a config file may not be trusted, if it may not: writable by others, or owned by another
+/// user (root excepted).
+fn unsafe_config(path: &Path) -> Option<&'static str> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(path).ok()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me && meta.uid() != 0 {
+            return Some("belongs to another user");
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Some("is writable by others");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    None
 }
 
 /// A store named by a flag, a variable or the file: a URL, or a path (which need not be UTF-8).
 fn store_location(given: PathBuf) -> Result<Location, ConfigError> {
-    match given.to_str() {
-        Some(text) => Ok(Location::parse(text)?),
-        None => Ok(Location::Sqlite(given)),
+    let location = match given.to_str() {
+        Some(text) => Location::parse(text)?,
+        None => Location::Sqlite(given.clone()),
+    };
+    if location.path().is_some_and(|p| p.as_os_str().is_empty()) {
+        return Err(ConfigError::EmptyStore(given.to_string_lossy().into_owned()));
     }
+    Ok(location)
 }
 
 /// The file's shape; every key is optional and documented in docs/configuration.md.
@@ -285,6 +317,11 @@ impl Settings {
             Some(p) => Some(p.clone()),
             None => dirs.as_ref().map(|d| d.config_dir().join("config.toml")),
         };
+        if let Some(path) = &config_file
+            && let Some(why) = unsafe_config(path)
+        {
+            return Err(ConfigError::Unsafe { path: path.clone(), why });
+        }
         let file = match &config_file {
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => toml::from_str::<FileConfig>(&text)
@@ -451,6 +488,35 @@ mod tests {
 
     fn args(config: &Path) -> Overrides {
         Overrides { config: Some(config.to_path_buf()), ..Overrides::default() }
+    }
+
+    /// A config file others may write could make this program run their command: refused, as
+    /// ssh refuses such a file; once tightened it is read.
+    #[cfg(unix)]
+    #[test]
+    fn a_config_file_writable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("config.toml");
+        std::fs::write(&file, "token_command = \"echo T\"\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        match Settings::load(&args(&file)) {
+            Err(e @ ConfigError::Unsafe { .. }) => assert!(e.to_string().contains("writable by others"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(Settings::load(&args(&file)).is_ok());
+    }
+
+    #[test]
+    fn an_empty_store_path_is_refused_naming_it() {
+        for given in ["sqlite:", "sqlite://"] {
+            let overrides = Overrides { store: Some(PathBuf::from(given)), ..Overrides::default() };
+            match Settings::load(&overrides) {
+                Err(e @ ConfigError::EmptyStore(_)) => assert!(e.to_string().contains(given), "{e}"),
+                other => panic!("{given}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub(crate) fn names_line(names: &[String]) -> String {
     match names.len() {
         0 => String::new(),
         n if n <= SHOWN => names.join(", "),
-        n => format!("{} and {} more", names[..SHOWN].join(", "), n - SHOWN),
+        n => format!("{} and {} more", names[..SHOWN].join(", "), thousands(n - SHOWN)),
     }
 }
 

@@ -81,6 +81,8 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
     }
     let mut total = 0f64;
     let mut rest = text;
+    // Units from the largest down, each once: `1h1h` or `30s1m` is a typo, not a duration.
+    let mut last_scale = f64::INFINITY;
     while !rest.is_empty() {
         let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(fail)?;
         if number_len == 0 {
@@ -97,6 +99,10 @@ pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
             "d" => 86400.0,
             _ => return Err(fail()),
         };
+        if scale >= last_scale {
+            return Err(fail());
+        }
+        last_scale = scale;
         rest = &rest[unit_len..];
         total += value * scale;
     }
@@ -185,7 +191,7 @@ mod tests {
         assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2.5s"), Ok(Duration::from_millis(2500)));
-        for bad in ["", "5", "s", "4 minutes", "-3s", "1x", "9999999999h"] {
+        for bad in ["", "5", "s", "4 minutes", "-3s", "1x", "9999999999h", "1h1h", "30s1m", "1m1m30s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }

@@ -803,3 +803,27 @@ async fn every_watcher_hears_what_changed() {
     let outcomes = |events: &[Event]| events.iter().filter(|e| matches!(e, Event::Outcome { .. })).count();
     assert_eq!((outcomes(&first), outcomes(&heard)), (1, 1), "both watchers heard the one outcome");
 }
+
+/// A store this process may only read is shown and followed; every ask that would change it
+/// is refused before anything is sent to Graph.
+#[tokio::test(start_paused = true)]
+async fn a_read_only_store_is_watched_and_changed_by_nothing() {
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let sessions = vec![tracked(1, "a", "W1", Duration::from_secs(1), &clock)];
+    let graph = FakeGraph::new();
+    graph.open(sessions[0].session_id.as_str());
+    let store = MemoryStore::new(&sessions);
+    store.state.lock().unwrap().read_only = true;
+    let ctx = Context { graph: graph.clone(), clock: clock.clone(), auth: None };
+    let config = EngineConfig { settings: settings(), role: Role::Driver, paused: false, seed: Some(1) };
+    let handle = engine::spawn(ctx, store.clone(), None, Some(sessions.clone()), config).handle;
+    for request in [Request::Refresh(1), Request::Close(1), Request::Recreate(1), Request::PauseAll(true)] {
+        match handle.ask(request).await {
+            Err(EngineError::Store(wbsessions::store::StoreError::ReadOnly { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(matches!(handle.ask(Request::History(1)).await, Ok(Reply::History(_))));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(graph.calls().is_empty(), "nothing was sent: {:?}", graph.calls().len());
+}

@@ -384,3 +384,41 @@ fn the_keeper_batches_refreshes_only_once_graph_has_shown_that_it_works() {
     assert_eq!(batches, 0);
     assert!(statuses.iter().all(|s| s == "ok"), "{statuses:?}\n{said}");
 }
+
+/// Many failures of one kind are said once in full and then by name, not a line each: the
+/// stderr of a bulk run stays readable.
+#[test]
+fn many_alike_failures_are_said_once_and_counted() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    for i in 0..8 {
+        cli.ok(&["add", &format!("gone{i}"), "--workbook", "me/drive/items/W1", "--session-id", &format!("X-{i}")]);
+    }
+    let out = cli.output(&["refresh", "--all"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(lines[0].starts_with("wbsessions: gone0: refresh failed: session expired"), "{stderr}");
+    assert_eq!(lines[1], "wbsessions: 7 more expired, alike: gone1, gone2, gone3, gone4, gone5 and 2 more");
+    assert_eq!(lines[2], "wbsessions: 8 refreshed: 0 ok, 8 expired");
+}
+
+/// Ctrl-C stops a keeper as a shell reports an interrupt (130); a service manager's SIGTERM
+/// is a planned stop (0).
+#[test]
+fn ctrl_c_stops_the_keeper_with_130_and_sigterm_with_0() {
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    for (signal, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 0)] {
+        let mut keeper = Keeper::start(&cli, &[]);
+        wait_for("the keeper to drive", Duration::from_secs(10), || driver_pid(&cli.store).is_some());
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(keeper.child.id() as i32, signal) };
+        assert_eq!(keeper.child.wait().unwrap().code(), Some(code), "signal {signal}");
+        wait_for("the role to be free", Duration::from_secs(10), || driver_pid(&cli.store).is_none());
+    }
+}

@@ -196,16 +196,35 @@ pub async fn unfinished_creations(store: &dyn crate::store::SessionStore, times:
     }
 }
 
-/// Says on stderr what each failure means and what to do, then, for many sessions, one line of
-/// how it went ("10,000 refreshed: 9,998 ok, 2 expired"); exit 1 if anything failed.
+/// Failures said one by one; more are said once per kind, with the first in full.
+const FAILURES_SAID: usize = 5;
+
+/// Says on stderr what each failure means and what to do (many of one kind: the first in full
+/// and the others by name), then, for many sessions, one line of how it went ("10,000
+/// refreshed: 9,998 ok, 2 expired"); exit 1 if anything failed.
 pub(crate) fn conclude(kind: JobKind, answered: &[(&TrackedSession, Answer)]) -> Result<ExitCode> {
     let mut err = std::io::stderr().lock();
-    let mut failed = Vec::new();
-    for (session, answer) in answered {
-        let Err(e) = answer else { continue };
-        failed.push(e.word());
-        let why = explain(e, Some(session), &session.name);
-        writeln!(err, "wbsessions: {}: {} failed: {why}", session.name, kind.verb())?;
+    let failures: Vec<(&TrackedSession, &EngineError)> =
+        answered.iter().filter_map(|(s, answer)| answer.as_ref().err().map(|e| (*s, e))).collect();
+    let failed: Vec<&'static str> = failures.iter().map(|(_, e)| e.word()).collect();
+    let mut words: Vec<&'static str> = Vec::new();
+    for word in &failed {
+        if !words.contains(word) {
+            words.push(word);
+        }
+    }
+    for word in words {
+        let alike: Vec<&(&TrackedSession, &EngineError)> = failures.iter().filter(|(_, e)| e.word() == word).collect();
+        let shown = if failures.len() <= FAILURES_SAID { alike.len() } else { 1 };
+        for (session, e) in alike.iter().take(shown) {
+            let why = explain(e, Some(session), &session.name);
+            writeln!(err, "wbsessions: {}: {} failed: {why}", session.name, kind.verb())?;
+        }
+        if alike.len() > shown {
+            let rest: Vec<String> = alike.iter().skip(shown).map(|(s, _)| s.name.clone()).collect();
+            let names = crate::text::names_line(&rest);
+            writeln!(err, "wbsessions: {} more {word}, alike: {names}", crate::text::thousands(rest.len()))?;
+        }
     }
     if answered.len() > 1 {
         let ok = answered.len() - failed.len();

@@ -31,8 +31,15 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     if settings.store_named && demo.is_none() && !settings.store.exists() {
         return Err(store_error(StoreError::Missing { store: settings.store.to_string() }));
     }
-    let opened = open_store(settings)?;
+    // A store this user may read but not write is shown, as `list` shows it: watched, changed
+    // by nothing here.
+    let opened = match crate::store::open(&settings.store, crate::store::Access::Write) {
+        Err(StoreError::ReadOnly { .. }) if demo.is_none() => super::front::open_to_read(settings)?,
+        other => other.map_err(store_error)?,
+    };
+    let read_only = opened.sessions.read_only();
     let (role, driver) = match opened.role.acquire() {
+        _ if read_only => (KeeperRole::Watch(opened.role.clone()), Driver::ReadOnly),
         Ok(lease) => (KeeperRole::Drive { lease, role: opened.role.clone() }, Driver::This),
         Err(RoleError::Held { holder, .. }) => (KeeperRole::Watch(opened.role.clone()), Driver::Other(holder.pid)),
         Err(e) if e.is_bad_input() => return Err(super::bad_input(e)),
@@ -73,6 +80,12 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     let mut effects: Vec<Effect> = creations.into_iter().map(|new| app.ask(Request::Create(new))).collect();
     for line in &unfinished {
         app.flash_error(line.clone(), clock.now());
+    }
+    if read_only {
+        app.flash_error(
+            format!("{} is read-only for you: shown and followed, changed by nothing here", settings.store),
+            clock.now(),
+        );
     }
     if let Some(problem) = problem {
         app.flash_error(problem, clock.now());

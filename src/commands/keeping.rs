@@ -309,7 +309,7 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
             tokio::pin!(signal);
             loop {
                 tokio::select! {
-                    () = &mut signal => return Err(super::Interrupted.into()),
+                    _ = &mut signal => return Err(super::Interrupted.into()),
                     () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
                 }
                 match opened.role.try_acquire() {
@@ -367,6 +367,7 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut last_flush = std::time::Instant::now();
     let mut stopping = false;
+    let mut interrupted = false;
     // A reader that went away is an ending nobody asked for: the exit says so, as for any command.
     let mut output_closed = false;
     // Between outcomes (an interval can be long) a closed pipe is noticed without writing to it,
@@ -381,7 +382,8 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
                     keeper.handle.shutdown();
                 }
             }
-            _ = &mut signal, if !stopping => {
+            signal = &mut signal, if !stopping => {
+                interrupted = signal == super::Signal::Interrupt;
                 stopping = true;
                 keeper.handle.shutdown();
             }
@@ -430,5 +432,11 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
     drop(out);
     keeper.stop().await;
     tracing::info!(output_closed, "keeper stopped");
-    Ok(if output_closed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if output_closed {
+        ExitCode::from(1)
+    } else if interrupted {
+        ExitCode::from(super::INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

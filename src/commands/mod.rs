@@ -29,6 +29,9 @@ pub(crate) fn bad_input(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::Error::new(BadInput(e.to_string()))
 }
 
+/// The exit code of a command stopped by Ctrl-C, as a shell reports an interrupt.
+pub(crate) const INTERRUPTED: u8 = 130;
+
 /// Stopped by Ctrl-C or SIGTERM before it was done: exit 130, as a shell reports an interrupt.
 #[derive(Debug, thiserror::Error)]
 #[error("interrupted; what finished is recorded")]
@@ -62,7 +65,7 @@ fn is_closed_output(e: &anyhow::Error) -> bool {
 
 pub(crate) fn exit_code_of(e: &anyhow::Error) -> ExitCode {
     if e.chain().any(|c| c.is::<Interrupted>()) {
-        ExitCode::from(130)
+        ExitCode::from(INTERRUPTED)
     } else if e.chain().any(|c| c.is::<BadInput>() || c.is::<crate::config::ConfigError>()) {
         ExitCode::from(2)
     } else {
@@ -220,7 +223,7 @@ fn start_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() -> Signal {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -228,16 +231,27 @@ pub(crate) async fn shutdown_signal() {
             Ok(s) => s,
             Err(_) => {
                 let _ = ctrl_c.await;
-                return;
+                return Signal::Interrupt;
             }
         };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = ctrl_c => Signal::Interrupt,
+            _ = term.recv() => Signal::Terminate,
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        Signal::Interrupt
+    }
+}
+
+/// How a process was asked to stop: Ctrl-C (exit 130, as a shell reports it) or a service
+/// manager's SIGTERM (a stop as planned: exit 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Interrupt,
+    Terminate,
 }
 
 /// The simulator as `wbsessions sim` describes it.
@@ -289,7 +303,7 @@ async fn sim(args: SimArgs, json: bool) -> Result<ExitCode> {
         writeln!(out, "{value}")?;
         out.flush()?;
         drop(out);
-        shutdown_signal().await;
+        let _ = shutdown_signal().await;
         running.stop().await;
         return Ok(ExitCode::SUCCESS);
     }
@@ -311,7 +325,7 @@ async fn sim(args: SimArgs, json: bool) -> Result<ExitCode> {
     ));
     let _ = out.write_all(notes.as_bytes()).and_then(|_| out.flush());
     drop(out);
-    shutdown_signal().await;
+    let _ = shutdown_signal().await;
     running.stop().await;
     Ok(ExitCode::SUCCESS)
 }

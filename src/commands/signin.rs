@@ -34,7 +34,7 @@ pub async fn login(settings: &Settings, args: LoginArgs) -> Result<ExitCode> {
     });
     let outcome = tokio::select! {
         result = client.wait_for_tokens(&code, |_| {}) => Some(result),
-        () = super::shutdown_signal() => None,
+        _ = super::shutdown_signal() => None,
     };
     countdown.abort();
     if live {

@@ -155,7 +155,8 @@ pub fn spawn(
     let (inbox_tx, inbox) = mpsc::unbounded_channel();
     let hub = Arc::new(Hub::default());
     let events = hub.subscribe();
-    let driving = matches!(config.role, Role::Driver | Role::Leased { .. });
+    // Nobody drives a store it may not write.
+    let driving = matches!(config.role, Role::Driver | Role::Leased { .. }) && !store.read_only();
     let takeover = match config.role {
         Role::Leased { lease, role } => Takeover::new(Some(role), Some(lease)),
         Role::Watcher(role) => Takeover::new(Some(role), None),
@@ -482,7 +483,9 @@ impl Engine {
             auth.reload();
         }
         self.report_auth();
-        match self.takeover.check() {
+        // A read-only store is watched: this process can never drive it.
+        let check = if self.store.read_only() { None } else { self.takeover.check() };
+        match check {
             Some(true) if !self.driving => {
                 self.driving = true;
                 let keys: Vec<SessionKey> = self.entries.keys().copied().collect();

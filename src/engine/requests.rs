@@ -28,6 +28,15 @@ impl Engine {
             self.waiting.push((request, waiter));
             return;
         }
+        // A store opened read-only can be shown, not changed: nothing is sent to Graph whose
+        // answer could not be recorded.
+        let reads =
+            matches!(request, Request::History(_) | Request::Problems | Request::SignIn | Request::CancelSignIn);
+        if self.store.read_only() && !reads {
+            let store = self.store.location().to_string();
+            waiter.answer(Err(EngineError::Store(StoreError::ReadOnly { store })));
+            return;
+        }
         match request {
             Request::Refresh(key) => self.ask_call(Work::Refresh { key, due: None }, waiter),
             Request::Close(key) => self.ask_call(Work::Close { key }, waiter),

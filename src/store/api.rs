@@ -209,6 +209,10 @@ pub enum StoreEvent {
 pub trait SessionStore: Send + Sync {
     /// Where the store is, for messages.
     fn location(&self) -> &str;
+    /// Opened for reading only (a write-protected file): every write would be refused.
+    fn read_only(&self) -> bool {
+        false
+    }
 
     /// Every session in name order, with its newest outcome's time and latency.
     fn sessions(&self) -> StoreFuture<Vec<TrackedSession>>;

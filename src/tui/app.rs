@@ -23,6 +23,8 @@ pub enum Driver {
     This,
     /// Another process does; the pid if known.
     Other(Option<u32>),
+    /// The store is read-only for this process: it only watches, and never drives.
+    ReadOnly,
 }
 
 /// What the dashboard shows about where it is connected, and the user's display preferences.

@@ -78,6 +78,7 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: D
             format!("watching, pid {} drives", pid.map_or("?".to_string(), |p| p.to_string())),
             theme.warning(),
         )),
+        Driver::ReadOnly => first.push(Span::styled("read-only store: watching", theme.warning())),
     }
     first.push(Span::styled(" · ", theme.chrome()));
     if app.paused {

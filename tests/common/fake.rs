@@ -415,6 +415,8 @@ pub struct MemoryState {
     pub intents: HashMap<i64, String>,
     /// The shared request budget's grants: when, and how many.
     pub budget: Vec<(chrono::DateTime<chrono::Utc>, u64)>,
+    /// Opened as a write-protected file would be: read, never written.
+    pub read_only: bool,
 }
 
 impl MemoryStore {
@@ -502,6 +504,10 @@ impl MemoryStore {
 impl SessionStore for MemoryStore {
     fn location(&self) -> &str {
         "memory"
+    }
+
+    fn read_only(&self) -> bool {
+        self.state.lock().unwrap().read_only
     }
 
     fn sessions(&self) -> StoreFuture<Vec<TrackedSession>> {

@@ -45,6 +45,7 @@ enum Request {
 pub(crate) struct SqliteStore {
     tx: mpsc::Sender<Message>,
     location: String,
+    read_only: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -52,11 +53,12 @@ impl SqliteStore {
     /// Moves the open file onto a thread of its own.
     pub fn spawn(db: Db, location: String) -> Result<SqliteStore, StoreError> {
         let (tx, rx) = mpsc::channel();
+        let read_only = db.read_only;
         let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || run(db, rx))
             .map_err(|e| StoreError::Unavailable { store: location.clone(), detail: e.to_string() })?;
-        Ok(SqliteStore { tx, location, thread: Mutex::new(Some(thread)) })
+        Ok(SqliteStore { tx, location, read_only, thread: Mutex::new(Some(thread)) })
     }
 
     fn ask<T: Send + 'static>(
@@ -88,6 +90,10 @@ impl SqliteStore {
 impl SessionStore for SqliteStore {
     fn location(&self) -> &str {
         &self.location
+    }
+
+    fn read_only(&self) -> bool {
+        self.read_only
     }
 
     fn sessions(&self) -> StoreFuture<Vec<TrackedSession>> {
