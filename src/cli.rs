@@ -128,33 +128,46 @@ pub(crate) struct GlobalArgs {
     pub(crate) json: bool,
 }
 
+// Usage lines are written out where clap's own would list the global options that the
+// environment set (WBSESSIONS_STORE, ...) as if they were required.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// The dashboard against the embedded simulator, with sample sessions (a throwaway store unless --store is given)
     Demo,
     /// Track a session that already exists
+    #[command(override_usage = "wbsessions add [OPTIONS] <NAME> --workbook <REF> --session-id <ID>")]
     Add(AddArgs),
     /// Create a new session and track it
+    #[command(override_usage = "wbsessions create [OPTIONS] <NAME> --workbook <REF>")]
     Create(CreateArgs),
     /// List the tracked sessions
     List,
     /// One session in detail, with its recent outcomes
+    #[command(override_usage = "wbsessions show [OPTIONS] <NAME>")]
     Show(ShowArgs),
     /// Print a session's id (for scripts); exits 1 unless the session is known to be alive
+    #[command(override_usage = "wbsessions id [OPTIONS] <NAME>")]
     Id(IdArgs),
     /// Refresh sessions now
+    #[command(override_usage = "wbsessions refresh [OPTIONS] <NAMES>... | --all")]
     Refresh(RefreshArgs),
     /// Close sessions at Graph (they stay listed, marked closed)
+    #[command(override_usage = "wbsessions close [OPTIONS] <NAMES>...")]
     Close(NamesArg),
     /// Stop tracking sessions (they are not closed)
+    #[command(override_usage = "wbsessions remove [OPTIONS] <NAMES>...")]
     Remove(NamesArg),
     /// Change how a session is kept (the dashboard's `e`)
+    #[command(override_usage = "wbsessions edit [OPTIONS] <NAME>")]
     Edit(EditArgs),
     /// A new session on the same workbook and mode, replacing the id
+    #[command(override_usage = "wbsessions recreate [OPTIONS] <NAMES>...")]
     Recreate(NamesArg),
     /// Run a command with a live session's id (and optionally a token) in its environment
+    #[command(override_usage = "wbsessions exec [OPTIONS] <NAME> -- <CMD>...")]
     Exec(ExecArgs),
     /// Track many sessions at once, from JSON lines (as `list --json` writes) or CSV
+    #[command(override_usage = "wbsessions import [OPTIONS] <FILE|->")]
     Import(ImportArgs),
     /// Keep every session alive without a dashboard; one line per outcome
     Run(RunArgs),

@@ -100,6 +100,25 @@ pub(crate) fn clean(text: &str, max: usize) -> String {
     out
 }
 
+/// What a person typed, shown back in a message: every control and format character written
+/// as `\u{..}` (the input stays recognisable, and nothing reaches the terminal that could change
+/// it), at most `max` characters, a cut marked with `…`.
+pub(crate) fn escaped(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == max {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || is_format(c) || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Unicode format characters (category Cf): invisible, and some reorder what a line shows
 /// (bidirectional controls) or hide what it holds (zero-width ones).
 pub(crate) fn is_format(c: char) -> bool {
@@ -189,6 +208,14 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typed_text_is_shown_back_with_its_invisible_characters_written_out() {
+        assert_eq!(escaped("me/drive/items/W1\u{1b}", 100), "me/drive/items/W1\\u{1b}");
+        assert_eq!(escaped("a\u{202e}b", 100), "a\\u{202e}b");
+        assert_eq!(escaped("abcdef", 3), "abc…");
+        assert_eq!(escaped("plain", 5), "plain");
+    }
 
     #[test]
     fn escapes_and_controls_are_removed() {

@@ -214,3 +214,17 @@ fn a_session_is_what_graph_said_of_it_not_what_a_caller_could_not_do() {
     assert_eq!(failed.status.code(), Some(1), "{}", String::from_utf8_lossy(&failed.stderr));
     assert_eq!(json(&cli.ok(&["show", "gone", "--json"]))["status"], "closed");
 }
+
+/// Options the environment sets are not shown as required in a usage error.
+#[test]
+fn usage_errors_do_not_list_what_the_environment_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new("http://127.0.0.1:9/v1.0", dir.path());
+    for args in [&["refresh"][..], &["show"], &["close"], &["add", "a"]] {
+        let out = cli.output(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let usage = stderr.lines().find(|l| l.starts_with("Usage:")).unwrap_or_default();
+        assert!(!usage.contains("--store") && !usage.contains("--token"), "{args:?}: {usage}");
+    }
+}

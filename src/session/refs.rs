@@ -38,7 +38,7 @@ impl OwnerKind {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "workbook reference {given:?} is not valid: {why}; use me/drive/items/ID, drives/D/items/I, \
+    "workbook reference \"{given}\" is not valid: {why}; use me/drive/items/ID, drives/D/items/I, \
      sites/S/drive/items/I, groups/G/drive/items/I, users/U/drive/items/I or /me/drive/root:/path/book.xlsx:"
 )]
 pub struct RefError {
@@ -53,13 +53,9 @@ impl WorkbookRef {
 
     pub fn parse(input: &str) -> Result<Self, RefError> {
         if input.len() > Self::MAX_LEN {
-            let head: String = input.chars().take(40).collect();
-            return Err(RefError {
-                given: format!("{}…", crate::text::clean(&head, 40)),
-                why: "it is longer than 2048 bytes",
-            });
+            return Err(RefError { given: crate::text::escaped(input, 40), why: "it is longer than 2048 bytes" });
         }
-        let fail = |why| RefError { given: crate::text::clean(input, 200), why };
+        let fail = |why| RefError { given: crate::text::escaped(input, 200), why };
         let mut text = input.trim();
         if text.chars().any(|c| c.is_control() || crate::text::is_format(c)) {
             return Err(fail("it contains control or invisible characters"));
