@@ -561,29 +561,6 @@ impl App {
         keys.iter().filter_map(|k| self.rows.get(k)).map(|r| r.session.name.clone()).collect()
     }
 
-    /// The newest message wins, whatever came before.
-    pub(crate) fn flash_info(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
-        self.flash = Some(Flash { text: text.into(), error: false, at: now, about: None });
-        self.dirty = true;
-    }
-
-    pub(crate) fn flash_error(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
-        self.flash_error_about(text, None, now);
-    }
-
-    pub(super) fn flash_error_about(&mut self, text: impl Into<String>, about: Option<SessionKey>, now: DateTime<Utc>) {
-        let text = text.into();
-        self.remember(&text, true, now);
-        self.flash = Some(Flash { text, error: true, at: now, about });
-        self.dirty = true;
-    }
-
-    /// Keeps a line for the log view.
-    pub(super) fn remember(&mut self, text: &str, error: bool, now: DateTime<Utc>) {
-        self.log.push_front(LogLine { at: now, text: text.to_string(), error });
-        self.log.truncate(LOG_LINES);
-    }
-
     pub(super) fn changed(&mut self) {
         self.view_stale = true;
         self.dirty = true;

@@ -1,7 +1,7 @@
 //! What the dashboard hears from the engine: the answer to each thing it asked, and the events
 //! that say what changed, turned into rows, flashes and the log.
 
-use super::app::{App, Driver, Effect, LogLine, Row};
+use super::app::{App, Driver, Effect, Flash, LOG_LINES, LogLine, Row};
 use super::dialog::Dialog;
 use crate::auth::Progress;
 use crate::engine::{Answer, EngineError, Event, JobKind, KEPT_OUTCOMES, Reply};
@@ -9,6 +9,29 @@ use crate::session::{Outcome, OutcomeKind, SessionKey, SortBy};
 use chrono::{DateTime, Utc};
 
 impl App {
+    /// The newest message wins, whatever came before.
+    pub(crate) fn flash_info(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
+        self.flash = Some(Flash { text: text.into(), error: false, at: now, about: None });
+        self.dirty = true;
+    }
+
+    pub(crate) fn flash_error(&mut self, text: impl Into<String>, now: DateTime<Utc>) {
+        self.flash_error_about(text, None, now);
+    }
+
+    pub(super) fn flash_error_about(&mut self, text: impl Into<String>, about: Option<SessionKey>, now: DateTime<Utc>) {
+        let text = text.into();
+        self.remember(&text, true, now);
+        self.flash = Some(Flash { text, error: true, at: now, about });
+        self.dirty = true;
+    }
+
+    /// Keeps a line for the log view.
+    pub(super) fn remember(&mut self, text: &str, error: bool, now: DateTime<Utc>) {
+        self.log.push_front(LogLine { at: now, text: text.to_string(), error });
+        self.log.truncate(LOG_LINES);
+    }
+
     /// What the log view lists, newest first: the store's recent failures, whichever process
     /// met them, and what this dashboard said.
     pub fn log_lines(&self) -> Vec<&LogLine> {
