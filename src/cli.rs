@@ -171,6 +171,8 @@ pub enum Command {
     Import(ImportArgs),
     /// Keep every session alive without a dashboard; one line per outcome
     Run(RunArgs),
+    /// A local Graph endpoint for scripts: it adds the tracked session and the token to their workbook calls
+    Proxy(ProxyArgs),
     /// Sign in with the device code flow
     Login(LoginArgs),
     /// Forget the cached sign-in
@@ -191,6 +193,19 @@ pub struct RunArgs {
     /// If another process drives the store, wait for it to go and then drive (for a service manager)
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Where to listen: a loopback address and port (port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", env = "WBSESSIONS_PROXY_LISTEN", default_value = crate::proxy::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Print `export` lines for the running proxy's URL and secret, for `eval`, and exit
+    #[arg(long)]
+    pub print_env: bool,
+    /// The largest request or answer body one call may carry, in bytes
+    #[arg(long, value_name = "BYTES", default_value_t = crate::proxy::DEFAULT_MAX_BODY)]
+    pub max_body: u64,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -234,8 +249,11 @@ pub struct ExecArgs {
     #[arg(add = names_completer())]
     pub name: String,
     /// Also export the current access token as WBSESSIONS_ACCESS_TOKEN
-    #[arg(long)]
+    #[arg(long, conflicts_with = "proxy")]
     pub(crate) export_token: bool,
+    /// Point the command at the running proxy instead (WBSESSIONS_GRAPH_URL, WBSESSIONS_PROXY_TOKEN)
+    #[arg(long)]
+    pub(crate) proxy: bool,
     /// The command and its arguments, after `--`
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,

@@ -276,6 +276,13 @@ pub struct Settings {
     pub(crate) ui_state: PathBuf,
 }
 
+impl Settings {
+    /// The state folder: the logs, the dashboard's state, the proxy's address and secret.
+    pub(crate) fn state_dir(&self) -> PathBuf {
+        self.ui_state.parent().map_or_else(|| self.log_dir.clone(), Path::to_path_buf)
+    }
+}
+
 fn project_dirs() -> Option<directories::ProjectDirs> {
     directories::ProjectDirs::from("", "", "wbsessions")
 }

@@ -17,6 +17,7 @@ mod import;
 mod interactive;
 mod keeping;
 mod output;
+mod proxy;
 mod scripts;
 mod signin;
 
@@ -172,6 +173,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Exec(args) => scripts::exec(&settings, args).await,
             Command::Import(args) => import::import(&settings, args).await,
             Command::Run(args) => keeping::run(&settings, args.wait).await,
+            Command::Proxy(args) => proxy::proxy(&settings, args).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),
             Command::Whoami => signin::whoami(&settings),

@@ -69,6 +69,10 @@ async fn run_job(
         let token = tokens.get().await?;
         command.env("WBSESSIONS_ACCESS_TOKEN", token.secret.expose());
     }
+    if args.proxy {
+        let (url, secret) = super::proxy::ProxyFiles::of(settings).running()?;
+        command.env(super::proxy::URL_VAR, url).env(super::proxy::SECRET_VAR, secret);
+    }
     // The command is the user's: it creates files as they would, not as privately as this does.
     #[cfg(unix)]
     if let Some(mask) = super::inherited_umask() {

@@ -190,6 +190,9 @@ impl Engine {
 
     fn start(&mut self, ticket: Ticket<Job>, now: Instant) {
         let Ticket { id, payload: mut job, .. } = ticket;
+        if matches!(job.work, Work::Pass { .. }) {
+            return self.start_turn(id, job);
+        }
         // A creation is written down before Graph is asked: killed between Graph's answer and
         // the session's row, the next start can say which name may have a session open.
         let creating = match &job.work {
@@ -267,7 +270,7 @@ impl Engine {
                     (report, inserted)
                 }
                 // The session went away between the dispatcher's check and here: nothing to do.
-                (_, None) => (Report::default(), None),
+                (Work::Pass { .. }, _) | (_, None) => (Report::default(), None),
             };
             Done::Job { id, job: Box::new(job), report: Box::new(report), inserted }
         });
@@ -453,6 +456,8 @@ impl Engine {
                 };
                 job.answer(&Err(error));
             }
+            // Turns end through `turn_done`, never as a call the engine made.
+            Work::Pass { .. } => job.answer(&Err(EngineError::Internal("a turn ended as a call"))),
         }
     }
 
@@ -505,7 +510,7 @@ impl Engine {
     }
 
     /// Writes a report's outcomes and the session's new state, and tells the front ends.
-    fn record(&mut self, key: SessionKey, report: &Report) {
+    pub(super) fn record(&mut self, key: SessionKey, report: &Report) {
         let Some(entry) = self.entries.get_mut(&key) else { return };
         report.apply_to(Arc::make_mut(&mut entry.session));
         let late = entry.late.take();

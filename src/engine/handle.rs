@@ -8,6 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{Event, JobKind};
 use super::ops::Failure;
+use super::turns::{Turn, TurnAsk};
 use crate::graph::ErrorClass;
 use crate::session::{NewSession, Outcome, SessionId, SessionKey, SettingsChange, TrackedSession};
 use crate::store::StoreError;
@@ -42,6 +43,8 @@ pub enum Request {
     /// The device-code sign-in; its steps come as `Event::SignIn`.
     SignIn,
     CancelSignIn,
+    /// A turn on a workbook for a call the asker makes itself (the proxy's callers).
+    Turn(TurnAsk),
 }
 
 impl Request {
@@ -58,6 +61,7 @@ impl Request {
             Request::Recreate(_) => JobKind::Recreate,
             Request::History(_) | Request::Problems => JobKind::History,
             Request::SignIn | Request::CancelSignIn => JobKind::SignIn,
+            Request::Turn(_) => JobKind::Pass,
         }
     }
 
@@ -88,6 +92,8 @@ pub enum Reply {
     Problems(Vec<(String, Outcome)>),
     /// Who signed in.
     SignedIn(String),
+    /// The workbook is the asker's for one call now.
+    Turn(Turn),
 }
 
 /// Why a request did not go well: what a front end decides on (exit codes, hints), never text.
@@ -119,6 +125,10 @@ pub enum EngineError {
     /// The request itself is not acceptable (a bad name or interval, no session id).
     #[error("{0}")]
     Refused(String),
+    /// No tracked session can be chosen for a call on the workbook: none is live there, or
+    /// `names` are, and the call did not say which.
+    #[error("{}", no_session_text(.workbook, .names))]
+    NoSession { workbook: String, names: Vec<String> },
     #[error("cannot resolve {workbook}: {failure}")]
     Unresolved { workbook: String, failure: Box<Failure> },
     #[error(transparent)]
@@ -137,6 +147,14 @@ pub enum EngineError {
     /// Something the engine should never see happened; the log has more.
     #[error("internal error: {0}")]
     Internal(&'static str),
+}
+
+fn no_session_text(workbook: &str, names: &[String]) -> String {
+    if names.is_empty() {
+        format!("no live session is tracked on {workbook}")
+    } else {
+        format!("{} sessions are tracked on {workbook} ({}); say which", names.len(), names.join(", "))
+    }
 }
 
 fn orphan_text(why: &StoreError, closed: &Option<Box<Failure>>, id: &SessionId) -> String {

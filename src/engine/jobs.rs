@@ -87,6 +87,11 @@ pub(super) enum Work {
     Create(NewSession),
     /// Tracking a by-path workbook: it is resolved first.
     Track(NewSession),
+    /// A turn on a workbook for a caller's own call, with the session it goes with.
+    Pass {
+        key: Option<SessionKey>,
+        workbook: WorkbookRef,
+    },
     /// A session this engine created but could not store: closed so that nothing is left open.
     CloseOrphan {
         name: String,
@@ -120,6 +125,7 @@ impl Job {
             Work::Recreate { .. } => JobKind::Recreate,
             Work::Create(_) | Work::CloseOrphan { .. } => JobKind::Create,
             Work::Track(_) => JobKind::Track,
+            Work::Pass { .. } => JobKind::Pass,
         }
     }
 
@@ -131,7 +137,9 @@ impl Job {
 
     /// Whether a failure may be tried again for whoever waits.
     pub(super) fn may_retry(&self) -> bool {
-        self.asked() && !matches!(self.work, Work::CloseOrphan { .. }) && self.attempt < MANUAL_RETRIES
+        self.asked()
+            && !matches!(self.work, Work::CloseOrphan { .. } | Work::Pass { .. })
+            && self.attempt < MANUAL_RETRIES
     }
 
     /// The keeper wants it as well: `due` is when it wanted it.
@@ -163,6 +171,7 @@ pub(super) fn subject<'a>(entries: &'a HashMap<SessionKey, Entry>, job: &'a Job)
     match &job.work {
         Work::Create(new) | Work::Track(new) => Some((&new.name, &new.workbook)),
         Work::CloseOrphan { name, session, .. } => Some((name, &session.workbook)),
+        Work::Pass { workbook, .. } => Some(("", workbook)),
         _ => job.key().and_then(|k| entries.get(&k)).map(|e| (e.session.name.as_str(), &e.session.workbook)),
     }
 }

@@ -23,6 +23,8 @@ pub enum JobKind {
     Pause,
     History,
     SignIn,
+    /// A caller's own call, made in a turn on its workbook (the proxy).
+    Pass,
 }
 
 impl JobKind {
@@ -40,6 +42,7 @@ impl JobKind {
             JobKind::Pause => "paused",
             JobKind::History => "read",
             JobKind::SignIn => "signed in",
+            JobKind::Pass => "passed on",
         }
     }
 
@@ -57,6 +60,7 @@ impl JobKind {
             JobKind::Pause => "pausing",
             JobKind::History => "reading",
             JobKind::SignIn => "signing in",
+            JobKind::Pass => "passing on",
         }
     }
 
@@ -73,6 +77,7 @@ impl JobKind {
             JobKind::Pause => "pause",
             JobKind::History => "read the history of",
             JobKind::SignIn => "sign in",
+            JobKind::Pass => "pass on a call to",
         }
     }
 }

@@ -23,6 +23,7 @@ mod requests;
 pub(crate) mod schedule;
 mod settings;
 mod takeover;
+mod turns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -48,6 +49,7 @@ use policy::{FailureRate, Verdict};
 use schedule::{GapWatch, Schedule};
 pub use settings::EngineSettings;
 use takeover::Takeover;
+pub use turns::{Choice, Passed, Turn, TurnAsk};
 
 pub(crate) use crate::store::KEPT_OUTCOMES;
 
@@ -128,6 +130,12 @@ enum Done {
         result: Result<Reply, StoreError>,
     },
     Loaded(Result<Vec<TrackedSession>, StoreError>),
+    /// A turn handed out is over; `None` when its holder dropped it without a word.
+    Passed {
+        id: JobId,
+        key: Option<SessionKey>,
+        passed: Option<turns::Passed>,
+    },
     /// Refreshes that went out together (`ops::refresh_group`), with what each found.
     Group {
         calls: Vec<(JobId, Job)>,
@@ -407,6 +415,7 @@ impl Engine {
                 self.loaded(result)
             }
             Done::Recorded { key, job, report, stored } => self.recorded(key, *job, &report, stored),
+            Done::Passed { id, key, passed } => self.turn_done(id, key, passed),
         }
     }
 

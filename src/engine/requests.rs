@@ -92,6 +92,7 @@ impl Engine {
                 });
                 self.running.insert(task.id(), (None, None));
             }
+            Request::Turn(ask) => self.ask_turn(ask, waiter),
             Request::SignIn => self.start_sign_in(waiter),
             Request::CancelSignIn => {
                 self.cancel_sign_in();

@@ -10,6 +10,7 @@ mod transport;
 pub use client::GraphClient;
 pub use error::{CallKind, ErrorBody, ErrorClass, classify, parse_retry_after};
 pub use transport::{
-    CallMeta, ClientOptions, Forward, ForwardError, Forwarded, GraphError, PollPolicy, Reply, install_tls_provider,
+    CallMeta, ClientOptions, Forward, ForwardError, Forwarded, GraphError, PollPolicy, Reply, Transport,
+    install_tls_provider,
 };
 pub(crate) use transport::{DEFAULT_GRAPH_URL, check_base_url, read_capped};

@@ -478,7 +478,7 @@ impl Transport {
     /// `Authorization` never reaches Graph; hop-by-hop headers stay on their hop.
     pub async fn forward<B, E>(&self, token: &str, request: Forward<B>) -> Result<Forwarded, ForwardError>
     where
-        B: Stream<Item = Result<Bytes, E>> + Send + Sync + 'static,
+        B: Stream<Item = Result<Bytes, E>> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
         let url = self.target(&request.path_and_query)?;

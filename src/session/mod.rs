@@ -78,6 +78,9 @@ pub enum Action {
     Create,
     Refresh,
     Close,
+    /// A call of someone else's made with the session (through the proxy): activity, as a
+    /// refresh is.
+    Call,
 }
 
 impl Action {
@@ -86,6 +89,7 @@ impl Action {
             Action::Create => "create",
             Action::Refresh => "refresh",
             Action::Close => "close",
+            Action::Call => "call",
         }
     }
 
@@ -94,6 +98,7 @@ impl Action {
             "create" => Action::Create,
             "refresh" => Action::Refresh,
             "close" => Action::Close,
+            "call" => Action::Call,
             _ => return None,
         })
     }

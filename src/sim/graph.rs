@@ -297,6 +297,18 @@ fn route(
                 None => ids.error(StatusCode::NOT_FOUND, "itemNotFound", None, "No such session resource."),
             }
         }
+        (Method::GET | Method::PATCH, call) if call.starts_with("worksheets") => {
+            match range_address(&percent_decode(call)) {
+                None => ids.error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    None,
+                    &format!("Resource not found for the segment '{call}'."),
+                ),
+                Some(_) if touched == Some(false) => ids.session_gone(),
+                Some(cell) => range(sim, method.clone(), &item, session_header, cell, body, ids),
+            }
+        }
         (_, "createSession" | "refreshSession" | "closeSession") => {
             ids.error(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed", None, "Use POST.")
         }
@@ -307,6 +319,55 @@ fn route(
             &format!("Resource not found for the segment '{call}'."),
         ),
     }
+}
+
+/// A worksheet range: its sheet and address, as `worksheets/{name}/range(address='A1')` or
+/// `worksheets('{name}')/range(address='A1:B2')` name them.
+fn range_address(call: &str) -> Option<(String, String)> {
+    let rest = call.strip_prefix("worksheets")?;
+    let (sheet, rest) = if let Some(quoted) = rest.strip_prefix("('") {
+        quoted.split_once("')")?
+    } else {
+        rest.strip_prefix('/')?.split_once('/')?
+    };
+    let address = rest.trim_start_matches('/').strip_prefix("range(address='")?.strip_suffix("')")?;
+    let valid = |s: &str| !s.is_empty() && s.len() <= 64;
+    (valid(sheet) && valid(address)).then(|| (sheet.to_ascii_lowercase(), address.to_ascii_uppercase()))
+}
+
+/// Reads or writes a range's values. With a persistent session (or none) writes reach the
+/// workbook; with a non-persistent one they stay in the session and go with it.
+fn range(
+    sim: &Sim,
+    method: Method,
+    item: &str,
+    session: Option<&str>,
+    (sheet, address): (String, String),
+    body: &[u8],
+    ids: &Ids,
+) -> SimResponse {
+    let mut state = sim.state();
+    let state = &mut *state;
+    let overlay = session.and_then(|id| state.sessions.get_mut(id)).filter(|s| !s.persistent);
+    let key = (item.to_string(), sheet.clone(), address.clone());
+    let shown = format!("{sheet}!{address}");
+    if method == Method::PATCH {
+        let values = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("values").cloned());
+        let Some(values) = values.filter(Value::is_array) else {
+            return ids.error(StatusCode::BAD_REQUEST, "InvalidArgument", None, "The body needs a values array.");
+        };
+        match overlay {
+            Some(s) => s.changes.insert(key, values.clone()),
+            None => state.cells.insert(key, values.clone()),
+        };
+        state.stats.range_writes += 1;
+        return SimResponse::json(StatusCode::OK, json!({ "address": shown, "values": values }));
+    }
+    let values = overlay
+        .and_then(|s| s.changes.get(&key).cloned())
+        .or_else(|| state.cells.get(&key).cloned())
+        .unwrap_or_else(|| json!([[""]]));
+    SimResponse::json(StatusCode::OK, json!({ "address": shown, "values": values }))
 }
 
 fn operation(sim: &Sim, op_id: &str, ids: &Ids) -> SimResponse {
@@ -454,9 +515,7 @@ impl Sim {
                     .unwrap_or(chrono::Duration::MAX);
             state.sessions.retain(|_, s| now - s.last_activity < expiry);
         }
-        state
-            .sessions
-            .insert(id.clone(), SimSession { workbook: workbook.to_string(), persistent, last_activity: now });
+        state.sessions.insert(id.clone(), SimSession::new(workbook.to_string(), persistent, now));
         id
     }
 

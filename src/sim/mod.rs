@@ -101,7 +101,18 @@ struct SimSession {
     workbook: String,
     persistent: bool,
     last_activity: DateTime<Utc>,
+    /// Ranges written in a non-persistent session: they go when it goes.
+    changes: HashMap<Cell, serde_json::Value>,
 }
+
+impl SimSession {
+    fn new(workbook: String, persistent: bool, now: DateTime<Utc>) -> Self {
+        SimSession { workbook, persistent, last_activity: now, changes: HashMap::new() }
+    }
+}
+
+/// (workbook item, sheet in lower case, address in upper case)
+type Cell = (String, String, String);
 
 #[derive(Debug)]
 struct Operation {
@@ -123,6 +134,11 @@ pub struct SimStats {
     /// `$batch` requests (each of their items counts in `requests` too).
     pub batches: u64,
     pub live_sessions: usize,
+    /// Range writes that reached a workbook.
+    pub range_writes: u64,
+    /// Writes that arrived while another write on the same workbook was still being answered:
+    /// what Microsoft asks clients never to do.
+    pub overlapping_writes: u64,
     pub tokens_issued: u64,
 }
 
@@ -133,6 +149,10 @@ struct SimState {
     sessions: HashMap<String, SimSession>,
     operations: HashMap<String, Operation>,
     window: VecDeque<DateTime<Utc>>,
+    /// Range values kept by the workbook itself.
+    cells: HashMap<Cell, serde_json::Value>,
+    /// Writes being answered now, by workbook item.
+    writing: HashMap<String, u32>,
     stats: SimStats,
     signin: signin::SignInState,
 }
@@ -239,6 +259,38 @@ impl Sim {
     }
 }
 
+/// A write being answered on a workbook, counted while it lasts (however the request ends).
+struct Writing {
+    sim: Arc<Sim>,
+    item: String,
+}
+
+impl Writing {
+    fn start(sim: &Arc<Sim>, path: &str) -> Option<Writing> {
+        let (_, after) = path.split_once("/items/")?;
+        let item = after.split('/').next()?.to_string();
+        let mut state = sim.state();
+        let writing = state.writing.entry(item.clone()).or_default();
+        *writing += 1;
+        if *writing > 1 {
+            state.stats.overlapping_writes += 1;
+        }
+        Some(Writing { sim: sim.clone(), item })
+    }
+}
+
+impl Drop for Writing {
+    fn drop(&mut self) {
+        let mut state = self.sim.state();
+        if let Some(n) = state.writing.get_mut(&self.item) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                state.writing.remove(&self.item);
+            }
+        }
+    }
+}
+
 /// A simulator bound to a port and serving until stopped or dropped.
 pub struct RunningSim {
     pub addr: SocketAddr,
@@ -298,6 +350,7 @@ pub async fn start(config: SimConfig, clock: Clock, addr: SocketAddr) -> std::io
 async fn handle(State(sim): State<Arc<Sim>>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let path = uri.path().to_string();
     if path.starts_with("/v1.0/") || path == "/v1.0" {
+        let _writing = (method != Method::GET).then(|| Writing::start(&sim, &path)).flatten();
         if let Some((min, max)) = sim.config.latency {
             tokio::time::sleep(sim.random_between(min, max)).await;
         }

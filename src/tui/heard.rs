@@ -121,7 +121,7 @@ impl App {
                         let auto = key.and_then(|k| self.rows.get(&k)).is_some_and(|r| r.session.auto);
                         format!("automatic refresh {} for {name}", if auto { "on" } else { "off" })
                     }
-                    JobKind::Pause | JobKind::History | JobKind::SignIn => return,
+                    JobKind::Pause | JobKind::History | JobKind::SignIn | JobKind::Pass => return,
                 };
                 self.flash_info(text, now);
             }

@@ -1,0 +1,204 @@
+//! `wbsessions proxy`: the local Graph endpoint (`crate::proxy`) on an engine of its own, which
+//! keeps the store's sessions alive too when no other process drives it.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+
+use super::front::{graph_setup, open_store, store_error};
+use super::{Signal, bad_input, shutdown_signal};
+use crate::cli::ProxyArgs;
+use crate::config::Settings;
+use crate::engine::keeper::{Keeper, KeeperRole, Start};
+use crate::graph::Transport;
+use crate::proxy::{Counts, Proxy};
+use crate::store::RoleError;
+
+/// The environment a script needs to call Graph through the proxy.
+pub(crate) const URL_VAR: &str = "WBSESSIONS_GRAPH_URL";
+pub(crate) const SECRET_VAR: &str = "WBSESSIONS_PROXY_TOKEN";
+
+/// Where a running proxy's address and the callers' secret are kept (both 0600).
+pub(crate) struct ProxyFiles {
+    pub address: PathBuf,
+    pub secret: PathBuf,
+}
+
+impl ProxyFiles {
+    pub(crate) fn of(settings: &Settings) -> ProxyFiles {
+        let dir = settings.state_dir();
+        ProxyFiles { address: dir.join("proxy-address"), secret: dir.join("proxy-secret") }
+    }
+
+    /// The callers' secret: the one kept, else a new random one, kept.
+    fn secret(&self) -> Result<String> {
+        if let Some(secret) = self.read_secret()? {
+            return Ok(secret);
+        }
+        if let Some(dir) = self.secret.parent() {
+            crate::files::private_dir(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        // 244 random bits from the operating system's generator.
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        match crate::files::create_new_private(&self.secret) {
+            Ok(mut file) => {
+                file.write_all(secret.as_bytes()).with_context(|| format!("cannot write {}", self.secret.display()))?;
+                Ok(secret)
+            }
+            // Another proxy made it meanwhile: its secret is the one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                self.read_secret()?.context("the proxy's secret file is empty")
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot create {}", self.secret.display())),
+        }
+    }
+
+    fn read_secret(&self) -> Result<Option<String>> {
+        match read_private(&self.secret)? {
+            None => Ok(None),
+            Some(text) => {
+                let secret = text.trim().to_string();
+                if secret.is_empty() || secret.len() > 256 || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+                    anyhow::bail!(
+                        "{} does not hold a usable secret (1 to 256 printable characters); delete it and start the proxy again",
+                        self.secret.display()
+                    );
+                }
+                Ok(Some(secret))
+            }
+        }
+    }
+
+    fn write_address(&self, url: &str) -> Result<()> {
+        let _ = std::fs::remove_file(&self.address);
+        let mut file = crate::files::create_new_private(&self.address)
+            .with_context(|| format!("cannot create {}", self.address.display()))?;
+        writeln!(file, "{url}").with_context(|| format!("cannot write {}", self.address.display()))
+    }
+
+    /// The running proxy's URL and the secret, or why there is none to use.
+    pub(crate) fn running(&self) -> Result<(String, String)> {
+        let address = read_private(&self.address)?.map(|a| a.trim().to_string()).filter(|a| !a.is_empty());
+        let Some(address) = address else {
+            anyhow::bail!(
+                "no proxy is running (none has written {}); start one with `wbsessions proxy`",
+                self.address.display()
+            );
+        };
+        let secret = self.read_secret()?.context("the proxy's secret is missing; start the proxy again")?;
+        Ok((address, secret))
+    }
+}
+
+/// A file of ours, read only if it is the user's alone: another user's secret is not trusted.
+fn read_private(path: &Path) -> Result<Option<String>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::symlink_metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        // SAFETY: getuid has no preconditions.
+        let me = unsafe { libc::getuid() };
+        if meta.uid() != me || meta.mode() & 0o077 != 0 || !meta.file_type().is_file() {
+            anyhow::bail!("{} must be a file only you can read and write (chmod 600); it is not used", path.display());
+        }
+    }
+    if text.len() > 4096 {
+        anyhow::bail!("{} is larger than it can be; delete it and start the proxy again", path.display());
+    }
+    Ok(Some(text))
+}
+
+/// `export` lines for a shell: `eval "$(wbsessions proxy --print-env)"`.
+fn print_env(files: &ProxyFiles) -> Result<ExitCode> {
+    let (url, secret) = files.running()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "export {URL_VAR}='{url}'")?;
+    writeln!(out, "export {SECRET_VAR}='{secret}'")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
+    let files = ProxyFiles::of(settings);
+    if args.print_env {
+        return print_env(&files);
+    }
+    let listen: SocketAddr = args.listen;
+    if !listen.ip().is_loopback() {
+        return Err(bad_input(format!(
+            "the proxy listens on loopback only (127.0.0.1, ::1); {listen} is not: anyone who can reach it could use your sign-in"
+        )));
+    }
+    let opened = open_store(settings)?;
+    let role = match opened.role.acquire() {
+        Ok(lease) => KeeperRole::Drive { lease, role: opened.role.clone() },
+        Err(RoleError::Held { .. }) => KeeperRole::Watch(opened.role.clone()),
+        Err(e) if e.is_bad_input() => return Err(bad_input(e)),
+        Err(e) => return Err(e.into()),
+    };
+    let driving = matches!(role, KeeperRole::Drive { .. });
+    let graph = graph_setup(settings, None)?;
+    graph.require_tokens()?;
+    let transport = Transport::new(&settings.graph_url, settings.engine.request_timeout).map_err(bad_input)?;
+    let secret = files.secret()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| bad_input(format!("cannot listen on {listen}: {e} (`--listen 127.0.0.1:0` picks a free port)")))?;
+    let addr = listener.local_addr()?;
+    let url = crate::proxy::base_url(addr);
+    let tokens = graph.tokens.clone();
+    let mut keeper = Keeper::start(opened.sessions, role, graph.ctx, settings.engine.clone(), Start::Stored)
+        .await
+        .map_err(store_error)?;
+    let proxy = Arc::new(Proxy {
+        handle: keeper.handle.clone(),
+        transport,
+        tokens,
+        secret,
+        body_limit: args.max_body,
+        counts: Counts::default(),
+    });
+    files.write_address(&url)?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {url}")?;
+        out.flush()?;
+    }
+    writeln!(
+        std::io::stderr().lock(),
+        "wbsessions: proxy for {}{}; `eval \"$(wbsessions proxy --print-env)\"` sets a script's environment; Ctrl-C stops",
+        settings.store,
+        if driving { ", keeping its sessions alive" } else { " (another process keeps its sessions alive)" }
+    )?;
+    tracing::info!(%url, store = %settings.store, driving, "proxy started");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::proxy::serve(listener, proxy, async {
+        let _ = stopped.await;
+    }));
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    // The engine's events are not shown here, but they are read: unread, they would pile up.
+    let signal = loop {
+        tokio::select! {
+            signal = &mut signal => break Some(signal),
+            event = keeper.events.recv() => if event.is_none() { break None },
+        }
+    };
+    let _ = stop.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    let _ = std::fs::remove_file(&files.address);
+    keeper.stop().await;
+    match signal {
+        Some(Signal::Interrupt) => Err(super::Interrupted.into()),
+        Some(Signal::Terminate) => Ok(ExitCode::SUCCESS),
+        None => anyhow::bail!("the engine stopped; the proxy stopped with it"),
+    }
+}

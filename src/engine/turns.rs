@@ -1,0 +1,224 @@
+//! Turns on a workbook for calls the engine does not make itself (the proxy's callers): a turn
+//! waits in the workbook's lane like any call, so one workbook never has two calls at once and
+//! a `Retry-After` holds everyone back alike; it is handed out when it may start, and it ends
+//! when its holder says how the call went (or drops it). A call that worked on a tracked session
+//! counts as activity: the session's next refresh moves later (docs/graph.md, "Sessions").
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::dispatch::JobId;
+use super::handle::{EngineError, Reply, Waiter};
+use super::jobs::{Job, Work};
+use super::ops::Report;
+use super::policy::Verdict;
+use super::{Done, Engine};
+use crate::graph::ErrorClass;
+use crate::session::{Action, Outcome, OutcomeKind, SessionId, SessionKey, Status, WorkbookRef};
+
+/// Activity closer together than this on one session is one line of history, not one a call.
+const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
+
+/// Which tracked session a caller's call goes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// The session of this name (it must be on the call's workbook).
+    Named(String),
+    /// The one tracked session on the workbook that is not closed, dead or damaged.
+    OnlyLive,
+    /// None: the caller brought its own session id, or the call needs none.
+    Without,
+}
+
+/// A turn asked for: the workbook the call is on, and the session it goes with.
+#[derive(Debug, Clone)]
+pub struct TurnAsk {
+    pub workbook: WorkbookRef,
+    pub choice: Choice,
+}
+
+/// A turn handed out: the call may go now. Dropping it without `end` ends it as unanswered.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The session chosen: its name and id, to put in the call's header.
+    pub session: Option<(String, SessionId)>,
+    end: mpsc::Sender<Passed>,
+}
+
+impl Turn {
+    /// How the call went; frees the workbook for the next one.
+    pub fn end(self, passed: Passed) {
+        let _ = self.end.try_send(passed);
+    }
+}
+
+/// How a call made in a turn went.
+#[derive(Debug, Clone, Default)]
+pub struct Passed {
+    /// `None`: no answer came (the call could not be made, or was cut off).
+    pub http_status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub latency: Duration,
+    /// Graph's error codes, outermost first, where the answer was an error.
+    pub codes: Vec<String>,
+    /// What a failed answer means, by Microsoft's classification; `None` when it worked.
+    pub class: Option<ErrorClass>,
+}
+
+/// The one live session tracked on `workbook`, or why there is none to choose.
+fn only_live<'a>(
+    mut sessions: impl Iterator<Item = &'a crate::session::TrackedSession>,
+    workbook: &WorkbookRef,
+) -> Result<SessionKey, EngineError> {
+    let usable = |s: &&crate::session::TrackedSession| {
+        &s.workbook == workbook && !matches!(s.status, Status::Closed | Status::Dead | Status::Damaged)
+    };
+    let Some(first) = sessions.by_ref().find(usable) else {
+        return Err(EngineError::NoSession { workbook: workbook.to_string(), names: Vec::new() });
+    };
+    let others: Vec<String> = sessions.filter(usable).map(|s| s.name.clone()).collect();
+    if others.is_empty() {
+        return Ok(first.key);
+    }
+    let mut names = others;
+    names.push(first.name.clone());
+    names.sort();
+    Err(EngineError::NoSession { workbook: workbook.to_string(), names })
+}
+
+impl Engine {
+    /// Queues a turn on the workbook, after choosing its session.
+    pub(super) fn ask_turn(&mut self, ask: TurnAsk, waiter: Waiter) {
+        let key = match &ask.choice {
+            Choice::Without => None,
+            Choice::OnlyLive => match only_live(self.entries.values().map(|e| &*e.session), &ask.workbook) {
+                Ok(key) => Some(key),
+                Err(why) => return waiter.answer(Err(why)),
+            },
+            Choice::Named(name) => {
+                let found = self.entries.values().find(|e| &e.session.name == name).map(|e| &e.session);
+                match found {
+                    None => return waiter.answer(Err(EngineError::NotFound)),
+                    Some(s) if s.workbook != ask.workbook => {
+                        return waiter.answer(Err(EngineError::Refused(format!(
+                            "{name} is on {}, not on {}",
+                            s.workbook, ask.workbook
+                        ))));
+                    }
+                    Some(s) if matches!(s.status, Status::Closed) => {
+                        return waiter.answer(Err(EngineError::Closed { name: name.clone() }));
+                    }
+                    Some(s) if matches!(s.status, Status::Damaged) => {
+                        return waiter.answer(Err(EngineError::Damaged { name: name.clone() }));
+                    }
+                    Some(s) => Some(s.key),
+                }
+            }
+        };
+        self.submit(Job::new(Work::Pass { key, workbook: ask.workbook }, vec![waiter]));
+    }
+
+    /// The turn may start: its holder hears so, and the lane stays taken until it says how the
+    /// call went.
+    pub(super) fn start_turn(&mut self, id: JobId, mut job: Job) {
+        let Work::Pass { key, .. } = &job.work else { return };
+        let key = *key;
+        let session =
+            key.and_then(|k| self.entries.get(&k)).map(|e| (e.session.name.clone(), e.session.session_id.clone()));
+        if key.is_some() && session.is_none() {
+            job.answer(&Err(EngineError::NotFound));
+            self.dispatcher.finish(id, Instant::now(), 0, Verdict::Ok, 0.0);
+            return;
+        }
+        let (end, mut ended) = mpsc::channel(1);
+        let turn = Turn { session, end };
+        job.answer(&Ok(Reply::Turn(turn)));
+        let task = self.tasks.spawn(async move {
+            let passed = ended.recv().await;
+            Done::Passed { id, key, passed }
+        });
+        self.running.insert(task.id(), (Some(id), None));
+    }
+
+    /// A turn is over: the lane is free, a hold or a throttled answer is heeded as for the
+    /// engine's own calls, and a call that worked on a session is activity.
+    pub(super) fn turn_done(&mut self, id: JobId, key: Option<SessionKey>, passed: Option<Passed>) {
+        let now = Instant::now();
+        let passed = passed.unwrap_or_default();
+        let verdict = Verdict::of(passed.class, passed.retry_after, passed.http_status.is_some());
+        if self.dispatcher.finish(id, now, 1, verdict, self.rng.f64()) {
+            self.asked_since_holds = true;
+            self.report_holds();
+        }
+        let worked = passed.http_status.is_some_and(|s| (200..300).contains(&s));
+        let Some(key) = key.filter(|_| worked) else { return };
+        let at = self.ctx.clock.now();
+        let Some(entry) = self.entries.get(&key) else { return };
+        if !recent(entry.session.last_refresh, at) || entry.session.status != Status::Ok {
+            let outcome = Outcome {
+                at,
+                action: Action::Call,
+                kind: OutcomeKind::Ok,
+                latency_ms: u64::try_from(passed.latency.as_millis()).unwrap_or(u64::MAX),
+                http_status: passed.http_status,
+                codes: Vec::new(),
+                request_id: passed.request_id,
+                client_request_id: passed.client_request_id,
+                message: None,
+            };
+            let report = Report { outcomes: vec![outcome], ..Report::default() };
+            self.record(key, &report);
+            if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
+                self.plan_from_state(key);
+            }
+        }
+    }
+}
+
+fn recent(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
+    last.is_some_and(|t| crate::time::until(t, now) < ACTIVITY_EVERY && t <= now)
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Choice::Named(name) => write!(f, "{name}"),
+            Choice::OnlyLive => f.write_str("the only live session"),
+            Choice::Without => f.write_str("no session"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Mode, TrackedSession};
+
+    fn session(name: &str, workbook: &str, status: Status) -> TrackedSession {
+        let workbook = WorkbookRef::parse(workbook).unwrap_or_else(|_| WorkbookRef::unreadable());
+        let id = SessionId::new("id").unwrap_or_else(|_| unreachable!());
+        let mut s = TrackedSession::new(name.into(), workbook, id, Mode::Persistent, Utc::now());
+        s.status = status;
+        s.key = i64::from(name.as_bytes()[0]);
+        s
+    }
+
+    #[test]
+    fn the_only_live_session_is_chosen_and_two_are_named() {
+        let w1 = WorkbookRef::parse("me/drive/items/W1").unwrap_or_else(|_| unreachable!());
+        let one = [session("a", "me/drive/items/W1", Status::Ok), session("b", "me/drive/items/W1", Status::Closed)];
+        assert_eq!(only_live(one.iter(), &w1).ok(), Some(one[0].key));
+        let two = [session("b", "me/drive/items/W1", Status::Ok), session("a", "me/drive/items/W1", Status::Expired)];
+        match only_live(two.iter(), &w1) {
+            Err(EngineError::NoSession { names, .. }) => assert_eq!(names, ["a", "b"]),
+            other => panic!("expected two names, got {other:?}"),
+        }
+        let none = [session("c", "me/drive/items/W2", Status::Ok)];
+        assert!(matches!(only_live(none.iter(), &w1), Err(EngineError::NoSession { names, .. }) if names.is_empty()));
+    }
+}

@@ -1,0 +1,202 @@
+//! `wbsessions proxy` as a script uses it: the real binary between a plain HTTP client and the
+//! simulator, over loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
+
+mod common;
+
+use std::io::BufRead as _;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::*;
+use wbsessions::sim::SimConfig;
+use wbsessions::time::Clock;
+
+/// The token the proxy holds: distinct enough to find in any answer that leaked it.
+const REAL_TOKEN: &str = "real-token-7f3c9a";
+
+struct Running {
+    child: Child,
+    url: String,
+    secret: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_proxy(cli: &Cli) -> Running {
+    let mut child = cli
+        .command(&["proxy", "--listen", "127.0.0.1:0"])
+        .env("WBSESSIONS_TOKEN", REAL_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let url = first.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("first line: {first:?}")).to_string();
+    // What a script's shell gets from `eval "$(wbsessions proxy --print-env)"`.
+    let env = cli.ok(&["proxy", "--print-env"]);
+    let value = |name: &str| {
+        env.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}='"))?.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("{name} in {env}"))
+            .to_string()
+    };
+    assert_eq!(value("WBSESSIONS_GRAPH_URL"), url);
+    Running { child, url, secret: value("WBSESSIONS_PROXY_TOKEN") }
+}
+
+/// A command that calls Graph itself, with the token the simulator takes.
+fn with_token(cli: &Cli, args: &[&str]) {
+    let out = cli.command(args).env("WBSESSIONS_TOKEN", REAL_TOKEN).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn config(latency: Duration) -> SimConfig {
+    SimConfig {
+        token: Some(REAL_TOKEN.into()),
+        latency: Some((latency, latency)),
+        ..sim_config(&[("W1", None), ("W2", None)])
+    }
+}
+
+fn range(base: &str, workbook: &str) -> String {
+    format!("{base}/me/drive/items/{workbook}/workbook/worksheets/Sheet1/range(address='A1')")
+}
+
+#[test]
+fn a_script_writes_and_reads_a_range_with_the_tracked_session_and_never_sees_the_token() {
+    let sim = SimThread::start(config(Duration::ZERO), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    // Non-persistent: what it writes stays in the session, so reading the workbook without it
+    // shows whether the proxy really sent the session's id.
+    with_token(&cli, &["create", "a", "--workbook", "me/drive/items/W1", "--non-persistent"]);
+    let id = cli.ok(&["id", "a", "--any"]).trim().to_string();
+    let proxy = start_proxy(&cli);
+    let http = http();
+    let mut answers = Vec::new();
+    block_on(async {
+        let patched = http
+            .patch(range(&proxy.url, "W1"))
+            .bearer_auth(&proxy.secret)
+            .body(r#"{"values":[[42]]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 200);
+        assert_eq!(patched.headers()["x-wbsessions-session"], "a");
+        answers.push(format!("{:?}", patched.headers()));
+        answers.push(patched.text().await.unwrap());
+        let read = http.get(range(&proxy.url, "W1")).bearer_auth(&proxy.secret).send().await.unwrap();
+        assert_eq!(read.status(), 200);
+        let body: serde_json::Value = read.json().await.unwrap();
+        assert_eq!(body["values"], serde_json::json!([[42]]));
+        // At the simulator: the value is in session `a` and nowhere else.
+        let direct = |session: Option<&str>| {
+            let mut request = http.get(range(&sim.url, "W1")).bearer_auth(REAL_TOKEN);
+            if let Some(id) = session {
+                request = request.header("workbook-session-id", id);
+            }
+            request
+        };
+        let without: serde_json::Value = direct(None).send().await.unwrap().json().await.unwrap();
+        assert_eq!(without["values"], serde_json::json!([[""]]));
+        let with: serde_json::Value = direct(Some(&id)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(with["values"], serde_json::json!([[42]]));
+
+        // Who may not get in, and what does not go through.
+        let url = range(&proxy.url, "W1");
+        let no_secret = http.get(&url).send().await.unwrap();
+        assert_eq!(no_secret.status(), 401);
+        let wrong = http.get(&url).bearer_auth("guess").send().await.unwrap();
+        assert_eq!(wrong.status(), 401);
+        let body: serde_json::Value = wrong.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "InvalidAuthenticationToken", "Graph's error shape");
+        let rebound = http.get(&url).bearer_auth(&proxy.secret).header("host", "evil.example").send().await.unwrap();
+        assert_eq!(rebound.status(), 403);
+        let elsewhere = http.get(format!("{}/me/messages", proxy.url)).bearer_auth(&proxy.secret).send().await.unwrap();
+        assert_eq!(elsewhere.status(), 403);
+        let unknown = http.get(&url).bearer_auth(&proxy.secret).header("x-wbsessions-session", "nobody").send();
+        assert_eq!(unknown.await.unwrap().status(), 404);
+        let untracked = http.get(range(&proxy.url, "W2")).bearer_auth(&proxy.secret).send().await.unwrap();
+        assert_eq!(untracked.status(), 409, "no session is tracked on W2");
+        for answer in [no_secret, rebound, elsewhere, untracked] {
+            answers.push(format!("{:?}", answer.headers()));
+            answers.push(answer.text().await.unwrap());
+        }
+    });
+    for answer in &answers {
+        assert!(!answer.contains(REAL_TOKEN), "the token reached a caller: {answer}");
+    }
+    assert!(!log_text(&cli.home).contains(REAL_TOKEN), "the token is in the log");
+}
+
+#[test]
+fn writes_to_one_workbook_reach_graph_one_after_the_other() {
+    let sim = SimThread::start(config(Duration::from_millis(300)), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    with_token(&cli, &["create", "a", "--workbook", "me/drive/items/W1"]);
+    let id = cli.ok(&["id", "a"]).trim().to_string();
+    let http = http();
+    let patch = |base: &str, bearer: &str, session: Option<&str>| {
+        let mut request = http.patch(range(base, "W1")).bearer_auth(bearer).body(r#"{"values":[[1]]}"#);
+        if let Some(id) = session {
+            request = request.header("workbook-session-id", id);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    // Straight at the simulator, two at once overlap: the check can see it.
+    block_on(async {
+        let (a, b) = tokio::join!(patch(&sim.url, REAL_TOKEN, Some(&id)), patch(&sim.url, REAL_TOKEN, Some(&id)));
+        assert_eq!((a, b), (200, 200));
+    });
+    assert_eq!(sim.sim.stats().overlapping_writes, 1);
+    let proxy = start_proxy(&cli);
+    block_on(async {
+        let (a, b, c) = tokio::join!(
+            patch(&proxy.url, &proxy.secret, None),
+            patch(&proxy.url, &proxy.secret, None),
+            patch(&proxy.url, &proxy.secret, Some(&id)),
+        );
+        assert_eq!((a, b, c), (200, 200, 200));
+    });
+    assert_eq!(sim.sim.stats().overlapping_writes, 1, "the proxy let two writes on W1 overlap");
+}
+
+#[test]
+fn calls_through_the_proxy_keep_the_session_alive_without_refreshes() {
+    // Idle expiry 6 s, refreshed every 3 s when idle; a script calls every second for 8 s.
+    let sim = SimThread::start(
+        SimConfig { persistent_expiry: Duration::from_secs(6), ..config(Duration::ZERO) },
+        Clock::system(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    with_token(&cli, &["create", "a", "--workbook", "me/drive/items/W1", "--interval", "3s"]);
+    let proxy = start_proxy(&cli);
+    let http = http();
+    let before = sim.sim.stats().refreshed;
+    block_on(async {
+        for _ in 0..8 {
+            let read = http.get(range(&proxy.url, "W1")).bearer_auth(&proxy.secret).send().await.unwrap();
+            assert_eq!(read.status(), 200);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    assert_eq!(sim.sim.stats().refreshed, before, "the keeper refreshed a session its caller kept busy");
+    assert_eq!(sim.sim.live_sessions().len(), 1);
+    // The calls are the session's activity, in its history (one line a second at most).
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "a", "--json"])).unwrap();
+    let calls = shown["outcomes"].as_array().unwrap().iter().filter(|o| o["action"] == "call").count();
+    assert!((6..=8).contains(&calls), "{calls} calls in {shown}");
+    // Left alone, the keeper takes over again.
+    wait_for("the keeper's refresh", Duration::from_secs(10), || sim.sim.stats().refreshed > before);
+}
