@@ -193,17 +193,29 @@ pub struct RunArgs {
     /// If another process drives the store, wait for it to go and then drive (for a service manager)
     #[arg(long)]
     pub wait: bool,
+    /// Also serve the local Graph proxy for scripts, on this keeper's engine
+    #[arg(long)]
+    pub proxy: bool,
+    #[command(flatten)]
+    pub proxy_options: ProxyOptions,
 }
 
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
-    /// Where to listen: a loopback address and port (port 0 picks a free one)
-    #[arg(long, value_name = "ADDR", env = "WBSESSIONS_PROXY_LISTEN", default_value = crate::proxy::DEFAULT_LISTEN)]
-    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub serve: ProxyOptions,
     /// Print `export` lines for the running proxy's URL and secret, for `eval`, and exit
     #[arg(long)]
     pub print_env: bool,
-    /// The largest request or answer body one call may carry, in bytes
+}
+
+/// How the proxy serves, wherever it runs (`proxy`, `run --proxy`).
+#[derive(Debug, Clone, Args)]
+pub struct ProxyOptions {
+    /// Where the proxy listens: a loopback address and port (port 0 picks a free one)
+    #[arg(long, value_name = "ADDR", env = "WBSESSIONS_PROXY_LISTEN", default_value = crate::proxy::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// The largest request or answer body one proxied call may carry, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = crate::proxy::DEFAULT_MAX_BODY)]
     pub max_body: u64,
 }

@@ -393,10 +393,10 @@ impl Settings {
                 None => defaults.concurrency,
             },
             request_budget: match file.request_budget {
-                Some(n @ 1..=5000) => n,
+                Some(n @ 1..=1_000_000) => n,
                 Some(_) => {
                     return Err(invalid(
-                        "request_budget must be 1 to 5000 (Graph allows 1500 per 10 s per tenant)".into(),
+                        "request_budget must be 1 to 1000000 (Graph allows 1500 per 10 s per app and tenant)".into(),
                     ));
                 }
                 None => defaults.request_budget,

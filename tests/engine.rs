@@ -827,3 +827,51 @@ async fn a_read_only_store_is_watched_and_changed_by_nothing() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert!(graph.calls().is_empty(), "nothing was sent: {:?}", graph.calls().len());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_turn_holds_its_workbook_and_what_it_found_counts_for_the_session() {
+    use wbsessions::engine::{Choice, Passed, TurnAsk};
+    let clock = Clock::following_tokio(chrono::Utc::now());
+    let mut a = tracked(1, "a", "W0", HOUR, &clock);
+    a.status = Status::Ok;
+    let rig = rig_from(vec![a], settings(), Role::Driver, clock.clone());
+    let workbook = wbsessions::session::WorkbookRef::parse("me/drive/items/W0").unwrap();
+    let turn = |choice: Choice| {
+        let ask = TurnAsk { workbook: workbook.clone(), choice };
+        rig.handle.send(Request::Turn(ask))
+    };
+    let Ok(Reply::Turn(first)) = turn(Choice::OnlyLive).await else { panic!("no turn") };
+    assert_eq!(first.session.as_ref().map(|c| c.name.as_str()), Some("a"));
+    // While it is held, the workbook's next call waits: a refresh asked for now, and a second turn.
+    let refresh = rig.handle.send(Request::Refresh(1));
+    let second = turn(Choice::Without);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(rig.graph.calls_of("refresh").is_empty(), "a refresh ran beside a turn on its workbook");
+    // The call worked: activity for `a`, then the refresh goes.
+    let before = clock.now();
+    first.end(Passed { sent: true, http_status: Some(200), ..Passed::default() });
+    assert!(refresh.await.is_ok());
+    assert_eq!(rig.graph.calls_of("refresh").len(), 1);
+    let history = rig.handle.ask(Request::History(1)).await;
+    let Ok(Reply::History(outcomes)) = history else { panic!("no history") };
+    assert!(outcomes.iter().any(|o| o.action == wbsessions::session::Action::Call && o.at >= before), "{outcomes:?}");
+    // A turn answered 429 holds the workbook for its Retry-After, for everyone.
+    let Ok(Reply::Turn(second)) = second.await else { panic!("no second turn") };
+    let t = Instant::now();
+    second.end(Passed {
+        sent: true,
+        http_status: Some(429),
+        class: Some(wbsessions::graph::ErrorClass::Throttled),
+        retry_after: Some(Duration::from_secs(4)),
+        ..Passed::default()
+    });
+    assert!(rig.handle.ask(Request::Refresh(1)).await.is_ok());
+    let last = rig.graph.calls_of("refresh").last().map(|c| c.at.duration_since(t)).unwrap();
+    assert!(last >= Duration::from_secs(4), "refreshed {last:?} after a 4 s hold");
+    // A turn dropped unused frees the workbook without holding it.
+    let Ok(Reply::Turn(third)) = turn(Choice::Named("a".into())).await else { panic!("no third turn") };
+    drop(third);
+    let Ok(Reply::Turn(_fourth)) = turn(Choice::Without).await else { panic!("the workbook stayed taken") };
+    // Asking for a session that is not there says so by kind.
+    assert!(matches!(turn(Choice::Named("nobody".into())).await, Err(EngineError::NotFound)));
+}

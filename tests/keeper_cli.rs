@@ -214,7 +214,7 @@ fn expired_sessions_are_reported_or_recreated_as_allowed() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("expired"));
 
     let keeper = Keeper::start(&cli, &[]);
-    wait_for("b to get a new id", Duration::from_secs(5), || cli.ok(&["id", "b"]) != old_b);
+    wait_for("b to get a new id", Duration::from_secs(20), || cli.ok(&["id", "b"]) != old_b);
     let shown = json(&cli.ok(&["show", "b", "--json"]));
     assert_eq!(shown["status"], "ok");
     let kinds: Vec<(&str, &str)> = shown["outcomes"]

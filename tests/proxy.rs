@@ -200,3 +200,152 @@ fn calls_through_the_proxy_keep_the_session_alive_without_refreshes() {
     // Left alone, the keeper takes over again.
     wait_for("the keeper's refresh", Duration::from_secs(10), || sim.sim.stats().refreshed > before);
 }
+
+#[test]
+fn a_session_that_expired_under_a_call_is_recreated_and_the_call_sent_again_once() {
+    let sim = SimThread::start(
+        SimConfig {
+            workbooks: vec![("W1".into(), None), ("W2".into(), None), ("W3".into(), None)],
+            ..config(Duration::ZERO)
+        },
+        Clock::system(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    with_token(&cli, &["create", "kept", "--workbook", "me/drive/items/W1", "--recreate"]);
+    with_token(&cli, &["create", "scratch", "--workbook", "me/drive/items/W2", "--recreate", "--non-persistent"]);
+    with_token(&cli, &["create", "plain", "--workbook", "me/drive/items/W3"]);
+    let ids: Vec<String> = ["kept", "scratch", "plain"].iter().map(|n| cli.ok(&["id", n]).trim().to_string()).collect();
+    let proxy = start_proxy(&cli);
+    let http = http();
+    let patch = |workbook: &str, value: i64| {
+        http.patch(range(&proxy.url, workbook))
+            .bearer_auth(&proxy.secret)
+            .body(format!(r#"{{"values":[[{value}]]}}"#))
+            .send()
+    };
+    block_on(async {
+        assert_eq!(patch("W2", 7).await.unwrap().status(), 200);
+        for id in &ids {
+            assert!(sim.sim.drop_session(id), "Graph drops the session");
+        }
+        let writes = sim.sim.stats().range_writes;
+        // Persistent and recreatable: a new session, and the call goes again on it, once.
+        let kept = patch("W1", 42).await.unwrap();
+        assert_eq!(kept.status(), 200);
+        assert_eq!(kept.headers()["x-wbsessions-session-state"], "recreated");
+        assert_eq!(sim.sim.stats().range_writes, writes + 1);
+        let read: serde_json::Value =
+            http.get(range(&proxy.url, "W1")).bearer_auth(&proxy.secret).send().await.unwrap().json().await.unwrap();
+        assert_eq!(read["values"], serde_json::json!([[42]]));
+        // Non-persistent: recreated, but what was done in the lost session is gone, and the
+        // caller is told so rather than have the call sent where its earlier work is missing.
+        let scratch = patch("W2", 8).await.unwrap();
+        assert_eq!(scratch.status(), 404);
+        assert_eq!(scratch.headers()["x-wbsessions-session-state"], "recreated-changes-lost");
+        let body: serde_json::Value = scratch.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains("changes made in the expired session are gone"));
+        assert_eq!(sim.sim.stats().range_writes, writes + 1, "nothing was sent again for the non-persistent session");
+        // Not allowed to be recreated: the error, and the session stays expired.
+        let plain = patch("W3", 9).await.unwrap();
+        assert_eq!(plain.status(), 404);
+        assert_eq!(plain.headers()["x-wbsessions-session-state"], "expired");
+    });
+    assert_ne!(cli.ok(&["id", "kept"]).trim(), ids[0]);
+    assert_ne!(cli.ok(&["id", "scratch"]).trim(), ids[1]);
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "kept", "--json"])).unwrap();
+    let history: Vec<(String, String)> = shown["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["action"].as_str().unwrap().to_string(), o["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert!(history.contains(&("call".into(), "expired".into())), "{history:?}");
+    assert_eq!(history.iter().filter(|(a, s)| a == "create" && s == "ok").count(), 2, "{history:?}");
+    // Written as the answer goes back: there within moments.
+    wait_for("plain shown expired", Duration::from_secs(5), || {
+        let plain: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "plain", "--json"])).unwrap();
+        plain["status"] == "expired"
+    });
+}
+
+#[test]
+fn a_batch_goes_through_with_each_workbook_call_given_its_session() {
+    let sim = SimThread::start(config(Duration::ZERO), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    with_token(&cli, &["create", "a", "--workbook", "me/drive/items/W1", "--non-persistent"]);
+    with_token(&cli, &["create", "b", "--workbook", "me/drive/items/W2", "--non-persistent"]);
+    let id_a = cli.ok(&["id", "a"]).trim().to_string();
+    let proxy = start_proxy(&cli);
+    let http = http();
+    let batch = |body: serde_json::Value| {
+        http.post(format!("{}/$batch", proxy.url)).bearer_auth(&proxy.secret).json(&body).send()
+    };
+    block_on(async {
+        let answer = batch(serde_json::json!({ "requests": [
+            { "id": "1", "method": "PATCH", "url": "/me/drive/items/W1/workbook/worksheets/Sheet1/range(address='A1')",
+              "headers": { "content-type": "application/json" }, "body": { "values": [[5]] } },
+            { "id": "2", "method": "GET", "url": "me/drive/items/W2/workbook/worksheets/Sheet1/range(address='A1')" },
+        ]}))
+        .await
+        .unwrap();
+        assert_eq!(answer.status(), 200);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        let statuses: Vec<u64> =
+            body["responses"].as_array().unwrap().iter().map(|r| r["status"].as_u64().unwrap()).collect();
+        assert_eq!(statuses, [200, 200], "{body}");
+        // The write went to session `a`: the workbook itself has nothing.
+        let read = |session: Option<&str>| {
+            let mut request = http.get(range(&sim.url, "W1")).bearer_auth(REAL_TOKEN);
+            if let Some(id) = session {
+                request = request.header("workbook-session-id", id);
+            }
+            async move { request.send().await.unwrap().json::<serde_json::Value>().await.unwrap()["values"].clone() }
+        };
+        assert_eq!(read(Some(&id_a)).await, serde_json::json!([[5]]));
+        assert_eq!(read(None).await, serde_json::json!([[""]]));
+        // One request that is not a workbook call refuses the whole batch.
+        let refused = batch(serde_json::json!({ "requests": [
+            { "id": "1", "method": "GET", "url": "/me/drive/items/W1/workbook/worksheets" },
+            { "id": "2", "method": "GET", "url": "/me/messages" },
+        ]}))
+        .await
+        .unwrap();
+        assert_eq!(refused.status(), 403);
+        assert!(refused.text().await.unwrap().contains("request 2"));
+    });
+    assert_eq!(sim.sim.stats().batches, 1, "the refused batch never reached Graph");
+}
+
+#[test]
+fn run_serves_the_proxy_on_its_own_engine() {
+    let sim = SimThread::start(config(Duration::ZERO), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    with_token(&cli, &["create", "a", "--workbook", "me/drive/items/W1"]);
+    let mut run = cli
+        .command(&["run", "--proxy", "--listen", "127.0.0.1:0"])
+        .env("WBSESSIONS_TOKEN", REAL_TOKEN)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(run.stderr.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| l.strip_prefix("wbsessions: proxy listening on ").map(str::to_string))
+        .expect("run says where its proxy listens");
+    let env = cli.ok(&["proxy", "--print-env"]);
+    assert!(env.contains(&url), "{env}");
+    let secret =
+        env.lines().find_map(|l| l.strip_prefix("export WBSESSIONS_PROXY_TOKEN='")?.strip_suffix('\'')).unwrap();
+    let status = block_on(async { http().get(range(&url, "W1")).bearer_auth(secret).send().await.unwrap().status() });
+    assert_eq!(status, 200);
+    sigterm(&run);
+    assert!(run.wait().unwrap().success());
+    // Stopped, it no longer says where it was.
+    assert!(cli.output(&["proxy", "--print-env"]).status.code() == Some(1));
+}

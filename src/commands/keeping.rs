@@ -11,7 +11,7 @@ use super::bad_input;
 use super::front::{GraphSetup, Progress, conclude, explain, graph_setup, one_shot, open_store, store_error};
 use super::output::{Times, count, describe, names_line, outcome_json, outcome_line, session_json};
 use super::shutdown_signal;
-use crate::cli::{AddArgs, CreateArgs, EditArgs, RefreshArgs, SessionOptions};
+use crate::cli::{AddArgs, CreateArgs, EditArgs, RefreshArgs, RunArgs, SessionOptions};
 use crate::config::Settings;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::engine::{Answer, EngineError, Event, JobKind, Reply, Request};
@@ -294,8 +294,11 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
 }
 
 /// The headless keeper: every session kept alive until SIGINT or SIGTERM, one line per outcome.
-pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
+pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
     let as_json = settings.json;
+    let wait = args.wait;
+    // Where the proxy would listen is checked before anything starts.
+    let listener = if args.proxy { Some(super::proxy::bind(&args.proxy_options).await?) } else { None };
     let opened = open_store(settings)?;
     let lease = match opened.role.acquire() {
         Ok(lease) => lease,
@@ -327,6 +330,7 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
     };
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
+    let tokens = graph.tokens.clone();
     for line in super::front::unfinished_creations(&*opened.sessions, times(settings)).await {
         writeln!(std::io::stderr().lock(), "wbsessions: {line}")?;
     }
@@ -358,6 +362,15 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
     )
     .await
     .map_err(store_error)?;
+    let serving = match listener {
+        Some(listener) => {
+            let serving =
+                super::proxy::serve_on(settings, &args.proxy_options, listener, keeper.handle.clone(), tokens)?;
+            writeln!(std::io::stderr().lock(), "wbsessions: proxy listening on {}", serving.url)?;
+            Some(serving)
+        }
+        None => None,
+    };
     let times = times(settings);
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -430,6 +443,9 @@ pub async fn run(settings: &Settings, wait: bool) -> Result<ExitCode> {
         }
     }
     drop(out);
+    if let Some(serving) = serving {
+        serving.stop().await;
+    }
     keeper.stop().await;
     tracing::info!(output_closed, "keeper stopped");
     Ok(if output_closed {

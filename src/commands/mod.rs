@@ -172,7 +172,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Recreate(args) => keeping::recreate(&settings, &args.names).await,
             Command::Exec(args) => scripts::exec(&settings, args).await,
             Command::Import(args) => import::import(&settings, args).await,
-            Command::Run(args) => keeping::run(&settings, args.wait).await,
+            Command::Run(args) => keeping::run(&settings, args).await,
             Command::Proxy(args) => proxy::proxy(&settings, args).await,
             Command::Login(args) => signin::login(&settings, args).await,
             Command::Logout => signin::logout(&settings),

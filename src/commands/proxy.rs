@@ -11,8 +11,10 @@ use anyhow::{Context as _, Result};
 
 use super::front::{graph_setup, open_store, store_error};
 use super::{Signal, bad_input, shutdown_signal};
-use crate::cli::ProxyArgs;
+use crate::auth::Tokens;
+use crate::cli::{ProxyArgs, ProxyOptions};
 use crate::config::Settings;
+use crate::engine::Handle;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::graph::Transport;
 use crate::proxy::{Counts, Proxy};
@@ -126,17 +128,65 @@ fn print_env(files: &ProxyFiles) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
-    let files = ProxyFiles::of(settings);
-    if args.print_env {
-        return print_env(&files);
+/// The proxy serving on an engine: its URL, and how to stop it.
+pub(crate) struct Serving {
+    pub url: String,
+    files: ProxyFiles,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Serving {
+    /// Stops taking calls, lets those under way finish (a few seconds at most), and forgets the
+    /// address.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        let _ = std::fs::remove_file(&self.files.address);
     }
-    let listen: SocketAddr = args.listen;
+}
+
+/// Checks where the proxy would listen before anything else starts: a bad address is bad input.
+pub(crate) async fn bind(options: &ProxyOptions) -> Result<tokio::net::TcpListener> {
+    let listen: SocketAddr = options.listen;
     if !listen.ip().is_loopback() {
         return Err(bad_input(format!(
             "the proxy listens on loopback only (127.0.0.1, ::1); {listen} is not: anyone who can reach it could use your sign-in"
         )));
     }
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| bad_input(format!("cannot listen on {listen}: {e} (`--listen 127.0.0.1:0` picks a free port)")))
+}
+
+/// Serves the proxy on `listener` for the engine behind `handle`.
+pub(crate) fn serve_on(
+    settings: &Settings,
+    options: &ProxyOptions,
+    listener: tokio::net::TcpListener,
+    handle: Handle,
+    tokens: Tokens,
+) -> Result<Serving> {
+    let files = ProxyFiles::of(settings);
+    let transport = Transport::new(&settings.graph_url, settings.engine.request_timeout).map_err(bad_input)?;
+    let secret = files.secret()?;
+    let url = crate::proxy::base_url(listener.local_addr()?);
+    let counts = Arc::new(Counts::default());
+    let proxy = Arc::new(Proxy { handle, transport, tokens, secret, body_limit: options.max_body, counts });
+    files.write_address(&url)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(crate::proxy::serve(listener, proxy, async {
+        let _ = stopped.await;
+    }));
+    tracing::info!(%url, store = %settings.store, "proxy started");
+    Ok(Serving { url, files, stop, task })
+}
+
+pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
+    if args.print_env {
+        return print_env(&ProxyFiles::of(settings));
+    }
+    let listener = bind(&args.serve).await?;
     let opened = open_store(settings)?;
     let role = match opened.role.acquire() {
         Ok(lease) => KeeperRole::Drive { lease, role: opened.role.clone() },
@@ -147,29 +197,14 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
     let driving = matches!(role, KeeperRole::Drive { .. });
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
-    let transport = Transport::new(&settings.graph_url, settings.engine.request_timeout).map_err(bad_input)?;
-    let secret = files.secret()?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| bad_input(format!("cannot listen on {listen}: {e} (`--listen 127.0.0.1:0` picks a free port)")))?;
-    let addr = listener.local_addr()?;
-    let url = crate::proxy::base_url(addr);
     let tokens = graph.tokens.clone();
     let mut keeper = Keeper::start(opened.sessions, role, graph.ctx, settings.engine.clone(), Start::Stored)
         .await
         .map_err(store_error)?;
-    let proxy = Arc::new(Proxy {
-        handle: keeper.handle.clone(),
-        transport,
-        tokens,
-        secret,
-        body_limit: args.max_body,
-        counts: Counts::default(),
-    });
-    files.write_address(&url)?;
+    let serving = serve_on(settings, &args.serve, listener, keeper.handle.clone(), tokens)?;
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {url}")?;
+        writeln!(out, "listening on {}", serving.url)?;
         out.flush()?;
     }
     writeln!(
@@ -178,11 +213,6 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
         settings.store,
         if driving { ", keeping its sessions alive" } else { " (another process keeps its sessions alive)" }
     )?;
-    tracing::info!(%url, store = %settings.store, driving, "proxy started");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::proxy::serve(listener, proxy, async {
-        let _ = stopped.await;
-    }));
     let signal = shutdown_signal();
     tokio::pin!(signal);
     // The engine's events are not shown here, but they are read: unread, they would pile up.
@@ -192,9 +222,7 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
             event = keeper.events.recv() => if event.is_none() { break None },
         }
     };
-    let _ = stop.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
-    let _ = std::fs::remove_file(&files.address);
+    serving.stop().await;
     keeper.stop().await;
     match signal {
         Some(Signal::Interrupt) => Err(super::Interrupted.into()),

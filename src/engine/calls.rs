@@ -197,7 +197,7 @@ impl Engine {
         // the session's row, the next start can say which name may have a session open.
         let creating = match &job.work {
             Work::Create(new) => Some((new.name.clone(), new.workbook.clone())),
-            Work::Recreate { key } => {
+            Work::Recreate { key, .. } => {
                 self.entries.get(key).map(|e| (e.session.name.clone(), e.session.workbook.clone()))
             }
             _ => None,
@@ -409,7 +409,7 @@ impl Engine {
             return;
         }
         match &job.work {
-            Work::Refresh { key, .. } | Work::Close { key } | Work::Recreate { key } => {
+            Work::Refresh { key, .. } | Work::Close { key } | Work::Recreate { key, .. } => {
                 let key = *key;
                 self.session_call_done(key, job, report)
             }
@@ -631,7 +631,7 @@ impl Engine {
         // whoever asked for the refresh hears how the recreation went.
         if refresh && class == Some(ErrorClass::Expired) && session.recreate && !closing {
             tracing::info!(session = %session.name, "session expired; creating a new one as allowed");
-            let mut recreate = Job::keepers(Work::Recreate { key });
+            let mut recreate = Job::keepers(Work::Recreate { key, expired: None });
             recreate.waiters = std::mem::take(&mut job.waiters);
             self.submit(recreate);
             self.run_parked(key);

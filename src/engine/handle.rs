@@ -36,6 +36,12 @@ pub enum Request {
     Remove(SessionKey),
     /// A new session on the same workbook, replacing the id.
     Recreate(SessionKey),
+    /// A new session, unless the id `expired` was replaced already (then the session as it is):
+    /// for a caller who found the session expired and wants a live one.
+    RecreateExpired {
+        key: SessionKey,
+        expired: SessionId,
+    },
     /// The stored outcomes of a session, newest first.
     History(SessionKey),
     /// The store's recent failed calls, whichever process met them.
@@ -58,7 +64,7 @@ impl Request {
             Request::PauseAll(_) => JobKind::Pause,
             Request::Close(_) => JobKind::Close,
             Request::Remove(_) => JobKind::Remove,
-            Request::Recreate(_) => JobKind::Recreate,
+            Request::Recreate(_) | Request::RecreateExpired { .. } => JobKind::Recreate,
             Request::History(_) | Request::Problems => JobKind::History,
             Request::SignIn | Request::CancelSignIn => JobKind::SignIn,
             Request::Turn(_) => JobKind::Pass,
@@ -74,6 +80,7 @@ impl Request {
             | Request::Close(key)
             | Request::Remove(key)
             | Request::Recreate(key)
+            | Request::RecreateExpired { key, .. }
             | Request::History(key) => Some(*key),
             _ => None,
         }

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::handle::{Answer, EngineError, Waiter, answer_all};
 use super::messages::JobKind;
 use super::policy::MANUAL_RETRIES;
-use crate::session::{NewSession, SessionKey, SettingsChange, Status, TrackedSession, WorkbookRef};
+use crate::session::{NewSession, SessionId, SessionKey, SettingsChange, Status, TrackedSession, WorkbookRef};
 use crate::store::{IntentId, StoreError};
 
 /// Kinds of calls queued for a session, so that a second ask joins the first.
@@ -83,6 +83,9 @@ pub(super) enum Work {
     },
     Recreate {
         key: SessionKey,
+        /// Only if the session still has this id: it expired under someone, who wants a live
+        /// one, not a second new one when another asker's recreation got there first.
+        expired: Option<SessionId>,
     },
     Create(NewSession),
     /// Tracking a by-path workbook: it is resolved first.
@@ -113,7 +116,7 @@ impl Job {
 
     pub(super) fn key(&self) -> Option<SessionKey> {
         match &self.work {
-            Work::Refresh { key, .. } | Work::Close { key } | Work::Recreate { key } => Some(*key),
+            Work::Refresh { key, .. } | Work::Close { key } | Work::Recreate { key, .. } => Some(*key),
             _ => None,
         }
     }
@@ -212,6 +215,11 @@ pub(super) fn accept(entries: &mut HashMap<SessionKey, Entry>, auto_allowed: boo
         }
         // Closing twice asks Graph nothing: the end wished for is there already.
         Work::Close { .. } if session.status == Status::Closed => {
+            job.answer(&Ok(super::handle::Reply::Session(session.clone())));
+            false
+        }
+        // Replaced already since it expired under the asker: that is what they wanted.
+        Work::Recreate { expired: Some(stale), .. } if *stale != session.session_id && job.asked() => {
             job.answer(&Ok(super::handle::Reply::Session(session.clone())));
             false
         }

@@ -49,7 +49,7 @@ use policy::{FailureRate, Verdict};
 use schedule::{GapWatch, Schedule};
 pub use settings::EngineSettings;
 use takeover::Takeover;
-pub use turns::{Choice, Passed, Turn, TurnAsk};
+pub use turns::{Choice, Chosen, Passed, Turn, TurnAsk};
 
 pub(crate) use crate::store::KEPT_OUTCOMES;
 

@@ -40,7 +40,10 @@ impl Engine {
         match request {
             Request::Refresh(key) => self.ask_call(Work::Refresh { key, due: None }, waiter),
             Request::Close(key) => self.ask_call(Work::Close { key }, waiter),
-            Request::Recreate(key) => self.ask_call(Work::Recreate { key }, waiter),
+            Request::Recreate(key) => self.ask_call(Work::Recreate { key, expired: None }, waiter),
+            Request::RecreateExpired { key, expired } => {
+                self.ask_call(Work::Recreate { key, expired: Some(expired) }, waiter)
+            }
             Request::Create(new) => match check_new(&new) {
                 Err(why) => waiter.answer(Err(why)),
                 Ok(()) => self.submit(Job::new(Work::Create(new), vec![waiter])),

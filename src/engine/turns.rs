@@ -17,7 +17,7 @@ use super::ops::Report;
 use super::policy::Verdict;
 use super::{Done, Engine};
 use crate::graph::ErrorClass;
-use crate::session::{Action, Outcome, OutcomeKind, SessionId, SessionKey, Status, WorkbookRef};
+use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, SessionKey, Status, WorkbookRef};
 
 /// Activity closer together than this on one session is one line of history, not one a call.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
@@ -43,9 +43,20 @@ pub struct TurnAsk {
 /// A turn handed out: the call may go now. Dropping it without `end` ends it as unanswered.
 #[derive(Debug, Clone)]
 pub struct Turn {
-    /// The session chosen: its name and id, to put in the call's header.
-    pub session: Option<(String, SessionId)>,
+    /// The session chosen, to put in the call's header.
+    pub session: Option<Chosen>,
     end: mpsc::Sender<Passed>,
+}
+
+/// The session a turn goes with, as it is when the turn starts.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub key: SessionKey,
+    pub name: String,
+    pub id: SessionId,
+    pub mode: Mode,
+    /// It may be recreated when it expires.
+    pub recreate: bool,
 }
 
 impl Turn {
@@ -58,6 +69,8 @@ impl Turn {
 /// How a call made in a turn went.
 #[derive(Debug, Clone, Default)]
 pub struct Passed {
+    /// Whether it went to Graph at all: a turn given back unused says nothing of the workbook.
+    pub sent: bool,
     /// `None`: no answer came (the call could not be made, or was cut off).
     pub http_status: Option<u16>,
     pub retry_after: Option<Duration>,
@@ -128,8 +141,13 @@ impl Engine {
     pub(super) fn start_turn(&mut self, id: JobId, mut job: Job) {
         let Work::Pass { key, .. } = &job.work else { return };
         let key = *key;
-        let session =
-            key.and_then(|k| self.entries.get(&k)).map(|e| (e.session.name.clone(), e.session.session_id.clone()));
+        let session = key.and_then(|k| self.entries.get(&k)).map(|e| Chosen {
+            key: e.session.key,
+            name: e.session.name.clone(),
+            id: e.session.session_id.clone(),
+            mode: e.session.mode,
+            recreate: e.session.recreate,
+        });
         if key.is_some() && session.is_none() {
             job.answer(&Err(EngineError::NotFound));
             self.dispatcher.finish(id, Instant::now(), 0, Verdict::Ok, 0.0);
@@ -146,36 +164,49 @@ impl Engine {
     }
 
     /// A turn is over: the lane is free, a hold or a throttled answer is heeded as for the
-    /// engine's own calls, and a call that worked on a session is activity.
+    /// engine's own calls, a call that worked on a session is activity, and one that found the
+    /// session expired or dead says so of it.
     pub(super) fn turn_done(&mut self, id: JobId, key: Option<SessionKey>, passed: Option<Passed>) {
         let now = Instant::now();
         let passed = passed.unwrap_or_default();
-        let verdict = Verdict::of(passed.class, passed.retry_after, passed.http_status.is_some());
-        if self.dispatcher.finish(id, now, 1, verdict, self.rng.f64()) {
+        let (verdict, requests) = if passed.sent {
+            (Verdict::of(passed.class, passed.retry_after, passed.http_status.is_some()), 1)
+        } else {
+            (Verdict::Other, 0)
+        };
+        if self.dispatcher.finish(id, now, requests, verdict, self.rng.f64()) {
             self.asked_since_holds = true;
             self.report_holds();
         }
         let worked = passed.http_status.is_some_and(|s| (200..300).contains(&s));
-        let Some(key) = key.filter(|_| worked) else { return };
+        let kind = match passed.class {
+            None if worked => OutcomeKind::Ok,
+            Some(ErrorClass::Expired) => OutcomeKind::Expired,
+            Some(ErrorClass::Dead) => OutcomeKind::Dead,
+            // The caller's own mistakes and Graph's passing troubles say nothing of the session.
+            _ => return,
+        };
+        let Some(key) = key else { return };
         let at = self.ctx.clock.now();
         let Some(entry) = self.entries.get(&key) else { return };
-        if !recent(entry.session.last_refresh, at) || entry.session.status != Status::Ok {
-            let outcome = Outcome {
-                at,
-                action: Action::Call,
-                kind: OutcomeKind::Ok,
-                latency_ms: u64::try_from(passed.latency.as_millis()).unwrap_or(u64::MAX),
-                http_status: passed.http_status,
-                codes: Vec::new(),
-                request_id: passed.request_id,
-                client_request_id: passed.client_request_id,
-                message: None,
-            };
-            let report = Report { outcomes: vec![outcome], ..Report::default() };
-            self.record(key, &report);
-            if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
-                self.plan_from_state(key);
-            }
+        if kind == OutcomeKind::Ok && recent(entry.session.last_refresh, at) && entry.session.status == Status::Ok {
+            return;
+        }
+        let outcome = Outcome {
+            at,
+            action: Action::Call,
+            kind,
+            latency_ms: u64::try_from(passed.latency.as_millis()).unwrap_or(u64::MAX),
+            http_status: passed.http_status,
+            codes: passed.codes,
+            request_id: passed.request_id,
+            client_request_id: passed.client_request_id,
+            message: None,
+        };
+        let report = Report { outcomes: vec![outcome], ..Report::default() };
+        self.record(key, &report);
+        if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
+            self.plan_from_state(key);
         }
     }
 }
@@ -197,7 +228,7 @@ impl std::fmt::Display for Choice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{Mode, TrackedSession};
+    use crate::session::TrackedSession;
 
     fn session(name: &str, workbook: &str, status: Status) -> TrackedSession {
         let workbook = WorkbookRef::parse(workbook).unwrap_or_else(|_| WorkbookRef::unreadable());

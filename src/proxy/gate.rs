@@ -55,7 +55,8 @@ pub enum Refusal {
         "only drive-item and workbook calls are forwarded (…/items/{{id}}… or …/root:/path:/workbook/…); {0} is neither"
     )]
     NotWorkbook(String),
-    #[error("$batch is not forwarded yet; send its requests one by one")]
+    /// `$batch`: forwarded when each of its requests would be (`POST` only).
+    #[error("$batch takes POST only")]
     Batch,
 }
 

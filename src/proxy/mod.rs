@@ -5,6 +5,7 @@
 //! token, and streams the call to Graph and the answer back. The token never reaches a caller.
 //! docs/graph.md, "The proxy", has the rules this follows.
 
+mod batch;
 pub mod gate;
 
 use std::net::SocketAddr;
@@ -23,14 +24,22 @@ use tokio::net::TcpListener;
 
 use self::gate::{CallKind, GRAPH_SESSION_HEADER, SESSION_HEADER};
 use crate::auth::Tokens;
-use crate::engine::{Choice, EngineError, Handle, Passed, Reply, Turn, TurnAsk};
-use crate::graph::{CallKind as GraphCall, ErrorBody, Forward, ForwardError, Transport, classify, parse_retry_after};
+use crate::engine::{Choice, Chosen, EngineError, Handle, Passed, Reply, Turn, TurnAsk};
+use crate::graph::{
+    CallKind as GraphCall, ErrorBody, ErrorClass, Forward, ForwardError, Transport, classify, parse_retry_after,
+};
+use crate::session::Mode;
 
 /// Where the proxy listens unless told otherwise: a port of its own, clear of the usual
 /// development servers (8000, 8001, 8080) and of Graph tools (8897).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8733";
 /// The most of one call's body (either way) that passes, unless `--max-body` says otherwise.
 pub const DEFAULT_MAX_BODY: u64 = 100 * 1024 * 1024;
+/// A caller's body up to this size is kept, so that the call can be sent again on a recreated
+/// session; a larger one streams through once.
+const REPLAY_BODY: usize = 1024 * 1024;
+/// Says what became of the session when it had expired under the call.
+pub const SESSION_STATE_HEADER: &str = "x-wbsessions-session-state";
 /// Error answers are read whole (up to this) to learn what they mean before they are passed on.
 const ERROR_BODY_READ: usize = 64 * 1024;
 
@@ -43,7 +52,7 @@ pub struct Proxy {
     pub secret: String,
     /// The most of a caller's request body, and of Graph's answer, that passes.
     pub body_limit: u64,
-    pub counts: Counts,
+    pub counts: Arc<Counts>,
 }
 
 /// What the proxy has done, for a front end to show.
@@ -108,6 +117,14 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     }
     let target = match gate::target(parts.uri.path()) {
         Ok(target) => target,
+        Err(gate::Refusal::Batch) if parts.method == axum::http::Method::POST => {
+            let answer = batch::pass(&proxy, &parts, body, &path_and_query, started).await;
+            proxy.counts.calls.fetch_add(1, Ordering::Relaxed);
+            if !answer.status().is_success() {
+                proxy.counts.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            return answer;
+        }
         Err(why) => return refuse(StatusCode::FORBIDDEN, "notForwarded", &why.to_string()),
     };
     let own_session = parts.headers.contains_key(GRAPH_SESSION_HEADER);
@@ -117,26 +134,177 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         (CallKind::Workbook, false, None) => Choice::OnlyLive,
         _ => Choice::Without,
     };
-    let ask = TurnAsk { workbook: target.workbook.clone(), choice };
-    let turn = match proxy.handle.ask(crate::engine::Request::Turn(ask)).await {
-        Ok(Reply::Turn(turn)) => turn,
-        Ok(_) => return refuse(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "the engine answered out of turn"),
-        Err(why) => return refused_by_engine(&proxy, &parts.method, &shown, &why, named),
+    // A call the proxy gives a session may have to go again on a new one: its body is kept
+    // when it is small enough to send twice.
+    let (kept, streamed) = if choice != Choice::Without && replayable(&parts.headers) {
+        match axum::body::to_bytes(body, REPLAY_BODY).await {
+            Ok(bytes) => (Some(bytes), None),
+            Err(_) => {
+                return refuse(StatusCode::BAD_REQUEST, "invalidRequest", "the request body could not be read whole");
+            }
+        }
+    } else {
+        (None, Some(body))
     };
-    let session_name = turn.session.as_ref().map(|(name, _)| name.clone());
-    let answer = forward(&proxy, parts, body, path_and_query, turn, started).await;
-    let status = answer.status();
+    let first_body = match (&kept, streamed) {
+        (Some(bytes), _) => Body::from(bytes.clone()),
+        (None, Some(body)) => body,
+        (None, None) => Body::empty(),
+    };
+    let call = Call { proxy: &proxy, parts: &parts, path_and_query: &path_and_query, started };
+    let ask = TurnAsk { workbook: target.workbook.clone(), choice };
+    let answer = match call.attempt(ask.clone(), first_body).await {
+        Attempt::Answered(answer) => answer,
+        Attempt::Expired { chosen, failed } => call.after_expiry(chosen, failed, kept, ask.workbook).await,
+    };
     proxy.counts.calls.fetch_add(1, Ordering::Relaxed);
+    let status = answer.status();
     if status.is_client_error() || status.is_server_error() {
         proxy.counts.errors.fetch_add(1, Ordering::Relaxed);
-    }
-    let mut answer = answer;
-    if let Some(name) = session_name.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
-        answer.headers_mut().insert(HeaderName::from_static(SESSION_HEADER), name);
     }
     answer
 }
 
+/// Whether a request's body is small enough to keep for a second sending.
+fn replayable(headers: &HeaderMap) -> bool {
+    let declared = header(headers, "content-length").and_then(|v| v.trim().parse::<usize>().ok());
+    match declared {
+        Some(length) => length <= REPLAY_BODY,
+        // No length and not chunked: no body at all.
+        None => !headers.contains_key(axum::http::header::TRANSFER_ENCODING),
+    }
+}
+
+/// How one sending of a call ended.
+enum Attempt {
+    /// The answer to give the caller (Graph's, or the proxy's refusal).
+    Answered(Response),
+    /// The session the proxy gave the call had expired: Graph's answer, read whole.
+    Expired { chosen: Chosen, failed: Failed },
+}
+
+/// An error answer read whole.
+struct Failed {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+}
+
+impl Failed {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+
+    /// The same error, with a word of what became of the caller's work: Graph's libraries show
+    /// the message, so it is said there as well as in a header.
+    fn saying(mut self, header_value: &str, note: &str) -> Response {
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body)
+            && let Some(error) = value.get_mut("error").and_then(serde_json::Value::as_object_mut)
+        {
+            let message = error.get("message").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+            error.insert("message".into(), json!(format!("{message} (wbsessions proxy: {note})")));
+            if let Ok(body) = serde_json::to_vec(&value) {
+                self.body = body.into();
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(header_value) {
+            self.headers.insert(HeaderName::from_static(SESSION_STATE_HEADER), value);
+        }
+        self.into_response()
+    }
+}
+
+/// One caller's call, sent once or (after its session was recreated) twice.
+struct Call<'a> {
+    proxy: &'a Proxy,
+    parts: &'a axum::http::request::Parts,
+    path_and_query: &'a str,
+    started: Instant,
+}
+
+impl Call<'_> {
+    /// Takes a turn on the workbook and sends the call in it.
+    async fn attempt(&self, ask: TurnAsk, body: Body) -> Attempt {
+        let named = match &ask.choice {
+            Choice::Named(name) => Some(name.clone()),
+            _ => None,
+        };
+        let turn = match self.proxy.handle.ask(crate::engine::Request::Turn(ask)).await {
+            Ok(Reply::Turn(turn)) => turn,
+            Ok(_) => {
+                let answer =
+                    error(StatusCode::INTERNAL_SERVER_ERROR, "internalError", "the engine answered out of turn");
+                return Attempt::Answered(answer);
+            }
+            Err(why) => {
+                let shown = gate::loggable(self.path_and_query);
+                return Attempt::Answered(refused_by_engine(
+                    self.proxy,
+                    &self.parts.method,
+                    &shown,
+                    &why,
+                    named.as_deref(),
+                ));
+            }
+        };
+        let chosen = turn.session.clone();
+        let mut attempt = forward(self.proxy, self.parts, body, self.path_and_query, turn, self.started).await;
+        if let (Attempt::Answered(answer), Some(chosen)) = (&mut attempt, &chosen)
+            && let Ok(name) = HeaderValue::from_str(&chosen.name)
+        {
+            answer.headers_mut().insert(HeaderName::from_static(SESSION_HEADER), name);
+        }
+        attempt
+    }
+
+    /// The session the call went with had expired. If it may be recreated, it is (once, however
+    /// many callers found it so); a persistent session's call is then sent again, once, on the
+    /// new session (the workbook kept what was done before). A non-persistent session's changes
+    /// went with it: the caller hears the original error, and that they are gone.
+    async fn after_expiry(
+        &self,
+        chosen: Chosen,
+        failed: Failed,
+        kept: Option<bytes::Bytes>,
+        workbook: crate::session::WorkbookRef,
+    ) -> Response {
+        let name = chosen.name.clone();
+        if !chosen.recreate {
+            let note =
+                format!("{name} expired and may not be recreated (`wbsessions edit {name} --recreate` allows it)");
+            return failed.saying("expired", &note);
+        }
+        let request = crate::engine::Request::RecreateExpired { key: chosen.key, expired: chosen.id.clone() };
+        if let Err(why) = self.proxy.handle.ask(request).await {
+            tracing::warn!(session = %name, error = %why, "a session that expired under a proxied call could not be recreated");
+            return failed.saying("expired", &format!("{name} expired and could not be recreated: {why}"));
+        }
+        tracing::info!(session = %name, "a session expired under a proxied call and was recreated");
+        match (chosen.mode, kept) {
+            (Mode::NonPersistent, _) => failed.saying(
+                "recreated-changes-lost",
+                &format!("{name} had expired and was recreated; the changes made in the expired session are gone"),
+            ),
+            (Mode::Persistent, None) => failed.saying(
+                "recreated-not-replayed",
+                &format!("{name} had expired and was recreated; this call was too large to keep, so it was not sent again: send it again"),
+            ),
+            (Mode::Persistent, Some(bytes)) => {
+                let ask = TurnAsk { workbook, choice: Choice::Named(name.clone()) };
+                let mut answer = match self.attempt(ask, Body::from(bytes)).await {
+                    Attempt::Answered(answer) => answer,
+                    // Nothing is sent a third time.
+                    Attempt::Expired { failed, .. } => failed.into_response(),
+                };
+                answer.headers_mut().insert(HeaderName::from_static(SESSION_STATE_HEADER), HeaderValue::from_static("recreated"));
+                answer
+            }
+        }
+    }
+}
 /// A turn the engine would not give, as the caller's Graph library understands it.
 fn refused_by_engine(
     proxy: &Proxy,
@@ -195,36 +363,41 @@ impl Drop for TurnGuard {
     }
 }
 
+/// Sends the call in its turn: the session's id and the token added, the answer streamed back
+/// (an error answer read whole first, to learn what it means).
 async fn forward(
     proxy: &Proxy,
-    parts: axum::http::request::Parts,
+    parts: &axum::http::request::Parts,
     body: Body,
-    path_and_query: String,
+    path_and_query: &str,
     turn: Turn,
     started: Instant,
-) -> Response {
-    let shown = gate::loggable(&path_and_query);
+) -> Attempt {
+    let shown = gate::loggable(path_and_query);
     let method = parts.method.clone();
-    let session_name = turn.session.as_ref().map(|(name, _)| name.clone()).unwrap_or_default();
+    let chosen = turn.session.clone();
+    let session_name = chosen.as_ref().map(|c| c.name.clone()).unwrap_or_default();
     let mut guard = TurnGuard { turn: Some(turn), passed: Passed::default() };
     let token = match proxy.tokens.get().await {
         Ok(token) => token,
         Err(why) => {
             tracing::warn!(method = %method, path = %shown, error = %why, "proxy has no token for a call");
-            return error(StatusCode::SERVICE_UNAVAILABLE, "noToken", &format!("the proxy cannot call Graph: {why}"));
+            let answer =
+                error(StatusCode::SERVICE_UNAVAILABLE, "noToken", &format!("the proxy cannot call Graph: {why}"));
+            return Attempt::Answered(answer);
         }
     };
-    let mut headers = parts.headers;
+    let mut headers = parts.headers.clone();
     headers.remove(SESSION_HEADER);
-    let injected = guard.turn.as_ref().and_then(|t| t.session.as_ref()).map(|(_, id)| id.clone());
-    if let Some(id) = &injected
-        && let Ok(value) = HeaderValue::from_str(id.as_str())
+    if let Some(chosen) = &chosen
+        && let Ok(value) = HeaderValue::from_str(chosen.id.as_str())
     {
         headers.insert(GRAPH_SESSION_HEADER, value);
     }
-    let sessionful = injected.is_some() || headers.contains_key(GRAPH_SESSION_HEADER);
+    let sessionful = headers.contains_key(GRAPH_SESSION_HEADER);
     guard.passed.client_request_id = header(&headers, "client-request-id").map(str::to_string);
-    let below = path_and_query.strip_prefix("/v1.0").unwrap_or(&path_and_query).to_string();
+    let below = path_and_query.strip_prefix("/v1.0").unwrap_or(path_and_query).to_string();
+    guard.passed.sent = true;
     let request = Forward {
         method: method.clone(),
         path_and_query: below,
@@ -236,66 +409,79 @@ async fn forward(
         Ok(forwarded) => forwarded,
         Err(why) => {
             guard.passed.latency = started.elapsed();
+            // Refused or cut off on this side: Graph did not fail to answer.
+            guard.passed.sent = matches!(why, ForwardError::Unanswered(_));
             tracing::warn!(method = %method, path = %shown, session = %session_name, error = %why, "proxied call failed");
-            return match why {
+            let answer = match why {
                 ForwardError::TooLarge(_) => error(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", &why.to_string()),
                 ForwardError::Refused(_) => error(StatusCode::FORBIDDEN, "notForwarded", &why.to_string()),
                 ForwardError::Unanswered(_) => error(StatusCode::BAD_GATEWAY, "graphUnanswered", &why.to_string()),
             };
+            return Attempt::Answered(answer);
         }
     };
     let status = forwarded.status;
     let latency = started.elapsed();
+    let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
     guard.passed.http_status = Some(status.as_u16());
     guard.passed.latency = latency;
     guard.passed.request_id = forwarded.request_id.clone();
     guard.passed.retry_after =
         header(&forwarded.headers, "retry-after").and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-    let mut response_headers = forwarded.headers.clone();
-    response_headers.remove(axum::http::header::CONTENT_LENGTH);
+    let mut headers = forwarded.headers.clone();
+    headers.remove(axum::http::header::CONTENT_LENGTH);
     if status.is_client_error() || status.is_server_error() {
         // Small, and worth reading: what the failure means decides holds and the session's fate.
-        let bytes = read_error_body(forwarded.body(proxy.body_limit)).await;
-        let body = ErrorBody::parse(&bytes);
+        let bytes = read_up_to(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+        let parsed = ErrorBody::parse(&bytes);
         let kind = if sessionful { GraphCall::Sessionful } else { GraphCall::Other };
-        guard.passed.class = Some(classify(status.as_u16(), &body, kind, guard.passed.retry_after.is_some()));
-        guard.passed.codes = body.all_codes();
+        let class = classify(status.as_u16(), &parsed, kind, guard.passed.retry_after.is_some());
+        guard.passed.class = Some(class);
+        guard.passed.codes = parsed.all_codes();
         tracing::warn!(method = %method, path = %shown, session = %session_name, http_status = status.as_u16(),
-            latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), request_id = ?guard.passed.request_id,
-            codes = ?guard.passed.codes, "proxied call answered with an error");
+            latency_ms, request_id = ?guard.passed.request_id, codes = ?guard.passed.codes,
+            "proxied call answered with an error");
+        // The turn ends here: what it found (an expiry) is recorded before anyone acts on it.
         drop(guard);
-        let mut response = Response::new(Body::from(bytes));
-        *response.status_mut() = status;
-        *response.headers_mut() = response_headers;
-        return response;
+        let failed = Failed { status, headers, body: bytes.into() };
+        return match chosen {
+            Some(chosen) if class == ErrorClass::Expired => Attempt::Expired { chosen, failed },
+            _ => Attempt::Answered(failed.into_response()),
+        };
     }
-    tracing::info!(method = %method, path = %shown, session = %session_name, http_status = status.as_u16(),
-        latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), "proxied call");
+    tracing::info!(method = %method, path = %shown, session = %session_name, http_status = status.as_u16(), latency_ms,
+        "proxied call");
     let stream = forwarded.body(proxy.body_limit).map(move |chunk| {
         let _held = &guard;
         chunk
     });
     let mut response = Response::new(Body::from_stream(stream));
     *response.status_mut() = status;
-    *response.headers_mut() = response_headers;
-    response
+    *response.headers_mut() = headers;
+    Attempt::Answered(response)
 }
 
-async fn read_error_body(
+/// A whole answer, as far as the proxy's body limit lets it be.
+async fn read_whole(stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send) -> Vec<u8> {
+    read_up_to(stream, usize::MAX).await
+}
+
+/// Reads an answer up to `cap` bytes; one that trickles is not waited for without end.
+async fn read_up_to(
     stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send,
+    cap: usize,
 ) -> Vec<u8> {
     let mut stream = std::pin::pin!(stream);
     let mut bytes = Vec::new();
     let read = async {
         while let Some(Ok(chunk)) = stream.next().await {
-            let room = ERROR_BODY_READ.saturating_sub(bytes.len());
+            let room = cap.saturating_sub(bytes.len());
             bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if bytes.len() >= ERROR_BODY_READ {
+            if bytes.len() >= cap {
                 break;
             }
         }
     };
-    // An error answer that trickles is not waited for without end.
     let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
     bytes
 }
