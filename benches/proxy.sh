@@ -18,7 +18,9 @@ printf 'request_budget = 1000000\nconcurrency = 64\n' > "$XDG_CONFIG_HOME/wbsess
 
 workbooks=()
 for i in $(seq -w 1 100); do workbooks+=(--workbook "W$i"); done
-"$W" sim --token bench-token "${workbooks[@]}" > "$dir/sim.out" &
+latency=()
+[ -z "${SIM_LATENCY:-}" ] || latency=(--latency "$SIM_LATENCY")
+"$W" sim --token bench-token "${workbooks[@]}" "${latency[@]}" > "$dir/sim.out" &
 until grep -q listening "$dir/sim.out" 2> /dev/null; do sleep 0.1; done
 sim=$(sed -n 's/^listening on //p' "$dir/sim.out")
 export WBSESSIONS_GRAPH_URL=$sim/v1.0
@@ -44,13 +46,15 @@ end
 LUA
 
 "$W" proxy --listen 127.0.0.1:0 > "$dir/proxy.out" 2> /dev/null &
+proxy_pid=$!
 until grep -q listening "$dir/proxy.out" 2> /dev/null; do sleep 0.1; done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$proxy_pid/stat"; }
 eval "$("$W" proxy --print-env)"
 proxy_base=${WBSESSIONS_GRAPH_URL%/v1.0}
 
 run() { # name base bearer with_session
   TARGETS=$dir/targets BEARER=$3 WITH_SESSION=$4 \
-    wrk -t2 -c"$CONNS" -d"${SECS}s" --latency -s "$dir/spread.lua" "$2" > "$dir/$1.wrk"
+    wrk -t"$(( CONNS < 2 ? 1 : 2 ))" -c"$CONNS" -d"${SECS}s" --latency -s "$dir/spread.lua" "$2" > "$dir/$1.wrk"
   local rps p50 p99
   rps=$(awk '/^Requests\/sec/ {print $2}' "$dir/$1.wrk")
   p50=$(awk '$1 == "50%" {print $2}' "$dir/$1.wrk")
@@ -60,8 +64,12 @@ run() { # name base bearer with_session
   [ -z "$errors" ] || echo "  $1: $errors" >&2
 }
 direct=$(run direct "$sim" bench-token 1)
+before=$(cpu_ticks)
 proxied=$(run proxy "$proxy_base" "$WBSESSIONS_PROXY_TOKEN" 0)
+ticks=$(( $(cpu_ticks) - before ))
 echo "$direct"; echo "$proxied"
+requests=$(awk '/requests in/ {print $1}' "$dir/proxy.wrk")
+echo "proxy CPU: $(( ticks * 1000000 / $(getconf CLK_TCK) / requests )) us per call ($requests calls, keeper included)"
 python3 - "$direct" "$proxied" <<'PY'
 import re, sys
 def ms(v):
