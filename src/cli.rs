@@ -81,6 +81,8 @@ impl GlobalArgs {
 pub struct Cli {
     #[command(flatten)]
     pub(crate) global: GlobalArgs,
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -209,7 +211,17 @@ pub struct ProxyArgs {
     pub print_env: bool,
 }
 
-/// How the proxy serves, wherever it runs (`proxy`, `run --proxy`).
+/// What only the dashboard (no subcommand) takes.
+#[derive(Debug, Clone, Args)]
+pub struct DashboardArgs {
+    /// Also serve the local Graph proxy for scripts, on the dashboard's engine (its calls a minute in the header)
+    #[arg(long)]
+    pub proxy: bool,
+    #[command(flatten)]
+    pub proxy_options: ProxyOptions,
+}
+
+/// How the proxy serves, wherever it runs (`proxy`, `run --proxy`, the dashboard's `--proxy`).
 #[derive(Debug, Clone, Args)]
 pub struct ProxyOptions {
     /// Where the proxy listens: a loopback address and port (port 0 picks a free one)
@@ -218,6 +230,12 @@ pub struct ProxyOptions {
     /// The largest request or answer body one proxied call may carry, in bytes
     #[arg(long, value_name = "BYTES", default_value_t = crate::proxy::DEFAULT_MAX_BODY)]
     pub max_body: u64,
+    /// A workbook call with no tracked session to use gets a new one (persistent, recreated on expiry), tracked as proxy-ITEM
+    #[arg(long)]
+    pub create: bool,
+    /// The sessions --create makes are non-persistent
+    #[arg(long, requires = "create")]
+    pub non_persistent: bool,
 }
 
 #[derive(Debug, Clone, Args)]

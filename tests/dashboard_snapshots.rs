@@ -293,3 +293,10 @@ fn a_status_filter_with_its_count_and_a_bulk_refresh_in_the_header() {
     press(&mut app, 'R');
     insta::assert_snapshot!("bulk_refresh_80x24", render(&mut app, 80, 24).backend());
 }
+
+#[test]
+fn the_header_shows_the_proxy_it_serves() {
+    let mut app = app(false);
+    app.proxy = Some(wbsessions::tui::ProxyGauge { last_minute: Box::new(|| (1200, 3)) });
+    insta::assert_snapshot!(render(&mut app, 120, 12).backend());
+}

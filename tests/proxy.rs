@@ -29,8 +29,14 @@ impl Drop for Running {
 }
 
 fn start_proxy(cli: &Cli) -> Running {
+    start_proxy_with(cli, &[])
+}
+
+fn start_proxy_with(cli: &Cli, extra: &[&str]) -> Running {
+    let mut args = vec!["proxy", "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
     let mut child = cli
-        .command(&["proxy", "--listen", "127.0.0.1:0"])
+        .command(&args)
         .env("WBSESSIONS_TOKEN", REAL_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -348,4 +354,34 @@ fn run_serves_the_proxy_on_its_own_engine() {
     assert!(run.wait().unwrap().success());
     // Stopped, it no longer says where it was.
     assert!(cli.output(&["proxy", "--print-env"]).status.code() == Some(1));
+}
+
+#[test]
+fn a_by_path_call_finds_its_session_and_create_makes_one_where_none_is_tracked() {
+    let sim = SimThread::start(
+        SimConfig {
+            workbooks: vec![("W1".into(), Some("Reports/Q1.xlsx".into())), ("W2".into(), None)],
+            ..config(Duration::ZERO)
+        },
+        Clock::system(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    // Tracked by path: stored as its item, as create resolves it.
+    with_token(&cli, &["create", "q1", "--workbook", "/me/drive/root:/Reports/Q1.xlsx:"]);
+    let proxy = start_proxy_with(&cli, &["--create"]);
+    let http = http();
+    block_on(async {
+        let by_path =
+            format!("{}/me/drive/root:/Reports/Q1.xlsx:/workbook/worksheets/Sheet1/range(address='A1')", proxy.url);
+        let answer = http.get(&by_path).bearer_auth(&proxy.secret).send().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(answer.headers()["x-wbsessions-session"], "q1");
+        // Nothing tracked on W2: with --create the proxy makes a session and uses it.
+        let made = http.get(range(&proxy.url, "W2")).bearer_auth(&proxy.secret).send().await.unwrap();
+        assert_eq!(made.status(), 200);
+        assert_eq!(made.headers()["x-wbsessions-session"], "proxy-W2");
+    });
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "proxy-W2", "--json"])).unwrap();
+    assert_eq!((shown["mode"].as_str(), shown["recreate"].as_bool()), (Some("persistent"), Some(true)));
 }

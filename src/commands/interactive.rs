@@ -10,6 +10,7 @@ use anyhow::{Context as _, Result};
 use super::bad_input;
 use super::front::{graph_setup, open_store, store_error};
 use crate::auth::signin::Authority;
+use crate::cli::ProxyOptions;
 use crate::config::{LoginOverrides, Settings};
 use crate::engine::Request;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
@@ -19,14 +20,22 @@ use crate::store::{RoleError, StoreError};
 use crate::time::Clock;
 use crate::tui::app::Sort;
 use crate::tui::theme::{Palette, ThemePreset};
-use crate::tui::{self, App, Driver, Effect, Info};
+use crate::tui::{self, App, Driver, Effect, Info, ProxyGauge};
 
 /// Opens the dashboard on `settings.store`, as the driver if no other process is. `demo`: the
 /// simulator's sign-in, and sessions to create first.
-pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSession>)>) -> Result<ExitCode> {
+pub async fn dashboard(
+    settings: &Settings,
+    demo: Option<(Authority, Vec<NewSession>)>,
+    proxy: Option<&ProxyOptions>,
+) -> Result<ExitCode> {
     if !std::io::stdout().is_terminal() || !std::io::stdin().is_terminal() {
         return Err(bad_input("the dashboard needs a terminal; use `wbsessions list` or `wbsessions run` in scripts"));
     }
+    let listener = match proxy {
+        Some(options) => Some(super::proxy::bind(options).await?),
+        None => None,
+    };
     // A store named on purpose must exist: a typo must not become a new, empty store.
     if settings.store_named && demo.is_none() && !settings.store.exists() {
         return Err(store_error(StoreError::Missing { store: settings.store.to_string() }));
@@ -52,6 +61,7 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     let graph = graph_setup(settings, authority.clone())?;
     let token_missing = !graph.tokens.is_configured();
     let problem = graph.tokens.problem();
+    let graph_tokens = graph.tokens.clone();
     let ctx = graph.ctx;
     let store = opened.sessions;
     let clock = ctx.clock.clone();
@@ -75,8 +85,20 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     app.set_sort(sort);
     app.absolute_times = settings.ui.absolute_times;
     app.loading = true;
+    let calls = ctx.graph.clone();
+    let tokens = graph_tokens;
     let mut keeper =
         Keeper::start(store, role, ctx, settings.engine.clone(), Start::Stored).await.map_err(store_error)?;
+    let serving = match (listener, proxy) {
+        (Some(listener), Some(options)) => {
+            let serving = super::proxy::serve_on(settings, options, listener, keeper.handle.clone(), tokens, calls)?;
+            let counts = serving.counts.clone();
+            app.proxy = Some(ProxyGauge { last_minute: Box::new(move || counts.last_minute()) });
+            app.flash_info(format!("proxy listening on {}", serving.url), clock.now());
+            Some(serving)
+        }
+        _ => None,
+    };
     let mut effects: Vec<Effect> = creations.into_iter().map(|new| app.ask(Request::Create(new))).collect();
     for line in &unfinished {
         app.flash_error(line.clone(), clock.now());
@@ -98,6 +120,9 @@ pub async fn dashboard(settings: &Settings, demo: Option<(Authority, Vec<NewSess
     }
     let result = tui::run(&mut app, &keeper.handle, &mut keeper.events, &clock, effects).await;
     // The terminal is back; let running calls finish and the store flush.
+    if let Some(serving) = serving {
+        serving.stop().await;
+    }
     keeper.stop().await;
     save_sort(settings, app.sort);
     result.context("the dashboard failed")?;
@@ -226,7 +251,7 @@ pub async fn demo(settings: &Settings, store_from_flag: bool, scratch: Option<Pa
             NewSession::check(&draft, &settings.engine.defaults).ok()
         })
         .collect();
-    let result = dashboard(&settings, Some((authority, creations))).await;
+    let result = dashboard(&settings, Some((authority, creations)), None).await;
     sim.stop().await;
     let _ = std::fs::remove_dir_all(&scratch);
     result

@@ -331,6 +331,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
     let tokens = graph.tokens.clone();
+    let calls = graph.ctx.graph.clone();
     for line in super::front::unfinished_creations(&*opened.sessions, times(settings)).await {
         writeln!(std::io::stderr().lock(), "wbsessions: {line}")?;
     }
@@ -365,7 +366,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
     let serving = match listener {
         Some(listener) => {
             let serving =
-                super::proxy::serve_on(settings, &args.proxy_options, listener, keeper.handle.clone(), tokens)?;
+                super::proxy::serve_on(settings, &args.proxy_options, listener, keeper.handle.clone(), tokens, calls)?;
             writeln!(std::io::stderr().lock(), "wbsessions: proxy listening on {}", serving.url)?;
             Some(serving)
         }

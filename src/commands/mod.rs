@@ -124,6 +124,11 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
         return scripts::completions(shell);
     }
     let command = cli.command;
+    if cli.dashboard.proxy && command.is_some() {
+        return Err(bad_input(
+            "--proxy before a command is the dashboard's; for a proxy without a dashboard use `wbsessions run --proxy` or `wbsessions proxy`",
+        ));
+    }
     let mut overrides = cli.global.overrides();
     if overrides.token.as_deref() == Some("-") {
         overrides.token = Some(read_token_from_stdin()?);
@@ -156,7 +161,10 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        let Some(command) = command else { return interactive::dashboard(&settings, None).await };
+        let Some(command) = command else {
+            let proxy = cli.dashboard.proxy.then_some(&cli.dashboard.proxy_options);
+            return interactive::dashboard(&settings, None, proxy).await;
+        };
         match command {
             Command::Demo => interactive::demo(&settings, store_from_flag, scratch).await,
             Command::Sim(args) => sim(args, settings.json).await,

@@ -18,6 +18,7 @@ use crate::engine::Handle;
 use crate::engine::keeper::{Keeper, KeeperRole, Start};
 use crate::graph::Transport;
 use crate::proxy::{Counts, Proxy};
+use crate::session::Mode;
 use crate::store::RoleError;
 
 /// The environment a script needs to call Graph through the proxy.
@@ -131,6 +132,7 @@ fn print_env(files: &ProxyFiles) -> Result<ExitCode> {
 /// The proxy serving on an engine: its URL, and how to stop it.
 pub(crate) struct Serving {
     pub url: String,
+    pub counts: Arc<Counts>,
     files: ProxyFiles,
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -166,20 +168,32 @@ pub(crate) fn serve_on(
     listener: tokio::net::TcpListener,
     handle: Handle,
     tokens: Tokens,
+    graph: Arc<dyn crate::engine::Graph>,
 ) -> Result<Serving> {
     let files = ProxyFiles::of(settings);
     let transport = Transport::new(&settings.graph_url, settings.engine.request_timeout).map_err(bad_input)?;
     let secret = files.secret()?;
     let url = crate::proxy::base_url(listener.local_addr()?);
     let counts = Arc::new(Counts::default());
-    let proxy = Arc::new(Proxy { handle, transport, tokens, secret, body_limit: options.max_body, counts });
+    let create = options.create.then_some(if options.non_persistent { Mode::NonPersistent } else { Mode::Persistent });
+    let proxy = Arc::new(Proxy {
+        handle,
+        transport,
+        tokens,
+        secret,
+        body_limit: options.max_body,
+        counts: counts.clone(),
+        create,
+        graph,
+        resolved: std::sync::Mutex::default(),
+    });
     files.write_address(&url)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(crate::proxy::serve(listener, proxy, async {
         let _ = stopped.await;
     }));
     tracing::info!(%url, store = %settings.store, "proxy started");
-    Ok(Serving { url, files, stop, task })
+    Ok(Serving { url, counts, files, stop, task })
 }
 
 pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
@@ -198,10 +212,11 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
     let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
     let tokens = graph.tokens.clone();
+    let calls = graph.ctx.graph.clone();
     let mut keeper = Keeper::start(opened.sessions, role, graph.ctx, settings.engine.clone(), Start::Stored)
         .await
         .map_err(store_error)?;
-    let serving = serve_on(settings, &args.serve, listener, keeper.handle.clone(), tokens)?;
+    let serving = serve_on(settings, &args.serve, listener, keeper.handle.clone(), tokens, calls)?;
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", serving.url)?;

@@ -42,6 +42,8 @@ pub(super) struct Entry {
     pub(super) removing: bool,
     /// Since when only `$batch` refreshes have kept it alive (`batching`'s audit looks at it).
     pub(super) batched_since: Option<Instant>,
+    /// When a caller's call (the proxy's) was last recorded as its activity.
+    pub(super) called_at: Option<Instant>,
 }
 
 impl Entry {
@@ -54,6 +56,7 @@ impl Entry {
             late: None,
             removing: false,
             batched_since: None,
+            called_at: None,
         }
     }
 }

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -188,10 +187,12 @@ impl Engine {
         };
         let Some(key) = key else { return };
         let at = self.ctx.clock.now();
-        let Some(entry) = self.entries.get(&key) else { return };
-        if kind == OutcomeKind::Ok && recent(entry.session.last_refresh, at) && entry.session.status == Status::Ok {
+        let Some(entry) = self.entries.get_mut(&key) else { return };
+        let recent = entry.called_at.is_some_and(|t| now.saturating_duration_since(t) < ACTIVITY_EVERY);
+        if kind == OutcomeKind::Ok && recent && entry.session.status == Status::Ok {
             return;
         }
+        entry.called_at = Some(now);
         let outcome = Outcome {
             at,
             action: Action::Call,
@@ -211,10 +212,6 @@ impl Engine {
     }
 }
 
-fn recent(last: Option<DateTime<Utc>>, now: DateTime<Utc>) -> bool {
-    last.is_some_and(|t| crate::time::until(t, now) < ACTIVITY_EVERY && t <= now)
-}
-
 impl std::fmt::Display for Choice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -229,6 +226,7 @@ impl std::fmt::Display for Choice {
 mod tests {
     use super::*;
     use crate::session::TrackedSession;
+    use chrono::Utc;
 
     fn session(name: &str, workbook: &str, status: Status) -> TrackedSession {
         let workbook = WorkbookRef::parse(workbook).unwrap_or_else(|_| WorkbookRef::unreadable());

@@ -103,10 +103,35 @@ pub(super) async fn pass(
         return error(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", "a batch is read whole, up to 4 MiB");
     };
     let outer_named = header(&parts.headers, SESSION_HEADER);
-    let (mut batch, lanes) = match plan(&bytes, outer_named) {
+    let (mut batch, planned) = match plan(&bytes, outer_named) {
         Ok(planned) => planned,
         Err(refused) => return error(refused.status, refused.code, &refused.message),
     };
+    // A by-path workbook is its item: its calls share the item's lane and session.
+    let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
+    for mut lane in planned.into_values() {
+        lane.workbook = match proxy.item_of(lane.workbook).await {
+            Ok(item) => item,
+            Err(answer) => return answer,
+        };
+        match lanes.entry(lane.workbook.to_string()) {
+            std::collections::btree_map::Entry::Vacant(place) => {
+                place.insert(lane);
+            }
+            std::collections::btree_map::Entry::Occupied(mut place) => {
+                let merged = place.get_mut();
+                if lane.choice != Choice::Without && merged.choice != Choice::Without && lane.choice != merged.choice {
+                    let message = format!("the requests on {} ask for different sessions", lane.workbook);
+                    return error(StatusCode::BAD_REQUEST, "BadRequest", &message);
+                }
+                if merged.choice == Choice::Without {
+                    merged.choice = lane.choice;
+                }
+                merged.injected.extend(lane.injected);
+                merged.ids.extend(lane.ids);
+            }
+        }
+    }
     // Turns in the lanes' order: two batches on the same workbooks queue, never deadlock.
     let mut turns: Vec<(Turn, Vec<String>)> = Vec::new();
     for lane in lanes.into_values() {

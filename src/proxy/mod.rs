@@ -28,7 +28,7 @@ use crate::engine::{Choice, Chosen, EngineError, Handle, Passed, Reply, Turn, Tu
 use crate::graph::{
     CallKind as GraphCall, ErrorBody, ErrorClass, Forward, ForwardError, Transport, classify, parse_retry_after,
 };
-use crate::session::Mode;
+use crate::session::{Mode, WorkbookRef};
 
 /// Where the proxy listens unless told otherwise: a port of its own, clear of the usual
 /// development servers (8000, 8001, 8080) and of Graph tools (8897).
@@ -53,6 +53,56 @@ pub struct Proxy {
     /// The most of a caller's request body, and of Graph's answer, that passes.
     pub body_limit: u64,
     pub counts: Arc<Counts>,
+    /// A workbook call with no tracked session to use gets a new one, in this mode.
+    pub create: Option<Mode>,
+    /// Resolves a by-path workbook to its item (once per path: `resolved` keeps the answer).
+    pub graph: Arc<dyn crate::engine::Graph>,
+    pub resolved: std::sync::Mutex<std::collections::HashMap<String, WorkbookRef>>,
+}
+
+impl Proxy {
+    /// The workbook as the store knows it: a by-path one as its item, asked of Graph once.
+    async fn item_of(&self, workbook: WorkbookRef) -> Result<WorkbookRef, Response> {
+        if !workbook.is_by_path() {
+            return Ok(workbook);
+        }
+        let key = workbook.to_string();
+        let known = self.resolved.lock().ok().and_then(|r| r.get(&key).cloned());
+        if let Some(item) = known {
+            return Ok(item);
+        }
+        match self.graph.resolve(&workbook).await {
+            Ok(reply) => {
+                if let Ok(mut resolved) = self.resolved.lock() {
+                    // Bounded: a caller sending endless paths must not grow it without end.
+                    if resolved.len() >= 10_000 {
+                        resolved.clear();
+                    }
+                    resolved.insert(key, reply.value.clone());
+                }
+                Ok(reply.value)
+            }
+            Err(failure) => {
+                let status = failure.http_status().and_then(|s| StatusCode::from_u16(s).ok());
+                Err(error(
+                    status.unwrap_or(StatusCode::BAD_GATEWAY),
+                    "itemNotResolved",
+                    &format!("cannot resolve {workbook}: {failure}"),
+                ))
+            }
+        }
+    }
+
+    /// A name for a session the proxy creates on `workbook`: `proxy-` and its item id.
+    fn name_for(workbook: &WorkbookRef) -> String {
+        let id = workbook.to_string();
+        let tail = id.rsplit('/').next().unwrap_or_default();
+        let clean: String = tail
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+            .collect();
+        format!("proxy-{clean}").chars().take(64).collect()
+    }
 }
 
 /// What the proxy has done, for a front end to show.
@@ -63,6 +113,44 @@ pub struct Counts {
     pub errors: AtomicU64,
     /// Calls refused before they reached Graph (no secret, wrong host, not a workbook call).
     pub refused: AtomicU64,
+    /// Calls and errors of each of the last 60 seconds: (second since `start`, calls, errors).
+    seconds: std::sync::Mutex<Vec<(u64, u64, u64)>>,
+    start: std::sync::OnceLock<Instant>,
+}
+
+impl Counts {
+    fn second(&self) -> u64 {
+        self.start.get_or_init(Instant::now).elapsed().as_secs()
+    }
+
+    /// A call answered; `error`: with an error status.
+    pub fn record(&self, error: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if error {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = self.second();
+        if let Ok(mut seconds) = self.seconds.lock() {
+            seconds.resize(60, (u64::MAX, 0, 0));
+            if let Some(slot) = seconds.get_mut((now % 60) as usize) {
+                if slot.0 != now {
+                    *slot = (now, 0, 0);
+                }
+                slot.1 += 1;
+                slot.2 += u64::from(error);
+            }
+        }
+    }
+
+    /// Calls and errors in the last minute.
+    pub fn last_minute(&self) -> (u64, u64) {
+        let now = self.second();
+        let Ok(seconds) = self.seconds.lock() else { return (0, 0) };
+        seconds
+            .iter()
+            .filter(|(second, _, _)| now.saturating_sub(*second) < 60 && *second <= now)
+            .fold((0, 0), |(calls, errors), (_, c, e)| (calls + c, errors + e))
+    }
 }
 
 /// Serves until `stop` resolves.
@@ -98,6 +186,7 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     let shown = gate::loggable(&path_and_query);
     let refuse = |status: StatusCode, code: &str, message: &str| {
         proxy.counts.refused.fetch_add(1, Ordering::Relaxed);
+        proxy.counts.record(true);
         tracing::info!(method = %parts.method, path = %shown, status = status.as_u16(), "proxy refused a call: {message}");
         error(status, code, message)
     };
@@ -119,13 +208,14 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         Ok(target) => target,
         Err(gate::Refusal::Batch) if parts.method == axum::http::Method::POST => {
             let answer = batch::pass(&proxy, &parts, body, &path_and_query, started).await;
-            proxy.counts.calls.fetch_add(1, Ordering::Relaxed);
-            if !answer.status().is_success() {
-                proxy.counts.errors.fetch_add(1, Ordering::Relaxed);
-            }
+            proxy.counts.record(!answer.status().is_success());
             return answer;
         }
         Err(why) => return refuse(StatusCode::FORBIDDEN, "notForwarded", &why.to_string()),
+    };
+    let workbook = match proxy.item_of(target.workbook.clone()).await {
+        Ok(workbook) => workbook,
+        Err(answer) => return answer,
     };
     let own_session = parts.headers.contains_key(GRAPH_SESSION_HEADER);
     let named = header(&parts.headers, SESSION_HEADER).map(str::trim).filter(|n| !n.is_empty());
@@ -152,16 +242,13 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         (None, None) => Body::empty(),
     };
     let call = Call { proxy: &proxy, parts: &parts, path_and_query: &path_and_query, started };
-    let ask = TurnAsk { workbook: target.workbook.clone(), choice };
+    let ask = TurnAsk { workbook, choice };
     let answer = match call.attempt(ask.clone(), first_body).await {
         Attempt::Answered(answer) => answer,
         Attempt::Expired { chosen, failed } => call.after_expiry(chosen, failed, kept, ask.workbook).await,
     };
-    proxy.counts.calls.fetch_add(1, Ordering::Relaxed);
     let status = answer.status();
-    if status.is_client_error() || status.is_server_error() {
-        proxy.counts.errors.fetch_add(1, Ordering::Relaxed);
-    }
+    proxy.counts.record(status.is_client_error() || status.is_server_error());
     answer
 }
 
@@ -232,7 +319,36 @@ impl Call<'_> {
             Choice::Named(name) => Some(name.clone()),
             _ => None,
         };
-        let turn = match self.proxy.handle.ask(crate::engine::Request::Turn(ask)).await {
+        let workbook = ask.workbook.clone();
+        let mut answer = self.proxy.handle.ask(crate::engine::Request::Turn(ask.clone())).await;
+        // No session to use, and the proxy may make one: it does, and the call takes that.
+        if let (Err(EngineError::NoSession { names, .. }), Some(mode), Choice::OnlyLive) =
+            (&answer, self.proxy.create, &ask.choice)
+            && names.is_empty()
+        {
+            let name = Proxy::name_for(&workbook);
+            let new = crate::session::NewSession {
+                name: name.clone(),
+                workbook: workbook.clone(),
+                session_id: None,
+                mode,
+                interval: None,
+                recreate: true,
+                warning: None,
+            };
+            match self.proxy.handle.ask(crate::engine::Request::Create(new)).await {
+                Ok(_) => tracing::info!(session = %name, %workbook, "the proxy created a session for a call"),
+                // Another caller's call made it first: it is there to use.
+                Err(EngineError::Store(crate::store::StoreError::NameTaken(_))) => {}
+                Err(why) => {
+                    let shown = gate::loggable(self.path_and_query);
+                    return Attempt::Answered(refused_by_engine(self.proxy, &self.parts.method, &shown, &why, None));
+                }
+            }
+            let again = TurnAsk { workbook, choice: Choice::Named(name) };
+            answer = self.proxy.handle.ask(crate::engine::Request::Turn(again)).await;
+        }
+        let turn = match answer {
             Ok(Reply::Turn(turn)) => turn,
             Ok(_) => {
                 let answer =

@@ -332,7 +332,7 @@ fn range_address(call: &str) -> Option<(String, String)> {
     };
     let address = rest.trim_start_matches('/').strip_prefix("range(address='")?.strip_suffix("')")?;
     let valid = |s: &str| !s.is_empty() && s.len() <= 64;
-    (valid(sheet) && valid(address)).then(|| (sheet.to_ascii_lowercase(), address.to_ascii_uppercase()))
+    (valid(sheet) && valid(address)).then(|| (sheet.to_string(), address.to_ascii_uppercase()))
 }
 
 /// Reads or writes a range's values. With a persistent session (or none) writes reach the
@@ -349,7 +349,8 @@ fn range(
     let mut state = sim.state();
     let state = &mut *state;
     let overlay = session.and_then(|id| state.sessions.get_mut(id)).filter(|s| !s.persistent);
-    let key = (item.to_string(), sheet.clone(), address.clone());
+    // Sheet names are not case-sensitive in Excel; the answer names it as the caller did.
+    let key = (item.to_string(), sheet.to_ascii_lowercase(), address.clone());
     let shown = format!("{sheet}!{address}");
     if method == Method::PATCH {
         let values = serde_json::from_slice::<Value>(body).ok().and_then(|v| v.get("values").cloned());

@@ -27,6 +27,11 @@ pub enum Driver {
     ReadOnly,
 }
 
+/// The proxy's calls and errors in the last minute, read when the header is drawn.
+pub struct ProxyGauge {
+    pub last_minute: Box<dyn Fn() -> (u64, u64) + Send>,
+}
+
 /// What the dashboard shows about where it is connected, and the user's display preferences.
 #[derive(Debug, Clone)]
 pub struct Info {
@@ -210,6 +215,8 @@ pub struct App {
     pub bulks: Vec<super::bulk::Bulk>,
     /// The store's recent failures as of the log view's opening (`None` while being read).
     pub problems: Option<Vec<LogLine>>,
+    /// The proxy serving on this dashboard's engine (`--proxy`), as the header shows it.
+    pub proxy: Option<ProxyGauge>,
 }
 
 impl App {
@@ -252,6 +259,7 @@ impl App {
             loading: false,
             bulks: Vec::new(),
             problems: None,
+            proxy: None,
         };
         for session in sessions {
             app.put(Row { session: Arc::new(session), refreshing: false });

@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::engine::{Event, Handle};
 use crate::time::Clock;
-pub use app::{App, Driver, Effect, Info, Msg};
+pub use app::{App, Driver, Effect, Info, Msg, ProxyGauge};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TuiError {

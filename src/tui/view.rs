@@ -120,6 +120,11 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: D
         second.push(Span::raw(" "));
         second.push(Span::styled(format!("{count} {status}"), theme.status(status)));
     }
+    if let Some(proxy) = &app.proxy {
+        let (calls, errors) = (proxy.last_minute)();
+        let style = if errors > 0 { theme.warning() } else { theme.chrome() };
+        second.push(Span::styled(format!("  · PROXY {calls} calls a minute, {errors} errors"), style));
+    }
     if let (workbooks, Some(until)) = app.holds
         && until > now
     {
