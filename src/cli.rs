@@ -236,6 +236,9 @@ pub struct ProxyOptions {
     /// The sessions --create makes are non-persistent
     #[arg(long, requires = "create")]
     pub non_persistent: bool,
+    /// Track the sessions callers create with createSession (as proxy-ITEM), and mark those they close closed
+    #[arg(long)]
+    pub track: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -385,3 +385,51 @@ fn a_by_path_call_finds_its_session_and_create_makes_one_where_none_is_tracked()
     let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "proxy-W2", "--json"])).unwrap();
     assert_eq!((shown["mode"].as_str(), shown["recreate"].as_bool()), (Some("persistent"), Some(true)));
 }
+
+#[test]
+fn with_track_a_callers_own_sessions_are_tracked_and_marked_closed() {
+    let sim = SimThread::start(config(Duration::ZERO), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let proxy = start_proxy_with(&cli, &["--track"]);
+    let http = http();
+    let workbook = format!("{}/me/drive/items/W2/workbook", proxy.url);
+    let id = block_on(async {
+        let created = http
+            .post(format!("{workbook}/createSession"))
+            .bearer_auth(&proxy.secret)
+            .json(&serde_json::json!({ "persistChanges": false }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let id = created.json::<serde_json::Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+        // Its own id goes through untouched.
+        let patched = http
+            .patch(range(&proxy.url, "W2"))
+            .bearer_auth(&proxy.secret)
+            .header("workbook-session-id", &id)
+            .body(r#"{"values":[[3]]}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 200);
+        id
+    });
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "proxy-W2", "--json"])).unwrap();
+    assert_eq!((shown["session_id"].as_str(), shown["mode"].as_str()), (Some(id.as_str()), Some("non-persistent")));
+    block_on(async {
+        let closed = http
+            .post(format!("{workbook}/closeSession"))
+            .bearer_auth(&proxy.secret)
+            .header("workbook-session-id", &id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(closed.status(), 204);
+    });
+    wait_for("proxy-W2 shown closed", Duration::from_secs(5), || {
+        let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "proxy-W2", "--json"])).unwrap();
+        shown["status"] == "closed"
+    });
+}

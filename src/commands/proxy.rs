@@ -184,6 +184,7 @@ pub(crate) fn serve_on(
         body_limit: options.max_body,
         counts: counts.clone(),
         create,
+        track: options.track,
         graph,
         resolved: std::sync::Mutex::default(),
     });

@@ -28,7 +28,9 @@ pub enum Choice {
     Named(String),
     /// The one tracked session on the workbook that is not closed, dead or damaged.
     OnlyLive,
-    /// None: the caller brought its own session id, or the call needs none.
+    /// The tracked session with this id, if one is: the caller brought its own id.
+    ById(SessionId),
+    /// None: the call needs none.
     Without,
 }
 
@@ -78,6 +80,8 @@ pub struct Passed {
     pub latency: Duration,
     /// Graph's error codes, outermost first, where the answer was an error.
     pub codes: Vec<String>,
+    /// The call was the session's closeSession: if it worked, the session is closed.
+    pub closed: bool,
     /// What a failed answer means, by Microsoft's classification; `None` when it worked.
     pub class: Option<ErrorClass>,
 }
@@ -108,6 +112,7 @@ impl Engine {
     pub(super) fn ask_turn(&mut self, ask: TurnAsk, waiter: Waiter) {
         let key = match &ask.choice {
             Choice::Without => None,
+            Choice::ById(id) => self.entries.values().find(|e| &e.session.session_id == id).map(|e| e.session.key),
             Choice::OnlyLive => match only_live(self.entries.values().map(|e| &*e.session), &ask.workbook) {
                 Ok(key) => Some(key),
                 Err(why) => return waiter.answer(Err(why)),
@@ -189,13 +194,14 @@ impl Engine {
         let at = self.ctx.clock.now();
         let Some(entry) = self.entries.get_mut(&key) else { return };
         let recent = entry.called_at.is_some_and(|t| now.saturating_duration_since(t) < ACTIVITY_EVERY);
-        if kind == OutcomeKind::Ok && recent && entry.session.status == Status::Ok {
+        if kind == OutcomeKind::Ok && recent && entry.session.status == Status::Ok && !passed.closed {
             return;
         }
         entry.called_at = Some(now);
+        let action = if kind == OutcomeKind::Ok && passed.closed { Action::Close } else { Action::Call };
         let outcome = Outcome {
             at,
-            action: Action::Call,
+            action,
             kind,
             latency_ms: u64::try_from(passed.latency.as_millis()).unwrap_or(u64::MAX),
             http_status: passed.http_status,
@@ -217,6 +223,7 @@ impl std::fmt::Display for Choice {
         match self {
             Choice::Named(name) => write!(f, "{name}"),
             Choice::OnlyLive => f.write_str("the only live session"),
+            Choice::ById(_) => f.write_str("the caller's own session"),
             Choice::Without => f.write_str("no session"),
         }
     }

@@ -28,7 +28,7 @@ use crate::engine::{Choice, Chosen, EngineError, Handle, Passed, Reply, Turn, Tu
 use crate::graph::{
     CallKind as GraphCall, ErrorBody, ErrorClass, Forward, ForwardError, Transport, classify, parse_retry_after,
 };
-use crate::session::{Mode, WorkbookRef};
+use crate::session::{Mode, SessionId, WorkbookRef};
 
 /// Where the proxy listens unless told otherwise: a port of its own, clear of the usual
 /// development servers (8000, 8001, 8080) and of Graph tools (8897).
@@ -55,6 +55,8 @@ pub struct Proxy {
     pub counts: Arc<Counts>,
     /// A workbook call with no tracked session to use gets a new one, in this mode.
     pub create: Option<Mode>,
+    /// Callers' createSession and closeSession are followed: tracked, marked closed.
+    pub track: bool,
     /// Resolves a by-path workbook to its item (once per path: `resolved` keeps the answer).
     pub graph: Arc<dyn crate::engine::Graph>,
     pub resolved: std::sync::Mutex<std::collections::HashMap<String, WorkbookRef>>,
@@ -217,16 +219,34 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         Ok(workbook) => workbook,
         Err(answer) => return answer,
     };
-    let own_session = parts.headers.contains_key(GRAPH_SESSION_HEADER);
+    let own_session = parts.headers.get(GRAPH_SESSION_HEADER);
     let named = header(&parts.headers, SESSION_HEADER).map(str::trim).filter(|n| !n.is_empty());
     let choice = match (&target.kind, own_session, named) {
-        (CallKind::Workbook, false, Some(name)) => Choice::Named(name.to_string()),
-        (CallKind::Workbook, false, None) => Choice::OnlyLive,
+        // The caller's own id goes as it is; if a tracked session has it, the call is its activity.
+        (_, Some(own), _) => {
+            own.to_str().ok().and_then(|id| SessionId::new(id).ok()).map_or(Choice::Without, Choice::ById)
+        }
+        (CallKind::Workbook, None, Some(name)) => Choice::Named(name.to_string()),
+        (CallKind::Workbook, None, None) => Choice::OnlyLive,
         _ => Choice::Without,
+    };
+    let injecting = matches!(choice, Choice::Named(_) | Choice::OnlyLive);
+    let tracking = match &target.kind {
+        CallKind::SessionCall if proxy.track => {
+            let call = parts.uri.path().rsplit('/').next().unwrap_or_default();
+            if call.eq_ignore_ascii_case("createSession") {
+                Some(Tracking::Create)
+            } else if call.eq_ignore_ascii_case("closeSession") {
+                Some(Tracking::Close)
+            } else {
+                None
+            }
+        }
+        _ => None,
     };
     // A call the proxy gives a session may have to go again on a new one: its body is kept
     // when it is small enough to send twice.
-    let (kept, streamed) = if choice != Choice::Without && replayable(&parts.headers) {
+    let (kept, streamed) = if injecting && replayable(&parts.headers) {
         match axum::body::to_bytes(body, REPLAY_BODY).await {
             Ok(bytes) => (Some(bytes), None),
             Err(_) => {
@@ -241,7 +261,7 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
         (None, Some(body)) => body,
         (None, None) => Body::empty(),
     };
-    let call = Call { proxy: &proxy, parts: &parts, path_and_query: &path_and_query, started };
+    let call = Call { proxy: &proxy, parts: &parts, path_and_query: &path_and_query, started, injecting, tracking };
     let ask = TurnAsk { workbook, choice };
     let answer = match call.attempt(ask.clone(), first_body).await {
         Attempt::Answered(answer) => answer,
@@ -310,6 +330,17 @@ struct Call<'a> {
     parts: &'a axum::http::request::Parts,
     path_and_query: &'a str,
     started: Instant,
+    /// The proxy adds the session (the caller sent none).
+    injecting: bool,
+    /// A caller's own createSession or closeSession, followed (`--track`).
+    tracking: Option<Tracking>,
+}
+
+/// A caller's session call that `--track` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tracking {
+    Create,
+    Close,
 }
 
 impl Call<'_> {
@@ -345,7 +376,7 @@ impl Call<'_> {
                     return Attempt::Answered(refused_by_engine(self.proxy, &self.parts.method, &shown, &why, None));
                 }
             }
-            let again = TurnAsk { workbook, choice: Choice::Named(name) };
+            let again = TurnAsk { workbook: workbook.clone(), choice: Choice::Named(name) };
             answer = self.proxy.handle.ask(crate::engine::Request::Turn(again)).await;
         }
         let turn = match answer {
@@ -367,7 +398,7 @@ impl Call<'_> {
             }
         };
         let chosen = turn.session.clone();
-        let mut attempt = forward(self.proxy, self.parts, body, self.path_and_query, turn, self.started).await;
+        let mut attempt = forward(self, &workbook, body, turn).await;
         if let (Attempt::Answered(answer), Some(chosen)) = (&mut attempt, &chosen)
             && let Ok(name) = HeaderValue::from_str(&chosen.name)
         {
@@ -481,14 +512,8 @@ impl Drop for TurnGuard {
 
 /// Sends the call in its turn: the session's id and the token added, the answer streamed back
 /// (an error answer read whole first, to learn what it means).
-async fn forward(
-    proxy: &Proxy,
-    parts: &axum::http::request::Parts,
-    body: Body,
-    path_and_query: &str,
-    turn: Turn,
-    started: Instant,
-) -> Attempt {
+async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn) -> Attempt {
+    let Call { proxy, parts, path_and_query, started, injecting, tracking } = *call;
     let shown = gate::loggable(path_and_query);
     let method = parts.method.clone();
     let chosen = turn.session.clone();
@@ -505,7 +530,7 @@ async fn forward(
     };
     let mut headers = parts.headers.clone();
     headers.remove(SESSION_HEADER);
-    if let Some(chosen) = &chosen
+    if let Some(chosen) = chosen.as_ref().filter(|_| injecting)
         && let Ok(value) = HeaderValue::from_str(chosen.id.as_str())
     {
         headers.insert(GRAPH_SESSION_HEADER, value);
@@ -561,9 +586,23 @@ async fn forward(
         drop(guard);
         let failed = Failed { status, headers, body: bytes.into() };
         return match chosen {
-            Some(chosen) if class == ErrorClass::Expired => Attempt::Expired { chosen, failed },
+            Some(chosen) if class == ErrorClass::Expired && injecting => Attempt::Expired { chosen, failed },
             _ => Attempt::Answered(failed.into_response()),
         };
+    }
+    match tracking {
+        Some(Tracking::Close) => guard.passed.closed = true,
+        Some(Tracking::Create) => {
+            // Small: the new session's id. Read whole, tracked, then passed on.
+            let bytes = read_up_to(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+            drop(guard);
+            track_created(proxy, workbook, &bytes).await;
+            let mut response = Response::new(Body::from(bytes));
+            *response.status_mut() = status;
+            *response.headers_mut() = headers;
+            return Attempt::Answered(response);
+        }
+        None => {}
     }
     tracing::info!(method = %method, path = %shown, session = %session_name, http_status = status.as_u16(), latency_ms,
         "proxied call");
@@ -575,6 +614,42 @@ async fn forward(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     Attempt::Answered(response)
+}
+
+/// Tracks a session a caller created (`--track`), as `proxy-ITEM` (or `proxy-ITEM-2`, … when
+/// that name is taken). A failure is logged: the caller's call worked, and it has its answer.
+async fn track_created(proxy: &Proxy, workbook: &WorkbookRef, body: &[u8]) {
+    let created: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let Some(id) = created.get("id").and_then(serde_json::Value::as_str).and_then(|id| SessionId::new(id).ok()) else {
+        tracing::warn!(%workbook, "a caller's createSession answer carried no session id to track (an asynchronous create is not followed)");
+        return;
+    };
+    let persistent = created.get("persistChanges").and_then(serde_json::Value::as_bool).unwrap_or(true);
+    let base = Proxy::name_for(workbook);
+    for n in 1..=9 {
+        let name = if n == 1 { base.clone() } else { format!("{}-{n}", base.chars().take(61).collect::<String>()) };
+        let new = crate::session::NewSession {
+            name: name.clone(),
+            workbook: workbook.clone(),
+            session_id: Some(id.clone()),
+            mode: if persistent { Mode::Persistent } else { Mode::NonPersistent },
+            interval: None,
+            recreate: false,
+            warning: None,
+        };
+        match proxy.handle.ask(crate::engine::Request::Track(new)).await {
+            Ok(_) => {
+                tracing::info!(session = %name, %workbook, "tracking a session a caller created");
+                return;
+            }
+            Err(EngineError::Store(crate::store::StoreError::NameTaken(_))) => continue,
+            Err(why) => {
+                tracing::warn!(%workbook, error = %why, "a session a caller created could not be tracked");
+                return;
+            }
+        }
+    }
+    tracing::warn!(%workbook, "a session a caller created was not tracked: proxy- names for it are all taken");
 }
 
 /// A whole answer, as far as the proxy's body limit lets it be.
