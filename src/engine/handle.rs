@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 use super::messages::{Event, JobKind};
+use super::messages::{Turn, TurnAsk};
 use super::ops::Failure;
-use super::turns::{Turn, TurnAsk};
 use crate::graph::ErrorClass;
 use crate::session::{NewSession, Outcome, SessionId, SessionKey, SettingsChange, TrackedSession};
 use crate::store::StoreError;

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::auth::{Progress, SignInState};
-use crate::session::{Outcome, SessionKey, TrackedSession};
+use crate::graph::ErrorClass;
+use crate::session::{Mode, Outcome, SessionId, SessionKey, TrackedSession, WorkbookRef};
 use crate::store::Holder;
 
 /// What a request or a call does: the verb a front end says it with.
@@ -137,4 +138,80 @@ pub enum Event {
     /// Worth saying, and about no single call: how refreshes travel (`$batch` or one by one).
     Note(String),
     Stopped,
+}
+
+/// Which tracked session a caller's call goes with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Choice {
+    /// The session of this name (it must be on the call's workbook).
+    Named(String),
+    /// The one tracked session on the workbook that is not closed, dead or damaged.
+    OnlyLive,
+    /// The tracked session with this id, if one is: the caller brought its own id.
+    ById(SessionId),
+    /// None: the call needs none.
+    Without,
+}
+
+/// A turn asked for: the workbook the call is on, and the session it goes with.
+#[derive(Debug, Clone)]
+pub struct TurnAsk {
+    pub workbook: WorkbookRef,
+    pub choice: Choice,
+}
+
+/// A turn handed out: the call may go now. Dropping it without `end` ends it as unanswered.
+#[derive(Debug, Clone)]
+pub struct Turn {
+    /// The session chosen, to put in the call's header.
+    pub session: Option<Chosen>,
+    pub(super) end: tokio::sync::mpsc::Sender<Passed>,
+}
+
+/// The session a turn goes with, as it is when the turn starts.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub key: SessionKey,
+    pub name: String,
+    pub id: SessionId,
+    pub mode: Mode,
+    /// It may be recreated when it expires.
+    pub recreate: bool,
+}
+
+impl Turn {
+    /// How the call went; frees the workbook for the next one.
+    pub fn end(self, passed: Passed) {
+        let _ = self.end.try_send(passed);
+    }
+}
+
+/// How a call made in a turn went.
+#[derive(Debug, Clone, Default)]
+pub struct Passed {
+    /// Whether it went to Graph at all: a turn given back unused says nothing of the workbook.
+    pub sent: bool,
+    /// `None`: no answer came (the call could not be made, or was cut off).
+    pub http_status: Option<u16>,
+    pub retry_after: Option<Duration>,
+    pub request_id: Option<String>,
+    pub client_request_id: Option<String>,
+    pub latency: Duration,
+    /// Graph's error codes, outermost first, where the answer was an error.
+    pub codes: Vec<String>,
+    /// The call was the session's closeSession: if it worked, the session is closed.
+    pub closed: bool,
+    /// What a failed answer means, by Microsoft's classification; `None` when it worked.
+    pub class: Option<ErrorClass>,
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Choice::Named(name) => write!(f, "{name}"),
+            Choice::OnlyLive => f.write_str("the only live session"),
+            Choice::ById(_) => f.write_str("the caller's own session"),
+            Choice::Without => f.write_str("no session"),
+        }
+    }
 }

@@ -42,6 +42,7 @@ use dispatch::{Dispatcher, JobId};
 pub use handle::{Answer, EngineError, Handle, Reply, Request};
 use handle::{Hub, Inbox, Waiter};
 use jobs::{Entry, Job, Local};
+pub use messages::{Choice, Chosen, Passed, Turn, TurnAsk};
 pub use messages::{Event, JobKind};
 pub(crate) use ops::Report;
 pub use ops::{BatchResult, Failure, Graph, LiveGraph};
@@ -49,7 +50,6 @@ use policy::{FailureRate, Verdict};
 use schedule::{GapWatch, Schedule};
 pub use settings::EngineSettings;
 use takeover::Takeover;
-pub use turns::{Choice, Chosen, Passed, Turn, TurnAsk};
 
 pub(crate) use crate::store::KEPT_OUTCOMES;
 
@@ -134,7 +134,7 @@ enum Done {
     Passed {
         id: JobId,
         key: Option<SessionKey>,
-        passed: Option<turns::Passed>,
+        passed: Option<messages::Passed>,
     },
     /// Refreshes that went out together (`ops::refresh_group`), with what each found.
     Group {

@@ -12,79 +12,15 @@ use tokio::time::Instant;
 use super::dispatch::JobId;
 use super::handle::{EngineError, Reply, Waiter};
 use super::jobs::{Job, Work};
+use super::messages::{Choice, Chosen, Passed, Turn, TurnAsk};
 use super::ops::Report;
 use super::policy::Verdict;
 use super::{Done, Engine};
 use crate::graph::ErrorClass;
-use crate::session::{Action, Mode, Outcome, OutcomeKind, SessionId, SessionKey, Status, WorkbookRef};
+use crate::session::{Action, Outcome, OutcomeKind, SessionKey, Status, WorkbookRef};
 
 /// Activity closer together than this on one session is one line of history, not one a call.
 const ACTIVITY_EVERY: Duration = Duration::from_secs(1);
-
-/// Which tracked session a caller's call goes with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Choice {
-    /// The session of this name (it must be on the call's workbook).
-    Named(String),
-    /// The one tracked session on the workbook that is not closed, dead or damaged.
-    OnlyLive,
-    /// The tracked session with this id, if one is: the caller brought its own id.
-    ById(SessionId),
-    /// None: the call needs none.
-    Without,
-}
-
-/// A turn asked for: the workbook the call is on, and the session it goes with.
-#[derive(Debug, Clone)]
-pub struct TurnAsk {
-    pub workbook: WorkbookRef,
-    pub choice: Choice,
-}
-
-/// A turn handed out: the call may go now. Dropping it without `end` ends it as unanswered.
-#[derive(Debug, Clone)]
-pub struct Turn {
-    /// The session chosen, to put in the call's header.
-    pub session: Option<Chosen>,
-    end: mpsc::Sender<Passed>,
-}
-
-/// The session a turn goes with, as it is when the turn starts.
-#[derive(Debug, Clone)]
-pub struct Chosen {
-    pub key: SessionKey,
-    pub name: String,
-    pub id: SessionId,
-    pub mode: Mode,
-    /// It may be recreated when it expires.
-    pub recreate: bool,
-}
-
-impl Turn {
-    /// How the call went; frees the workbook for the next one.
-    pub fn end(self, passed: Passed) {
-        let _ = self.end.try_send(passed);
-    }
-}
-
-/// How a call made in a turn went.
-#[derive(Debug, Clone, Default)]
-pub struct Passed {
-    /// Whether it went to Graph at all: a turn given back unused says nothing of the workbook.
-    pub sent: bool,
-    /// `None`: no answer came (the call could not be made, or was cut off).
-    pub http_status: Option<u16>,
-    pub retry_after: Option<Duration>,
-    pub request_id: Option<String>,
-    pub client_request_id: Option<String>,
-    pub latency: Duration,
-    /// Graph's error codes, outermost first, where the answer was an error.
-    pub codes: Vec<String>,
-    /// The call was the session's closeSession: if it worked, the session is closed.
-    pub closed: bool,
-    /// What a failed answer means, by Microsoft's classification; `None` when it worked.
-    pub class: Option<ErrorClass>,
-}
 
 /// The one live session tracked on `workbook`, or why there is none to choose.
 fn only_live<'a>(
@@ -218,21 +154,10 @@ impl Engine {
     }
 }
 
-impl std::fmt::Display for Choice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Choice::Named(name) => write!(f, "{name}"),
-            Choice::OnlyLive => f.write_str("the only live session"),
-            Choice::ById(_) => f.write_str("the caller's own session"),
-            Choice::Without => f.write_str("no session"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::TrackedSession;
+    use crate::session::{Mode, SessionId, TrackedSession};
     use chrono::Utc;
 
     fn session(name: &str, workbook: &str, status: Status) -> TrackedSession {

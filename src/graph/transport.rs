@@ -543,29 +543,9 @@ fn percent_decoded_lower(path: &str) -> String {
     let mut decoded = path.to_string();
     // Twice: `%252e` decodes to `%2e`, which decodes to `.`.
     for _ in 0..2 {
-        decoded = percent_decode(&decoded);
+        decoded = text::percent_decoded(&decoded);
     }
     decoded.to_ascii_lowercase()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (byte, ..) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A failed answer, classified: from a plain call, or from one item of a `$batch`.

@@ -67,7 +67,7 @@ pub fn target(path: &str) -> Result<Target, Refusal> {
     if below.eq_ignore_ascii_case("$batch") {
         return Err(Refusal::Batch);
     }
-    let decoded = percent_decoded(below);
+    let decoded = crate::text::percent_decoded(below);
     let segments: Vec<&str> = decoded.split('/').collect();
     // The first `workbook` segment whose prefix reads as a workbook: a folder of that name in
     // a by-path reference is part of the path, not the call.
@@ -95,25 +95,6 @@ pub fn target(path: &str) -> Result<Target, Refusal> {
         return Ok(Target { workbook, kind: CallKind::Item });
     }
     Err(Refusal::NotWorkbook(shown()))
-}
-
-fn percent_decoded(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(h), Some(l)) = (bytes.get(i + 1).and_then(|&b| hex(b)), bytes.get(i + 2).and_then(|&b| hex(b)))
-        {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A path with its query values blanked, for the log: a filter or a token-like value in a

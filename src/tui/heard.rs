@@ -271,3 +271,34 @@ pub(super) fn refusal(e: &EngineError) -> String {
         other => other.to_string(),
     }
 }
+
+impl App {
+    /// Counts an answer that belongs to bulk work, and says the summary after the last one.
+    /// `false`: it belongs to none, and is said on its own.
+    pub(super) fn bulk_answered(
+        &mut self,
+        kind: JobKind,
+        key: Option<SessionKey>,
+        name: &str,
+        answer: &Answer,
+        now: DateTime<Utc>,
+    ) -> bool {
+        let Some(key) = key else { return false };
+        let Some(index) = self.bulks.iter().position(|b| b.waits_for(kind, key)) else { return false };
+        let failure = answer.as_ref().err().map(EngineError::word);
+        self.bulks[index].answered(key, failure);
+        if let Err(why) = answer {
+            self.remember(&format!("{name}: {} failed: {why}", kind.verb()), true, now);
+        }
+        if self.bulks[index].is_over() {
+            let (text, failed) = self.bulks.remove(index).summary();
+            if failed {
+                self.flash_error(text, now);
+            } else {
+                self.flash_info(text, now);
+            }
+        }
+        self.dirty = true;
+        true
+    }
+}

@@ -5,6 +5,7 @@
 use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 
 use super::app::{App, Effect, Overlay, Sort, sort_of};
+use super::bulk::Bulk;
 use super::dialog::{Confirm, Dialog, Form, FormKind, SignInDialog, Submitted};
 use super::keymap::{Action, action_for};
 use crate::engine::{EngineError, Request};
@@ -410,5 +411,25 @@ impl App {
         }
         self.dirty = true;
         Vec::new()
+    }
+}
+
+impl App {
+    /// One request per session; more than one are counted together and said once, at the end.
+    pub(super) fn ask_each(&mut self, keys: Vec<SessionKey>, request: impl Fn(SessionKey) -> Request) -> Vec<Effect> {
+        let requests: Vec<Request> = keys.iter().map(|key| request(*key)).collect();
+        if let [first, _, ..] = requests.as_slice() {
+            let kind = first.kind();
+            let index = match self.bulks.iter().position(|b| b.kind == kind) {
+                Some(index) => index,
+                None => {
+                    self.bulks.push(Bulk::new(kind));
+                    self.bulks.len() - 1
+                }
+            };
+            self.bulks[index].expect(&keys);
+            self.dirty = true;
+        }
+        requests.into_iter().map(|r| self.ask(r)).collect()
     }
 }
