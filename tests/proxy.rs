@@ -433,3 +433,20 @@ fn with_track_a_callers_own_sessions_are_tracked_and_marked_closed() {
         shown["status"] == "closed"
     });
 }
+
+#[test]
+fn a_graph_that_does_not_answer_holds_a_call_no_longer_than_the_request_timeout() {
+    let sim = SimThread::start(config(Duration::from_secs(6)), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    cli.config("request_timeout = \"1s\"\n");
+    let id = sim.sim.open_session("W1");
+    cli.ok(&["add", "a", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    let proxy = start_proxy(&cli);
+    let http = http();
+    let started = std::time::Instant::now();
+    let status =
+        block_on(async { http.get(range(&proxy.url, "W1")).bearer_auth(&proxy.secret).send().await.unwrap().status() });
+    assert_eq!(status, 502);
+    assert!(started.elapsed() < Duration::from_secs(4), "held {:?}", started.elapsed());
+}

@@ -32,9 +32,14 @@ pub(crate) struct ProxyFiles {
 }
 
 impl ProxyFiles {
+    /// The address file is the store's: proxies on two stores each say where they are.
     pub(crate) fn of(settings: &Settings) -> ProxyFiles {
         let dir = settings.state_dir();
-        ProxyFiles { address: dir.join("proxy-address"), secret: dir.join("proxy-secret") }
+        // FNV-1a: stable across builds, which a std hasher is not promised to be.
+        let store = settings.store.to_string();
+        let hash =
+            store.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        ProxyFiles { address: dir.join(format!("proxy-address-{:08x}", hash as u32)), secret: dir.join("proxy-secret") }
     }
 
     /// The callers' secret: the one kept, else a new random one, kept.
@@ -97,26 +102,33 @@ impl ProxyFiles {
     }
 }
 
-/// A file of ours, read only if it is the user's alone: another user's secret is not trusted.
+/// A file of ours, read only if it is a small file the user's alone: another user's secret is
+/// not trusted, and a link to a device or a pipe is not read at all.
 fn read_private(path: &Path) -> Result<Option<String>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    if !meta.file_type().is_file() {
+        anyhow::bail!(
+            "{} must be a plain file, not a link, device or pipe; delete it and start the proxy again",
+            path.display()
+        );
+    }
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::symlink_metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         // SAFETY: getuid has no preconditions.
         let me = unsafe { libc::getuid() };
-        if meta.uid() != me || meta.mode() & 0o077 != 0 || !meta.file_type().is_file() {
+        if meta.uid() != me || meta.mode() & 0o077 != 0 {
             anyhow::bail!("{} must be a file only you can read and write (chmod 600); it is not used", path.display());
         }
     }
-    if text.len() > 4096 {
+    if meta.len() > 4096 {
         anyhow::bail!("{} is larger than it can be; delete it and start the proxy again", path.display());
     }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(Some(text))
 }
 
@@ -144,7 +156,10 @@ impl Serving {
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
-        let _ = std::fs::remove_file(&self.files.address);
+        // Only if it still says where this one was: another proxy on the store may have started.
+        if read_private(&self.files.address).ok().flatten().is_some_and(|a| a.trim() == self.url) {
+            let _ = std::fs::remove_file(&self.files.address);
+        }
     }
 }
 

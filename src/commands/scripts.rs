@@ -71,6 +71,8 @@ async fn run_job(
     }
     if args.proxy {
         let (url, secret) = super::proxy::ProxyFiles::of(settings).running()?;
+        // The workbook through the proxy too: a job that uses the URL it is given goes there.
+        command.env("WBSESSIONS_WORKBOOK_URL", session.workbook.url(&url));
         command.env(super::proxy::URL_VAR, url).env(super::proxy::SECRET_VAR, secret);
     }
     // The command is the user's: it creates files as they would, not as privately as this does.

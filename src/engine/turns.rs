@@ -27,8 +27,11 @@ fn only_live<'a>(
     mut sessions: impl Iterator<Item = &'a crate::session::TrackedSession>,
     workbook: &WorkbookRef,
 ) -> Result<SessionKey, EngineError> {
+    // An expired session that may not be recreated is no use to anyone's call either.
     let usable = |s: &&crate::session::TrackedSession| {
-        &s.workbook == workbook && !matches!(s.status, Status::Closed | Status::Dead | Status::Damaged)
+        &s.workbook == workbook
+            && !matches!(s.status, Status::Closed | Status::Dead | Status::Damaged)
+            && (s.status != Status::Expired || s.recreate)
     };
     let Some(first) = sessions.by_ref().find(usable) else {
         return Err(EngineError::NoSession { workbook: workbook.to_string(), names: Vec::new() });
@@ -174,7 +177,12 @@ mod tests {
         let w1 = WorkbookRef::parse("me/drive/items/W1").unwrap_or_else(|_| unreachable!());
         let one = [session("a", "me/drive/items/W1", Status::Ok), session("b", "me/drive/items/W1", Status::Closed)];
         assert_eq!(only_live(one.iter(), &w1).ok(), Some(one[0].key));
-        let two = [session("b", "me/drive/items/W1", Status::Ok), session("a", "me/drive/items/W1", Status::Expired)];
+        let mut expired = session("a", "me/drive/items/W1", Status::Expired);
+        // Expired and not to be recreated: no use to a call, so not counted.
+        let two = [session("b", "me/drive/items/W1", Status::Ok), expired.clone()];
+        assert_eq!(only_live(two.iter(), &w1).ok(), Some(two[0].key));
+        expired.recreate = true;
+        let two = [session("b", "me/drive/items/W1", Status::Ok), expired];
         match only_live(two.iter(), &w1) {
             Err(EngineError::NoSession { names, .. }) => assert_eq!(names, ["a", "b"]),
             other => panic!("expected two names, got {other:?}"),

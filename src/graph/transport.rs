@@ -270,20 +270,38 @@ pub struct Forwarded {
     pub headers: HeaderMap,
     pub request_id: Option<String>,
     response: reqwest::Response,
+    /// The longest wait for the next piece of the body.
+    idle: Duration,
 }
 
 impl Forwarded {
-    /// The body as it arrives, cut off with an error past `limit` bytes.
+    /// The body as it arrives, cut off with an error past `limit` bytes, or when nothing of it
+    /// comes for the request timeout: an answer that stalls must not hold its workbook forever.
     pub fn body(self, limit: u64) -> impl Stream<Item = Result<Bytes, ForwardError>> + Send + 'static {
-        let mut seen: u64 = 0;
-        self.response.bytes_stream().map(move |chunk| {
-            let chunk =
-                chunk.map_err(|e| ForwardError::Unanswered(format!("the answer broke off: {}", error_chain(&e))))?;
-            seen = seen.saturating_add(chunk.len() as u64);
-            if seen > limit {
-                return Err(ForwardError::TooLarge(limit));
+        let idle = self.idle;
+        let chunks = Box::pin(self.response.bytes_stream());
+        futures_util::stream::unfold((chunks, 0u64, false), move |(mut chunks, seen, over)| async move {
+            if over {
+                return None;
             }
-            Ok(chunk)
+            let next = match tokio::time::timeout(idle, chunks.next()).await {
+                Err(_) => Err(ForwardError::Unanswered(format!(
+                    "the answer stalled: nothing came for {}",
+                    crate::time::format_duration(idle)
+                ))),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => Err(ForwardError::Unanswered(format!("the answer broke off: {}", error_chain(&e)))),
+                Ok(Some(Ok(chunk))) => {
+                    let seen = seen.saturating_add(chunk.len() as u64);
+                    if seen > limit {
+                        Err(ForwardError::TooLarge(limit))
+                    } else {
+                        return Some((Ok(chunk), (chunks, seen, false)));
+                    }
+                }
+            };
+            // An error ends the stream: what follows it is not passed on.
+            Some((next, (chunks, seen, true)))
         })
     }
 }
@@ -517,24 +535,27 @@ impl Transport {
                 }
             },
         );
-        let response = self
-            .http
-            .request(request.method, url)
-            .headers(headers)
-            .body(reqwest::Body::wrap_stream(body))
-            .send()
-            .await
-            .map_err(|e| {
+        // The request and the answer's headers within the request timeout, as for our own calls:
+        // a Graph that never answers, or a caller whose body trickles, holds the workbook no longer.
+        let sending =
+            self.http.request(request.method, url).headers(headers).body(reqwest::Body::wrap_stream(body)).send();
+        let response = match tokio::time::timeout(self.timeout, sending).await {
+            Err(_) => {
+                let waited = crate::time::format_duration(self.timeout);
+                return Err(ForwardError::Unanswered(format!("no answer within {waited}")));
+            }
+            Ok(sent) => sent.map_err(|e| {
                 if cut_off.load(std::sync::atomic::Ordering::Relaxed) {
                     ForwardError::TooLarge(limit)
                 } else {
                     ForwardError::Unanswered(self.why_unanswered(&e, self.timeout))
                 }
-            })?;
+            })?,
+        };
         let status = response.status();
         let headers = end_to_end(response.headers());
         let request_id = header_text(&headers, "request-id").map(|id| text::clean(&id, text::MAX_TOKEN));
-        Ok(Forwarded { status, headers, request_id, response })
+        Ok(Forwarded { status, headers, request_id, response, idle: self.timeout })
     }
 }
 

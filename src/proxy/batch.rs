@@ -58,6 +58,13 @@ fn plan(body: &[u8], outer_named: Option<&str>) -> Result<(Value, BTreeMap<Strin
         let shown = crate::text::clean(&id, 40);
         let url = item.get("url").and_then(Value::as_str).ok_or_else(|| bad(format!("request {shown} has no url")))?;
         let path = url.split('?').next().unwrap_or_default().trim_start_matches('/');
+        if path.eq_ignore_ascii_case("$batch") {
+            return Err(Refused {
+                status: StatusCode::FORBIDDEN,
+                code: "notForwarded",
+                message: format!("request {shown}: a $batch inside a $batch is not forwarded"),
+            });
+        }
         let target = gate::target(&format!("/v1.0/{path}")).map_err(|why| Refused {
             status: StatusCode::FORBIDDEN,
             code: "notForwarded",
@@ -105,7 +112,10 @@ pub(super) async fn pass(
     let outer_named = header(&parts.headers, SESSION_HEADER);
     let (mut batch, planned) = match plan(&bytes, outer_named) {
         Ok(planned) => planned,
-        Err(refused) => return error(refused.status, refused.code, &refused.message),
+        Err(refused) => {
+            tracing::info!(status = refused.status.as_u16(), "proxy refused a $batch: {}", refused.message);
+            return error(refused.status, refused.code, &refused.message);
+        }
     };
     // A by-path workbook is its item: its calls share the item's lane and session.
     let mut lanes: BTreeMap<String, Lane> = BTreeMap::new();
@@ -192,7 +202,12 @@ pub(super) async fn pass(
                 turn.end(Passed { sent, latency: started.elapsed(), ..Passed::default() });
             }
             tracing::warn!(error = %why, "proxied $batch failed");
-            return error(StatusCode::BAD_GATEWAY, "graphUnanswered", &why.to_string());
+            return match why {
+                crate::graph::ForwardError::TooLarge(_) => {
+                    error(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", &why.to_string())
+                }
+                _ => error(StatusCode::BAD_GATEWAY, "graphUnanswered", &why.to_string()),
+            };
         }
     };
     let status = forwarded.status;

@@ -24,7 +24,10 @@ pub fn loopback_host(host: Option<&str>) -> bool {
 /// Whether `Authorization` presents the proxy's secret, compared in time that does not depend
 /// on where the first difference is.
 pub fn presents(authorization: Option<&str>, secret: &str) -> bool {
-    let Some(given) = authorization.and_then(|v| v.strip_prefix("Bearer ")).map(str::trim) else { return false };
+    // The scheme's name is not case-sensitive (RFC 9110, 11.1).
+    let given =
+        authorization.and_then(|v| v.split_once(' ')).filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
+    let Some(given) = given.map(|(_, token)| token.trim()) else { return false };
     let (a, b) = (given.as_bytes(), secret.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
@@ -67,8 +70,13 @@ pub fn target(path: &str) -> Result<Target, Refusal> {
     if below.eq_ignore_ascii_case("$batch") {
         return Err(Refusal::Batch);
     }
-    let decoded = crate::text::percent_decoded(below);
+    let decoded = crate::text::percent_decoded(&crate::text::percent_decoded(below));
     let segments: Vec<&str> = decoded.split('/').collect();
+    // Judged as a server would read it: no climbing, no other host (a `$batch` item's URL is
+    // checked here alone).
+    if segments.iter().any(|s| *s == ".." || *s == "." || s.contains('\\')) || decoded.contains("://") {
+        return Err(Refusal::NotWorkbook(shown()));
+    }
     // The first `workbook` segment whose prefix reads as a workbook: a folder of that name in
     // a by-path reference is part of the path, not the call.
     for (i, segment) in segments.iter().enumerate() {
@@ -132,6 +140,7 @@ mod tests {
     #[test]
     fn the_secret_must_match_whole() {
         assert!(presents(Some("Bearer s3cret"), "s3cret"));
+        assert!(presents(Some("bearer s3cret"), "s3cret"));
         for bad in [None, Some("s3cret"), Some("Bearer s3cre"), Some("Bearer s3cret2"), Some("Basic s3cret")] {
             assert!(!presents(bad, "s3cret"), "{bad:?}");
         }
@@ -151,6 +160,14 @@ mod tests {
         assert!(matches!(target("/v1.0/users/x/drive/items"), Err(Refusal::NotWorkbook(_))));
         assert!(matches!(target("/beta/me/drive/items/W1"), Err(Refusal::NotGraph(_))));
         assert!(matches!(target("/v1.0/$batch"), Err(Refusal::Batch)));
+        for climbing in [
+            "/v1.0/me/drive/items/W1/workbook/../../../../me/messages",
+            "/v1.0/me/drive/items/W1/workbook/%2e%2e/x",
+            "/v1.0/me/drive/items/W1/workbook/%252e%252e/x",
+            "/v1.0/https://evil.example/v1.0/me/drive/items/W1/workbook/worksheets",
+        ] {
+            assert!(matches!(target(climbing), Err(Refusal::NotWorkbook(_))), "{climbing}");
+        }
     }
 
     #[test]

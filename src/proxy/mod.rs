@@ -573,7 +573,24 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
     headers.remove(axum::http::header::CONTENT_LENGTH);
     if status.is_client_error() || status.is_server_error() {
         // Small, and worth reading: what the failure means decides holds and the session's fate.
-        let bytes = read_up_to(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+        let bytes =
+            scrubbed(read_up_to(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await, token.secret.expose());
+        for value in headers.values_mut() {
+            if value.to_str().is_ok_and(|v| v.contains(token.secret.expose()))
+                && let Ok(clean) = HeaderValue::from_str("[withheld by wbsessions proxy]")
+            {
+                *value = clean;
+            }
+        }
+        // The token was refused: a renewed one for the next call, as the keeper does.
+        if status == StatusCode::UNAUTHORIZED {
+            let (tokens, refused) = (proxy.tokens.clone(), token.clone());
+            tokio::spawn(async move {
+                if let Err(why) = tokens.renew_after_rejection(&refused).await {
+                    tracing::warn!(error = %why, "the token Graph refused could not be renewed");
+                }
+            });
+        }
         let parsed = ErrorBody::parse(&bytes);
         let kind = if sessionful { GraphCall::Sessionful } else { GraphCall::Other };
         let class = classify(status.as_u16(), &parsed, kind, guard.passed.retry_after.is_some());
@@ -584,6 +601,9 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
             "proxied call answered with an error");
         // The turn ends here: what it found (an expiry) is recorded before anyone acts on it.
         drop(guard);
+        if let Some(name) = chosen.as_ref().and_then(|c| HeaderValue::from_str(&c.name).ok()) {
+            headers.insert(HeaderName::from_static(SESSION_HEADER), name);
+        }
         let failed = Failed { status, headers, body: bytes.into() };
         return match chosen {
             Some(chosen) if class == ErrorClass::Expired && injecting => Attempt::Expired { chosen, failed },
@@ -650,6 +670,18 @@ async fn track_created(proxy: &Proxy, workbook: &WorkbookRef, body: &[u8]) {
         }
     }
     tracing::warn!(%workbook, "a session a caller created was not tracked: proxy- names for it are all taken");
+}
+
+/// An answer with the token taken out, should a server put it there: it is never the caller's.
+fn scrubbed(mut bytes: Vec<u8>, token: &str) -> Vec<u8> {
+    let needle = token.as_bytes();
+    if needle.is_empty() {
+        return bytes;
+    }
+    while let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
+        bytes.splice(at..at + needle.len(), b"[withheld]".iter().copied());
+    }
+    bytes
 }
 
 /// A whole answer, as far as the proxy's body limit lets it be.
