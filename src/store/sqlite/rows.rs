@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, Utc};
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
 use super::db::{BULK_CACHE_KIB, BULK_ROWS, DEFAULT_CACHE_KIB, Db, KEPT_TOMBSTONES, interval_ms, time_text};
@@ -202,6 +203,24 @@ impl Db {
     }
 
     /// Adds a session; its `key` is set from the new row. A taken name or session id is refused.
+    /// A session's columns, `name` to `rev`, in the order the insert and the rewrite name them.
+    fn columns(session: &TrackedSession, rev: i64) -> [Value; 12] {
+        [
+            Value::from(session.name.clone()),
+            Value::from(session.workbook.to_string()),
+            Value::from(session.session_id.as_str().to_string()),
+            Value::from(session.mode.as_str().to_string()),
+            Value::from(interval_ms(session.interval)),
+            Value::from(session.recreate),
+            Value::from(session.auto),
+            Value::from(session.status.as_str().to_string()),
+            Value::from(session.last_refresh.map(time_text)),
+            Value::from(session.failures),
+            Value::from(time_text(session.created_at)),
+            Value::from(rev),
+        ]
+    }
+
     #[cfg(test)]
     pub fn insert(&mut self, session: &mut TrackedSession) -> Result<(), StoreError> {
         self.insert_with_history(session, &[])
@@ -264,20 +283,7 @@ impl Db {
                     clash = Some(StoreError::IdTaken(other));
                     return Err(rusqlite::Error::QueryReturnedNoRows);
                 }
-                insert.execute(params![
-                    session.name,
-                    session.workbook.to_string(),
-                    session.session_id.as_str(),
-                    session.mode.as_str(),
-                    interval_ms(session.interval),
-                    session.recreate,
-                    session.auto,
-                    session.status.as_str(),
-                    session.last_refresh.map(time_text),
-                    session.failures,
-                    time_text(session.created_at),
-                    rev,
-                ])?;
+                insert.execute(rusqlite::params_from_iter(Self::columns(session, rev)))?;
                 let key = tx.last_insert_rowid();
                 for outcome in history {
                     insert_outcome(tx, key, outcome)?;
@@ -362,21 +368,9 @@ impl Db {
                              recreate = ?7, auto = ?8, status = ?9, last_refresh = ?10, failures = ?11, created_at = ?12, \
                              rev = ?13 WHERE id = ?1",
                         )?
-                        .execute(params![
-                            session.key,
-                            session.name,
-                            session.workbook.to_string(),
-                            session.session_id.as_str(),
-                            session.mode.as_str(),
-                            interval_ms(session.interval),
-                            session.recreate,
-                            session.auto,
-                            session.status.as_str(),
-                            session.last_refresh.map(time_text),
-                            session.failures,
-                            time_text(session.created_at),
-                            rev,
-                        ])?;
+                        .execute(rusqlite::params_from_iter(
+                            std::iter::once(Value::from(session.key)).chain(Self::columns(session, rev)),
+                        ))?;
                     }
                     Write::Remove { key } => {
                         tx.execute("DELETE FROM outcomes WHERE session = ?1", [key])?;
