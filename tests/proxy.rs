@@ -450,3 +450,112 @@ fn a_graph_that_does_not_answer_holds_a_call_no_longer_than_the_request_timeout(
     assert_eq!(status, 502);
     assert!(started.elapsed() < Duration::from_secs(4), "held {:?}", started.elapsed());
 }
+
+/// A Graph that answers every call with the start of a 200 and hangs up halfway: the answer a
+/// proxy must not pass on as if it were whole.
+fn graph_that_breaks_off() -> String {
+    hostile_graph(true).0
+}
+
+/// A hostile Graph on loopback: it reads each request's headers, says so on the channel, then
+/// breaks off halfway through an answer (`answers`) or holds the connection without a word.
+fn hostile_graph(answers: bool) -> (String, std::sync::mpsc::Receiver<()>) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
+    let (heard, hearing) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = heard.send(());
+            if answers {
+                let _ = stream.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"responses\":[{\"id\":\"1\",",
+                );
+            } else {
+                held.push(stream);
+            }
+        }
+    });
+    (url, hearing)
+}
+
+#[test]
+fn a_batch_answer_that_breaks_off_reaches_the_caller_as_a_failure_not_a_short_success() {
+    let graph = graph_that_breaks_off();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&graph, dir.path());
+    let proxy = start_proxy(&cli);
+    let http = http();
+    block_on(async {
+        let answer = http
+            .post(format!("{}/$batch", proxy.url))
+            .bearer_auth(&proxy.secret)
+            .json(&serde_json::json!({ "requests": [
+                { "id": "1", "method": "GET", "url": "/me/drive/items/W1/workbook/worksheets",
+                  "headers": { "workbook-session-id": "callers-own" } },
+            ]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 502);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "answerCutOff", "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("may have run"), "{body}");
+    });
+}
+
+/// A caller that opens a connection and never finishes its headers is let go of: thousands of
+/// them must not hold the proxy's connections for good.
+#[test]
+fn a_caller_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read as _, Write as _};
+    let graph = graph_that_breaks_off();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&graph, dir.path());
+    let proxy = start_proxy(&cli);
+    let address = proxy.url.trim_start_matches("http://").trim_end_matches("/v1.0").to_string();
+    let mut slow = std::net::TcpStream::connect(&address).unwrap();
+    slow.write_all(b"GET /v1.0/me HTTP/1.1\r\nHost: 127.0.0.1\r\n").unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // The proxy closes the connection (with a 408 or without a word); a read that times out
+    // instead means it was kept.
+    let closed = slow.read_to_end(&mut rest).is_ok();
+    assert!(closed, "the connection was still open after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(15), "closed only after {:?}", started.elapsed());
+}
+
+/// SIGTERM while a call hangs at Graph: the proxy stops within a few seconds, not when the call
+/// would have ended.
+#[test]
+fn the_proxy_stops_promptly_with_a_call_hanging_at_graph() {
+    let (graph, heard) = hostile_graph(false);
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&graph, dir.path());
+    cli.config("request_timeout = \"60s\"\n");
+    let mut proxy = start_proxy(&cli);
+    let (url, secret) = (range(&proxy.url, "W1"), proxy.secret.clone());
+    let call = std::thread::spawn(move || {
+        block_on(async { http().get(url).bearer_auth(secret).header("workbook-session-id", "own").send().await })
+    });
+    heard.recv_timeout(Duration::from_secs(10)).expect("the call reached Graph");
+    let pid = libc::pid_t::try_from(proxy.child.id()).unwrap();
+    let started = std::time::Instant::now();
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = proxy.child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(9), "stopped after {:?}", started.elapsed());
+    assert!(status.success(), "{status:?}");
+    assert!(call.join().unwrap().is_err(), "the hanging call was cut, not answered");
+}

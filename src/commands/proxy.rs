@@ -151,11 +151,11 @@ pub(crate) struct Serving {
 }
 
 impl Serving {
-    /// Stops taking calls, lets those under way finish (a few seconds at most), and forgets the
-    /// address.
+    /// Stops taking calls, lets those under way finish (two seconds at most, then they are cut),
+    /// and forgets the address.
     pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+        let _ = self.task.await;
         // Only if it still says where this one was: another proxy on the store may have started.
         if read_private(&self.files.address).ok().flatten().is_some_and(|a| a.trim() == self.url) {
             let _ = std::fs::remove_file(&self.files.address);

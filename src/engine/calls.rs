@@ -115,11 +115,11 @@ impl Engine {
     /// Asks the store for starts from the budget every process on it shares, when calls wait
     /// for want of them (and tells it the requests made beyond earlier grants).
     fn reserve_budget(&mut self, now: Instant) {
-        let Some((want, extra)) = self.dispatcher.reservation(now) else { return };
+        let Some(ask) = self.dispatcher.reservation(now) else { return };
         let (store, budget, at) = (self.store.clone(), self.settings.request_budget, self.ctx.clock.now());
         let task = self.tasks.spawn(async move {
-            let result = store.reserve(want, budget, extra, at).await;
-            Done::Reserved { want, result }
+            let result = store.reserve(ask, budget, at).await;
+            Done::Reserved { want: ask.want, result }
         });
         self.running.insert(task.id(), (None, None));
     }

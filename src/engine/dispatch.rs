@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::policy::{Verdict, throttle_hold};
 
 pub(crate) use crate::store::BUDGET_WINDOW;
-use crate::store::{GRANT_LIFE, Grant};
+use crate::store::{GRANT_LIFE, Grant, GrantToken, Reservation};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct JobId(u64);
@@ -118,8 +118,10 @@ pub(crate) struct Budget {
 #[derive(Debug, Default)]
 struct Allowance {
     tokens: u32,
-    /// Grants not used by then are let go: the store stops counting them a moment later.
+    /// Grants not used by then are given back with the next reservation.
     expires: Option<Instant>,
+    /// The grant `tokens` came from.
+    grant: Option<GrantToken>,
     /// A reservation is on its way.
     asking: bool,
     /// The store had none to give: not asked again before this.
@@ -207,24 +209,43 @@ impl Budget {
         }
     }
 
-    /// What to ask the shared budget for now, if anything: `(starts, extra requests to record)`.
-    /// Starts are asked for when `waiting` work has none, as many as wait, at most a twentieth
-    /// of the ceiling at a time (what one does not use in `GRANT_LIFE` is lost for a window, and
-    /// counted against every process on the store: asking for a second's worth ahead made a
-    /// keeper of 10,000 sessions start 0.3 % of its refreshes over a second late).
-    fn reservation(&mut self, now: Instant, waiting: usize) -> Option<(u32, u32)> {
+    /// What to ask the shared budget for now, if anything. Starts are asked for when `waiting`
+    /// work has none: as many as wait, or as many as the last `GRANT_LIFE` started if more (a
+    /// steady stream of calls, the proxy's, asks once a grant's life rather than once a call),
+    /// at most a twentieth of the ceiling at a time. What a grant leaves unused goes back to
+    /// the store once its life is over: kept, it would count against every process on the
+    /// store for a whole window (a keeper of 10,000 sessions started 0.3 % of its refreshes
+    /// over a second late that way).
+    fn reservation(&mut self, now: Instant, waiting: usize) -> Option<Reservation> {
         let room = self.room(now);
         let chunk = (self.ceiling / 20.0).max(1.0) as usize;
+        let recent = match waiting {
+            0 => 0,
+            _ => self.starts.iter().rev().take_while(|t| now.saturating_duration_since(**t) < GRANT_LIFE).count(),
+        };
         let allowance = self.shared.as_mut()?;
-        if allowance.asking || allowance.not_before.is_some_and(|t| now < t) {
+        if allowance.asking {
             return None;
         }
-        let want = if allowance.usable(now) == 0 { waiting.min(chunk).min(room) } else { 0 };
-        if want == 0 && allowance.extra == 0 {
+        let lapsed = allowance.expires.is_some_and(|at| now >= at);
+        let unused = match (lapsed, allowance.grant) {
+            (true, Some(grant)) if allowance.tokens > 0 => Some((grant, std::mem::take(&mut allowance.tokens))),
+            _ => None,
+        };
+        if lapsed {
+            allowance.grant = None;
+        }
+        let may_ask = allowance.not_before.is_none_or(|t| now >= t) && allowance.usable(now) == 0;
+        let want = if may_ask { waiting.max(recent).min(chunk).min(room) } else { 0 };
+        if want == 0 && allowance.extra == 0 && unused.is_none() {
             return None;
         }
         allowance.asking = true;
-        Some((u32::try_from(want).unwrap_or(u32::MAX), std::mem::take(&mut allowance.extra)))
+        Some(Reservation {
+            want: u32::try_from(want).unwrap_or(u32::MAX),
+            extra: std::mem::take(&mut allowance.extra),
+            unused,
+        })
     }
 
     /// The store's answer to a reservation of `want`. A store that could not answer leaves this
@@ -232,10 +253,11 @@ impl Budget {
     fn reserved(&mut self, now: Instant, want: u32, grant: Option<Grant>) {
         let Some(allowance) = &mut self.shared else { return };
         allowance.asking = false;
-        let grant = grant.unwrap_or(Grant { granted: want, retry_in: None });
+        let grant = grant.unwrap_or(Grant { granted: want, retry_in: None, token: None });
         if grant.granted > 0 {
             allowance.tokens = grant.granted;
             allowance.expires = Some(now + GRANT_LIFE);
+            allowance.grant = grant.token;
             allowance.not_before = None;
         } else if want > 0 {
             allowance.not_before = Some(now + grant.retry_in.unwrap_or(Duration::from_millis(100)));
@@ -553,7 +575,7 @@ impl<T> Dispatcher<T> {
 
     /// What to ask the store's shared budget for, if anything (`Budget::reservation`): starts
     /// while calls wait for want of them, extra requests to record.
-    pub(crate) fn reservation(&mut self, now: Instant) -> Option<(u32, u32)> {
+    pub(crate) fn reservation(&mut self, now: Instant) -> Option<Reservation> {
         let waiting = if self.requests.len() < self.concurrency { self.ready.len() } else { 0 };
         self.budget.reservation(now, waiting)
     }
@@ -580,6 +602,35 @@ mod tests {
 
     fn drain(d: &mut Dispatcher<&'static str>, now: Instant) -> Vec<(JobId, &'static str)> {
         std::iter::from_fn(|| d.start(now, |_| true).map(|t| (t.id, t.payload))).collect()
+    }
+
+    /// A steady stream asks for a second's worth at once, and what a grant leaves unused goes
+    /// back to the store once its life is over, named by the grant it came from.
+    #[tokio::test(start_paused = true)]
+    async fn a_shared_budget_asks_for_what_the_last_second_used_and_gives_back_the_rest() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(1000, true);
+        let first = budget.reservation(t0, 1).expect("a call waits");
+        assert_eq!((first.want, first.unused), (1, None));
+        assert!(budget.reservation(t0, 1).is_none(), "one reservation at a time");
+        let one = GrantToken { row: 1, at_ms: 0 };
+        budget.reserved(t0, 1, Some(Grant { granted: 1, retry_in: None, token: Some(one) }));
+        assert!(budget.has_room(t0));
+        budget.spend(t0, 30);
+        assert!(!budget.has_room(t0), "the grant is spent");
+        let at = t0 + Duration::from_millis(100);
+        let second = budget.reservation(at, 1).expect("a call waits again");
+        assert_eq!(second.want, 30, "as many as the last second started");
+        let two = GrantToken { row: 2, at_ms: 100 };
+        budget.reserved(at, 30, Some(Grant { granted: 30, retry_in: None, token: Some(two) }));
+        budget.spend(at, 10);
+        assert!(budget.reservation(at, 0).is_none(), "twenty left and nothing waits");
+        let lapsed = at + GRANT_LIFE;
+        let back = budget.reservation(lapsed, 0).expect("the rest goes back");
+        assert_eq!((back.want, back.unused), (0, Some((two, 20))));
+        budget.reserved(lapsed, 0, Some(Grant { granted: 0, retry_in: None, token: None }));
+        assert!(budget.reservation(lapsed, 0).is_none(), "given back once");
+        assert!(!budget.has_room(lapsed), "nothing of it is used after its life");
     }
 
     #[tokio::test(start_paused = true)]

@@ -215,7 +215,30 @@ pub(super) async fn pass(
     answer_headers.remove(axum::http::header::CONTENT_LENGTH);
     let request_id = forwarded.request_id.clone();
     let outer_wait = header(&forwarded.headers, "retry-after").and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-    let answer = super::read_whole(forwarded.body(proxy.body_limit)).await;
+    let answer = match super::read_whole(forwarded.body(proxy.body_limit)).await {
+        Ok(answer) => answer,
+        Err(why) => {
+            // Graph answered, so its items may have run; what they found is not known.
+            for (turn, _) in turns {
+                turn.end(Passed { sent: true, latency: started.elapsed(), ..Passed::default() });
+            }
+            tracing::warn!(error = %why, http_status = status.as_u16(), request_id = request_id.as_deref().unwrap_or("-"),
+                "a proxied $batch's answer was not passed on");
+            let (code, what) = match why {
+                crate::graph::ForwardError::TooLarge(limit) => {
+                    ("answerTooLarge", format!("it is larger than {limit} bytes (the proxy's --max-body)"))
+                }
+                other => ("answerCutOff", other.to_string()),
+            };
+            return error(
+                StatusCode::BAD_GATEWAY,
+                code,
+                &format!(
+                    "Graph's answer to the $batch was not passed on: {what}; its items may have run, so check before sending them again"
+                ),
+            );
+        }
+    };
     let latency = started.elapsed();
     let answered: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
     for (turn, ids) in turns {

@@ -110,14 +110,64 @@ impl Proxy {
     }
 }
 
-/// Serves until `stop` resolves.
+/// Connections served at once; more wait in the listener's queue. Each costs a task and its
+/// buffers, and a caller that opens thousands must not take the process's memory or files.
+const MAX_CONNECTIONS: usize = 1024;
+/// How long a caller has to send a request's headers once it has started one: a connection that
+/// trickles them (or sends none) is closed rather than kept.
+const HEADER_TIME: Duration = Duration::from_secs(10);
+/// How long calls under way may go on once the proxy is told to stop; then they are cut.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves until `stop` resolves: HTTP/1.1 on each connection, at most `MAX_CONNECTIONS` of them;
+/// once stopped, calls under way get `STOP_GRACE` and are then cut, so that a stalled call
+/// cannot hold up the process's exit.
 pub async fn serve(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let router = Router::new().fallback(pass).with_state(proxy);
-    axum::serve(listener, router).with_graceful_shutdown(stop).await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let service = hyper_util::service::TowerToHyperService::new(Router::new().fallback(pass).with_state(proxy));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = tokio::task::JoinSet::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        while connections.try_join_next().is_some() {}
+        let slot = tokio::select! {
+            () = &mut stop => break,
+            slot = slots.clone().acquire_owned() => slot,
+        };
+        let Ok(slot) = slot else { break };
+        let stream = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of files, or a connection reset before it was taken: the listener
+                    // itself is fine, so wait a moment rather than spin.
+                    tracing::warn!(error = %e, "the proxy could not take a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(HEADER_TIME);
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service.clone()));
+        connections.spawn(async move {
+            let _ = connection.await;
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(STOP_GRACE, graceful.shutdown()).await;
+    // Dropping the set cuts what is still under way: its turns end, its callers see the
+    // connection close.
+    connections.shutdown().await;
+    Ok(())
 }
 
 /// The listening URL callers use as their Graph base.
@@ -639,9 +689,29 @@ fn scrubbed(mut bytes: Vec<u8>, token: &str) -> Vec<u8> {
     bytes
 }
 
-/// A whole answer, as far as the proxy's body limit lets it be.
-async fn read_whole(stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send) -> Vec<u8> {
-    read_up_to(stream, usize::MAX).await
+/// How long a whole answer (a `$batch`'s, read before it is passed on) may take to arrive.
+const WHOLE_ANSWER_TIME: Duration = Duration::from_secs(120);
+
+/// A whole answer, or why there is none: it broke off, stalled, took longer than
+/// `WHOLE_ANSWER_TIME` or grew past the proxy's body limit. Part of an answer is never passed
+/// on as if it were all of it.
+async fn read_whole(
+    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send,
+) -> Result<Vec<u8>, ForwardError> {
+    let mut stream = std::pin::pin!(stream);
+    let read = async {
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk?);
+        }
+        Ok(bytes)
+    };
+    tokio::time::timeout(WHOLE_ANSWER_TIME, read).await.unwrap_or_else(|_| {
+        Err(ForwardError::Unanswered(format!(
+            "the answer took longer than {}",
+            crate::time::format_duration(WHOLE_ANSWER_TIME)
+        )))
+    })
 }
 
 /// Reads an answer up to `cap` bytes; one that trickles is not waited for without end.

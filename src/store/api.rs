@@ -28,6 +28,26 @@ pub struct Grant {
     pub granted: u32,
     /// None was left: when some will be again.
     pub retry_in: Option<Duration>,
+    /// Names the grant, so that what is left of it unused can be given back.
+    pub token: Option<GrantToken>,
+}
+
+/// One grant as the store that gave it knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantToken {
+    pub row: i64,
+    /// When it was given, in the store's milliseconds: a row number alone may be taken again
+    /// once the grant has left the window.
+    pub at_ms: i64,
+}
+
+/// One call to the shared budget: starts wanted, requests made that no grant paid for (a
+/// create's polls), and what an earlier grant left unused, which stops counting against anyone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Reservation {
+    pub want: u32,
+    pub extra: u32,
+    pub unused: Option<(GrantToken, u32)>,
 }
 
 /// The budget's one rule, whatever store keeps the count: of `budget`, what `used` left, and no
@@ -234,11 +254,11 @@ pub trait SessionStore: Send + Sync {
     /// The newest `limit` failed calls of any session, by any process, newest first, with the
     /// session's name: what went wrong lately wherever it was met.
     fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>>;
-    /// Takes up to `want` request starts from the budget every process on the store shares (at
-    /// most `budget` in any `BUDGET_WINDOW`, each grant counted for `GRANT_LIFE` more), and
-    /// records `extra` requests made beyond what earlier grants paid for (a create's polls).
-    /// `now` is the caller's clock; a store that spans hosts uses its own.
-    fn reserve(&self, want: u32, budget: u32, extra: u32, now: DateTime<Utc>) -> StoreFuture<Grant>;
+    /// Takes up to `ask.want` request starts from the budget every process on the store shares
+    /// (at most `budget` in any `BUDGET_WINDOW`, each grant counted for `GRANT_LIFE` more),
+    /// records `ask.extra` requests made beyond what earlier grants paid for, and stops counting
+    /// what `ask.unused` names. `now` is the caller's clock; a store that spans hosts uses its own.
+    fn reserve(&self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> StoreFuture<Grant>;
     /// Whether automatic refresh is paused for the whole store.
     fn paused(&self) -> StoreFuture<bool>;
     /// The current revision.

@@ -14,7 +14,8 @@ use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
 use wbsessions::session::SortBy;
 use wbsessions::session::{Mode, Outcome, OutcomeKind, SessionId, SessionKey, TrackedSession, WorkbookRef};
 use wbsessions::store::{
-    BUDGET_WINDOW, GRANT_LIFE, Grant, Rev, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Write,
+    BUDGET_WINDOW, GRANT_LIFE, Grant, GrantToken, Reservation, Rev, RuntimeState, SessionStore, StoreError, StoreEvent,
+    StoreFuture, Write,
 };
 
 /// What the fake answers to one call.
@@ -562,9 +563,15 @@ impl SessionStore for MemoryStore {
         ready(Ok(failed))
     }
 
-    fn reserve(&self, want: u32, budget: u32, extra: u32, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<Grant> {
+    fn reserve(&self, ask: Reservation, budget: u32, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<Grant> {
+        let Reservation { want, extra, unused } = ask;
         let mut state = self.state.lock().unwrap();
         let counted = chrono::TimeDelta::from_std(BUDGET_WINDOW + GRANT_LIFE).unwrap();
+        if let Some((token, n)) = unused
+            && let Some(row) = state.budget.iter_mut().find(|(at, _)| at.timestamp_millis() == token.at_ms)
+        {
+            row.1 = row.1.saturating_sub(u64::from(n));
+        }
         state.budget.retain(|(at, _)| *at > now - counted);
         let used: u64 = state.budget.iter().map(|(_, n)| n).sum();
         let granted = u32::try_from(u64::from(budget).saturating_sub(used)).unwrap_or(u32::MAX).min(want);
@@ -575,7 +582,8 @@ impl SessionStore for MemoryStore {
             let oldest = state.budget.first().map_or(now, |(at, _)| *at);
             (oldest + counted - now).to_std().unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10))
         });
-        ready(Ok(Grant { granted, retry_in }))
+        let token = (granted > 0).then(|| GrantToken { row: 0, at_ms: now.timestamp_millis() });
+        ready(Ok(Grant { granted, retry_in, token }))
     }
 
     fn paused(&self) -> StoreFuture<bool> {

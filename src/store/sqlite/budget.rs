@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 
 use super::db::Db;
-use crate::store::{BUDGET_WINDOW, GRANT_LIFE, Grant, StoreError, grant_of};
+use crate::store::{BUDGET_WINDOW, GRANT_LIFE, Grant, GrantToken, Reservation, StoreError, grant_of};
 
 /// How long grants are counted.
 fn counted() -> Duration {
@@ -16,20 +16,19 @@ fn counted() -> Duration {
 }
 
 impl Db {
-    pub(crate) fn reserve(
-        &mut self,
-        want: u32,
-        budget: u32,
-        extra: u32,
-        now: DateTime<Utc>,
-    ) -> Result<Grant, StoreError> {
+    pub(crate) fn reserve(&mut self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> Result<Grant, StoreError> {
+        let Reservation { want, extra, unused } = ask;
         // Nobody writes a store opened read-only; there is nothing to share.
         if self.read_only {
-            return Ok(Grant { granted: want, retry_in: None });
+            return Ok(Grant { granted: want, retry_in: None, token: None });
         }
         let now_ms = now.timestamp_millis();
         let window_ms = i64::try_from(counted().as_millis()).unwrap_or(i64::MAX);
-        let (granted, oldest) = self.transact(false, |tx, _| {
+        let (granted, oldest, row) = self.transact(false, |tx, _| {
+            if let Some((token, n)) = unused {
+                tx.prepare_cached("UPDATE budget SET used = max(used - ?3, 0) WHERE rowid = ?1 AND at_ms = ?2")?
+                    .execute([token.row, token.at_ms, i64::from(n)])?;
+            }
             tx.prepare_cached("DELETE FROM budget WHERE at_ms <= ?1")?.execute([now_ms.saturating_sub(window_ms)])?;
             let (used, oldest): (i64, Option<i64>) = tx
                 .prepare_cached("SELECT coalesce(sum(used), 0), min(at_ms) FROM budget")?
@@ -38,17 +37,20 @@ impl Db {
                 .unwrap_or((0, None));
             let granted = grant_of(u64::try_from(used).unwrap_or(0), want, budget);
             let recorded = i64::from(granted) + i64::from(extra);
+            let mut row = None;
             if recorded > 0 {
                 tx.prepare_cached("INSERT INTO budget (at_ms, used) VALUES (?1, ?2)")?.execute([now_ms, recorded])?;
+                row = Some(tx.last_insert_rowid());
             }
-            Ok((granted, oldest))
+            Ok((granted, oldest, row))
         })?;
         // None left: some are again when the oldest grant counted leaves the window.
         let retry_in = (granted == 0 && want > 0).then(|| {
             let free_at = oldest.unwrap_or(now_ms).saturating_add(window_ms);
             Duration::from_millis(u64::try_from(free_at.saturating_sub(now_ms)).unwrap_or(0).clamp(10, 11_000))
         });
-        Ok(Grant { granted, retry_in })
+        let token = row.filter(|_| granted > 0).map(|row| GrantToken { row, at_ms: now_ms });
+        Ok(Grant { granted, retry_in, token })
     }
 }
 
@@ -60,6 +62,10 @@ mod tests {
         DateTime::<Utc>::UNIX_EPOCH + chrono::TimeDelta::milliseconds(1_800_000_000_000 + ms)
     }
 
+    fn want(n: u32) -> Reservation {
+        Reservation { want: n, ..Reservation::default() }
+    }
+
     /// Two processes on one file share the budget: what one took, the other cannot.
     #[test]
     fn two_connections_share_one_budget_over_the_window() {
@@ -67,16 +73,17 @@ mod tests {
         let path = dir.path().join("s.db");
         let mut one = Db::open(&path).unwrap();
         let mut two = Db::open(&path).unwrap();
-        assert_eq!(one.reserve(60, 100, 0, at(0)).unwrap(), Grant { granted: 60, retry_in: None });
-        assert_eq!(two.reserve(60, 100, 0, at(500)).unwrap().granted, 40);
-        let refused = one.reserve(10, 100, 0, at(1_000)).unwrap();
+        let first = one.reserve(want(60), 100, at(0)).unwrap();
+        assert_eq!((first.granted, first.retry_in), (60, None));
+        assert_eq!(two.reserve(want(60), 100, at(500)).unwrap().granted, 40);
+        let refused = one.reserve(want(10), 100, at(1_000)).unwrap();
         assert_eq!(refused.granted, 0);
         assert_eq!(refused.retry_in, Some(Duration::from_millis(10_000)), "the first grant leaves at 11 s");
         // Extra requests count like grants.
-        assert_eq!(two.reserve(0, 100, 5, at(2_000)).unwrap().granted, 0);
+        assert_eq!(two.reserve(Reservation { extra: 5, ..want(0) }, 100, at(2_000)).unwrap().granted, 0);
         // The first grant has left the window; the second and the extra still count.
-        assert_eq!(one.reserve(100, 100, 0, at(11_000)).unwrap().granted, 55);
-        assert_eq!(two.reserve(100, 100, 0, at(30_000)).unwrap().granted, 100, "everything old is gone");
+        assert_eq!(one.reserve(want(100), 100, at(11_000)).unwrap().granted, 55);
+        assert_eq!(two.reserve(want(100), 100, at(30_000)).unwrap().granted, 100, "everything old is gone");
     }
 
     #[test]
@@ -85,6 +92,31 @@ mod tests {
         let path = dir.path().join("s.db");
         drop(Db::open(&path).unwrap());
         let mut reader = Db::open_read_only(&path).unwrap();
-        assert_eq!(reader.reserve(7, 1, 0, at(0)).unwrap().granted, 7);
+        assert_eq!(reader.reserve(want(7), 1, at(0)).unwrap().granted, 7);
+    }
+
+    /// What a grant left unused stops counting once it is given back, and only that grant's
+    /// rest: giving back more than it had takes nothing from anyone else's grants.
+    #[test]
+    fn unused_starts_given_back_are_free_for_everyone_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut one = Db::open(&path).unwrap();
+        let mut two = Db::open(&path).unwrap();
+        let big = one.reserve(want(80), 100, at(0)).unwrap();
+        assert_eq!(two.reserve(want(50), 100, at(100)).unwrap().granted, 20);
+        let token = big.token.expect("a grant is named");
+        // Thirty of the eighty were used; fifty go back with the next ask.
+        let back = Reservation { unused: Some((token, 50)), ..want(0) };
+        assert_eq!(one.reserve(back, 100, at(1_200)).unwrap().granted, 0);
+        assert_eq!(two.reserve(want(100), 100, at(1_300)).unwrap().granted, 50);
+        // Given back again, or more than was left: the row never goes below nothing.
+        let again = Reservation { unused: Some((token, 500)), ..want(0) };
+        one.reserve(again, 100, at(1_400)).unwrap();
+        assert_eq!(
+            two.reserve(want(100), 100, at(1_500)).unwrap().granted,
+            30,
+            "the other process's 20 and 50 stay counted"
+        );
     }
 }

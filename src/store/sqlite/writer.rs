@@ -13,7 +13,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use super::db::Db;
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
-use crate::store::{Grant, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write};
+use crate::store::{Grant, Reservation, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write};
 use chrono::{DateTime, Utc};
 
 /// How often another process's changes are looked for while someone watches.
@@ -159,8 +159,8 @@ impl SessionStore for SqliteStore {
         self.read(move |db| db.problems(limit))
     }
 
-    fn reserve(&self, want: u32, budget: u32, extra: u32, now: DateTime<Utc>) -> StoreFuture<Grant> {
-        self.read(move |db| db.reserve(want, budget, extra, now))
+    fn reserve(&self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> StoreFuture<Grant> {
+        self.read(move |db| db.reserve(ask, budget, now))
     }
 
     fn paused(&self) -> StoreFuture<bool> {
