@@ -4,7 +4,10 @@
 //! from `--store` (a path, or a URL whose scheme names the kind).
 
 mod api;
+pub mod postgres;
 mod sqlite;
+mod stored;
+mod thread;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,25 +18,56 @@ pub use api::{
 };
 pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease, grant_of};
 
-/// The kinds of store `--store` may name, by URL scheme.
-pub(crate) const SCHEMES: &[&str] = &["sqlite"];
+/// Whether a process of this host is still there (a pid another host wrote says nothing here).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+        // SAFETY: signal 0 only asks whether the process exists.
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            return true;
+        }
+        std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// This machine's name, as driver claims and creation intents record it.
+pub(crate) fn this_host() -> String {
+    #[cfg(unix)]
+    {
+        let mut name = [0u8; 256];
+        // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
+        if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
+            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
+            return String::from_utf8_lossy(&name[..end]).into_owned();
+        }
+    }
+    String::new()
+}
 
 /// A store as `--store`, `WBSESSIONS_STORE` or the config's `store` name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A SQLite file: a plain path, or `sqlite:PATH`.
     Sqlite(PathBuf),
+    /// A PostgreSQL database: `postgres://…` or `postgresql://…`.
+    Postgres(postgres::PgUrl),
 }
 
+/// A store's name that cannot be used; it never holds a password.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("the store {given:?} names the unknown kind {scheme:?}; use a file path or {}", known())]
-pub struct UnknownScheme {
-    pub given: String,
-    pub(crate) scheme: String,
-}
-
-fn known() -> String {
-    SCHEMES.iter().map(|s| format!("{s}:PATH")).collect::<Vec<_>>().join(", ")
+pub enum UnknownScheme {
+    #[error(
+        "the store {given:?} names the unknown kind {scheme:?}; use a file path, sqlite:PATH or postgres://USER@HOST/DB"
+    )]
+    Kind { given: String, scheme: String },
+    #[error("{0}; write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DB")]
+    BadUrl(#[from] postgres::BadUrl),
 }
 
 impl Location {
@@ -49,7 +83,11 @@ impl Location {
                 && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
                 && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
             if is_scheme && rest.starts_with("//") {
-                return Err(UnknownScheme { given: given.to_string(), scheme: scheme.to_ascii_lowercase() });
+                let scheme = scheme.to_ascii_lowercase();
+                if matches!(scheme.as_str(), "postgres" | "postgresql") {
+                    return Ok(Location::Postgres(postgres::PgUrl::parse(given)?));
+                }
+                return Err(UnknownScheme::Kind { given: postgres::without_password(given), scheme });
             }
         }
         Ok(Location::Sqlite(PathBuf::from(given)))
@@ -59,6 +97,7 @@ impl Location {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Location::Sqlite(path) => Some(path),
+            Location::Postgres(_) => None,
         }
     }
 
@@ -66,6 +105,8 @@ impl Location {
     pub fn exists(&self) -> bool {
         match self {
             Location::Sqlite(path) => path.exists(),
+            // Whether its tables are there is known once connected: `open` says.
+            Location::Postgres(_) => true,
         }
     }
 }
@@ -74,6 +115,7 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Location::Sqlite(path) => write!(f, "{}", path.display()),
+            Location::Postgres(url) => write!(f, "{url}"),
         }
     }
 }
@@ -99,6 +141,7 @@ pub struct Opened {
 pub fn open(location: &Location, access: Access) -> Result<Opened, StoreError> {
     match location {
         Location::Sqlite(path) => sqlite::open(path, access),
+        Location::Postgres(url) => postgres::open(url, access),
     }
 }
 
@@ -113,8 +156,12 @@ mod tests {
         assert_eq!(Location::parse("sqlite:/tmp/s.db"), Ok(Location::Sqlite("/tmp/s.db".into())));
         assert_eq!(Location::parse("sqlite:rel.db"), Ok(Location::Sqlite("rel.db".into())));
         assert_eq!(Location::parse("sqlite:///tmp/s.db"), Ok(Location::Sqlite("/tmp/s.db".into())));
-        let unknown = Location::parse("nosuch://x").unwrap_err();
-        assert_eq!(unknown.scheme, "nosuch");
+        let unknown = Location::parse("nosuch://u:pw@x").unwrap_err();
+        assert!(matches!(&unknown, UnknownScheme::Kind { scheme, .. } if scheme == "nosuch"));
         assert!(unknown.to_string().contains("sqlite:PATH"), "{unknown}");
+        assert!(!unknown.to_string().contains("pw"), "{unknown}");
+        let pg = Location::parse("postgres://keeper:pw@db.example/team").unwrap();
+        assert_eq!(pg.to_string(), "postgres://keeper@db.example:5432/team");
+        assert!(Location::parse("postgresql://keeper@db.example/team").is_ok());
     }
 }

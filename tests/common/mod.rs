@@ -5,6 +5,7 @@
 pub mod dashboard;
 pub mod fake;
 pub mod hostile;
+pub mod pg;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -7,10 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Transaction};
 
-use crate::session::MAX_INTERVAL;
 use crate::store::StoreError;
 
 /// How long a write waits for another process's write to finish, per try.
@@ -104,14 +102,6 @@ pub(crate) struct Db {
 /// The path as messages show it.
 pub(super) fn shown(path: &Path) -> String {
     path.display().to_string()
-}
-
-pub(super) fn time_text(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-pub(super) fn interval_ms(d: Option<Duration>) -> Option<i64> {
-    d.map(|d| i64::try_from(d.min(MAX_INTERVAL).as_millis()).unwrap_or(i64::MAX))
 }
 
 /// Whether the store exists. Its content is checked through SQLite itself, never by opening the

@@ -46,25 +46,14 @@ impl Claim {
     fn stands(&self, now: DateTime<Utc>) -> bool {
         let fresh =
             self.beat.is_some_and(|beat| now.signed_duration_since(beat).to_std().map_or(true, |age| age < STALE));
-        fresh && !(self.host == host() && self.pid.is_some_and(|pid| !super::process_alive(pid)))
+        fresh
+            && !(self.host == crate::store::this_host()
+                && self.pid.is_some_and(|pid| !crate::store::process_alive(pid)))
     }
 
     fn holder(&self) -> Holder {
         Holder { pid: self.pid, since: self.since }
     }
-}
-
-fn host() -> String {
-    #[cfg(unix)]
-    {
-        let mut name = [0u8; 256];
-        // SAFETY: gethostname writes at most `len` bytes into the buffer it is given.
-        if unsafe { libc::gethostname(name.as_mut_ptr().cast(), name.len()) } == 0 {
-            let end = name.iter().position(|b| *b == 0).unwrap_or(name.len());
-            return String::from_utf8_lossy(&name[..end]).into_owned();
-        }
-    }
-    String::new()
 }
 
 fn failed(path: &Path, e: &rusqlite::Error) -> RoleError {
@@ -141,7 +130,7 @@ impl StoreRole {
         let mine = Claim {
             token: token.clone(),
             pid: Some(std::process::id()),
-            host: host(),
+            host: crate::store::this_host(),
             since: Some(now),
             beat: Some(now),
         };
@@ -320,8 +309,13 @@ mod tests {
         let conn = open(&path).unwrap();
         let now = Utc::now();
         // A process that no longer exists, heartbeat fresh: taken over at once.
-        let dead =
-            Claim { token: "t1".into(), pid: Some(u32::MAX - 7), host: host(), since: Some(now), beat: Some(now) };
+        let dead = Claim {
+            token: "t1".into(),
+            pid: Some(u32::MAX - 7),
+            host: crate::store::this_host(),
+            since: Some(now),
+            beat: Some(now),
+        };
         write_claim(&conn, Some(&dead)).unwrap();
         let role = StoreRole::new(path.clone());
         drop(role.try_acquire().unwrap());

@@ -1,19 +1,14 @@
 //! The rows: sessions with their newest outcome, outcomes, revisions and tombstones; what is read
 //! and written, in SQL.
 
-use std::time::Duration;
-
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 
-use super::db::{BULK_CACHE_KIB, BULK_ROWS, DEFAULT_CACHE_KIB, Db, KEPT_TOMBSTONES, interval_ms, time_text};
-use crate::session::{
-    Action, LastCall, MAX_INTERVAL, MIN_INTERVAL, Mode, Outcome, OutcomeKind, SessionId, SessionKey, SortBy, Status,
-    TrackedSession, WorkbookRef,
-};
+use super::db::{BULK_CACHE_KIB, BULK_ROWS, DEFAULT_CACHE_KIB, Db, KEPT_TOMBSTONES};
+use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
+use crate::store::stored::{StoredOutcome, StoredSession, interval_ms, parse_time, time_text};
 use crate::store::{Changes, KEPT_OUTCOMES, StoreError, Unfinished, Write};
-use crate::text;
 
 impl Db {
     /// Every session, with its newest outcome.
@@ -145,7 +140,7 @@ impl Db {
             })?;
             for intent in intents {
                 let (id, name, workbook, started_at, pid, stored) = intent?;
-                if u32::try_from(pid).is_ok_and(super::process_alive) {
+                if u32::try_from(pid).is_ok_and(crate::store::process_alive) {
                     continue;
                 }
                 gone.push(id);
@@ -439,155 +434,63 @@ const OUTCOME_COLUMNS: &str =
 /// How many of the newest outcomes `problems` looks through.
 const RECENT_OUTCOMES: i64 = 20_000;
 
-/// A stored time; `None` for one that cannot be read or lies outside the years the store keeps.
-fn parse_time(text: &str) -> Option<DateTime<Utc>> {
-    let at = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);
-    (at.timestamp() >= 0 && at.year() <= 9999).then_some(at)
-}
-
-/// A session row with its newest outcome, read leniently: a value that cannot be read (a row
-/// edited by hand, written by another program) makes the session `Damaged`, shown with its name
-/// so that it can be removed or recreated, and leaves every other session readable.
+/// A session row with its newest outcome, read leniently (`stored`).
 fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
-    let key: SessionKey = row.get(0)?;
-    let name: String = row.get(1).unwrap_or_else(|_| format!("#{key}"));
-    let mut damage: Vec<&'static str> = Vec::new();
-    let mut note = |what: &'static str| damage.push(what);
     let text = |i: usize| row.get::<_, String>(i).ok();
-    let workbook = text(2).and_then(|w| WorkbookRef::parse(&w).ok()).unwrap_or_else(|| {
-        note("workbook");
-        WorkbookRef::unreadable()
-    });
-    let session_id = text(3).and_then(|id| SessionId::new(&id).ok()).or_else(|| {
-        note("session id");
-        SessionId::new("unreadable").ok()
-    });
-    let mode = match text(4).as_deref() {
-        Some("persistent") => Mode::Persistent,
-        Some("non-persistent") => Mode::NonPersistent,
-        _ => {
-            note("mode");
-            Mode::Persistent
-        }
+    let stored = StoredSession {
+        key: row.get(0)?,
+        name: text(1),
+        workbook: text(2),
+        session_id: text(3),
+        mode: text(4),
+        interval_ms: row.get(5).ok(),
+        recreate: row.get(6).ok(),
+        auto: row.get(7).ok(),
+        status: text(8),
+        last_refresh: row.get(9).ok(),
+        failures: row.get(10).ok(),
+        created_at: text(11),
+        last_at: row.get::<_, Option<String>>(12).ok().flatten(),
+        last_latency_ms: row.get::<_, Option<i64>>(13).ok().flatten(),
     };
-    // A hand-edited store must not overflow the scheduler.
-    let interval = match row.get::<_, Option<i64>>(5) {
-        Ok(ms) => ms.map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)).clamp(MIN_INTERVAL, MAX_INTERVAL)),
-        Err(_) => {
-            note("interval");
-            None
-        }
-    };
-    let recreate = row.get(6).unwrap_or_else(|_| {
-        note("recreate");
-        false
-    });
-    let auto = row.get(7).unwrap_or_else(|_| {
-        note("auto");
-        false
-    });
-    let status = match text(8).as_deref().and_then(Status::parse) {
-        // Stale is what `ok` turns into with time; it is never stored, but read it kindly.
-        Some(Status::Stale) => Status::Ok,
-        Some(status) => status,
-        None => {
-            note("status");
-            Status::Damaged
-        }
-    };
-    let last_refresh = match row.get::<_, Option<String>>(9) {
-        Ok(None) => None,
-        Ok(Some(t)) => parse_time(&t).or_else(|| {
-            note("last refresh");
-            None
-        }),
-        Err(_) => {
-            note("last refresh");
-            None
-        }
-    };
-    let failures = row.get(10).unwrap_or_else(|_| {
-        note("failures");
-        0
-    });
-    let created_at = text(11).as_deref().and_then(parse_time).unwrap_or_else(|| {
-        note("created at");
-        DateTime::<Utc>::UNIX_EPOCH
-    });
-    let last_call = match (row.get::<_, Option<String>>(12), row.get::<_, Option<i64>>(13)) {
-        (Ok(Some(at)), Ok(latency)) => parse_time(&at)
-            .map(|at| LastCall { at, latency_ms: latency.and_then(|l| u64::try_from(l).ok()).unwrap_or(0) }),
-        _ => None,
-    };
-    let Some(session_id) = session_id else {
-        return Err(rusqlite::Error::InvalidColumnType(3, "session_id".into(), rusqlite::types::Type::Text));
-    };
-    let damaged = !damage.is_empty();
-    if damaged {
-        tracing::warn!(session = %name, damaged = ?damage, "a stored session cannot be read whole; shown as damaged");
-    }
-    Ok(TrackedSession {
-        key,
-        name,
-        workbook,
-        session_id,
-        mode,
-        interval,
-        recreate,
-        auto,
-        status: if damaged { Status::Damaged } else { status },
-        last_refresh,
-        failures,
-        created_at,
-        last_call,
-    })
+    stored.read().ok_or_else(|| rusqlite::Error::InvalidColumnType(3, "session_id".into(), rusqlite::types::Type::Text))
 }
 
 /// An outcome from columns `at, action, kind, latency_ms, http_status, codes, request_id,
-/// client_request_id, message` starting at `first`. What a server said is cleaned again on the
-/// way out: a store written by an older build may hold raw text.
+/// client_request_id, message` starting at `first`.
 fn outcome_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
     let text = |i: usize| row.get::<_, Option<String>>(first + i).ok().flatten();
-    let at = text(0).as_deref().and_then(parse_time);
-    let action = text(1).as_deref().and_then(Action::parse);
-    let kind = text(2).as_deref().and_then(OutcomeKind::parse);
-    let readable = at.is_some() && action.is_some() && kind.is_some();
-    let message = text(8);
-    Ok(Outcome {
-        at: at.unwrap_or(DateTime::<Utc>::UNIX_EPOCH),
-        action: action.unwrap_or(Action::Refresh),
-        kind: kind.unwrap_or(OutcomeKind::Error),
-        latency_ms: row.get::<_, i64>(first + 3).ok().and_then(|l| u64::try_from(l).ok()).unwrap_or(0),
+    Ok(StoredOutcome {
+        at: text(0),
+        action: text(1),
+        kind: text(2),
+        latency_ms: row.get(first + 3).ok(),
         http_status: row.get(first + 4).ok().flatten(),
-        codes: text(5)
-            .map(|c| c.split(',').filter(|s| !s.is_empty()).map(|c| text::clean(c, text::MAX_TOKEN)).collect())
-            .unwrap_or_default(),
-        request_id: text::clean_opt(text(6).as_deref(), text::MAX_TOKEN),
-        client_request_id: text::clean_opt(text(7).as_deref(), text::MAX_TOKEN),
-        message: if readable {
-            text::clean_opt(message.as_deref(), text::MAX_MESSAGE)
-        } else {
-            Some("this stored outcome cannot be read whole".into())
-        },
-    })
+        codes: text(5),
+        request_id: text(6),
+        client_request_id: text(7),
+        message: text(8),
+    }
+    .read())
 }
 
 fn insert_outcome(conn: &Connection, key: SessionKey, o: &Outcome) -> rusqlite::Result<()> {
+    let o = StoredOutcome::of(o);
     conn.prepare_cached(
         "INSERT INTO outcomes (session, at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         key,
-        time_text(o.at),
-        o.action.as_str(),
-        o.kind.as_str(),
-        i64::try_from(o.latency_ms).unwrap_or(i64::MAX),
+        o.at,
+        o.action,
+        o.kind,
+        o.latency_ms,
         o.http_status,
-        (!o.codes.is_empty()).then(|| o.codes.join(",")),
+        o.codes,
         o.request_id,
         o.client_request_id,
-        o.message.as_deref().map(|m| text::clean(m, text::MAX_MESSAGE)),
+        o.message
     ])?;
     Ok(())
 }
@@ -597,8 +500,10 @@ mod tests {
     use super::super::db::MIGRATIONS;
     use super::*;
     use crate::session::SettingsChange;
+    use crate::session::{Action, MAX_INTERVAL, Mode, OutcomeKind, WorkbookRef};
     use crate::store::RuntimeState;
     use std::path::Path;
+    use std::time::Duration;
 
     fn sample(name: &str) -> TrackedSession {
         TrackedSession::new(

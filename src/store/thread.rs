@@ -1,7 +1,7 @@
-//! The store's thread: the one connection lives here. It batches unacknowledged writes into few
-//! transactions, answers reads and acknowledged writes in the order they came, and, once someone
-//! watches, looks for what other processes committed (`PRAGMA data_version`), reading only what
-//! changed since the revision it last saw.
+//! A store's thread, whatever database it talks to: its one connection lives here. It batches
+//! unacknowledged writes into few transactions, answers reads and acknowledged writes in the
+//! order they came, and, once someone watches, looks for what other processes committed
+//! (`Backend::others_mark`), reading only what changed since the revision it last saw.
 
 use std::sync::{Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -11,10 +11,45 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
-use super::db::Db;
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
-use crate::store::{Grant, Reservation, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write};
+use crate::store::{
+    Changes, Grant, Reservation, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write,
+};
 use chrono::{DateTime, Utc};
+
+/// What a database does for a store's thread: the same reads and writes in its own SQL.
+pub(crate) trait Backend: Send + 'static {
+    /// Opened for reading only: every write would be refused.
+    fn read_only(&self) -> bool;
+    fn snapshot(&mut self) -> Result<(Vec<TrackedSession>, Rev), StoreError>;
+    /// Calls `each` with every session in name order, without holding them all.
+    fn each_session(
+        &mut self,
+        each: &mut dyn FnMut(TrackedSession) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+    fn session(&mut self, name: &str) -> Result<TrackedSession, StoreError>;
+    fn name_of_id(&mut self, id: &SessionId) -> Result<Option<String>, StoreError>;
+    fn first_page(&mut self, sort: SortBy, reverse: bool, limit: usize) -> Result<Vec<TrackedSession>, StoreError>;
+    fn names(&mut self) -> Result<Vec<String>, StoreError>;
+    fn outcomes(&mut self, key: SessionKey, limit: usize) -> Result<Vec<Outcome>, StoreError>;
+    fn problems(&mut self, limit: usize) -> Result<Vec<(String, Outcome)>, StoreError>;
+    fn reserve(&mut self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> Result<Grant, StoreError>;
+    fn paused(&mut self) -> Result<bool, StoreError>;
+    fn rev(&mut self) -> Result<Rev, StoreError>;
+    fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError>;
+    fn insert_with_history(&mut self, session: &mut TrackedSession, history: &[Outcome]) -> Result<(), StoreError>;
+    fn insert_all(&mut self, sessions: &[TrackedSession]) -> Result<Vec<SessionKey>, StoreError>;
+    fn take_unfinished(&mut self) -> Result<Vec<Unfinished>, StoreError>;
+    fn changes_since(&mut self, since: Rev) -> Result<Changes, StoreError>;
+    /// A number that moves when another connection commits, and only then.
+    fn others_mark(&mut self) -> Result<i64, StoreError>;
+    /// The next commits must survive a power cut (someone waits to be told they are done).
+    fn set_durable(&mut self, _durable: bool) {}
+    /// Writes come fast (or no longer do).
+    fn set_busy(&mut self, _busy: bool) {}
+    /// What was committed without a sync is synced now.
+    fn sync(&mut self) {}
+}
 
 /// How often another process's changes are looked for while someone watches.
 const POLL: Duration = Duration::from_millis(250);
@@ -22,48 +57,48 @@ const POLL: Duration = Duration::from_millis(250);
 /// Sessions per chunk of `each_session`: few enough to keep memory flat, enough to be cheap.
 const CHUNK: usize = 256;
 
-type Read = Box<dyn FnOnce(&mut Db) + Send>;
+type Read<B> = Box<dyn FnOnce(&mut B) + Send>;
 
-enum Message {
+enum Message<B> {
     /// Lands in the next batch; nobody waits for it.
     Write(Box<Write>),
     /// Someone waits for the answer: handled after the batch it arrived with.
-    Request(Request),
+    Request(Request<B>),
     Watch(Rev, tmpsc::UnboundedSender<StoreEvent>),
     Close,
 }
 
-enum Request {
+enum Request<B> {
     Acked(Vec<Write>, oneshot::Sender<Result<(), StoreError>>),
     Insert(Box<(TrackedSession, Vec<Outcome>)>, oneshot::Sender<Result<TrackedSession, StoreError>>),
     InsertAll(Vec<TrackedSession>, oneshot::Sender<Result<Vec<SessionKey>, StoreError>>),
-    Read(Read),
+    Read(Read<B>),
     Flush(oneshot::Sender<()>),
 }
 
-/// A SQLite store: a handle to its thread.
-pub(crate) struct SqliteStore {
-    tx: mpsc::Sender<Message>,
+/// A store: a handle to its thread.
+pub(crate) struct ThreadStore<B> {
+    tx: mpsc::Sender<Message<B>>,
     location: String,
     read_only: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl SqliteStore {
-    /// Moves the open file onto a thread of its own.
-    pub fn spawn(db: Db, location: String) -> Result<SqliteStore, StoreError> {
+impl<B: Backend> ThreadStore<B> {
+    /// Moves the open connection onto a thread of its own.
+    pub fn spawn(db: B, location: String) -> Result<ThreadStore<B>, StoreError> {
         let (tx, rx) = mpsc::channel();
-        let read_only = db.read_only;
+        let read_only = db.read_only();
         let thread = std::thread::Builder::new()
             .name("store".into())
             .spawn(move || run(db, rx))
             .map_err(|e| StoreError::Unavailable { store: location.clone(), detail: e.to_string() })?;
-        Ok(SqliteStore { tx, location, read_only, thread: Mutex::new(Some(thread)) })
+        Ok(ThreadStore { tx, location, read_only, thread: Mutex::new(Some(thread)) })
     }
 
     fn ask<T: Send + 'static>(
         &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request<B>,
     ) -> StoreFuture<T> {
         let (reply, answer) = oneshot::channel();
         let sent = self.tx.send(Message::Request(make(reply)));
@@ -77,17 +112,17 @@ impl SqliteStore {
     /// Runs `read` on the store's thread, in turn with everything else asked of it.
     fn read<T: Send + 'static>(
         &self,
-        read: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+        read: impl FnOnce(&mut B) -> Result<T, StoreError> + Send + 'static,
     ) -> StoreFuture<T> {
         self.ask(|reply| {
-            Request::Read(Box::new(move |db: &mut Db| {
+            Request::Read(Box::new(move |db: &mut B| {
                 let _ = reply.send(read(db));
             }))
         })
     }
 }
 
-impl SessionStore for SqliteStore {
+impl<B: Backend> SessionStore for ThreadStore<B> {
     fn location(&self) -> &str {
         &self.location
     }
@@ -97,7 +132,14 @@ impl SessionStore for SqliteStore {
     }
 
     fn sessions(&self) -> StoreFuture<Vec<TrackedSession>> {
-        self.read(|db| db.sessions())
+        self.read(|db| {
+            let mut sessions = Vec::new();
+            db.each_session(&mut |s| {
+                sessions.push(s);
+                Ok(())
+            })?;
+            Ok(sessions)
+        })
     }
 
     fn snapshot(&self) -> StoreFuture<(Vec<TrackedSession>, Rev)> {
@@ -106,16 +148,16 @@ impl SessionStore for SqliteStore {
 
     fn each_session(&self) -> tmpsc::Receiver<Result<Vec<TrackedSession>, StoreError>> {
         let (chunks, rx) = tmpsc::channel(2);
-        let sent = self.tx.send(Message::Request(Request::Read(Box::new(move |db: &mut Db| {
+        let sent = self.tx.send(Message::Request(Request::Read(Box::new(move |db: &mut B| {
             let mut chunk = Vec::with_capacity(CHUNK);
-            let read = db.each_session(|s| {
+            let read = db.each_session(&mut |s| {
                 chunk.push(s);
                 if chunk.len() == CHUNK {
                     let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
                     // The reader went away: stop reading.
                     chunks.blocking_send(Ok(full)).map_err(|_| StoreError::Closed)?;
                 }
-                Ok::<(), StoreError>(())
+                Ok(())
             });
             let last = match read {
                 Ok(()) if chunk.is_empty() => return,
@@ -243,7 +285,7 @@ struct Watch {
     last_check: Instant,
 }
 
-fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
+fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
     let mut watch: Option<Watch> = None;
     let mut linger = LINGER;
     let mut closing = false;
@@ -280,10 +322,10 @@ fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
             }
             // What someone waits for was reported done: it must survive a power cut, not only a kill.
             let durable = after.iter().any(|r| !matches!(r, Request::Read(_)));
-            let _ = db.set_durable(durable);
+            db.set_durable(durable);
             let busy = batch.len() as f64 >= BUSY_RATE * linger.as_secs_f64();
             if busy != (linger == LINGER_BUSY) {
-                let _ = db.set_busy(busy);
+                db.set_busy(busy);
             }
             linger = if busy { LINGER_BUSY } else { LINGER };
             if !batch.is_empty()
@@ -314,11 +356,11 @@ fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
                     }
                 }
             }
-            let _ = db.set_durable(false);
+            db.set_durable(false);
             // Our own commits need not come back as changes: if nobody else committed meanwhile,
             // everything up to now is known here.
             if let Some(w) = &mut watch
-                && db.data_version().ok() == w.seen_version
+                && db.others_mark().ok() == w.seen_version
                 && let Ok(rev) = db.rev()
             {
                 w.seen_rev = rev;
@@ -328,7 +370,7 @@ fn run(mut db: Db, rx: mpsc::Receiver<Message>) {
             && w.last_check.elapsed() >= POLL
         {
             w.last_check = Instant::now();
-            let version = db.data_version().ok();
+            let version = db.others_mark().ok();
             if version.is_some() && version != w.seen_version {
                 w.seen_version = version;
                 let event = match db.changes_since(w.seen_rev) {

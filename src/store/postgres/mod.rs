@@ -1,0 +1,30 @@
+//! A store on PostgreSQL, for keepers on several hosts that share one set of sessions: the same
+//! tables and rules as the SQLite store (`db`, `rows`), the driver role in a row with a
+//! heartbeat on the database's clock (`role`), and the connection's address read as `psql`
+//! reads it, its password never shown (`url`). The connection lives on the store's thread
+//! (`store::thread`), like SQLite's.
+
+mod db;
+mod role;
+mod rows;
+mod tls;
+mod url;
+
+use std::sync::Arc;
+
+pub(crate) use url::without_password;
+pub use url::{BadUrl, PgUrl};
+
+use super::thread::ThreadStore;
+use super::{Access, Opened, StoreError};
+
+pub fn open(url: &PgUrl, access: Access) -> Result<Opened, StoreError> {
+    // The client runs a runtime of its own, which may not start inside the caller's.
+    let db = std::thread::scope(|scope| {
+        scope.spawn(|| db::PgDb::open(url.clone(), access)).join().unwrap_or_else(|_| {
+            Err(StoreError::Unavailable { store: url.to_string(), detail: "the connection thread failed".into() })
+        })
+    })?;
+    let sessions = ThreadStore::spawn(db, url.to_string())?;
+    Ok(Opened { sessions: Arc::new(sessions), role: Arc::new(role::PgRole::new(url.clone())) })
+}

@@ -1,0 +1,183 @@
+//! The store on PostgreSQL, as people use it: the real binary with `--store postgres://…`
+//! against the simulator, each test on a database of its own (`common::pg`). Without
+//! `WBSESSIONS_TEST_POSTGRES` each test says SKIPPED and passes; `.ci/run` sets it and fails on
+//! a skip.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::pg::{Relay, TestPg};
+use common::*;
+use wbsessions::time::Clock;
+
+fn cli_on(sim_url: &str, dir: &std::path::Path, store: &str) -> Cli {
+    Cli { store: store.into(), ..Cli::new(sim_url, dir) }
+}
+
+#[test]
+fn every_command_works_on_postgres_as_on_sqlite() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let sim = SimThread::start(sim_config(&[("W1", None), ("W2", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = cli_on(&sim.url, dir.path(), &pg.url);
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1"]);
+    let id = sim.sim.open_session("W2");
+    cli.ok(&["add", "b", "--workbook", "me/drive/items/W2", "--session-id", &id]);
+    let listed = cli.ok(&["list"]);
+    assert!(listed.contains('a') && listed.contains('b'), "{listed}");
+    cli.ok(&["refresh", "a"]);
+    let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", "a", "--json"])).unwrap();
+    assert_eq!(shown["status"], "ok", "{shown}");
+    let actions: Vec<&str> =
+        shown["outcomes"].as_array().unwrap().iter().filter_map(|o| o["action"].as_str()).collect();
+    assert!(actions.contains(&"refresh") && actions.contains(&"create"), "{shown}");
+    assert_eq!(cli.ok(&["id", "b", "--any"]).trim(), id);
+    cli.ok(&["remove", "b"]);
+    assert!(!cli.ok(&["list"]).contains(" b "), "removed");
+    // A name taken is refused with the same words as on SQLite, and changes nothing.
+    let taken = cli.output(&["add", "a", "--workbook", "me/drive/items/W2", "--session-id", "other-id"]);
+    assert_eq!(taken.status.code(), Some(2), "{}", String::from_utf8_lossy(&taken.stderr));
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already tracked"));
+
+    // Import, and what another process wrote is seen by the next command.
+    let lines: Vec<String> = (0..50)
+        .map(|i| {
+            serde_json::json!({ "name": format!("i{i:02}"), "workbook": "me/drive/items/W1", "session_id": format!("imported-{i}") })
+                .to_string()
+        })
+        .collect();
+    let file = dir.path().join("sessions.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    cli.ok(&["import", file.to_str().unwrap()]);
+    let listed: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "list"])).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(51), "{listed}");
+}
+
+#[test]
+fn the_password_of_the_url_appears_nowhere() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    // The test server trusts loopback, so any password gets in: this one must never be shown.
+    let secret = "hunter2-never-shown";
+    let with_password = pg.url.replacen("://", &format!("://postgres:{secret}@"), 1).replacen("postgres@", "", 1);
+    assert!(with_password.contains(secret), "{with_password}");
+    let cli = cli_on(&sim.url, dir.path(), &with_password);
+    let log = dir.path().join("wbs.log");
+    let mut seen = String::new();
+    for args in [
+        vec!["-vv", "--log", log.to_str().unwrap(), "create", "a", "--workbook", "me/drive/items/W1"],
+        vec!["list"],
+        vec!["show", "a"],
+        vec!["show", "nosuch"],
+        vec!["doctor"],
+    ] {
+        let out = cli.output(&args);
+        seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        seen.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    // A database that does not exist, and a URL that cannot be read: the errors name the URL.
+    for bad in [
+        with_password.replace(&pg.name, "no_such_database"),
+        with_password.replace("sslmode", "x") + "?sslmode=sometimes",
+    ] {
+        let out = cli_on(&sim.url, dir.path(), &bad).output(&["list"]);
+        assert_ne!(out.status.code(), Some(0));
+        let said = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(said.contains("postgres://"), "the store is named: {said}");
+        seen.push_str(&said);
+    }
+    seen.push_str(&std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(!seen.is_empty());
+    assert!(!seen.contains(secret), "the password was shown:\n{seen}");
+}
+
+#[test]
+fn a_newer_schema_is_refused_and_left_as_it_is() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = cli_on(&sim.url, dir.path(), &pg.url);
+    let id = sim.sim.open_session("W1");
+    cli.ok(&["add", "a", "--workbook", "me/drive/items/W1", "--session-id", &id]);
+    let mut client = pg.client();
+    client.execute("UPDATE wbs_meta SET value = 99 WHERE key = 'schema'", &[]).unwrap();
+    let out = cli.output(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("newer"), "{}", String::from_utf8_lossy(&out.stderr));
+    let version: i64 = client.query_one("SELECT value FROM wbs_meta WHERE key = 'schema'", &[]).unwrap().get(0);
+    assert_eq!(version, 99, "left as it was");
+    // A database with no store in it is not created by a command that only reads.
+    let empty = TestPg::new("PostgreSQL store").unwrap();
+    let out = cli_on(&sim.url, dir.path(), &empty.url).output(&["list"]);
+    assert_ne!(out.status.code(), Some(0));
+    let tables: i64 = empty
+        .client()
+        .query_one("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'wbs_%'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 0);
+}
+
+/// One keeper drives; a second is refused while the first lives and takes over at once when
+/// it is killed (its process is gone, on this host).
+#[test]
+fn one_keeper_drives_and_another_takes_over_when_it_is_killed() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = cli_on(&sim.url, dir.path(), &pg.url);
+    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let mut first =
+        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_for("the first keeper to refresh", Duration::from_secs(15), || sim.sim.stats().refreshed >= 1);
+    let second = cli.output(&["run"]);
+    assert_eq!(second.status.code(), Some(1), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("already drives"));
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut third =
+        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let before = sim.sim.stats().refreshed;
+    wait_for("the next keeper to refresh", Duration::from_secs(15), || sim.sim.stats().refreshed > before + 1);
+    third.kill().unwrap();
+    third.wait().unwrap();
+}
+
+/// The connection to the database cut under a keeper: it goes on refreshing what it holds and
+/// writes to the store again once the database is back, by itself.
+#[test]
+fn a_keeper_cut_off_from_the_database_keeps_refreshing_and_reconnects() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let relay = Relay::to(&pg.server());
+    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let direct = cli_on(&sim.url, dir.path(), &pg.url);
+    direct.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
+    let cli = cli_on(&sim.url, dir.path(), &relay_url(&pg, &relay));
+    let mut keeper =
+        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let refreshes = || -> usize {
+        let shown: serde_json::Value = serde_json::from_str(&direct.ok(&["show", "a", "--json"])).unwrap();
+        shown["outcomes"].as_array().unwrap().iter().filter(|o| o["action"] == "refresh").count()
+    };
+    wait_for("a refresh in the store", Duration::from_secs(15), || refreshes() >= 1);
+    relay.cut();
+    let during = sim.sim.stats().refreshed;
+    wait_for("refreshes while the database is away", Duration::from_secs(15), || {
+        sim.sim.stats().refreshed >= during + 3
+    });
+    assert!(keeper.try_wait().unwrap().is_none(), "the keeper is still running");
+    relay.restore();
+    let stored = refreshes();
+    wait_for("refreshes written again", Duration::from_secs(30), || refreshes() > stored);
+    keeper.kill().unwrap();
+    keeper.wait().unwrap();
+}
+
+fn relay_url(pg: &TestPg, relay: &Relay) -> String {
+    pg.url_via(relay)
+}
