@@ -147,10 +147,11 @@ fn one_keeper_drives_and_another_takes_over_when_it_is_killed() {
     third.wait().unwrap();
 }
 
-/// The connection to the database cut under a keeper: it goes on refreshing what it holds and
-/// writes to the store again once the database is back, by itself.
+/// The connection to the database cut under a keeper: it goes on refreshing what it holds,
+/// keeps its outcomes, connects again by itself, and afterwards every refresh Graph saw is in
+/// the store.
 #[test]
-fn a_keeper_cut_off_from_the_database_keeps_refreshing_and_reconnects() {
+fn a_keeper_cut_off_from_the_database_keeps_refreshing_and_loses_no_outcome() {
     let Some(pg) = TestPg::new("PostgreSQL store") else { return };
     let relay = Relay::to(&pg.server());
     let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
@@ -158,8 +159,8 @@ fn a_keeper_cut_off_from_the_database_keeps_refreshing_and_reconnects() {
     let direct = cli_on(&sim.url, dir.path(), &pg.url);
     direct.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
     let cli = cli_on(&sim.url, dir.path(), &relay_url(&pg, &relay));
-    let mut keeper =
-        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let keeper =
+        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let refreshes = || -> usize {
         let shown: serde_json::Value = serde_json::from_str(&direct.ok(&["show", "a", "--json"])).unwrap();
         shown["outcomes"].as_array().unwrap().iter().filter(|o| o["action"] == "refresh").count()
@@ -168,14 +169,27 @@ fn a_keeper_cut_off_from_the_database_keeps_refreshing_and_reconnects() {
     relay.cut();
     let during = sim.sim.stats().refreshed;
     wait_for("refreshes while the database is away", Duration::from_secs(15), || {
-        sim.sim.stats().refreshed >= during + 3
+        sim.sim.stats().refreshed >= during + 4
     });
-    assert!(keeper.try_wait().unwrap().is_none(), "the keeper is still running");
     relay.restore();
     let stored = refreshes();
-    wait_for("refreshes written again", Duration::from_secs(30), || refreshes() > stored);
-    keeper.kill().unwrap();
-    keeper.wait().unwrap();
+    wait_for("the kept refreshes written", Duration::from_secs(30), || refreshes() > stored + 3);
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(libc::pid_t::try_from(keeper.id()).unwrap(), libc::SIGTERM) }, 0);
+    let out = keeper.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("postgres://"), "the outage was said: {said}");
+    let seen = usize::try_from(sim.sim.stats().refreshed).unwrap();
+    assert!(seen < 50, "within the outcomes kept per session");
+    let shown: serde_json::Value = serde_json::from_str(&direct.ok(&["show", "a", "--json"])).unwrap();
+    let ok = shown["outcomes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["action"] == "refresh" && o["status"] == "ok")
+        .count();
+    assert_eq!(ok, seen, "every refresh Graph saw is in the store: {shown}");
 }
 
 fn relay_url(pg: &TestPg, relay: &Relay) -> String {

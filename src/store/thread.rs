@@ -285,12 +285,105 @@ struct Watch {
     last_check: Instant,
 }
 
+/// Writes kept while the store cannot be reached, at most: ten minutes of a keeper of 10,000
+/// sessions (about 170 outcomes a second) and room to spare. Past it the oldest are let go.
+const MAX_KEPT: usize = 200_000;
+/// The longest wait between tries to write what was kept.
+const MAX_RETRY: Duration = Duration::from_secs(15);
+
+/// Unacknowledged writes that found the store unreachable (a database cut off, a file busy or
+/// on a full disk), kept in order and tried again with backoff: nobody waits for them, and
+/// losing them would lose outcomes that were reported.
+#[derive(Default)]
+struct Kept {
+    writes: std::collections::VecDeque<Write>,
+    next_try: Option<Instant>,
+    backoff: Duration,
+    dropped: usize,
+}
+
+impl Kept {
+    /// Whether a failure is the store's passing trouble rather than a write that can never go.
+    fn transient(e: &StoreError) -> bool {
+        matches!(e, StoreError::Unavailable { .. } | StoreError::Busy { .. } | StoreError::DiskFull { .. })
+    }
+
+    /// Keeps `writes` after a failed try; `true` when the trouble has just begun.
+    fn keep(&mut self, writes: Vec<Write>, error: &StoreError) -> bool {
+        let began = self.next_try.is_none();
+        if began {
+            tracing::warn!(%error, "the store cannot be written for now; its writes are kept and tried again");
+            self.backoff = Duration::from_secs(1);
+        } else {
+            self.backoff = (self.backoff * 2).min(MAX_RETRY);
+        }
+        self.add(writes);
+        self.next_try = Some(Instant::now() + self.backoff);
+        began
+    }
+
+    fn add(&mut self, writes: Vec<Write>) {
+        self.writes.extend(writes);
+        let over = self.writes.len().saturating_sub(MAX_KEPT);
+        if over > 0 {
+            self.writes.drain(..over);
+            self.dropped += over;
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.next_try.is_some_and(|at| Instant::now() >= at)
+    }
+}
+
+/// Writes `batch` after whatever was kept, in one transaction; on passing trouble keeps all of
+/// it for later (and says so once, on the feed: the engine shows it), otherwise reports the
+/// failure.
+fn write_batch<B: Backend>(db: &mut B, kept: &mut Kept, batch: Vec<Write>, watch: Option<&Watch>) {
+    let mut writes: Vec<Write> = std::mem::take(&mut kept.writes).into();
+    let had = writes.len();
+    writes.extend(batch);
+    if writes.is_empty() {
+        return;
+    }
+    match db.apply(&writes) {
+        Ok(()) => {
+            if had > 0 {
+                tracing::warn!(
+                    kept = had,
+                    let_go = kept.dropped,
+                    "the store is back; the writes kept meanwhile are written"
+                );
+            }
+            *kept = Kept::default();
+        }
+        Err(e) if Kept::transient(&e) => {
+            if kept.keep(writes, &e)
+                && let Some(w) = watch
+            {
+                let _ = w.events.send(StoreEvent::Failed(e));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, writes = writes.len(), "a batch of store writes failed");
+            if let Some(w) = watch {
+                let _ = w.events.send(StoreEvent::Failed(e));
+            }
+            *kept = Kept::default();
+        }
+    }
+}
+
 fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
     let mut watch: Option<Watch> = None;
     let mut linger = LINGER;
     let mut closing = false;
+    let mut kept = Kept::default();
     while !closing {
-        let wait = if watch.is_some() { POLL } else { Duration::from_secs(3600) };
+        let mut wait = if watch.is_some() { POLL } else { Duration::from_secs(3600) };
+        if let Some(at) = kept.next_try {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
         let first = match rx.recv_timeout(wait) {
             Ok(m) => Some(m),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
@@ -328,13 +421,11 @@ fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
                 db.set_busy(busy);
             }
             linger = if busy { LINGER_BUSY } else { LINGER };
-            if !batch.is_empty()
-                && let Err(e) = db.apply(&batch)
-            {
-                tracing::error!(error = %e, writes = batch.len(), "a batch of store writes failed");
-                if let Some(w) = &watch {
-                    let _ = w.events.send(StoreEvent::Failed(e));
-                }
+            // While the store is away, new writes join the kept ones until the next try.
+            if !batch.is_empty() && (kept.next_try.is_none() || kept.due()) {
+                write_batch(&mut db, &mut kept, batch, watch.as_ref());
+            } else if !batch.is_empty() {
+                kept.add(batch);
             }
             for request in after {
                 match request {
@@ -364,6 +455,15 @@ fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
                 && let Ok(rev) = db.rev()
             {
                 w.seen_rev = rev;
+            }
+        }
+        if kept.due() || (closing && !kept.writes.is_empty()) {
+            write_batch(&mut db, &mut kept, Vec::new(), watch.as_ref());
+            if closing && !kept.writes.is_empty() {
+                tracing::error!(
+                    writes = kept.writes.len(),
+                    "the store was still away at the end; writes kept for it are lost"
+                );
             }
         }
         if let Some(w) = &mut watch

@@ -45,6 +45,10 @@ pub(super) const MIGRATIONS: &[&str] = &["
         message text
     );
     CREATE INDEX wbs_outcomes_by_session ON wbs_outcomes(session, id);
+    -- A batch whose commit was not confirmed (the connection cut at that moment) is written again;
+    -- each call's outcome still lands once.
+    CREATE UNIQUE INDEX wbs_outcomes_once ON wbs_outcomes(session, client_request_id)
+        WHERE client_request_id IS NOT NULL;
     CREATE TABLE wbs_tombstones (session bigint NOT NULL, rev bigint NOT NULL);
     CREATE INDEX wbs_tombstones_by_rev ON wbs_tombstones(rev);
     CREATE TABLE wbs_intents (

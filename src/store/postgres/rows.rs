@@ -71,7 +71,8 @@ fn insert_outcome(tx: &mut postgres::Transaction<'_>, key: SessionKey, o: &Outco
     let status = o.http_status.map(i32::from);
     tx.execute(
         "INSERT INTO wbs_outcomes (session, at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (session, client_request_id) WHERE client_request_id IS NOT NULL DO NOTHING",
         &[&key, &o.at, &o.action, &o.kind, &o.latency_ms, &status, &o.codes, &o.request_id, &o.client_request_id, &o.message],
     )?;
     Ok(())
