@@ -144,6 +144,8 @@ pub enum Command {
     Create(CreateArgs),
     /// List the tracked sessions
     List,
+    /// The processes keeping the store's sessions alive, and how many workbooks each keeps
+    Keepers,
     /// One session in detail, with its recent outcomes
     #[command(override_usage = "wbsessions show [OPTIONS] <NAME>")]
     Show(ShowArgs),

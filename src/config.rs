@@ -87,6 +87,7 @@ struct FileConfig {
     concurrency: Option<usize>,
     request_budget: Option<u32>,
     request_timeout: Option<String>,
+    keeper_lease: Option<String>,
     batch: Option<bool>,
     tenant: Option<String>,
     client_id: Option<String>,
@@ -310,6 +311,10 @@ fn parse_setting_duration(
     Ok(value)
 }
 
+/// A keeper's lease on its workbooks: long enough to ride out a slow turn, short enough that a
+/// dead keeper's sessions are taken over well inside their idle expiry.
+const LEASE_TIMES: (Duration, Duration) = (Duration::from_secs(3), Duration::from_secs(60));
+
 /// Refresh intervals and idle expiries: at least a second (anything faster hammers Graph), at
 /// most a day.
 const SESSION_TIMES: (Duration, Duration) = (MIN_INTERVAL, MAX_INTERVAL);
@@ -359,6 +364,12 @@ impl Settings {
         let duration = |key: &str, value: Option<String>, default: Duration, bounds| {
             parse_setting_duration(&path, key, value, default, bounds)
         };
+        // How soon keepers take over from one that died or was cut off (PostgreSQL stores).
+        let lease = duration("keeper_lease", file.keeper_lease, crate::store::postgres::DEFAULT_LEASE, LEASE_TIMES)?;
+        let mut store = store;
+        if let Location::Postgres(url) = &mut store {
+            url.lease = lease;
+        }
         let engine = EngineSettings {
             defaults: Defaults {
                 persistent_interval: duration(

@@ -122,29 +122,52 @@ fn a_newer_schema_is_refused_and_left_as_it_is() {
     assert_eq!(tables, 0);
 }
 
-/// One keeper drives; a second is refused while the first lives and takes over at once when
-/// it is killed (its process is gone, on this host).
+/// Keepers on one database share its workbooks; one killed has its workbooks taken over by the
+/// others within the lease, and `keepers --json` lists who is alive.
 #[test]
-fn one_keeper_drives_and_another_takes_over_when_it_is_killed() {
+fn keepers_share_the_workbooks_and_take_over_from_one_that_is_killed() {
     let Some(pg) = TestPg::new("PostgreSQL store") else { return };
-    let sim = SimThread::start(sim_config(&[("W1", None)]), Clock::system());
+    let workbooks: Vec<(String, Option<String>)> = (0..6).map(|i| (format!("W{i}"), None)).collect();
+    let sim = SimThread::start(wbsessions::sim::SimConfig { workbooks, ..sim_config(&[]) }, Clock::system());
     let dir = tempfile::tempdir().unwrap();
     let cli = cli_on(&sim.url, dir.path(), &pg.url);
-    cli.ok(&["create", "a", "--workbook", "me/drive/items/W1", "--interval", "1s"]);
-    let mut first =
-        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    wait_for("the first keeper to refresh", Duration::from_secs(15), || sim.sim.stats().refreshed >= 1);
-    let second = cli.output(&["run"]);
-    assert_eq!(second.status.code(), Some(1), "{}", String::from_utf8_lossy(&second.stderr));
-    assert!(String::from_utf8_lossy(&second.stderr).contains("already drives"));
+    cli.config("keeper_lease = \"3s\"\n");
+    for i in 0..6 {
+        cli.ok(&["create", &format!("s{i}"), "--workbook", &format!("me/drive/items/W{i}"), "--interval", "1s"]);
+    }
+    let keepers = || -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&cli.ok(&["--json", "keepers"])).unwrap().as_array().unwrap().clone()
+    };
+    let start =
+        || cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut first = start();
+    wait_for("the first keeper", Duration::from_secs(15), || keepers().len() == 1);
+    let mut second = start();
+    wait_for("two keepers, three workbooks each", Duration::from_secs(15), || {
+        let live = keepers();
+        live.len() == 2 && live.iter().all(|k| k["workbooks"] == 3 && k["sessions"] == 3)
+    });
+    let last_refresh = |name: &str| -> String {
+        let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", name, "--json"])).unwrap();
+        shown["last_refresh"].as_str().unwrap_or_default().to_string()
+    };
+    let first_pid = first.id();
     first.kill().unwrap();
     first.wait().unwrap();
-    let mut third =
-        cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let before = sim.sim.stats().refreshed;
-    wait_for("the next keeper to refresh", Duration::from_secs(15), || sim.sim.stats().refreshed > before + 1);
-    third.kill().unwrap();
-    third.wait().unwrap();
+    let killed = std::time::Instant::now();
+    let before: Vec<String> = (0..6).map(|i| last_refresh(&format!("s{i}"))).collect();
+    // Within the lease and a few seconds more, every session is refreshed again, the killed
+    // keeper's too, and it is no longer listed.
+    wait_for("every session refreshed after the kill", Duration::from_secs(8), || {
+        (0..6).all(|i| last_refresh(&format!("s{i}")) > before[i])
+    });
+    assert!(killed.elapsed() <= Duration::from_secs(8), "{:?}", killed.elapsed());
+    wait_for("the killed keeper gone from the list", Duration::from_secs(5), || {
+        let live = keepers();
+        live.len() == 1 && live[0]["pid"] != first_pid && live[0]["workbooks"] == 6
+    });
+    second.kill().unwrap();
+    second.wait().unwrap();
 }
 
 /// The connection to the database cut under a keeper: it goes on refreshing what it holds,

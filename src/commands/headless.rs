@@ -26,6 +26,53 @@ fn next_refresh(s: &TrackedSession, settings: &Settings, paused: bool, now: chro
     next_due(s, &settings.engine.defaults, now).map_or("-".into(), |due| format_until(due, now))
 }
 
+/// The live keepers: on PostgreSQL every `run` with its share of the workbooks, elsewhere the
+/// one process that drives.
+pub fn keepers(settings: &Settings) -> Result<ExitCode> {
+    let opened = open_to_read(settings)?;
+    let keepers = opened.role.keepers().map_err(|e| anyhow::anyhow!(e))?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    if settings.json {
+        let list: Vec<serde_json::Value> = keepers
+            .iter()
+            .map(|k| {
+                serde_json::json!({
+                    "host": k.host,
+                    "pid": k.pid,
+                    "since": k.since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    "last_heartbeat_secs": k.quiet_secs,
+                    "workbooks": k.workbooks,
+                    "sessions": k.sessions,
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
+    } else if keepers.is_empty() {
+        writeln!(out, "no keeper is running on {}; `wbsessions run` keeps its sessions alive", settings.store)?;
+    } else {
+        writeln!(
+            out,
+            "{:<24} {:>8}  {:<20} {:>10} {:>9} {:>9}",
+            "HOST", "PID", "SINCE", "HEARTBEAT", "WORKBOOKS", "SESSIONS"
+        )?;
+        let all = |n: Option<u64>| n.map_or_else(|| "all".to_string(), |n| n.to_string());
+        for k in &keepers {
+            writeln!(
+                out,
+                "{:<24} {:>8}  {:<20} {:>10} {:>9} {:>9}",
+                crate::text::clean(&k.host, 24),
+                k.pid.map_or_else(|| "-".into(), |p| p.to_string()),
+                k.since.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                k.quiet_secs.map_or_else(|| "-".into(), |s| format!("{s:.1}s ago")),
+                all(k.workbooks),
+                all(k.sessions),
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn list(settings: &Settings) -> Result<ExitCode> {
     let opened = open_to_read(settings)?;
     let store = &opened.sessions;

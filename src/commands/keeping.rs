@@ -295,12 +295,15 @@ pub async fn edit(settings: &Settings, args: EditArgs) -> Result<ExitCode> {
 
 /// The headless keeper: every session kept alive until SIGINT or SIGTERM, one line per outcome.
 pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
+    // Heard from the first moment, while the store opens and the role is taken.
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
     let as_json = settings.json;
     let wait = args.wait;
     // Where the proxy would listen is checked before anything starts.
     let listener = if args.proxy { Some(super::proxy::bind(&args.proxy_options).await?) } else { None };
     let opened = open_store(settings)?;
-    let lease = match opened.role.acquire() {
+    let lease = match opened.role.join() {
         Ok(lease) => lease,
         // Another keeper or dashboard drives: not a usage error, and with --wait, a turn to wait for.
         Err(RoleError::Held { holder, .. }) if wait => {
@@ -308,8 +311,6 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
                 std::io::stderr().lock(),
                 "wbsessions: {holder} drives the store; waiting for it to go (Ctrl-C stops)"
             )?;
-            let signal = shutdown_signal();
-            tokio::pin!(signal);
             loop {
                 tokio::select! {
                     _ = &mut signal => return Err(super::Interrupted.into()),
@@ -373,8 +374,6 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
         None => None,
     };
     let times = times(settings);
-    let signal = shutdown_signal();
-    tokio::pin!(signal);
     // Lines that arrive together (a batch's outcomes) go out in one write: flushed when no
     // further event waits, and at least every `FLUSH_AT_LEAST_EVERY` while events keep coming.
     const FLUSH_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_millis(200);

@@ -171,6 +171,7 @@ pub fn run(cli: Cli, store_from_flag: bool) -> Result<ExitCode> {
             Command::Add(args) => keeping::add(&settings, args).await,
             Command::Create(args) => keeping::create(&settings, args).await,
             Command::List => headless::list(&settings).await,
+            Command::Keepers => headless::keepers(&settings),
             Command::Show(args) => headless::show(&settings, &args.name).await,
             Command::Id(args) => headless::id(&settings, &args.name, args.any).await,
             Command::Refresh(args) => keeping::refresh(&settings, args).await,
@@ -233,26 +234,38 @@ fn start_logging(settings: &Settings) -> Option<tracing_appender::non_blocking::
 }
 
 /// Resolves on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() -> Signal {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM. The handlers are in place when this returns, not when the future is
+/// first polled: a signal that comes while a command is still starting (its store opened, its
+/// role taken) is heard, not left to kill the process.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = Signal> {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return Signal::Interrupt;
+        use tokio::signal::unix::{SignalKind, signal};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => tokio::select! {
+                    _ = interrupt.recv() => Signal::Interrupt,
+                    _ = terminate.recv() => Signal::Terminate,
+                },
+                (Ok(mut interrupt), Err(_)) => {
+                    interrupt.recv().await;
+                    Signal::Interrupt
+                }
+                (Err(_), _) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    Signal::Interrupt
+                }
             }
-        };
-        tokio::select! {
-            _ = ctrl_c => Signal::Interrupt,
-            _ = term.recv() => Signal::Terminate,
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
-        Signal::Interrupt
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Interrupt
+        }
     }
 }
 

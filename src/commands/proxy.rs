@@ -218,7 +218,7 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
     }
     let listener = bind(&args.serve).await?;
     let opened = open_store(settings)?;
-    let role = match opened.role.acquire() {
+    let role = match opened.role.join() {
         Ok(lease) => KeeperRole::Drive { lease, role: opened.role.clone() },
         Err(RoleError::Held { .. }) => KeeperRole::Watch(opened.role.clone()),
         Err(e) if e.is_bad_input() => return Err(bad_input(e)),

@@ -119,7 +119,7 @@ impl Engine {
         let (store, budget, at) = (self.store.clone(), self.settings.request_budget, self.ctx.clock.now());
         let task = self.tasks.spawn(async move {
             let result = store.reserve(ask, budget, at).await;
-            Done::Reserved { want: ask.want, result }
+            Done::Reserved { want: ask.want, asked: now, result }
         });
         self.running.insert(task.id(), (None, None));
     }

@@ -122,6 +122,9 @@ enum Done {
     /// The store's answer to a reservation of `want` starts from the shared budget.
     Reserved {
         want: u32,
+        /// When it was asked for: the store counts the grant from about then, so its life runs
+        /// from then too, however long the answer took.
+        asked: Instant,
         result: Result<crate::store::Grant, StoreError>,
     },
     /// A read of the store for a front end.
@@ -176,6 +179,8 @@ pub fn spawn(
         dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget, true),
         gap: GapWatch::new(ctx.clock.now(), Instant::now()),
         driving,
+        // The share the keeper's first turn gave it, before anything is planned.
+        kept: takeover.workbooks(),
         paused: config.paused,
         settings: config.settings,
         ctx,
@@ -231,6 +236,9 @@ struct Engine {
     waiting: Vec<(Request, Waiter)>,
     settings: EngineSettings,
     driving: bool,
+    /// The workbooks this engine keeps while it drives, where the store's keepers share them
+    /// (`None`: all of them).
+    kept: Option<Arc<std::collections::BTreeSet<String>>>,
     paused: bool,
     entries: HashMap<SessionKey, Entry>,
     schedule: Schedule,
@@ -404,11 +412,11 @@ impl Engine {
                 handle::answer_all(waiters, &answer);
             }
             Done::Read { waiter, result } => waiter.answer(result.map_err(EngineError::Store)),
-            Done::Reserved { want, result } => {
+            Done::Reserved { want, asked, result } => {
                 let grant = result
                     .inspect_err(|e| tracing::warn!(error = %e, "the shared request budget could not be read; this process keeps its own for now"))
                     .ok();
-                self.dispatcher.reserved(Instant::now(), want, grant);
+                self.dispatcher.reserved(asked, want, grant);
             }
             Done::Loaded(result) => {
                 self.load_task = None;
@@ -506,12 +514,16 @@ impl Engine {
             Some(false) if self.driving => {
                 // Another process took the role while this one was stopped: it drives now.
                 self.driving = false;
+                self.kept = None;
                 self.schedule.clear();
                 let holder = self.takeover.holder();
                 tracing::warn!(?holder, "another process took over the driver role; this one watches");
                 self.emit(Event::Watching(holder));
             }
             _ => {}
+        }
+        if self.driving {
+            self.follow_share();
         }
         if let Some(gap) = self.gap.check(self.ctx.clock.now(), Instant::now()) {
             self.refresh_overdue(gap);
@@ -554,6 +566,58 @@ async fn signin_step(signin: &mut Option<(JoinHandle<()>, mpsc::UnboundedReceive
     match signin {
         Some((_, steps)) => steps.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+impl Engine {
+    /// Whether this engine keeps `session` alive: it drives, and the session's workbook is in its
+    /// share where keepers share the store.
+    fn keeps(&self, session: &crate::session::TrackedSession) -> bool {
+        self.driving && self.kept.as_ref().is_none_or(|kept| kept.contains(&session.workbook.to_string()))
+    }
+
+    /// Follows this keeper's share of the workbooks: sessions of a workbook it gained are
+    /// planned from what is known of them (an overdue one goes at once), those of a workbook it
+    /// lost (to a keeper that took over while this one was cut off or stopped) are let go.
+    fn follow_share(&mut self) {
+        let now_kept = self.takeover.workbooks();
+        if now_kept == self.kept {
+            return;
+        }
+        let before = std::mem::replace(&mut self.kept, now_kept);
+        let had = |workbook: &str| before.as_ref().is_none_or(|kept| kept.contains(workbook));
+        let keys: Vec<(SessionKey, bool, bool)> = self
+            .entries
+            .values()
+            .map(|e| {
+                let workbook = e.session.workbook.to_string();
+                (e.session.key, had(&workbook), self.keeps(&e.session))
+            })
+            .collect();
+        let (mut gained, mut lost) = (0usize, 0usize);
+        for (key, was, is) in keys {
+            match (was, is) {
+                (false, true) => {
+                    gained += 1;
+                    self.plan_from_state(key);
+                }
+                (true, false) => {
+                    lost += 1;
+                    self.schedule.cancel(key);
+                    self.emit(Event::Scheduled { key, at: None });
+                }
+                _ => {}
+            }
+        }
+        if gained + lost > 0 {
+            let workbooks = self.kept.as_ref().map_or(0, |k| k.len());
+            tracing::info!(
+                workbooks,
+                sessions_gained = gained,
+                sessions_let_go = lost,
+                "this keeper's share of the workbooks changed"
+            );
+        }
     }
 }
 

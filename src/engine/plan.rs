@@ -29,7 +29,7 @@ impl Engine {
     /// is kept alive; tells the front ends either way.
     pub(super) fn plan(&mut self, key: SessionKey, delay: Duration) {
         let Some(entry) = self.entries.get(&key) else { return };
-        if !self.driving {
+        if !self.keeps(&entry.session) {
             return;
         }
         let at = entry.session.is_kept_alive().then(|| {

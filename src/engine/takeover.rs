@@ -37,6 +37,11 @@ impl Takeover {
         }
     }
 
+    /// The workbooks this engine keeps, where keepers share the store (`None`: all of them).
+    pub fn workbooks(&self) -> Option<Arc<std::collections::BTreeSet<String>>> {
+        self.lease.as_ref().and_then(|lease| lease.workbooks())
+    }
+
     /// Who holds the role, as the store says.
     pub fn holder(&self) -> Option<Holder> {
         self.role.as_ref().and_then(|role| role.holder())

@@ -17,10 +17,18 @@ pub(crate) const KEPT_OUTCOMES: usize = 50;
 /// The window Graph's request limits count in (docs/graph.md, "Throttling").
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
-/// How long a start granted from the shared budget may wait to be used. A store counts a grant
-/// for `BUDGET_WINDOW` and this much more, so that however late in its life a start goes, the
-/// requests of every process in any ten seconds stay within the budget.
+/// How long a start granted from the shared budget may wait to be used.
 pub const GRANT_LIFE: Duration = Duration::from_secs(1);
+
+/// How much later than its start a request may reach Graph (a connection to wait for, a busy
+/// machine): Graph counts arrivals, so a grant is counted this much longer too. Without it, two
+/// `refresh --all` on 10,000 sessions met 25 of Graph's 429s in 20,000 requests.
+pub const TRAVEL: Duration = Duration::from_secs(1);
+
+/// How long a store counts a grant: the window, the grant's life and the travel after it, so
+/// that the requests of every process arriving in any ten seconds stay within the budget.
+pub const GRANT_COUNTED: Duration =
+    Duration::from_secs(BUDGET_WINDOW.as_secs() + GRANT_LIFE.as_secs() + TRAVEL.as_secs());
 
 /// What a store gave of the request budget its processes share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -255,7 +263,7 @@ pub trait SessionStore: Send + Sync {
     /// session's name: what went wrong lately wherever it was met.
     fn problems(&self, limit: usize) -> StoreFuture<Vec<(String, Outcome)>>;
     /// Takes up to `ask.want` request starts from the budget every process on the store shares
-    /// (at most `budget` in any `BUDGET_WINDOW`, each grant counted for `GRANT_LIFE` more),
+    /// (at most `budget` in any `BUDGET_WINDOW`, each grant counted for `GRANT_COUNTED`),
     /// records `ask.extra` requests made beyond what earlier grants paid for, and stops counting
     /// what `ask.unused` names. `now` is the caller's clock; a store that spans hosts uses its own.
     fn reserve(&self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> StoreFuture<Grant>;
@@ -328,14 +336,53 @@ impl RoleError {
 pub trait Lease: Send + Sync {
     /// Says the driver is still at work; `Err` if the role was lost meanwhile.
     fn renew(&self) -> Result<(), RoleError>;
+    /// The workbooks this driver keeps, on a store whose keepers share the workbooks between
+    /// them (`None`: every workbook of the store).
+    fn workbooks(&self) -> Option<std::sync::Arc<std::collections::BTreeSet<String>>> {
+        None
+    }
 }
 
-/// Exactly one process at a time schedules a store's automatic refreshes.
+/// A process that keeps sessions of the store alive, as the store knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeeperInfo {
+    pub host: String,
+    pub pid: Option<u32>,
+    pub since: Option<DateTime<Utc>>,
+    /// Seconds since it last said it is alive.
+    pub quiet_secs: Option<f64>,
+    /// Workbooks and sessions it keeps (`None`: all of the store's).
+    pub workbooks: Option<u64>,
+    pub sessions: Option<u64>,
+}
+
+/// Who schedules a store's automatic refreshes: one process at a time, or (on a store whose
+/// keepers share the workbooks) every keeper for its share.
 pub trait DriverRole: Send + Sync {
     /// Takes the role, waiting a moment for one who only peeks at it; `Held` if another has it.
     fn acquire(&self) -> Result<Box<dyn Lease>, RoleError>;
     /// One try, no waiting: for a process that asks again and again anyway.
     fn try_acquire(&self) -> Result<Box<dyn Lease>, RoleError>;
+    /// Takes a share beside the keepers already there, where the store shares workbooks between
+    /// keepers; elsewhere the same as `acquire`.
+    fn join(&self) -> Result<Box<dyn Lease>, RoleError> {
+        self.acquire()
+    }
     /// Who holds the role now, if anyone.
     fn holder(&self) -> Option<Holder>;
+    /// The live keepers.
+    fn keepers(&self) -> Result<Vec<KeeperInfo>, RoleError> {
+        Ok(self
+            .holder()
+            .map(|h| KeeperInfo {
+                host: super::this_host(),
+                pid: h.pid,
+                since: h.since,
+                quiet_secs: None,
+                workbooks: None,
+                sessions: None,
+            })
+            .into_iter()
+            .collect())
+    }
 }

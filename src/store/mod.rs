@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use api::{
-    BUDGET_WINDOW, Changes, GRANT_LIFE, Grant, GrantToken, Holder, IntentId, Reservation, Rev, RoleError, RuntimeState,
-    SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write,
+    BUDGET_WINDOW, Changes, GRANT_COUNTED, GRANT_LIFE, Grant, GrantToken, Holder, IntentId, KeeperInfo, Reservation,
+    Rev, RoleError, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write,
 };
 pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease, grant_of};
 

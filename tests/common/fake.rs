@@ -14,7 +14,7 @@ use wbsessions::graph::{CallMeta, ErrorClass, GraphError, Reply};
 use wbsessions::session::SortBy;
 use wbsessions::session::{Mode, Outcome, OutcomeKind, SessionId, SessionKey, TrackedSession, WorkbookRef};
 use wbsessions::store::{
-    BUDGET_WINDOW, GRANT_LIFE, Grant, GrantToken, Reservation, Rev, RuntimeState, SessionStore, StoreError, StoreEvent,
+    GRANT_COUNTED, Grant, GrantToken, Reservation, Rev, RuntimeState, SessionStore, StoreError, StoreEvent,
     StoreFuture, Write,
 };
 
@@ -566,7 +566,7 @@ impl SessionStore for MemoryStore {
     fn reserve(&self, ask: Reservation, budget: u32, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<Grant> {
         let Reservation { want, extra, unused } = ask;
         let mut state = self.state.lock().unwrap();
-        let counted = chrono::TimeDelta::from_std(BUDGET_WINDOW + GRANT_LIFE).unwrap();
+        let counted = chrono::TimeDelta::from_std(GRANT_COUNTED).unwrap();
         if let Some((token, n)) = unused
             && let Some(row) = state.budget.iter_mut().find(|(at, _)| at.timestamp_millis() == token.at_ms)
         {

@@ -13,7 +13,8 @@ use crate::store::{Access, StoreError};
 /// Each entry moves the schema one version up; the index + 1 is the version it produces. Times
 /// are RFC 3339 text, as on SQLite, so that both are read by the same lenient rules
 /// (`store::stored`).
-pub(super) const MIGRATIONS: &[&str] = &["
+pub(super) const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE wbs_sessions (
         id bigserial PRIMARY KEY,
         name text NOT NULL UNIQUE,
@@ -61,23 +62,34 @@ pub(super) const MIGRATIONS: &[&str] = &["
     );
     CREATE TABLE wbs_budget (id bigserial PRIMARY KEY, at_ms bigint NOT NULL, used bigint NOT NULL);
     CREATE INDEX wbs_budget_by_time ON wbs_budget(at_ms);
-    CREATE TABLE wbs_driver (
-        one boolean PRIMARY KEY DEFAULT true CHECK (one),
-        token text NOT NULL,
-        pid bigint,
-        host text NOT NULL,
-        since timestamptz NOT NULL,
-        beat timestamptz NOT NULL
-    );
     INSERT INTO wbs_meta (key, value) VALUES ('rev', 0), ('tombstones_from', 0), ('paused', 0);
-"];
+",
+    "
+    -- Keepers on several hosts: who is alive, and which workbooks each holds (`leases`).
+    CREATE TABLE wbs_keepers (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid bigint NOT NULL,
+        since timestamptz NOT NULL DEFAULT now(),
+        beat timestamptz NOT NULL DEFAULT now(),
+        workbooks bigint NOT NULL DEFAULT 0
+    );
+    CREATE TABLE wbs_leases (
+        workbook text PRIMARY KEY,
+        keeper text NOT NULL,
+        fence bigint NOT NULL,
+        until timestamptz NOT NULL
+    );
+    CREATE INDEX wbs_leases_by_keeper ON wbs_leases(keeper);
+    CREATE SEQUENCE wbs_fences;
+",
+];
 
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Advisory lock keys: one process migrates at a time; one takes from the budget at a time.
 pub(super) const MIGRATION_LOCK: i64 = 0x7762_7365_0001;
 pub(super) const BUDGET_LOCK: i64 = 0x7762_7365_0002;
-pub(super) const ROLE_LOCK: i64 = 0x7762_7365_0003;
 
 /// Why a write was not made: the store's refusal (a taken name), or the database's trouble.
 pub(super) enum Refusal {
@@ -98,6 +110,9 @@ pub(crate) struct PgDb {
     /// Revisions this connection's commits took: the revision less these moves only when
     /// another process commits (`others_mark`).
     pub(super) own_revs: i64,
+    /// This process's id as a keeper, while it is one: its outcomes are written only for
+    /// workbooks no other keeper holds (`leases::NOT_ANOTHERS`).
+    pub(super) keeper: super::KeeperId,
 }
 
 /// Connects to `url`, encrypted as its `sslmode` says.
@@ -161,7 +176,7 @@ impl PgDb {
     pub(crate) fn open(url: PgUrl, access: Access) -> Result<PgDb, StoreError> {
         let mut client = connect(&url)?;
         let shown = url.to_string();
-        let mut db = PgDb { url, client: None, own_revs: 0 };
+        let mut db = PgDb { url, client: None, own_revs: 0, keeper: super::KeeperId::default() };
         let version = schema_version(&mut client).map_err(|e| db.err(&e))?;
         match version {
             Some(found) if found > SCHEMA_VERSION => {

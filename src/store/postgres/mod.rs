@@ -5,6 +5,7 @@
 //! (`store::thread`), like SQLite's.
 
 mod db;
+mod leases;
 mod role;
 mod rows;
 mod tls;
@@ -13,18 +14,24 @@ mod url;
 use std::sync::Arc;
 
 pub(crate) use url::without_password;
-pub use url::{BadUrl, PgUrl};
+pub use url::{BadUrl, DEFAULT_LEASE, PgUrl};
 
 use super::thread::ThreadStore;
 use super::{Access, Opened, StoreError};
 
+/// This process's id among the store's keepers, while it is one; shared by its role (which
+/// sets it) and its store thread (which writes under it).
+pub(crate) type KeeperId = Arc<std::sync::Mutex<Option<String>>>;
+
 pub fn open(url: &PgUrl, access: Access) -> Result<Opened, StoreError> {
     // The client runs a runtime of its own, which may not start inside the caller's.
-    let db = std::thread::scope(|scope| {
+    let mut db = std::thread::scope(|scope| {
         scope.spawn(|| db::PgDb::open(url.clone(), access)).join().unwrap_or_else(|_| {
             Err(StoreError::Unavailable { store: url.to_string(), detail: "the connection thread failed".into() })
         })
     })?;
+    let keeper = KeeperId::default();
+    db.keeper = keeper.clone();
     let sessions = ThreadStore::spawn(db, url.to_string())?;
-    Ok(Opened { sessions: Arc::new(sessions), role: Arc::new(role::PgRole::new(url.clone())) })
+    Ok(Opened { sessions: Arc::new(sessions), role: Arc::new(role::PgRole::new(url.clone(), keeper)) })
 }

@@ -1,8 +1,9 @@
-//! The driver role of a PostgreSQL store: one row (`wbs_driver`) says who drives, from which
-//! host, since when, and its heartbeat on the database's clock. A driver whose process is gone
-//! (same host) is replaced at once; one that stops, or is cut off from the database, once its
-//! heartbeat is `STALE`; it steps down when it finds the row taken.
+//! Keepers on a PostgreSQL store: every `run` (and proxy) joins as a keeper and keeps its share
+//! of the workbooks (`leases`), renewing them each second while its engine is at work; a keeper
+//! that dies, stops or is cut off has its workbooks taken over by the others once its leases
+//! lapse. A dashboard keeps the store only when no keeper does (`acquire`), as on SQLite.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -10,15 +11,15 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use postgres::Client;
 
-use super::db::{ROLE_LOCK, connect, detail};
+use super::db::{connect, detail};
+use super::leases;
 use super::url::PgUrl;
-use crate::store::{DriverRole, Holder, Lease, RoleError};
+use crate::store::{DriverRole, Holder, KeeperInfo, Lease, RoleError};
 
-/// How often a driver says it is alive.
-const BEAT: Duration = Duration::from_secs(1);
-/// A heartbeat older than this (by the database's clock) no longer holds the role.
-const STALE_SECS: f64 = 8.0;
-/// A driver silent this long (its loop stuck) gets no more heartbeats.
+/// How often a keeper takes its turn: renews its leases, takes its share, says it is alive.
+const TURN: Duration = Duration::from_secs(1);
+/// A keeper whose engine has not asked after its role for this long (its loop stuck: a hung
+/// terminal, `SIGSTOP`) takes no more turns, so that its leases lapse and others take over.
 const QUIET: Duration = Duration::from_secs(4);
 
 /// Runs `work` on a thread of its own: the PostgreSQL client blocks on a runtime of its own,
@@ -30,49 +31,19 @@ fn off_runtime<T: Send>(work: impl FnOnce() -> T + Send) -> T {
     })
 }
 
-struct Claim {
-    pid: Option<u32>,
-    host: String,
-    since: Option<DateTime<Utc>>,
-    /// Seconds since the heartbeat, on the database's clock.
-    age: f64,
-}
-
-impl Claim {
-    fn stands(&self) -> bool {
-        self.age < STALE_SECS
-            && !(self.host == crate::store::this_host()
-                && self.pid.is_some_and(|pid| !crate::store::process_alive(pid)))
-    }
-
-    fn holder(&self) -> Holder {
-        Holder { pid: self.pid, since: self.since }
-    }
-}
-
-fn read_claim(client: &mut impl postgres::GenericClient) -> Result<Option<Claim>, postgres::Error> {
-    let row =
-        client.query_opt("SELECT pid, host, since, extract(epoch FROM (now() - beat))::float8 FROM wbs_driver", &[])?;
-    Ok(row.map(|r| Claim {
-        pid: r.get::<_, Option<i64>>(0).and_then(|p| u32::try_from(p).ok()),
-        host: r.get(1),
-        since: r.get::<_, Option<std::time::SystemTime>>(2).map(DateTime::<Utc>::from),
-        age: r.get(3),
-    }))
-}
-
 pub(crate) struct PgRole {
     url: PgUrl,
     conn: Mutex<Option<Client>>,
+    keeper: super::KeeperId,
 }
 
 impl PgRole {
-    pub(super) fn new(url: PgUrl) -> Self {
-        PgRole { url, conn: Mutex::new(None) }
+    pub(super) fn new(url: PgUrl, keeper: super::KeeperId) -> Self {
+        PgRole { url, conn: Mutex::new(None), keeper }
     }
 
     fn failed(&self, what: String) -> RoleError {
-        RoleError::Failed(format!("cannot use the driver role of the store {}: {what}", self.url))
+        RoleError::Failed(format!("cannot reach the keepers of the store {}: {what}", self.url))
     }
 
     fn with_conn<T: Send>(
@@ -93,28 +64,20 @@ impl PgRole {
         })
     }
 
-    fn claim(&self) -> Result<Box<dyn Lease>, RoleError> {
-        let token = uuid::Uuid::new_v4().to_string();
-        let pid = i64::from(std::process::id());
-        let host = crate::store::this_host();
-        let taken = self.with_conn(|conn| {
-            let mut tx = conn.transaction()?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLE_LOCK])?;
-            if let Some(other) = read_claim(&mut tx)?.filter(Claim::stands) {
-                return Ok(Err(other.holder()));
-            }
-            tx.execute("DELETE FROM wbs_driver", &[])?;
-            tx.execute(
-                "INSERT INTO wbs_driver (token, pid, host, since, beat) VALUES ($1, $2, $3, now(), now())",
-                &[&token, &pid, &host],
-            )?;
-            tx.commit()?;
-            Ok(Ok(()))
-        })?;
-        if let Err(holder) = taken {
-            return Err(RoleError::Held { holder, store: self.url.to_string() });
+    fn live(&self) -> Result<Vec<leases::KeeperRow>, RoleError> {
+        let lease = self.url.lease;
+        self.with_conn(move |conn| leases::keepers(conn, lease))
+    }
+
+    /// Joins unless another keeper is there (what a dashboard does).
+    fn alone(&self) -> Result<Box<dyn Lease>, RoleError> {
+        if let Some(first) = self.live()?.into_iter().next() {
+            return Err(RoleError::Held {
+                holder: Holder { pid: Some(first.pid), since: first.since },
+                store: self.url.to_string(),
+            });
         }
-        PgLease::start(self.url.clone(), token)
+        self.join()
     }
 }
 
@@ -130,101 +93,143 @@ impl Drop for PgRole {
 
 impl DriverRole for PgRole {
     fn acquire(&self) -> Result<Box<dyn Lease>, RoleError> {
-        self.claim()
+        self.alone()
     }
 
     fn try_acquire(&self) -> Result<Box<dyn Lease>, RoleError> {
-        self.claim()
+        self.alone()
+    }
+
+    fn join(&self) -> Result<Box<dyn Lease>, RoleError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let (pid, host, lease) = (std::process::id(), crate::store::this_host(), self.url.lease);
+        // The first turn before anything starts: a database that cannot be reached says so now.
+        let first = {
+            let (id, host) = (id.clone(), host.clone());
+            self.with_conn(move |conn| leases::claim(conn, &id, pid, &host, lease))?
+        };
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
+        KeeperLease::start(self.url.clone(), id, first, self.keeper.clone())
     }
 
     fn holder(&self) -> Option<Holder> {
-        let claim = self.with_conn(read_claim).ok().flatten()?;
-        claim.stands().then(|| claim.holder())
+        let first = self.live().ok()?.into_iter().next()?;
+        Some(Holder { pid: Some(first.pid), since: first.since })
+    }
+
+    fn keepers(&self) -> Result<Vec<KeeperInfo>, RoleError> {
+        Ok(self
+            .live()?
+            .into_iter()
+            .map(|k| KeeperInfo {
+                host: k.host,
+                pid: Some(k.pid),
+                since: k.since,
+                quiet_secs: Some(k.quiet_secs),
+                workbooks: u64::try_from(k.workbooks).ok(),
+                sessions: u64::try_from(k.sessions).ok(),
+            })
+            .collect())
     }
 }
 
-/// The role, held: a thread renews the heartbeat and notices when another process took it.
-struct PgLease {
-    lost: Arc<AtomicBool>,
+/// A keeper's share, held: a thread takes the keeper's turn every second while its engine is at
+/// work. Cut off from the database, it keeps the workbooks it had (and takes no new ones); back,
+/// it keeps what is still its own.
+struct KeeperLease {
+    keeper: super::KeeperId,
     stop: Arc<AtomicBool>,
-    last_beat: Arc<Mutex<Instant>>,
     seen: Arc<Mutex<Instant>>,
+    held: Arc<Mutex<Arc<BTreeSet<String>>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl PgLease {
-    fn start(url: PgUrl, token: String) -> Result<Box<dyn Lease>, RoleError> {
-        let lost = Arc::new(AtomicBool::new(false));
+impl KeeperLease {
+    fn start(
+        url: PgUrl,
+        id: String,
+        first: leases::Held,
+        keeper: super::KeeperId,
+    ) -> Result<Box<dyn Lease>, RoleError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let last_beat = Arc::new(Mutex::new(Instant::now()));
         let seen = Arc::new(Mutex::new(Instant::now()));
-        let (lost_t, stop_t, beat_t, seen_t) = (lost.clone(), stop.clone(), last_beat.clone(), seen.clone());
+        let held = Arc::new(Mutex::new(Arc::new(first.into_keys().collect::<BTreeSet<_>>())));
+        let (stop_t, seen_t, held_t) = (stop.clone(), seen.clone(), held.clone());
         let thread = std::thread::Builder::new()
-            .name("driver-heartbeat".into())
-            .spawn(move || heartbeat(&url, &token, &lost_t, &stop_t, &beat_t, &seen_t))
-            .map_err(|e| RoleError::Failed(format!("cannot start the driver's heartbeat: {e}")))?;
-        Ok(Box::new(PgLease { lost, stop, last_beat, seen, thread: Some(thread) }))
+            .name("keeper-turns".into())
+            .spawn(move || turns(&url, &id, &stop_t, &seen_t, &held_t))
+            .map_err(|e| RoleError::Failed(format!("cannot start the keeper's turns: {e}")))?;
+        Ok(Box::new(KeeperLease { keeper, stop, seen, held, thread: Some(thread) }))
     }
 }
 
-fn heartbeat(
-    url: &PgUrl,
-    token: &str,
-    lost: &AtomicBool,
-    stop: &AtomicBool,
-    last_beat: &Mutex<Instant>,
-    seen: &Mutex<Instant>,
-) {
+fn turns(url: &PgUrl, id: &str, stop: &AtomicBool, seen: &Mutex<Instant>, held: &Mutex<Arc<BTreeSet<String>>>) {
+    let (pid, host) = (std::process::id(), crate::store::this_host());
     let mut conn: Option<Client> = None;
-    let beat = |conn: &mut Client| -> Result<bool, postgres::Error> {
-        Ok(conn.execute("UPDATE wbs_driver SET beat = now() WHERE token = $1", &[&token])? == 1)
-    };
+    let mut cut_off = false;
     while !stop.load(Ordering::Relaxed) {
-        if conn.as_ref().is_none_or(Client::is_closed) {
-            conn = connect(url).ok();
-        }
         let at_work = seen.lock().is_ok_and(|t| t.elapsed() < QUIET);
-        match conn.as_mut().filter(|_| at_work).map(beat) {
-            Some(Ok(true)) => *last_beat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now(),
-            Some(Ok(false)) => {
-                lost.store(true, Ordering::Relaxed);
-                return;
+        if at_work {
+            if conn.as_ref().is_none_or(Client::is_closed) {
+                conn = connect(url).ok();
             }
-            // Unreachable for a moment: tried again; `renew` judges by the last beat's age.
-            Some(Err(_)) => conn = None,
-            None => {}
+            match conn.as_mut().map(|c| leases::claim(c, id, pid, &host, url.lease)) {
+                Some(Ok(now)) => {
+                    if cut_off {
+                        tracing::warn!(
+                            workbooks = now.len(),
+                            "the database is back; this keeper keeps what is still its own"
+                        );
+                        cut_off = false;
+                    }
+                    *held.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(now.into_keys().collect());
+                }
+                failed => {
+                    if !cut_off {
+                        let why = match failed {
+                            Some(Err(e)) => detail(&e),
+                            _ => "cannot connect".into(),
+                        };
+                        tracing::warn!(error = %why, "cut off from the database: keeping the workbooks held, taking no new ones");
+                        cut_off = true;
+                    }
+                    conn = None;
+                }
+            }
         }
-        let until = Instant::now() + BEAT;
+        let until = Instant::now() + TURN;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-    // Let go: the role is free at once, not after the heartbeat goes stale.
-    if !lost.load(Ordering::Relaxed)
-        && let Some(mut conn) = conn.or_else(|| connect(url).ok())
-    {
-        let _ = conn.execute("DELETE FROM wbs_driver WHERE token = $1", &[&token]);
+    // Let go at once rather than after the lease: the others take over within a second.
+    if let Some(mut conn) = conn.filter(|c| !c.is_closed()).or_else(|| connect(url).ok()) {
+        let _ = leases::release(&mut conn, id);
     }
 }
 
-impl Lease for PgLease {
+impl Lease for KeeperLease {
     fn renew(&self) -> Result<(), RoleError> {
         *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        let stale = self.last_beat.lock().is_ok_and(|t| t.elapsed().as_secs_f64() >= STALE_SECS);
-        if self.lost.load(Ordering::Relaxed) || stale {
-            return Err(RoleError::Failed(
-                "another process took over driving the store (this one's heartbeat stopped or went stale)".into(),
-            ));
-        }
         Ok(())
+    }
+
+    fn workbooks(&self) -> Option<Arc<BTreeSet<String>>> {
+        Some(self.held.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
-impl Drop for PgLease {
+impl Drop for KeeperLease {
     fn drop(&mut self) {
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = None;
         self.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
     }
+}
+
+/// For `KeeperRow::since`.
+pub(super) fn utc(t: std::time::SystemTime) -> DateTime<Utc> {
+    DateTime::<Utc>::from(t)
 }

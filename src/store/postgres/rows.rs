@@ -6,12 +6,12 @@ use postgres::Row;
 use postgres::types::ToSql;
 
 use super::db::{BUDGET_LOCK, PgDb, Refusal};
+use super::leases::NOT_ANOTHERS;
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
 use crate::store::stored::{StoredOutcome, StoredSession, interval_ms, parse_time, time_text};
 use crate::store::thread::Backend;
 use crate::store::{
-    BUDGET_WINDOW, Changes, GRANT_LIFE, Grant, GrantToken, KEPT_OUTCOMES, Reservation, Rev, StoreError, Unfinished,
-    Write, grant_of,
+    Changes, GRANT_COUNTED, Grant, GrantToken, KEPT_OUTCOMES, Reservation, Rev, StoreError, Unfinished, Write, grant_of,
 };
 
 /// A session row with its newest outcome (if any) joined beside it.
@@ -160,6 +160,7 @@ impl PgDb {
         tx: &mut postgres::Transaction<'_>,
         rev: i64,
         write: &Write,
+        keeper: Option<&str>,
         touched: &mut Vec<SessionKey>,
         removed: &mut bool,
     ) -> Result<(), Refusal> {
@@ -167,7 +168,11 @@ impl PgDb {
             Write::Record { key, state, outcome } => {
                 let updated = match state {
                     Some(state) => tx.execute(
-                        "UPDATE wbs_sessions SET status = $2, last_refresh = $3, failures = $4, session_id = $5, workbook = $6, rev = $7 WHERE id = $1",
+                        &format!(
+                            "UPDATE wbs_sessions SET status = $2, last_refresh = $3, failures = $4, session_id = $5, workbook = $6, rev = $7 \
+                             WHERE id = $1 AND {}",
+                            NOT_ANOTHERS.replace("KEEPER", "$8")
+                        ),
                         &[
                             key,
                             &state.status.as_str(),
@@ -176,6 +181,7 @@ impl PgDb {
                             &state.session_id.as_str(),
                             &state.workbook.to_string(),
                             &rev,
+                            &keeper,
                         ],
                     )?,
                     None => tx.execute("UPDATE wbs_sessions SET rev = $2 WHERE id = $1", &[key, &rev])?,
@@ -387,7 +393,7 @@ impl Backend for PgDb {
     /// hosts share one count however their clocks differ.
     fn reserve(&mut self, ask: Reservation, budget: u32, _now: DateTime<Utc>) -> Result<Grant, StoreError> {
         let Reservation { want, extra, unused } = ask;
-        let window_ms = i64::try_from((BUDGET_WINDOW + GRANT_LIFE).as_millis()).unwrap_or(i64::MAX);
+        let window_ms = i64::try_from(GRANT_COUNTED.as_millis()).unwrap_or(i64::MAX);
         let (granted, oldest, now_ms, row) = self.transact(false, |tx| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BUDGET_LOCK])?;
             if let Some((token, n)) = unused {
@@ -435,11 +441,12 @@ impl Backend for PgDb {
     }
 
     fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError> {
+        let keeper = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.write(|tx, rev| {
             let mut touched = Vec::new();
             let mut removed = false;
             for write in writes {
-                PgDb::apply_one(tx, rev, write, &mut touched, &mut removed)?;
+                PgDb::apply_one(tx, rev, write, keeper.as_deref(), &mut touched, &mut removed)?;
             }
             touched.sort_unstable();
             touched.dedup();

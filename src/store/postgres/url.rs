@@ -33,7 +33,14 @@ pub struct PgUrl {
     pub(crate) root_cert: Option<PathBuf>,
     pub(crate) options: Option<String>,
     pub(crate) connect_timeout: Duration,
+    /// How long a keeper's hold on a workbook lasts without renewal (the `keeper_lease` setting):
+    /// how soon the others take over from a keeper that died or was cut off.
+    pub lease: Duration,
 }
+
+/// `keeper_lease` unless the config says otherwise: well inside the gap between a session's
+/// refresh interval (4 minutes) and its idle expiry (5).
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(15);
 
 impl std::fmt::Debug for PgUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,7 +183,18 @@ impl PgUrl {
                 .ok_or_else(|| bad(format!("asks for connect_timeout={t:?}; give whole seconds")))?,
             None => CONNECT_TIMEOUT,
         };
-        Ok(PgUrl { host, port, user, dbname, password, sslmode, root_cert, options, connect_timeout })
+        Ok(PgUrl {
+            host,
+            port,
+            user,
+            dbname,
+            password,
+            sslmode,
+            root_cert,
+            options,
+            connect_timeout,
+            lease: DEFAULT_LEASE,
+        })
     }
 }
 

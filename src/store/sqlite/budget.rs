@@ -8,12 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::OptionalExtension;
 
 use super::db::Db;
-use crate::store::{BUDGET_WINDOW, GRANT_LIFE, Grant, GrantToken, Reservation, StoreError, grant_of};
-
-/// How long grants are counted.
-fn counted() -> Duration {
-    BUDGET_WINDOW + GRANT_LIFE
-}
+use crate::store::{GRANT_COUNTED, Grant, GrantToken, Reservation, StoreError, grant_of};
 
 impl Db {
     pub(crate) fn reserve(&mut self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> Result<Grant, StoreError> {
@@ -23,7 +18,7 @@ impl Db {
             return Ok(Grant { granted: want, retry_in: None, token: None });
         }
         let now_ms = now.timestamp_millis();
-        let window_ms = i64::try_from(counted().as_millis()).unwrap_or(i64::MAX);
+        let window_ms = i64::try_from(GRANT_COUNTED.as_millis()).unwrap_or(i64::MAX);
         let (granted, oldest, row) = self.transact(false, |tx, _| {
             if let Some((token, n)) = unused {
                 tx.prepare_cached("UPDATE budget SET used = max(used - ?3, 0) WHERE rowid = ?1 AND at_ms = ?2")?
@@ -78,11 +73,11 @@ mod tests {
         assert_eq!(two.reserve(want(60), 100, at(500)).unwrap().granted, 40);
         let refused = one.reserve(want(10), 100, at(1_000)).unwrap();
         assert_eq!(refused.granted, 0);
-        assert_eq!(refused.retry_in, Some(Duration::from_millis(10_000)), "the first grant leaves at 11 s");
+        assert_eq!(refused.retry_in, Some(Duration::from_millis(11_000)), "the first grant leaves at 12 s");
         // Extra requests count like grants.
         assert_eq!(two.reserve(Reservation { extra: 5, ..want(0) }, 100, at(2_000)).unwrap().granted, 0);
         // The first grant has left the window; the second and the extra still count.
-        assert_eq!(one.reserve(want(100), 100, at(11_000)).unwrap().granted, 55);
+        assert_eq!(one.reserve(want(100), 100, at(12_000)).unwrap().granted, 55);
         assert_eq!(two.reserve(want(100), 100, at(30_000)).unwrap().granted, 100, "everything old is gone");
     }
 
