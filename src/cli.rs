@@ -89,8 +89,8 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct GlobalArgs {
-    /// The session store: a file (SQLite), or sqlite:PATH
-    #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_STORE", value_name = "PATH")]
+    /// The session store: a file (SQLite), sqlite:PATH, or postgres://USER@HOST/DB
+    #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_STORE", value_name = "PATH|URL")]
     pub store: Option<PathBuf>,
     /// The config file
     #[arg(long, global = true, help_heading = "Global options", env = "WBSESSIONS_CONFIG", value_name = "PATH")]

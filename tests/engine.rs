@@ -500,7 +500,7 @@ async fn when_the_budget_is_short_the_sessions_closest_to_expiry_go_first() {
         })
         .collect();
     let rig = rig_from(sessions, EngineSettings { request_budget: 1, ..settings() }, Role::Driver, clock);
-    // One start per `GRANT_COUNTED` (12 s): the sixth at 60 s.
+    // One start per `GRANT_COUNTED` (11.25 s): the sixth at 56 s.
     tokio::time::sleep(Duration::from_secs(66)).await;
     let order: Vec<String> = rig.graph.calls_of("refresh").iter().map(|c| c.workbook.clone()).collect();
     let expected: Vec<String> = [3, 1, 5, 0, 4, 2].iter().map(|i| format!("me/drive/items/W{i}")).collect();

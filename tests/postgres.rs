@@ -110,6 +110,15 @@ fn a_newer_schema_is_refused_and_left_as_it_is() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("newer"), "{}", String::from_utf8_lossy(&out.stderr));
     let version: i64 = client.query_one("SELECT value FROM wbs_meta WHERE key = 'schema'", &[]).unwrap().get(0);
     assert_eq!(version, 99, "left as it was");
+    // A version taken out by hand: damaged, and nothing is created over it.
+    client.execute("DELETE FROM wbs_meta WHERE key = 'schema'", &[]).unwrap();
+    let out = cli.output(&["list"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no schema version"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A database with no store in it is not created by a command that only reads.
     let empty = TestPg::new("PostgreSQL store").unwrap();
     let out = cli_on(&sim.url, dir.path(), &empty.url).output(&["list"]);

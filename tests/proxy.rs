@@ -559,3 +559,189 @@ fn the_proxy_stops_promptly_with_a_call_hanging_at_graph() {
     assert!(status.success(), "{status:?}");
     assert!(call.join().unwrap().is_err(), "the hanging call was cut, not answered");
 }
+
+/// A Graph that echoes what it was sent, on a 200 and on a 400 over 64 KiB: the token is taken
+/// out of every answer, whole or streamed, and a long error answer reaches the caller whole.
+fn graph_that_echoes() -> String {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&seen).to_string();
+            let auth =
+                text.lines().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).unwrap_or("").to_string();
+            let (status, body) = if text.contains("/big-error") {
+                let padding = "x".repeat(100_000);
+                (
+                    "400 Bad Request",
+                    format!("{{\"error\":{{\"code\":\"badRequest\",\"message\":\"{padding} {auth} end\"}}}}"),
+                )
+            } else {
+                ("200 OK", format!("{{\"you_sent\":\"{auth}\"}}"))
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nx-echo: {auth}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn the_token_is_taken_out_of_every_answer_and_a_long_error_arrives_whole() {
+    let graph = graph_that_echoes();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&graph, dir.path());
+    let proxy = start_proxy(&cli);
+    let http = http();
+    block_on(async {
+        for (path, status) in [("worksheets", 200), ("big-error", 400)] {
+            let answer = http
+                .get(format!("{}/me/drive/items/W1/workbook/{path}", proxy.url))
+                .bearer_auth(&proxy.secret)
+                .header("workbook-session-id", "own")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), status);
+            let echoed = answer.headers()["x-echo"].to_str().unwrap().to_string();
+            let body = answer.text().await.unwrap();
+            assert!(
+                !echoed.contains(REAL_TOKEN) && !body.contains(REAL_TOKEN),
+                "{echoed} / {}",
+                &body[body.len().saturating_sub(200)..]
+            );
+            assert!(echoed.contains("withheld"), "{echoed}");
+            if status == 400 {
+                assert!(body.len() > 100_000 && body.ends_with("end\"}}"), "the whole error, {} bytes", body.len());
+            }
+        }
+    });
+}
+
+/// A token too short to be a secret (a test's `t`) is left alone rather than replaced in every
+/// answer; an error answer still reaches the caller at once.
+#[test]
+fn a_short_token_does_not_stall_an_error_answer() {
+    let sim = SimThread::start(SimConfig { token: Some("t".into()), ..sim_config(&[("W1", None)]) }, Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&sim.url, dir.path());
+    let mut child = cli
+        .command(&["proxy", "--listen", "127.0.0.1:0"])
+        .env("WBSESSIONS_TOKEN", "t")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let url = first.trim().strip_prefix("listening on ").unwrap().to_string();
+    let env = cli.ok(&["proxy", "--print-env"]);
+    let secret = env
+        .lines()
+        .find_map(|l| l.strip_prefix("export WBSESSIONS_PROXY_TOKEN='")?.strip_suffix('\''))
+        .unwrap()
+        .to_string();
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let status = block_on(async {
+        http.get(format!("{url}/me/drive/items/NOPE/workbook/worksheets"))
+            .bearer_auth(&secret)
+            .header("workbook-session-id", "own")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 404);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A caller that stops reading a long answer lets go of its workbook's turn after the request
+/// timeout: the next call on the workbook goes through.
+#[test]
+fn a_caller_that_stops_reading_does_not_hold_its_workbook() {
+    use std::io::{Read as _, Write as _};
+    let (graph, _heard) = endless_graph();
+    let dir = tempfile::tempdir().unwrap();
+    let cli = Cli::new(&graph, dir.path());
+    cli.config("request_timeout = \"2s\"\n");
+    let proxy = start_proxy(&cli);
+    let address = proxy.url.trim_start_matches("http://").trim_end_matches("/v1.0").to_string();
+    let mut stalled = std::net::TcpStream::connect(&address).unwrap();
+    write!(
+        stalled,
+        "GET /v1.0/me/drive/items/W1/workbook/endless HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {}\r\nworkbook-session-id: own\r\n\r\n",
+        proxy.secret
+    )
+    .unwrap();
+    let mut some = [0u8; 100];
+    let _ = stalled.read(&mut some).unwrap();
+    // It reads no more. Another call on the same workbook:
+    let started = std::time::Instant::now();
+    let status = block_on(async {
+        http()
+            .get(format!("{}/me/drive/items/W1/workbook/short", proxy.url))
+            .bearer_auth(&proxy.secret)
+            .header("workbook-session-id", "own")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    assert!(started.elapsed() < Duration::from_secs(8), "waited {:?}", started.elapsed());
+    drop(stalled);
+}
+
+/// A Graph whose `/endless` answer never ends (a megabyte at a time) and whose other answers
+/// are short.
+fn endless_graph() -> (String, ()) {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if String::from_utf8_lossy(&seen).contains("/endless") {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n",
+                    );
+                    let chunk = vec![b'x'; 1 << 20];
+                    loop {
+                        if stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).is_err()
+                            || stream.write_all(&chunk).is_err()
+                            || stream.write_all(b"\r\n").is_err()
+                        {
+                            return;
+                        }
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+            });
+        }
+    });
+    (url, ())
+}

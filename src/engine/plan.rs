@@ -7,10 +7,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Engine;
-use super::dispatch::{BUDGET_WINDOW, Urgency};
+use super::dispatch::Urgency;
 use super::messages::Event;
 use super::policy::{next_due_with, safe_interval};
 use crate::session::{SessionKey, TrackedSession};
+use crate::store::GRANT_COUNTED;
 
 /// An instant `delay` from now, capped so that no arithmetic overflows.
 pub(super) fn instant_after(delay: Duration) -> Instant {
@@ -96,7 +97,8 @@ impl Engine {
         /// Enough to see a crowd coming; past it, the next tick looks again.
         const MOST: usize = 50_000;
         let success = (1.0 - self.failure_rate.value()).clamp(0.2, 1.0);
-        let per_second = f64::from(self.dispatcher.budget_limit()) / BUDGET_WINDOW.as_secs_f64() * success;
+        // The store counts each start for `GRANT_COUNTED`, a little longer than the window.
+        let per_second = f64::from(self.dispatcher.budget_limit()) / GRANT_COUNTED.as_secs_f64() * success;
         let mut behind = 0.0f64;
         for (sent, at) in self.schedule.upcoming(now + LOOK_AHEAD).take(MOST).enumerate() {
             let sent_by = (sent + 1) as f64 / per_second;

@@ -353,6 +353,11 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
+    /// How long a call may take: for a caller's body, and for a caller that stops reading.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     pub fn new(base_url: &str, timeout: Duration) -> Result<Self, ClientBuildError> {
         install_tls_provider();
         let base = check_base_url(base_url)?;

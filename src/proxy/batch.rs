@@ -106,8 +106,19 @@ pub(super) async fn pass(
     path_and_query: &str,
     started: Instant,
 ) -> Response {
-    let Ok(bytes) = axum::body::to_bytes(body, MAX_BATCH_BODY).await else {
-        return error(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", "a batch is read whole, up to 4 MiB");
+    let bytes = match tokio::time::timeout(proxy.transport.timeout(), axum::body::to_bytes(body, MAX_BATCH_BODY)).await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => {
+            return error(StatusCode::PAYLOAD_TOO_LARGE, "requestTooLarge", "a batch is read whole, up to 4 MiB");
+        }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "requestTimeout",
+                "the batch did not arrive within the request timeout",
+            );
+        }
     };
     let outer_named = header(&parts.headers, SESSION_HEADER);
     let (mut batch, planned) = match plan(&bytes, outer_named) {
@@ -265,7 +276,8 @@ pub(super) async fn pass(
         latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
         "proxied $batch"
     );
-    let mut response = Response::new(Body::from(answer));
+    super::scrub::scrub_headers(&mut answer_headers, token.secret.expose());
+    let mut response = Response::new(Body::from(super::scrub::scrubbed(&answer, token.secret.expose())));
     *response.status_mut() = status;
     *response.headers_mut() = answer_headers;
     response

@@ -16,7 +16,12 @@ pub fn loopback_host(host: Option<&str>) -> bool {
             Some((name, rest)) if rest.is_empty() || rest.starts_with(':') => name,
             _ => return false,
         },
-        None => host.split_once(':').map_or(host, |(name, _)| name),
+        None => match host.split_once(':') {
+            // A port is digits and nothing else: `localhost:80@evil` names no loopback host.
+            Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
+            Some(_) => return false,
+            None => host,
+        },
     };
     name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -131,7 +136,17 @@ mod tests {
         for good in ["127.0.0.1:8733", "localhost", "LOCALHOST:1", "[::1]:80", "127.1.2.3"] {
             assert!(loopback_host(Some(good)), "{good}");
         }
-        for bad in ["evil.example", "evil.example:8733", "10.0.0.1:80", "[::2]:1", "[::1]x", "", "localhost.evil"] {
+        for bad in [
+            "evil.example",
+            "evil.example:8733",
+            "10.0.0.1:80",
+            "[::2]:1",
+            "[::1]x",
+            "",
+            "localhost.evil",
+            "localhost:80@evil",
+            "127.0.0.1:",
+        ] {
             assert!(!loopback_host(Some(bad)), "{bad}");
         }
         assert!(!loopback_host(None));

@@ -8,6 +8,7 @@
 mod batch;
 mod counts;
 pub mod gate;
+mod scrub;
 
 pub use counts::Counts;
 
@@ -252,10 +253,18 @@ async fn pass(State(proxy): State<Arc<Proxy>>, request: Request) -> Response {
     // A call the proxy gives a session may have to go again on a new one: its body is kept
     // when it is small enough to send twice.
     let (kept, streamed) = if injecting && replayable(&parts.headers) {
-        match axum::body::to_bytes(body, REPLAY_BODY).await {
-            Ok(bytes) => (Some(bytes), None),
-            Err(_) => {
+        // A caller whose body trickles is not waited for without end.
+        match tokio::time::timeout(proxy.transport.timeout(), axum::body::to_bytes(body, REPLAY_BODY)).await {
+            Ok(Ok(bytes)) => (Some(bytes), None),
+            Ok(Err(_)) => {
                 return refuse(StatusCode::BAD_REQUEST, "invalidRequest", "the request body could not be read whole");
+            }
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "requestTimeout",
+                    "the request body did not arrive within the request timeout",
+                );
             }
         }
     } else {
@@ -295,16 +304,18 @@ enum Attempt {
     Expired { chosen: Chosen, failed: Failed },
 }
 
-/// An error answer read whole.
+/// An error answer: read whole (`body`, the token taken out), or, when it was longer than the
+/// proxy reads, its start and the rest streaming behind it (`streamed`).
 struct Failed {
     status: StatusCode,
     headers: HeaderMap,
     body: bytes::Bytes,
+    streamed: Option<Body>,
 }
 
 impl Failed {
     fn into_response(self) -> Response {
-        let mut response = Response::new(Body::from(self.body));
+        let mut response = Response::new(self.streamed.unwrap_or_else(|| Body::from(self.body)));
         *response.status_mut() = self.status;
         *response.headers_mut() = self.headers;
         response
@@ -313,7 +324,8 @@ impl Failed {
     /// The same error, with a word of what became of the caller's work: Graph's libraries show
     /// the message, so it is said there as well as in a header.
     fn saying(mut self, header_value: &str, note: &str) -> Response {
-        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body)
+        if self.streamed.is_none()
+            && let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&self.body)
             && let Some(error) = value.get_mut("error").and_then(serde_json::Value::as_object_mut)
         {
             let message = error.get("message").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
@@ -577,16 +589,10 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
     let mut headers = forwarded.headers.clone();
     headers.remove(axum::http::header::CONTENT_LENGTH);
     if status.is_client_error() || status.is_server_error() {
-        // Small, and worth reading: what the failure means decides holds and the session's fate.
-        let bytes =
-            scrubbed(read_up_to(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await, token.secret.expose());
-        for value in headers.values_mut() {
-            if value.to_str().is_ok_and(|v| v.contains(token.secret.expose()))
-                && let Ok(clean) = HeaderValue::from_str("[withheld by wbsessions proxy]")
-            {
-                *value = clean;
-            }
-        }
+        // Worth reading: what the failure means decides holds and the session's fate. Its first
+        // 64 KiB are read; the rest, if any, follows them to the caller.
+        let (bytes, rest) = read_prefix(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+        scrub::scrub_headers(&mut headers, token.secret.expose());
         // The token was refused: a renewed one for the next call, as the keeper does.
         if status == StatusCode::UNAUTHORIZED {
             let (tokens, refused) = (proxy.tokens.clone(), token.clone());
@@ -609,7 +615,15 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
         if let Some(name) = chosen.as_ref().and_then(|c| HeaderValue::from_str(&c.name).ok()) {
             headers.insert(HeaderName::from_static(SESSION_HEADER), name);
         }
-        let failed = Failed { status, headers, body: bytes.into() };
+        let secret = token.secret.expose();
+        let failed = match rest {
+            None => Failed { status, headers, body: scrub::scrubbed(&bytes, secret).into(), streamed: None },
+            Some(rest) => {
+                let first = futures_util::stream::once(std::future::ready(Ok(bytes::Bytes::from(bytes))));
+                let streamed = Body::from_stream(scrub::scrub_stream(first.chain(rest), secret));
+                Failed { status, headers, body: bytes::Bytes::new(), streamed: Some(streamed) }
+            }
+        };
         return match chosen {
             Some(chosen) if class == ErrorClass::Expired && injecting => Attempt::Expired { chosen, failed },
             _ => Attempt::Answered(failed.into_response()),
@@ -619,10 +633,11 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
         Some(Tracking::Close) => guard.passed.closed = true,
         Some(Tracking::Create) => {
             // Small: the new session's id. Read whole, tracked, then passed on.
-            let bytes = read_up_to(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+            let (bytes, _) = read_prefix(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
             drop(guard);
             track_created(proxy, workbook, &bytes).await;
-            let mut response = Response::new(Body::from(bytes));
+            scrub::scrub_headers(&mut headers, token.secret.expose());
+            let mut response = Response::new(Body::from(scrub::scrubbed(&bytes, token.secret.expose())));
             *response.status_mut() = status;
             *response.headers_mut() = headers;
             return Attempt::Answered(response);
@@ -631,8 +646,13 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
     }
     tracing::info!(method = %method, path = %shown, session = %session_name, http_status = status.as_u16(), latency_ms,
         "proxied call");
-    let stream = forwarded.body(proxy.body_limit).map(move |chunk| {
-        let _held = &guard;
+    scrub::scrub_headers(&mut headers, token.secret.expose());
+    // The turn is held while the answer streams to the caller, and no longer than the caller
+    // keeps taking it: one that stops reading (or reads a byte now and then for ever) lets go of
+    // the workbook after the request timeout, or after `MAX_TURN` in all.
+    let turn = HeldTurn::new(guard, proxy.transport.timeout());
+    let stream = scrub::scrub_stream(forwarded.body(proxy.body_limit), token.secret.expose()).map(move |chunk| {
+        turn.progressed();
         chunk
     });
     let mut response = Response::new(Body::from_stream(stream));
@@ -677,18 +697,6 @@ async fn track_created(proxy: &Proxy, workbook: &WorkbookRef, body: &[u8]) {
     tracing::warn!(%workbook, "a session a caller created was not tracked: proxy- names for it are all taken");
 }
 
-/// An answer with the token taken out, should a server put it there: it is never the caller's.
-fn scrubbed(mut bytes: Vec<u8>, token: &str) -> Vec<u8> {
-    let needle = token.as_bytes();
-    if needle.is_empty() {
-        return bytes;
-    }
-    while let Some(at) = bytes.windows(needle.len()).position(|w| w == needle) {
-        bytes.splice(at..at + needle.len(), b"[withheld]".iter().copied());
-    }
-    bytes
-}
-
 /// How long a whole answer (a `$batch`'s, read before it is passed on) may take to arrive.
 const WHOLE_ANSWER_TIME: Duration = Duration::from_secs(120);
 
@@ -714,22 +722,79 @@ async fn read_whole(
     })
 }
 
-/// Reads an answer up to `cap` bytes; one that trickles is not waited for without end.
-async fn read_up_to(
-    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send,
-    cap: usize,
-) -> Vec<u8> {
-    let mut stream = std::pin::pin!(stream);
+/// Reads the first `cap` bytes of an answer (one that trickles is not waited for without end),
+/// and hands back the rest of it, if there is more.
+async fn read_prefix<S>(stream: S, cap: usize) -> (Vec<u8>, Option<futures_util::stream::BoxStream<'static, S::Item>>)
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send + 'static,
+{
+    let mut stream = stream.boxed();
     let mut bytes = Vec::new();
+    let mut ended = false;
     let read = async {
-        while let Some(Ok(chunk)) = stream.next().await {
-            let room = cap.saturating_sub(bytes.len());
-            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            if bytes.len() >= cap {
-                break;
+        while bytes.len() < cap {
+            match stream.next().await {
+                Some(Ok(chunk)) => bytes.extend_from_slice(&chunk),
+                Some(Err(_)) | None => {
+                    ended = true;
+                    break;
+                }
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(30), read).await;
-    bytes
+    if tokio::time::timeout(Duration::from_secs(30), read).await.is_err() {
+        ended = true;
+    }
+    (bytes, (!ended).then_some(stream))
+}
+
+/// Time in all that one call may hold its workbook's turn while its answer streams.
+const MAX_TURN: Duration = Duration::from_secs(300);
+
+/// A turn held while an answer streams to its caller; a watchdog ends it when the caller
+/// stops taking the answer.
+struct HeldTurn {
+    guard: Arc<std::sync::Mutex<Option<TurnGuard>>>,
+    began: Instant,
+    /// When the caller last took a chunk, in milliseconds since `began`.
+    progress: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl HeldTurn {
+    fn new(guard: TurnGuard, stall: Duration) -> HeldTurn {
+        let held = HeldTurn {
+            guard: Arc::new(std::sync::Mutex::new(Some(guard))),
+            began: Instant::now(),
+            progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        };
+        let (guard, progress, began) = (held.guard.clone(), held.progress.clone(), held.began);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let taken = Duration::from_millis(progress.load(Ordering::Relaxed));
+                let stalled = began.elapsed().saturating_sub(taken) >= stall;
+                let mut slot = guard.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    return;
+                }
+                if stalled || began.elapsed() >= MAX_TURN {
+                    tracing::warn!(stalled, "a caller is not taking its answer; its workbook's turn ends");
+                    drop(slot.take());
+                    return;
+                }
+            }
+        });
+        held
+    }
+
+    fn progressed(&self) {
+        let at = u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.progress.store(at, Ordering::Relaxed);
+    }
+}
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        drop(self.guard.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
 }

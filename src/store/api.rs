@@ -21,14 +21,13 @@ pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 pub const GRANT_LIFE: Duration = Duration::from_secs(1);
 
 /// How much later than its start a request may reach Graph (a connection to wait for, a busy
-/// machine): Graph counts arrivals, so a grant is counted this much longer too. Without it, two
-/// `refresh --all` on 10,000 sessions met 25 of Graph's 429s in 20,000 requests.
-pub const TRAVEL: Duration = Duration::from_secs(1);
+/// machine): Graph counts arrivals, so a grant is counted this much longer too.
+pub const TRAVEL: Duration = Duration::from_millis(250);
 
 /// How long a store counts a grant: the window, the grant's life and the travel after it, so
 /// that the requests of every process arriving in any ten seconds stay within the budget.
 pub const GRANT_COUNTED: Duration =
-    Duration::from_secs(BUDGET_WINDOW.as_secs() + GRANT_LIFE.as_secs() + TRAVEL.as_secs());
+    Duration::from_millis(BUDGET_WINDOW.as_millis() as u64 + GRANT_LIFE.as_millis() as u64 + TRAVEL.as_millis() as u64);
 
 /// What a store gave of the request budget its processes share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -179,6 +179,12 @@ impl PgDb {
         let mut db = PgDb { url, client: None, own_revs: 0, keeper: super::KeeperId::default() };
         let version = schema_version(&mut client).map_err(|e| db.err(&e))?;
         match version {
+            Some(found) if found < 0 => {
+                return Err(StoreError::Corrupt {
+                    store: shown,
+                    detail: "its wbs_meta table holds no schema version".into(),
+                });
+            }
             Some(found) if found > SCHEMA_VERSION => {
                 return Err(StoreError::Newer { store: shown, found, supported: SCHEMA_VERSION });
             }
@@ -293,7 +299,9 @@ fn schema_version(client: &mut Client) -> Result<Option<i64>, postgres::Error> {
     if !exists {
         return Ok(None);
     }
-    Ok(client.query_opt("SELECT value FROM wbs_meta WHERE key = 'schema'", &[])?.map(|r| r.get(0)).or(Some(0)))
+    // The tables and their version are written in one transaction: a `wbs_meta` without a
+    // version was changed by hand, and is read as version -1 (damaged), never migrated over.
+    Ok(Some(client.query_opt("SELECT value FROM wbs_meta WHERE key = 'schema'", &[])?.map_or(-1, |r| r.get(0))))
 }
 
 /// Brings the schema up to this build's, one process at a time; `Err(found)` for a schema newer

@@ -73,11 +73,11 @@ mod tests {
         assert_eq!(two.reserve(want(60), 100, at(500)).unwrap().granted, 40);
         let refused = one.reserve(want(10), 100, at(1_000)).unwrap();
         assert_eq!(refused.granted, 0);
-        assert_eq!(refused.retry_in, Some(Duration::from_millis(11_000)), "the first grant leaves at 12 s");
+        assert_eq!(refused.retry_in, Some(Duration::from_millis(10_250)), "the first grant leaves at 11.25 s");
         // Extra requests count like grants.
         assert_eq!(two.reserve(Reservation { extra: 5, ..want(0) }, 100, at(2_000)).unwrap().granted, 0);
         // The first grant has left the window; the second and the extra still count.
-        assert_eq!(one.reserve(want(100), 100, at(12_000)).unwrap().granted, 55);
+        assert_eq!(one.reserve(want(100), 100, at(11_500)).unwrap().granted, 55);
         assert_eq!(two.reserve(want(100), 100, at(30_000)).unwrap().granted, 100, "everything old is gone");
     }
 
