@@ -62,6 +62,8 @@ impl Relay {
                     continue;
                 }
                 let Ok(upstream) = TcpStream::connect(&server) else { continue };
+                // Without it, every small statement waits out Nagle and a delayed ACK (40 ms).
+                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
                 for (mut from, mut to) in
                     [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)]
                 {
@@ -114,7 +116,8 @@ fn main() {
     // A database of its own.
     let name = format!("wbs_cluster_{}", std::process::id());
     let mut admin_client = postgres::Client::connect(&admin, postgres::NoTls).expect("the database server");
-    admin_client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}")).unwrap();
+    admin_client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
+    admin_client.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
     let mut url = url::Url::parse(&admin).unwrap();
     url.set_path(&name);
     let server = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(5432));
@@ -133,31 +136,32 @@ fn main() {
     let graph_url = sim.graph_url();
     eprintln!("creating {sessions} sessions on {workbooks} workbooks...");
     let client = GraphClient::new(&graph_url, ClientOptions::default()).unwrap();
+    let pace_from = tokio::time::Instant::now() + Duration::from_millis(100);
     let created: Vec<_> = runtime.block_on(
         futures_util::stream::iter(0..sessions)
             .map(|i| {
                 let client = client.clone();
                 async move {
                     // Paced under the simulator's limit: the creates are not what is measured.
-                    tokio::time::sleep(Duration::from_millis(i as u64 * 10_000 / u64::from(BUDGET))).await;
+                    let at = pace_from + Duration::from_millis(i as u64 * 10_500 / u64::from(BUDGET));
+                    tokio::time::sleep_until(at).await;
                     let workbook =
                         WorkbookRef::parse(&format!("me/drive/items/WB{:05}", i / SESSIONS_PER_WORKBOOK)).unwrap();
                     let id = client.create_session(TOKEN, &workbook, Mode::Persistent).await.expect("create").value;
-                    (i, workbook, id)
+                    (i, workbook, id, chrono::Utc::now())
                 }
             })
             .buffer_unordered(256)
             .collect(),
     );
-    let now = chrono::Utc::now();
-    let mut rng = fastrand::Rng::with_seed(1);
+    // Each session as Graph knows it: last active when it was created.
     let rows: Vec<TrackedSession> = created
         .into_iter()
-        .map(|(i, workbook, id)| {
-            let mut s = TrackedSession::new(format!("s{i:05}"), workbook, id, Mode::Persistent, now);
+        .map(|(i, workbook, id, at)| {
+            let mut s = TrackedSession::new(format!("s{i:05}"), workbook, id, Mode::Persistent, at);
             s.interval = Some(interval);
             s.status = Status::Ok;
-            s.last_refresh = Some(now - chrono::Duration::milliseconds(rng.i64(0..interval.as_millis() as i64 / 2)));
+            s.last_refresh = Some(at);
             s
         })
         .collect();
@@ -167,8 +171,6 @@ fn main() {
         store.insert_all(rows).await.unwrap();
         store.close().await;
     });
-    // The creates leave the simulator's window before the keepers start.
-    std::thread::sleep(Duration::from_secs(11));
     let throttled_before = sim.sim.stats().throttled;
 
     let dir = tempfile::tempdir().unwrap();
@@ -201,9 +203,9 @@ fn main() {
                 .env("WBSESSIONS_CONFIG", &config_path)
                 .env("WBSESSIONS_GRAPH_URL", &graph_url)
                 .env("WBSESSIONS_TOKEN", TOKEN)
-                .env("XDG_STATE_HOME", dir.path().join(format!("state{k}")))
+                .env("XDG_STATE_HOME", std::env::temp_dir().join(format!("wbs-cluster-state{k}")))
                 .stdout(Stdio::piped())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(std::env::temp_dir().join(format!("wbs-cluster-keeper{k}.err"))).unwrap())
                 .spawn()
                 .unwrap();
             let stdout = child.stdout.take().unwrap();

@@ -98,6 +98,8 @@ impl Relay {
                     continue;
                 }
                 let Ok(upstream) = TcpStream::connect(&server) else { continue };
+                // Without it, every small statement waits out Nagle and a delayed ACK (40 ms).
+                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
                 let pairs = [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)];
                 for (mut from, mut to) in pairs {
                     streams_t.lock().unwrap().push(from.try_clone().unwrap());
