@@ -226,7 +226,7 @@ pub(super) async fn pass(
     answer_headers.remove(axum::http::header::CONTENT_LENGTH);
     let request_id = forwarded.request_id.clone();
     let outer_wait = header(&forwarded.headers, "retry-after").and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-    let answer = match super::read_whole(forwarded.body(proxy.body_limit)).await {
+    let answer = match super::answer::read_whole(forwarded.body(proxy.body_limit)).await {
         Ok(answer) => answer,
         Err(why) => {
             // Graph answered, so its items may have run; what they found is not known.

@@ -5,6 +5,7 @@
 //! token, and streams the call to Graph and the answer back. The token never reaches a caller.
 //! docs/graph.md, "The proxy", has the rules this follows.
 
+mod answer;
 mod batch;
 mod counts;
 pub mod gate;
@@ -514,7 +515,7 @@ fn refused_by_engine(
 
 /// Holds a turn until the answer's body has gone to the caller (or the caller hung up), then
 /// says how the call went.
-struct TurnGuard {
+pub(super) struct TurnGuard {
     turn: Option<Turn>,
     passed: Passed,
 }
@@ -591,7 +592,7 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
     if status.is_client_error() || status.is_server_error() {
         // Worth reading: what the failure means decides holds and the session's fate. Its first
         // 64 KiB are read; the rest, if any, follows them to the caller.
-        let (bytes, rest) = read_prefix(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+        let (bytes, rest) = answer::read_prefix(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
         scrub::scrub_headers(&mut headers, token.secret.expose());
         // The token was refused: a renewed one for the next call, as the keeper does.
         if status == StatusCode::UNAUTHORIZED {
@@ -633,7 +634,7 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
         Some(Tracking::Close) => guard.passed.closed = true,
         Some(Tracking::Create) => {
             // Small: the new session's id. Read whole, tracked, then passed on.
-            let (bytes, _) = read_prefix(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
+            let (bytes, _) = answer::read_prefix(forwarded.body(proxy.body_limit), ERROR_BODY_READ).await;
             drop(guard);
             track_created(proxy, workbook, &bytes).await;
             scrub::scrub_headers(&mut headers, token.secret.expose());
@@ -650,7 +651,7 @@ async fn forward(call: &Call<'_>, workbook: &WorkbookRef, body: Body, turn: Turn
     // The turn is held while the answer streams to the caller, and no longer than the caller
     // keeps taking it: one that stops reading (or reads a byte now and then for ever) lets go of
     // the workbook after the request timeout, or after `MAX_TURN` in all.
-    let turn = HeldTurn::new(guard, proxy.transport.timeout());
+    let turn = answer::HeldTurn::new(guard, proxy.transport.timeout());
     let stream = scrub::scrub_stream(forwarded.body(proxy.body_limit), token.secret.expose()).map(move |chunk| {
         turn.progressed();
         chunk
@@ -695,106 +696,4 @@ async fn track_created(proxy: &Proxy, workbook: &WorkbookRef, body: &[u8]) {
         }
     }
     tracing::warn!(%workbook, "a session a caller created was not tracked: proxy- names for it are all taken");
-}
-
-/// How long a whole answer (a `$batch`'s, read before it is passed on) may take to arrive.
-const WHOLE_ANSWER_TIME: Duration = Duration::from_secs(120);
-
-/// A whole answer, or why there is none: it broke off, stalled, took longer than
-/// `WHOLE_ANSWER_TIME` or grew past the proxy's body limit. Part of an answer is never passed
-/// on as if it were all of it.
-async fn read_whole(
-    stream: impl futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send,
-) -> Result<Vec<u8>, ForwardError> {
-    let mut stream = std::pin::pin!(stream);
-    let read = async {
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk?);
-        }
-        Ok(bytes)
-    };
-    tokio::time::timeout(WHOLE_ANSWER_TIME, read).await.unwrap_or_else(|_| {
-        Err(ForwardError::Unanswered(format!(
-            "the answer took longer than {}",
-            crate::time::format_duration(WHOLE_ANSWER_TIME)
-        )))
-    })
-}
-
-/// Reads the first `cap` bytes of an answer (one that trickles is not waited for without end),
-/// and hands back the rest of it, if there is more.
-async fn read_prefix<S>(stream: S, cap: usize) -> (Vec<u8>, Option<futures_util::stream::BoxStream<'static, S::Item>>)
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, ForwardError>> + Send + 'static,
-{
-    let mut stream = stream.boxed();
-    let mut bytes = Vec::new();
-    let mut ended = false;
-    let read = async {
-        while bytes.len() < cap {
-            match stream.next().await {
-                Some(Ok(chunk)) => bytes.extend_from_slice(&chunk),
-                Some(Err(_)) | None => {
-                    ended = true;
-                    break;
-                }
-            }
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(30), read).await.is_err() {
-        ended = true;
-    }
-    (bytes, (!ended).then_some(stream))
-}
-
-/// Time in all that one call may hold its workbook's turn while its answer streams.
-const MAX_TURN: Duration = Duration::from_secs(300);
-
-/// A turn held while an answer streams to its caller; a watchdog ends it when the caller
-/// stops taking the answer.
-struct HeldTurn {
-    guard: Arc<std::sync::Mutex<Option<TurnGuard>>>,
-    began: Instant,
-    /// When the caller last took a chunk, in milliseconds since `began`.
-    progress: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl HeldTurn {
-    fn new(guard: TurnGuard, stall: Duration) -> HeldTurn {
-        let held = HeldTurn {
-            guard: Arc::new(std::sync::Mutex::new(Some(guard))),
-            began: Instant::now(),
-            progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        };
-        let (guard, progress, began) = (held.guard.clone(), held.progress.clone(), held.began);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let taken = Duration::from_millis(progress.load(Ordering::Relaxed));
-                let stalled = began.elapsed().saturating_sub(taken) >= stall;
-                let mut slot = guard.lock().unwrap_or_else(|p| p.into_inner());
-                if slot.is_none() {
-                    return;
-                }
-                if stalled || began.elapsed() >= MAX_TURN {
-                    tracing::warn!(stalled, "a caller is not taking its answer; its workbook's turn ends");
-                    drop(slot.take());
-                    return;
-                }
-            }
-        });
-        held
-    }
-
-    fn progressed(&self) {
-        let at = u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.progress.store(at, Ordering::Relaxed);
-    }
-}
-
-impl Drop for HeldTurn {
-    fn drop(&mut self) {
-        drop(self.guard.lock().unwrap_or_else(|p| p.into_inner()).take());
-    }
 }

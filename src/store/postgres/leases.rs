@@ -134,7 +134,7 @@ pub(crate) fn keepers(client: &mut impl GenericClient, lease: Duration) -> Resul
             id: r.get(0),
             host: r.get(1),
             pid: u32::try_from(r.get::<_, i64>(2)).unwrap_or(0),
-            since: r.get::<_, Option<std::time::SystemTime>>(3).map(super::role::utc),
+            since: r.get::<_, Option<std::time::SystemTime>>(3).map(chrono::DateTime::<chrono::Utc>::from),
             quiet_secs: r.get(4),
             workbooks: r.get(5),
             sessions: r.get(6),

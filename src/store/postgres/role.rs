@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
 use postgres::Client;
 
 use super::db::{connect, detail};
@@ -227,9 +226,4 @@ impl Drop for KeeperLease {
             let _ = thread.join();
         }
     }
-}
-
-/// For `KeeperRow::since`.
-pub(super) fn utc(t: std::time::SystemTime) -> DateTime<Utc> {
-    DateTime::<Utc>::from(t)
 }
