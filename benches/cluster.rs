@@ -10,9 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,6 +19,12 @@ use wbsessions::graph::{ClientOptions, GraphClient};
 use wbsessions::session::{Mode, Status, TrackedSession, WorkbookRef};
 use wbsessions::sim::SimConfig;
 use wbsessions::time::Clock;
+
+#[path = "../tests/common/pg.rs"]
+#[allow(dead_code)] // the tests' database helpers; the benchmark uses their relay
+mod pg;
+
+use pg::Relay;
 
 const TOKEN: &str = "bench-token";
 const SESSIONS_PER_WORKBOOK: usize = 10;
@@ -40,54 +44,6 @@ fn usage(pid: u32) -> Option<(f64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm_kb: u64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
     Some((ticks / 100.0, hwm_kb * 1024))
-}
-
-/// A TCP relay to the database that can be cut (every connection closed, new ones refused).
-struct Relay {
-    address: std::net::SocketAddr,
-    open: Arc<AtomicBool>,
-    streams: Arc<Mutex<Vec<TcpStream>>>,
-}
-
-impl Relay {
-    fn to(server: String) -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let address = listener.local_addr().unwrap();
-        let (open, streams) = (Arc::new(AtomicBool::new(true)), Arc::new(Mutex::new(Vec::new())));
-        let (open_t, streams_t) = (open.clone(), streams.clone());
-        std::thread::spawn(move || {
-            for client in listener.incoming().map_while(Result::ok) {
-                if !open_t.load(Ordering::SeqCst) {
-                    let _ = client.shutdown(std::net::Shutdown::Both);
-                    continue;
-                }
-                let Ok(upstream) = TcpStream::connect(&server) else { continue };
-                // Without it, every small statement waits out Nagle and a delayed ACK (40 ms).
-                let _ = (client.set_nodelay(true), upstream.set_nodelay(true));
-                for (mut from, mut to) in
-                    [(client.try_clone().unwrap(), upstream.try_clone().unwrap()), (upstream, client)]
-                {
-                    streams_t.lock().unwrap().push(from.try_clone().unwrap());
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
-            }
-        });
-        Relay { address, open, streams }
-    }
-
-    fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for s in self.streams.lock().unwrap().drain(..) {
-            let _ = s.shutdown(std::net::Shutdown::Both);
-        }
-    }
-
-    fn restore(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
 }
 
 /// One refresh a keeper printed: when it said so, which session, how late.
@@ -183,7 +139,7 @@ fn main() {
         ),
     )
     .unwrap();
-    let relays: Vec<Relay> = (0..KEEPERS).map(|_| Relay::to(server.clone())).collect();
+    let relays: Vec<Relay> = (0..KEEPERS).map(|_| Relay::to(&server)).collect();
     let printed = Arc::new(Mutex::new(Vec::<Printed>::new()));
     let transactions = |client: &mut postgres::Client| -> i64 {
         client
@@ -234,6 +190,7 @@ fn main() {
     let mut killed: Option<(Instant, Vec<String>)> = None;
     let mut taken_over: Option<Duration> = None;
     let mut cut = false;
+    let mut restored = false;
     let mut db = postgres::Client::connect(&store_url, postgres::NoTls).unwrap();
     while started.elapsed() < Duration::from_secs(seconds) {
         std::thread::sleep(Duration::from_millis(250));
@@ -279,8 +236,9 @@ fn main() {
             cut = true;
             eprintln!("cut keeper 1 (pid {}) off from the database", pids[1]);
         }
-        if cut && t >= cut_at + cut_for && !relays[1].open.load(Ordering::SeqCst) {
+        if cut && !restored && t >= cut_at + cut_for {
             relays[1].restore();
+            restored = true;
             eprintln!("keeper 1's database connection restored");
         }
     }

@@ -24,6 +24,21 @@ pub(crate) fn interval_ms(d: Option<Duration>) -> Option<i64> {
     d.map(|d| i64::try_from(d.min(MAX_INTERVAL).as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The column and direction a dashboard's first page is read in, close to `sort`.
+pub(crate) fn page_order(sort: crate::session::SortBy, reverse: bool) -> (&'static str, &'static str) {
+    use crate::session::SortBy;
+    let column = match sort {
+        SortBy::Name | SortBy::Latency => "name",
+        SortBy::Workbook => "workbook",
+        SortBy::Mode => "mode",
+        SortBy::Status => "status",
+        SortBy::Last | SortBy::Next | SortBy::Expires => "last_refresh",
+        SortBy::Failures => "failures",
+    };
+    let descending = reverse != matches!(sort, SortBy::Failures);
+    (column, if descending { "DESC" } else { "ASC" })
+}
+
 /// A stored time; `None` for one that cannot be read or lies outside the years the store keeps.
 pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let at = DateTime::parse_from_rfc3339(text).ok()?.with_timezone(&Utc);

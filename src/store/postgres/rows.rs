@@ -329,16 +329,7 @@ impl Backend for PgDb {
     }
 
     fn first_page(&mut self, sort: SortBy, reverse: bool, limit: usize) -> Result<Vec<TrackedSession>, StoreError> {
-        let column = match sort {
-            SortBy::Name | SortBy::Latency => "name",
-            SortBy::Workbook => "workbook",
-            SortBy::Mode => "mode",
-            SortBy::Status => "status",
-            SortBy::Last | SortBy::Next | SortBy::Expires => "last_refresh",
-            SortBy::Failures => "failures",
-        };
-        let descending = reverse != matches!(sort, SortBy::Failures);
-        let order = if descending { "DESC" } else { "ASC" };
+        let (column, order) = crate::store::stored::page_order(sort, reverse);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.read(|tx| {
             sessions_where(

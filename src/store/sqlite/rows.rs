@@ -48,16 +48,7 @@ impl Db {
     /// The first `limit` sessions in an order close to `sort`: what a dashboard shows before the
     /// rest is read. The keys are found first, so that only those rows are read whole.
     pub fn first_page(&self, sort: SortBy, reverse: bool, limit: usize) -> Result<Vec<TrackedSession>, StoreError> {
-        let column = match sort {
-            SortBy::Name | SortBy::Latency => "name",
-            SortBy::Workbook => "workbook",
-            SortBy::Mode => "mode",
-            SortBy::Status => "status",
-            SortBy::Last | SortBy::Next | SortBy::Expires => "last_refresh",
-            SortBy::Failures => "failures",
-        };
-        let descending = reverse != matches!(sort, SortBy::Failures);
-        let order = if descending { "DESC" } else { "ASC" };
+        let (column, order) = crate::store::stored::page_order(sort, reverse);
         let keys: Vec<SessionKey> = self
             .conn
             .prepare(&format!("SELECT id FROM sessions ORDER BY {column} {order}, name LIMIT ?1"))
