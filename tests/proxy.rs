@@ -33,11 +33,16 @@ fn start_proxy(cli: &Cli) -> Running {
 }
 
 fn start_proxy_with(cli: &Cli, extra: &[&str]) -> Running {
+    start_proxy_holding(cli, extra, REAL_TOKEN)
+}
+
+/// The proxy, holding `token` as its sign-in.
+fn start_proxy_holding(cli: &Cli, extra: &[&str], token: &str) -> Running {
     let mut args = vec!["proxy", "--listen", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let mut child = cli
         .command(&args)
-        .env("WBSESSIONS_TOKEN", REAL_TOKEN)
+        .env("WBSESSIONS_TOKEN", token)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -638,23 +643,8 @@ fn a_short_token_does_not_stall_an_error_answer() {
     let sim = SimThread::start(SimConfig { token: Some("t".into()), ..sim_config(&[("W1", None)]) }, Clock::system());
     let dir = tempfile::tempdir().unwrap();
     let cli = Cli::new(&sim.url, dir.path());
-    let mut child = cli
-        .command(&["proxy", "--listen", "127.0.0.1:0"])
-        .env("WBSESSIONS_TOKEN", "t")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
-    let url = first.trim().strip_prefix("listening on ").unwrap().to_string();
-    let env = cli.ok(&["proxy", "--print-env"]);
-    let secret = env
-        .lines()
-        .find_map(|l| l.strip_prefix("export WBSESSIONS_PROXY_TOKEN='")?.strip_suffix('\''))
-        .unwrap()
-        .to_string();
+    let proxy = start_proxy_holding(&cli, &[], "t");
+    let (url, secret) = (proxy.url.clone(), proxy.secret.clone());
     let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let status = block_on(async {
         http.get(format!("{url}/me/drive/items/NOPE/workbook/worksheets"))
@@ -666,8 +656,6 @@ fn a_short_token_does_not_stall_an_error_answer() {
             .status()
     });
     assert_eq!(status, 404);
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A caller that stops reading a long answer lets go of its workbook's turn after the request
