@@ -74,19 +74,26 @@ pub(super) struct HeldTurn {
     began: Instant,
     /// When the caller last took a chunk, in milliseconds since `began`.
     progress: Arc<std::sync::atomic::AtomicU64>,
+    /// Ends the turn of a caller that stalls; stopped with the answer, so that a proxy passing
+    /// thousands of calls a second keeps no timer for calls that are over.
+    watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl HeldTurn {
     pub(super) fn new(guard: TurnGuard, stall: Duration) -> HeldTurn {
-        let held = HeldTurn {
+        let mut held = HeldTurn {
             guard: Arc::new(std::sync::Mutex::new(Some(guard))),
             began: Instant::now(),
             progress: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            watchdog: None,
         };
         let (guard, progress, began) = (held.guard.clone(), held.progress.clone(), held.began);
-        tokio::spawn(async move {
+        held.watchdog = Some(tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                // Asleep until the caller could first count as stalled, then looked at again.
+                let taken = Duration::from_millis(progress.load(Ordering::Relaxed));
+                let wake = (began + taken + stall).min(began + MAX_TURN);
+                tokio::time::sleep_until(wake.into()).await;
                 let taken = Duration::from_millis(progress.load(Ordering::Relaxed));
                 let stalled = began.elapsed().saturating_sub(taken) >= stall;
                 let mut slot = guard.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,7 +106,7 @@ impl HeldTurn {
                     return;
                 }
             }
-        });
+        }));
         held
     }
 
@@ -111,6 +118,9 @@ impl HeldTurn {
 
 impl Drop for HeldTurn {
     fn drop(&mut self) {
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.abort();
+        }
         drop(self.guard.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
 }
