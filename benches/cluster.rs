@@ -243,7 +243,10 @@ fn main() {
     let printed = printed.lock().unwrap();
     let (kill_instant, held) = killed.clone().unwrap_or((Instant::now(), Vec::new()));
     let held_names: std::collections::HashSet<String> = {
-        let rows = db.query("SELECT name FROM wbs_sessions WHERE workbook = ANY($1)", &[&held]).unwrap();
+        // What is leased is a workbook for one owner (`coalesce(owner, '') || ' ' || workbook`).
+        let rows = db
+            .query("SELECT name FROM wbs_sessions WHERE coalesce(owner, '') || ' ' || workbook = ANY($1)", &[&held])
+            .unwrap();
         rows.iter().map(|r| r.get(0)).collect()
     };
     let after_kill_late = printed

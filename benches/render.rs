@@ -24,6 +24,7 @@ fn outcome(now: chrono::DateTime<Utc>, k: i64) -> Outcome {
         request_id: Some("00000000-0000-0000-0000-000000000000".into()),
         client_request_id: None,
         message: None,
+        by: None,
     }
 }
 

@@ -300,3 +300,27 @@ fn the_header_shows_the_proxy_it_serves() {
     app.proxy = Some(wbsessions::tui::ProxyGauge { last_minute: Box::new(|| (1200, 3)) });
     insta::assert_snapshot!(render(&mut app, 120, 12).backend());
 }
+
+#[test]
+fn the_header_shows_the_keepers_sharing_the_store() {
+    let mut app = app(false);
+    let keeper = |host: &str, pid: u32, workbooks: u64| wbsessions::store::KeeperInfo {
+        host: host.into(),
+        pid: Some(pid),
+        since: None,
+        quiet_secs: Some(0.4),
+        workbooks: Some(workbooks),
+        sessions: Some(workbooks * 10),
+        owner: Some("ada@contoso.example".into()),
+    };
+    app.update(Msg::Engine(Event::Keepers(vec![keeper("web1", 4242, 334), keeper("web2", 977, 333)])), now());
+    // Sessions of two sign-ins: an OWNER column tells them apart (one sign-in shows none).
+    let mut keys: Vec<i64> = app.rows.keys().copied().collect();
+    keys.sort_unstable();
+    for (i, key) in keys.iter().enumerate() {
+        let mut session = (*app.rows[key].session).clone();
+        session.owner = Some(if i % 2 == 0 { "ada@contoso.example" } else { "bob@contoso.example" }.into());
+        app.update(Msg::Engine(Event::Changed(std::sync::Arc::new(session))), now());
+    }
+    insta::assert_snapshot!(render(&mut app, 120, 12).backend());
+}

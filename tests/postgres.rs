@@ -175,6 +175,16 @@ fn keepers_share_the_workbooks_and_take_over_from_one_that_is_killed() {
         let live = keepers();
         live.len() == 1 && live[0]["pid"] != first_pid && live[0]["workbooks"] == 6
     });
+    // Each session names whose sign-in it is (the simulator's /me), the keepers theirs, and
+    // `show --json` the keeper that made each call: the survivor, for every newest refresh.
+    assert_eq!(keepers()[0]["owner"], "user@sim.example");
+    let survivor = format!(":{}", second.id());
+    for i in 0..6 {
+        let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", &format!("s{i}"), "--json"])).unwrap();
+        assert_eq!(shown["owner"], "user@sim.example", "{shown}");
+        let newest = shown["outcomes"].as_array().unwrap().iter().find(|o| o["action"] == "refresh").unwrap();
+        assert!(newest["by"].as_str().unwrap_or_default().ends_with(&survivor), "{newest} by {survivor}");
+    }
     second.kill().unwrap();
     second.wait().unwrap();
 }
@@ -226,4 +236,62 @@ fn a_keeper_cut_off_from_the_database_keeps_refreshing_and_loses_no_outcome() {
 
 fn relay_url(pg: &TestPg, relay: &Relay) -> String {
     pg.url_via(relay)
+}
+
+/// A watcher on PostgreSQL is woken by the database (`LISTEN`/`NOTIFY`) rather than polling:
+/// idle, it sends next to nothing; a change from another connection reaches it at once.
+#[test]
+fn a_watcher_is_woken_by_the_database_instead_of_polling() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let location = wbsessions::store::Location::parse(&pg.url).unwrap();
+    let watcher = wbsessions::store::open(&location, wbsessions::store::Access::Write).unwrap().sessions;
+    let writer = wbsessions::store::open(&location, wbsessions::store::Access::Write).unwrap().sessions;
+    let rev = runtime.block_on(watcher.rev()).unwrap();
+    let mut events = watcher.watch(rev);
+    // What the database commits, every connection together: a watcher polling four times a
+    // second commits four transactions a second.
+    let mut stats = pg.client();
+    let mut commits = || -> i64 {
+        stats
+            .query_one("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()", &[])
+            .unwrap()
+            .get(0)
+    };
+    wait_for("a quiet watcher", Duration::from_secs(20), || {
+        let before = commits();
+        std::thread::sleep(Duration::from_secs(3));
+        commits() - before <= 3
+    });
+    let session = wbsessions::session::TrackedSession::new(
+        "woken".into(),
+        wbsessions::session::WorkbookRef::parse("me/drive/items/W1").unwrap(),
+        wbsessions::session::SessionId::new("woken-id").unwrap(),
+        wbsessions::session::Mode::Persistent,
+        chrono::Utc::now(),
+    );
+    let written = std::time::Instant::now();
+    runtime.block_on(writer.insert(session, Vec::new())).unwrap();
+    let heard = runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(4), async {
+            loop {
+                match events.recv().await {
+                    Some(wbsessions::store::StoreEvent::Changed(changes))
+                        if changes.sessions.iter().any(|s| s.name == "woken") =>
+                    {
+                        return true;
+                    }
+                    Some(_) => continue,
+                    None => return false,
+                }
+            }
+        })
+        .await
+    });
+    assert_eq!(heard, Ok(true), "the change reached the watcher before its next poll (5 s)");
+    assert!(written.elapsed() < Duration::from_secs(4));
+    runtime.block_on(async {
+        watcher.close().await;
+        writer.close().await;
+    });
 }

@@ -8,6 +8,20 @@ pub use flow::SignInState;
 pub(crate) use flow::{Authenticator, DeviceSignIn};
 pub use signin::Progress;
 
+/// Who a token says it belongs to, where it is a JWT that says so (a work or school account's
+/// Graph token is; a personal account's is opaque): its `upn`, `preferred_username`,
+/// `unique_name`, `oid` or `sub` claim, the first present. Nothing is verified: it names the
+/// owner of sessions (docs/graph.md, "Owners"), it grants nothing.
+pub(crate) fn token_subject(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).filter(|p| p.len() <= 64 * 1024)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes).ok()?;
+    ["upn", "preferred_username", "unique_name", "oid", "sub"]
+        .iter()
+        .find_map(|claim| crate::text::clean_opt(claims.get(*claim)?.as_str(), 200))
+}
+
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -451,6 +465,27 @@ fn shell(command: &str) -> tokio::process::Command {
 
 #[cfg(test)]
 mod tests {
+    use super::token_subject;
+
+    #[test]
+    fn a_jwt_names_its_user_and_anything_else_names_nobody() {
+        use base64::Engine as _;
+        let part = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let jwt = |claims: &str| format!("{}.{}.sig", part(r#"{"alg":"none"}"#), part(claims));
+        assert_eq!(
+            token_subject(&jwt(r#"{"upn":"ada@contoso.example","oid":"1"}"#)).as_deref(),
+            Some("ada@contoso.example")
+        );
+        assert_eq!(token_subject(&jwt(r#"{"oid":"0000-1111","sub":"x"}"#)).as_deref(), Some("0000-1111"));
+        assert_eq!(
+            token_subject(&jwt(r#"{"upn":"evil\u001b[2J@x"}"#)).as_deref().map(|s| s.contains('\u{1b}')),
+            Some(false)
+        );
+        for opaque in ["t", "EwB4A8l6BAAU...", "a.b.c", "a.!!!.c", &jwt("[1,2]"), &jwt(r#"{"upn":7}"#)] {
+            assert_eq!(token_subject(opaque), None, "{opaque}");
+        }
+    }
+
     use super::*;
 
     #[tokio::test]

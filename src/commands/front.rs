@@ -74,6 +74,27 @@ impl GraphSetup {
     }
 }
 
+/// Names this process's sign-in to a store whose keepers share its workbooks, before it keeps
+/// any: it keeps only that owner's sessions and those of no known owner (docs/postgres.md,
+/// "Owners"). Elsewhere there is nothing to name, and nothing is asked of Graph.
+pub(crate) async fn identify(role: &dyn crate::store::DriverRole, graph: &GraphSetup) {
+    // Without a token nothing can be asked, and the command says so itself.
+    if !role.shares_workbooks() || !graph.tokens.is_configured() {
+        return;
+    }
+    let owner = graph.ctx.graph.owner().await;
+    match &owner {
+        Some(owner) => tracing::info!(%owner, "keeping the sessions of this sign-in"),
+        None => {
+            let line = "wbsessions: whose sign-in this is cannot be told (/me cannot be read and the token does not say): \
+                        this process keeps only sessions of no known owner";
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+            tracing::warn!("{line}");
+        }
+    }
+    role.identify(owner);
+}
+
 /// Runs `requests` on a one-shot engine holding `sessions`, and returns their answers in the
 /// order asked; every event passes `on_event` on the way. Ctrl-C stops it (what finished stays).
 pub(crate) async fn one_shot(

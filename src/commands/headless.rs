@@ -43,6 +43,7 @@ pub fn keepers(settings: &Settings) -> Result<ExitCode> {
                     "last_heartbeat_secs": k.quiet_secs,
                     "workbooks": k.workbooks,
                     "sessions": k.sessions,
+                    "owner": k.owner,
                 })
             })
             .collect();
@@ -52,20 +53,21 @@ pub fn keepers(settings: &Settings) -> Result<ExitCode> {
     } else {
         writeln!(
             out,
-            "{:<24} {:>8}  {:<20} {:>10} {:>9} {:>9}",
+            "{:<24} {:>8}  {:<20} {:>10} {:>9} {:>9}  OWNER",
             "HOST", "PID", "SINCE", "HEARTBEAT", "WORKBOOKS", "SESSIONS"
         )?;
         let all = |n: Option<u64>| n.map_or_else(|| "all".to_string(), |n| n.to_string());
         for k in &keepers {
             writeln!(
                 out,
-                "{:<24} {:>8}  {:<20} {:>10} {:>9} {:>9}",
+                "{:<24} {:>8}  {:<20} {:>10} {:>9} {:>9}  {}",
                 crate::text::clean(&k.host, 24),
                 k.pid.map_or_else(|| "-".into(), |p| p.to_string()),
                 k.since.map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
                 k.quiet_secs.map_or_else(|| "-".into(), |s| format!("{s:.1}s ago")),
                 all(k.workbooks),
                 all(k.sessions),
+                k.owner.as_deref().map_or_else(|| "-".into(), |o| crate::text::clean(o, 60)),
             )?;
         }
     }
@@ -190,6 +192,9 @@ pub async fn show(settings: &Settings, name: &str) -> Result<ExitCode> {
         writeln!(out, "tracked since unknown (the stored time cannot be read)")?;
     } else {
         writeln!(out, "tracked since {}", times.stamp_secs(s.created_at))?;
+    }
+    if let Some(owner) = &s.owner {
+        writeln!(out, "owner         {}", crate::text::clean(owner, 200))?;
     }
     if outcomes.is_empty() {
         writeln!(out, "outcomes      none yet")?;

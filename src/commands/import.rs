@@ -48,6 +48,8 @@ struct ImportRecord {
     failures: Option<u32>,
     #[serde(default)]
     created_at: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    owner: Option<String>,
     /// Written by `list --json` as the interval in force. Without `own_interval_secs`, it is the
     /// session's own, unless it is the default here for the session's mode.
     #[serde(default)]
@@ -64,6 +66,7 @@ struct Known {
     last_refresh: Option<chrono::DateTime<chrono::Utc>>,
     failures: Option<u32>,
     created_at: Option<chrono::DateTime<chrono::Utc>>,
+    owner: Option<String>,
 }
 
 /// A session read from the file, checked exactly as `add` checks one.
@@ -99,6 +102,7 @@ fn checked(draft: Draft, known: Option<Known>, settings: &Settings, now: chrono:
         session.last_refresh = known.last_refresh.map(|t| t.min(now));
         session.failures = known.failures.unwrap_or(0);
         session.created_at = known.created_at.map_or(now, |t| t.min(now));
+        session.owner = crate::text::clean_opt(known.owner.as_deref(), 200);
     }
     Ok(session)
 }
@@ -147,6 +151,7 @@ fn from_record(record: ImportRecord, settings: &Settings, now: chrono::DateTime<
         last_refresh: record.last_refresh,
         failures: record.failures,
         created_at: record.created_at,
+        owner: record.owner,
     };
     checked(draft, Some(known), settings, now)
 }

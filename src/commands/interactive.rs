@@ -47,6 +47,12 @@ pub async fn dashboard(
         other => other.map_err(store_error)?,
     };
     let read_only = opened.sessions.read_only();
+    let (authority, creations) = match demo {
+        Some((authority, creations)) => (Some(authority), creations),
+        None => (settings.authority(&LoginOverrides::default()), Vec::new()),
+    };
+    let graph = graph_setup(settings, authority.clone())?;
+    super::front::identify(&*opened.role, &graph).await;
     let (role, driver) = match opened.role.acquire() {
         _ if read_only => (KeeperRole::Watch(opened.role.clone()), Driver::ReadOnly),
         Ok(lease) => (KeeperRole::Drive { lease, role: opened.role.clone() }, Driver::This),
@@ -54,11 +60,6 @@ pub async fn dashboard(
         Err(e) if e.is_bad_input() => return Err(super::bad_input(e)),
         Err(e) => return Err(e.into()),
     };
-    let (authority, creations) = match demo {
-        Some((authority, creations)) => (Some(authority), creations),
-        None => (settings.authority(&LoginOverrides::default()), Vec::new()),
-    };
-    let graph = graph_setup(settings, authority.clone())?;
     let token_missing = !graph.tokens.is_configured();
     let problem = graph.tokens.problem();
     let graph_tokens = graph.tokens.clone();

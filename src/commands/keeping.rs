@@ -303,6 +303,8 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
     // Where the proxy would listen is checked before anything starts.
     let listener = if args.proxy { Some(super::proxy::bind(&args.proxy_options).await?) } else { None };
     let opened = open_store(settings)?;
+    let graph = graph_setup(settings, None)?;
+    super::front::identify(&*opened.role, &graph).await;
     let lease = match opened.role.join() {
         Ok(lease) => lease,
         // Another keeper or dashboard drives: not a usage error, and with --wait, a turn to wait for.
@@ -329,7 +331,6 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
         Err(e) if e.is_bad_input() => return Err(bad_input(e)),
         Err(e) => return Err(e.into()),
     };
-    let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
     let tokens = graph.tokens.clone();
     let calls = graph.ctx.graph.clone();

@@ -96,6 +96,7 @@ pub(crate) fn outcome_json(name: &str, o: &Outcome, late: Option<Duration>) -> s
         ("client_request_id", o.client_request_id.as_ref().map(|id| json!(id))),
         ("message", o.message.as_ref().map(|m| json!(m))),
         ("late_secs", late.map(|l| json!(json_secs(l)))),
+        ("by", o.by.as_ref().map(|b| json!(b))),
     ];
     for (key, field) in optional {
         if let Some(field) = field {
@@ -126,6 +127,9 @@ pub(crate) fn session_json(s: &TrackedSession, defaults: &Defaults, now: DateTim
     });
     if let Some(own) = s.interval {
         value["own_interval_secs"] = json!(json_secs(own));
+    }
+    if let Some(owner) = &s.owner {
+        value["owner"] = json!(owner);
     }
     value
 }

@@ -218,6 +218,8 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
     }
     let listener = bind(&args.serve).await?;
     let opened = open_store(settings)?;
+    let graph = graph_setup(settings, None)?;
+    super::front::identify(&*opened.role, &graph).await;
     let role = match opened.role.join() {
         Ok(lease) => KeeperRole::Drive { lease, role: opened.role.clone() },
         Err(RoleError::Held { .. }) => KeeperRole::Watch(opened.role.clone()),
@@ -225,7 +227,6 @@ pub async fn proxy(settings: &Settings, args: ProxyArgs) -> Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let driving = matches!(role, KeeperRole::Drive { .. });
-    let graph = graph_setup(settings, None)?;
     graph.require_tokens()?;
     let tokens = graph.tokens.clone();
     let calls = graph.ctx.graph.clone();

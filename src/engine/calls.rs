@@ -115,10 +115,20 @@ impl Engine {
     /// Asks the store for starts from the budget every process on it shares, when calls wait
     /// for want of them (and tells it the requests made beyond earlier grants).
     fn reserve_budget(&mut self, now: Instant) {
+        /// A store slower than this to share the budget out (a database cut off in silence,
+        /// its connection attempts hanging) is taken for one that cannot: this process goes on
+        /// with its own part of the budget rather than stop refreshing.
+        const RESERVE_WAIT: Duration = Duration::from_secs(2);
         let Some(ask) = self.dispatcher.reservation(now) else { return };
         let (store, budget, at) = (self.store.clone(), self.settings.request_budget, self.ctx.clock.now());
         let task = self.tasks.spawn(async move {
-            let result = store.reserve(ask, budget, at).await;
+            let result = match tokio::time::timeout(RESERVE_WAIT, store.reserve(ask, budget, at)).await {
+                Ok(result) => result,
+                Err(_) => Err(crate::store::StoreError::Unavailable {
+                    store: store.location().to_string(),
+                    detail: format!("no answer within {} s", RESERVE_WAIT.as_secs()),
+                }),
+            };
             Done::Reserved { want: ask.want, asked: now, result }
         });
         self.running.insert(task.id(), (None, None));
@@ -240,6 +250,7 @@ impl Engine {
                         Some(id) => {
                             let mut session = new.clone().into_tracked(id.clone(), clock.now());
                             report.apply_to(&mut session);
+                            session.owner = graph.owner().await;
                             Some(store.insert(session, report.outcomes.clone()).await)
                         }
                         None => None,
@@ -258,6 +269,7 @@ impl Engine {
                         (Ok(workbook), Some(id)) => {
                             let mut session = new.clone().into_tracked(id.clone(), clock.now());
                             session.workbook = workbook;
+                            session.owner = graph.owner().await;
                             Some(store.insert(session, Vec::new()).await)
                         }
                         (Err(failure), _) => {

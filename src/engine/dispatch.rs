@@ -112,6 +112,9 @@ pub(crate) struct Budget {
     /// This second's answers: (when it began, answers, throttled ones).
     second: (Option<Instant>, u32, u32),
     shared: Option<Allowance>,
+    /// The part of the ceiling this process spends on its own while the store cannot share the
+    /// budget out: all of it, unless keepers share the store (`Share::budget`).
+    alone_share: f64,
 }
 
 /// Starts granted from the shared budget and not yet used.
@@ -145,7 +148,19 @@ impl Budget {
             starts: VecDeque::new(),
             second: (None, 0, 0),
             shared: shared.then(Allowance::default),
+            alone_share: 1.0,
         }
+    }
+
+    /// Starts this process may make now on its own part of the ceiling (`alone_share`), and
+    /// when the next one is possible if none is.
+    fn alone_room(&mut self, now: Instant) -> (usize, Option<Instant>) {
+        self.evict(now);
+        let allowed = ((self.ceiling * self.alone_share).floor() as usize).clamp(1, self.allowed());
+        let room = allowed.saturating_sub(self.starts.len());
+        let next =
+            (room == 0).then(|| self.starts.get(self.starts.len() - allowed).map(|t| *t + BUDGET_WINDOW)).flatten();
+        (room, next)
     }
 
     fn room(&mut self, now: Instant) -> usize {
@@ -252,11 +267,22 @@ impl Budget {
     /// from then, as the store counts it from then (a store slow to answer, busy writing a
     /// keeper's outcomes, made late starts reach Graph after the store stopped counting them:
     /// 25 of Graph's 429s in 20,000 requests). A store that could not answer leaves this process
-    /// on its own budget for the moment: keeping sessions alive comes first.
+    /// on its own part of the budget for the moment: keeping sessions alive comes first, and
+    /// the other keepers spend the rest (a keeper cut off that spent all of it made the store's
+    /// keepers send twice the budget together).
     fn reserved(&mut self, asked: Instant, want: u32, grant: Option<Grant>) {
+        if self.shared.is_none() {
+            return;
+        }
+        let grant = grant.unwrap_or_else(|| {
+            let now = Instant::now();
+            let (room, next) = self.alone_room(now);
+            let granted = want.min(u32::try_from(room).unwrap_or(u32::MAX));
+            let retry_in = next.map(|at| at.saturating_duration_since(asked));
+            Grant { granted, retry_in, token: None }
+        });
         let Some(allowance) = &mut self.shared else { return };
         allowance.asking = false;
-        let grant = grant.unwrap_or(Grant { granted: want, retry_in: None, token: None });
         if grant.granted > 0 {
             allowance.tokens = grant.granted;
             allowance.expires = Some(asked + GRANT_LIFE);
@@ -588,6 +614,11 @@ impl<T> Dispatcher<T> {
         self.budget.reserved(asked, want, grant);
     }
 
+    /// The part of the budget this process spends on its own while the store cannot share it.
+    pub(crate) fn set_alone_share(&mut self, share: f64) {
+        self.budget.alone_share = share.clamp(0.0, 1.0);
+    }
+
     #[cfg(test)]
     pub fn running(&self) -> usize {
         self.running.len()
@@ -634,6 +665,34 @@ mod tests {
         budget.reserved(lapsed, 0, Some(Grant { granted: 0, retry_in: None, token: None }));
         assert!(budget.reservation(lapsed, 0).is_none(), "given back once");
         assert!(!budget.has_room(lapsed), "nothing of it is used after its life");
+    }
+
+    /// A keeper cut off from the store spends only its own part of the budget (the others
+    /// spend the rest), and waits for the window to make room once it is spent.
+    #[tokio::test(start_paused = true)]
+    async fn a_process_the_store_cannot_answer_spends_only_its_part_of_the_budget() {
+        let t0 = Instant::now();
+        let mut budget = Budget::new(1000, true);
+        budget.alone_share = 0.25;
+        let mut spent = 0;
+        while let Some(ask) = budget.reservation(t0, 100) {
+            budget.reserved(t0, ask.want, None);
+            let usable = budget.shared.as_ref().map_or(0, |a| a.usable(t0));
+            if usable == 0 {
+                break;
+            }
+            budget.spend(t0, usable);
+            spent += usable;
+        }
+        assert_eq!(spent, 250, "a quarter of the ceiling");
+        assert!(!budget.has_room(t0));
+        let next = budget.next_free(t0).expect("a time when room comes back");
+        assert_eq!(next, t0 + BUDGET_WINDOW, "once the window has passed the first starts");
+        budget.alone_share = 1.0;
+        let later = t0 + BUDGET_WINDOW;
+        let ask = budget.reservation(later, 100).expect("room again");
+        budget.reserved(later, ask.want, None);
+        assert!(budget.has_room(later));
     }
 
     #[tokio::test(start_paused = true)]

@@ -120,6 +120,8 @@ pub enum Event {
     Paused(bool),
     /// The driver of the store went away and this engine schedules automatic refreshes now.
     Driving,
+    /// The keepers alive on a store whose keepers share the workbooks, when they change.
+    Keepers(Vec<crate::store::KeeperInfo>),
     /// This engine drove, but another process took the role (this one had stopped, and was
     /// given up for gone): it watches now, and takes the role back when that one goes.
     Watching(Option<Holder>),

@@ -133,6 +133,8 @@ enum Done {
         result: Result<Reply, StoreError>,
     },
     Loaded(Result<Vec<TrackedSession>, StoreError>),
+    /// Who keeps the store, as it says (`Event::Keepers`).
+    Keepers(Result<Vec<crate::store::KeeperInfo>, crate::store::RoleError>),
     /// A turn handed out is over; `None` when its holder dropped it without a word.
     Passed {
         id: JobId,
@@ -174,13 +176,19 @@ pub fn spawn(
         Role::Driver | Role::OneShot => Takeover::new(None, None),
     };
     let batch = config.settings.batch;
+    let share = takeover.share();
+    let mut dispatcher = Dispatcher::new(config.settings.concurrency, config.settings.request_budget, true);
+    dispatcher.set_alone_share(share.as_ref().map_or(1.0, |s| s.budget));
     let mut engine = Engine {
         // Every process on the store spends from one budget, as Graph counts them together.
-        dispatcher: Dispatcher::new(config.settings.concurrency, config.settings.request_budget, true),
+        dispatcher,
         gap: GapWatch::new(ctx.clock.now(), Instant::now()),
         driving,
         // The share the keeper's first turn gave it, before anything is planned.
-        kept: takeover.workbooks(),
+        share,
+        budget_unshared: false,
+        keepers_seen: None,
+        keepers_asked: None,
         paused: config.paused,
         settings: config.settings,
         ctx,
@@ -238,7 +246,12 @@ struct Engine {
     driving: bool,
     /// The workbooks this engine keeps while it drives, where the store's keepers share them
     /// (`None`: all of them).
-    kept: Option<Arc<std::collections::BTreeSet<String>>>,
+    share: Option<crate::store::Share>,
+    /// The store could not share the budget out at the last ask.
+    budget_unshared: bool,
+    /// The keepers last told to the front ends, and when they were last asked for.
+    keepers_seen: Option<Vec<crate::store::KeeperInfo>>,
+    keepers_asked: Option<Instant>,
     paused: bool,
     entries: HashMap<SessionKey, Entry>,
     schedule: Schedule,
@@ -413,14 +426,42 @@ impl Engine {
             }
             Done::Read { waiter, result } => waiter.answer(result.map_err(EngineError::Store)),
             Done::Reserved { want, asked, result } => {
-                let grant = result
-                    .inspect_err(|e| tracing::warn!(error = %e, "the shared request budget could not be read; this process keeps its own for now"))
-                    .ok();
+                // Said once an outage: a keeper asks every second or so.
+                let grant = match result {
+                    Ok(grant) => {
+                        if std::mem::take(&mut self.budget_unshared) {
+                            tracing::info!("the shared request budget can be read again");
+                        }
+                        Some(grant)
+                    }
+                    Err(e) => {
+                        if !std::mem::replace(&mut self.budget_unshared, true) {
+                            tracing::warn!(error = %e, "the shared request budget cannot be read; this process spends only its own part of it for now");
+                        }
+                        None
+                    }
+                };
                 self.dispatcher.reserved(asked, want, grant);
             }
             Done::Loaded(result) => {
                 self.load_task = None;
                 self.loaded(result)
+            }
+            Done::Keepers(result) => {
+                match result {
+                    Ok(keepers) => {
+                        // Told when who keeps or what they hold changes, not when a heartbeat ages.
+                        let seen: Vec<crate::store::KeeperInfo> = keepers
+                            .iter()
+                            .map(|k| crate::store::KeeperInfo { quiet_secs: None, ..k.clone() })
+                            .collect();
+                        if self.keepers_seen.as_ref() != Some(&seen) {
+                            self.keepers_seen = Some(seen);
+                            self.emit(Event::Keepers(keepers));
+                        }
+                    }
+                    Err(e) => tracing::debug!(error = %e, "the store's keepers could not be read"),
+                }
             }
             Done::Recorded { key, job, report, stored } => self.recorded(key, *job, &report, stored),
             Done::Passed { id, key, passed } => self.turn_done(id, key, passed),
@@ -514,7 +555,7 @@ impl Engine {
             Some(false) if self.driving => {
                 // Another process took the role while this one was stopped: it drives now.
                 self.driving = false;
-                self.kept = None;
+                self.share = None;
                 self.schedule.clear();
                 let holder = self.takeover.holder();
                 tracing::warn!(?holder, "another process took over the driver role; this one watches");
@@ -525,6 +566,7 @@ impl Engine {
         if self.driving {
             self.follow_share();
         }
+        self.read_keepers();
         if let Some(gap) = self.gap.check(self.ctx.clock.now(), Instant::now()) {
             self.refresh_overdue(gap);
         }
@@ -573,48 +615,82 @@ impl Engine {
     /// Whether this engine keeps `session` alive: it drives, and the session's workbook is in its
     /// share where keepers share the store.
     fn keeps(&self, session: &crate::session::TrackedSession) -> bool {
-        self.driving && self.kept.as_ref().is_none_or(|kept| kept.contains(&session.workbook.to_string()))
+        self.driving && self.share.as_ref().is_none_or(|share| share.covers(&session.keeping_unit()))
+    }
+
+    /// Reads who keeps the store, every few seconds and one read at a time, where keepers share
+    /// its workbooks (the read blocks on the database, so it runs off the loop).
+    fn read_keepers(&mut self) {
+        const EVERY: Duration = Duration::from_secs(3);
+        let now = Instant::now();
+        if self.keepers_asked.is_some_and(|at| now.saturating_duration_since(at) < EVERY) {
+            return;
+        }
+        let Some(role) = self.takeover.shared_role() else { return };
+        self.keepers_asked = Some(now);
+        let task = self.tasks.spawn_blocking(move || Done::Keepers(role.keepers()));
+        self.running.insert(task.id(), (None, None));
+    }
+
+    /// Whether `session`'s workbook is only on standby here (`Share::standby`).
+    pub(super) fn on_standby(&self, session: &crate::session::TrackedSession) -> bool {
+        self.share.as_ref().is_some_and(|share| share.standby.contains(&session.keeping_unit()))
     }
 
     /// Follows this keeper's share of the workbooks: sessions of a workbook it gained are
     /// planned from what is known of them (an overdue one goes at once), those of a workbook it
-    /// lost (to a keeper that took over while this one was cut off or stopped) are let go.
+    /// lost (to a keeper that took over while this one was cut off or stopped) are let go, and
+    /// those of a workbook put on standby or back are planned again at their new pace.
     fn follow_share(&mut self) {
-        let now_kept = self.takeover.workbooks();
-        if now_kept == self.kept {
+        let now_share = self.takeover.share();
+        if now_share == self.share {
             return;
         }
-        let before = std::mem::replace(&mut self.kept, now_kept);
-        let had = |workbook: &str| before.as_ref().is_none_or(|kept| kept.contains(workbook));
-        let keys: Vec<(SessionKey, bool, bool)> = self
+        self.dispatcher.set_alone_share(now_share.as_ref().map_or(1.0, |s| s.budget));
+        let before = std::mem::replace(&mut self.share, now_share);
+        let state = |share: &Option<crate::store::Share>, workbook: &str| match share {
+            None => Some(false),
+            Some(share) if share.kept.contains(workbook) => Some(false),
+            Some(share) if share.standby.contains(workbook) => Some(true),
+            Some(_) => None,
+        };
+        let keys: Vec<(SessionKey, Option<bool>, Option<bool>)> = self
             .entries
             .values()
             .map(|e| {
-                let workbook = e.session.workbook.to_string();
-                (e.session.key, had(&workbook), self.keeps(&e.session))
+                let workbook = e.session.keeping_unit();
+                (e.session.key, state(&before, &workbook), state(&self.share, &workbook))
             })
             .collect();
-        let (mut gained, mut lost) = (0usize, 0usize);
+        let (mut gained, mut lost, mut moved) = (0usize, 0usize, 0usize);
         for (key, was, is) in keys {
             match (was, is) {
-                (false, true) => {
+                (None, Some(_)) => {
                     gained += 1;
                     self.plan_from_state(key);
                 }
-                (true, false) => {
+                (Some(_), None) => {
                     lost += 1;
                     self.schedule.cancel(key);
                     self.emit(Event::Scheduled { key, at: None });
                 }
+                (Some(a), Some(b)) if a != b => {
+                    moved += 1;
+                    if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
+                        self.plan_from_state(key);
+                    }
+                }
                 _ => {}
             }
         }
-        if gained + lost > 0 {
-            let workbooks = self.kept.as_ref().map_or(0, |k| k.len());
+        if gained + lost + moved > 0 {
+            let (workbooks, standby) = self.share.as_ref().map_or((0, 0), |s| (s.kept.len(), s.standby.len()));
             tracing::info!(
                 workbooks,
+                standby,
                 sessions_gained = gained,
                 sessions_let_go = lost,
+                sessions_on_standby_or_back = moved,
                 "this keeper's share of the workbooks changed"
             );
         }

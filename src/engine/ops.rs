@@ -74,6 +74,7 @@ impl Failure {
                 request_id: None,
                 client_request_id: None,
                 message: Some(error.to_string()),
+                by: Some(crate::store::this_process()),
             },
         }
     }
@@ -101,6 +102,7 @@ fn outcome(meta: &CallMeta, action: Action, kind: OutcomeKind, at: DateTime<Utc>
         request_id: meta.request_id.clone(),
         client_request_id: Some(meta.client_request_id.clone()),
         message: None,
+        by: Some(crate::store::this_process()),
     }
 }
 
@@ -128,6 +130,11 @@ pub trait Graph: Send + Sync {
     /// refreshSession for sessions on different workbooks in one `$batch` request: `Err` when
     /// the batch itself failed (nothing is known of its items), else each item's answer in order.
     fn refresh_batch<'a>(&'a self, items: &'a [(&'a WorkbookRef, &'a SessionId)]) -> BoxFuture<'a, BatchResult>;
+    /// Whose sign-in the calls go out under (`TrackedSession::owner`); `None` where that cannot
+    /// be told.
+    fn owner(&self) -> BoxFuture<'_, Option<String>> {
+        futures_util::future::ready(None).boxed()
+    }
 }
 
 /// What one `$batch` of refreshes answered: each item's answer, or the batch's own failure.
@@ -137,11 +144,13 @@ pub type BatchResult = Result<Vec<Result<Reply<()>, Failure>>, Failure>;
 pub struct LiveGraph {
     pub client: GraphClient,
     pub tokens: Tokens,
+    /// Whose sign-in this is, once found.
+    owner: tokio::sync::OnceCell<String>,
 }
 
 impl LiveGraph {
     pub fn new(client: GraphClient, tokens: Tokens) -> Arc<LiveGraph> {
-        Arc::new(LiveGraph { client, tokens })
+        Arc::new(LiveGraph { client, tokens, owner: tokio::sync::OnceCell::new() })
     }
 
     /// Runs `call` with a token; on a `401` the token is renewed once and the call made again.
@@ -176,6 +185,32 @@ impl LiveGraph {
 }
 
 impl Graph for LiveGraph {
+    /// The `/me` user's principal name; where `/me` cannot be read, the token's own claim of
+    /// who it is (docs/graph.md, "Owners"). Found once; not found, asked again next time.
+    fn owner(&self) -> BoxFuture<'_, Option<String>> {
+        async move {
+            let found = self
+                .owner
+                .get_or_try_init(|| async {
+                    let token = self.tokens.get().await.map_err(|_| ())?;
+                    match self.client.me(token.secret.expose()).await {
+                        Ok(me) => {
+                            if let Some(upn) = crate::text::clean_opt(me.value.user_principal_name.as_deref(), 200) {
+                                return Ok(upn);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::info!(error = %e, request_id = ?e.meta.request_id, "/me could not be read; the token's own claim names its user")
+                        }
+                    }
+                    crate::auth::token_subject(token.secret.expose()).ok_or(())
+                })
+                .await;
+            found.ok().cloned()
+        }
+        .boxed()
+    }
+
     fn create<'a>(&'a self, workbook: &'a WorkbookRef, mode: Mode) -> BoxFuture<'a, Result<Reply<SessionId>, Failure>> {
         self.authorized(move |t: Secret| async move { self.client.create_session(t.expose(), workbook, mode).await })
             .boxed()

@@ -20,10 +20,15 @@ pub(super) fn instant_after(delay: Duration) -> Instant {
 }
 
 impl Engine {
-    /// The interval in force: the session's, shortened while calls fail often (`safe_interval`).
+    /// The interval in force: the session's, shortened while calls fail often (`safe_interval`);
+    /// for a session kept only on standby, nine tenths of its expiry if that is longer: the
+    /// keeper that took its workbook over refreshes it at its own pace, this one only in case
+    /// none did.
     pub(super) fn interval_of(&self, session: &TrackedSession) -> Duration {
         let defaults = &self.settings.defaults;
-        safe_interval(defaults.interval_of(session), defaults.expiry(session.mode), self.failure_rate.value())
+        let expiry = defaults.expiry(session.mode);
+        let interval = safe_interval(defaults.interval_of(session), expiry, self.failure_rate.value());
+        if self.on_standby(session) { interval.max(expiry / 10 * 9) } else { interval }
     }
 
     /// Plans the next automatic refresh `delay` from now, if this engine drives and the session

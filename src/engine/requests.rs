@@ -54,10 +54,11 @@ impl Engine {
                 (Ok(()), Some(_)) if new.workbook.is_by_path() => self.submit(Job::new(Work::Track(new), vec![waiter])),
                 (Ok(()), Some(id)) => {
                     // Nothing to ask Graph: straight to the store.
-                    let session = new.into_tracked(id, self.ctx.clock.now());
-                    let store = self.store.clone();
+                    let mut session = new.into_tracked(id, self.ctx.clock.now());
+                    let (store, graph) = (self.store.clone(), self.ctx.graph.clone());
                     let waiters = vec![waiter];
                     let task = self.tasks.spawn(async move {
+                        session.owner = graph.owner().await;
                         let result = store.insert(session, Vec::new()).await;
                         Done::Inserted { waiters, result }
                     });

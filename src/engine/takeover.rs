@@ -37,9 +37,14 @@ impl Takeover {
         }
     }
 
-    /// The workbooks this engine keeps, where keepers share the store (`None`: all of them).
-    pub fn workbooks(&self) -> Option<Arc<std::collections::BTreeSet<String>>> {
-        self.lease.as_ref().and_then(|lease| lease.workbooks())
+    /// This engine's part, where keepers share the store (`None`: all of it).
+    pub fn share(&self) -> Option<crate::store::Share> {
+        self.lease.as_ref().and_then(|lease| lease.share())
+    }
+
+    /// The store's keepers' role, where keepers share the store's workbooks.
+    pub fn shared_role(&self) -> Option<Arc<dyn DriverRole>> {
+        self.role.clone().filter(|role| role.shares_workbooks())
     }
 
     /// Who holds the role, as the store says.

@@ -148,6 +148,7 @@ impl Engine {
             request_id: passed.request_id,
             client_request_id: passed.client_request_id,
             message: None,
+            by: Some(crate::store::this_process()),
         };
         let report = Report { outcomes: vec![outcome], ..Report::default() };
         self.record(key, &report);

@@ -121,6 +121,10 @@ pub struct Outcome {
     pub client_request_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The process that made the call, `HOST:PID` (where several keepers share a store: which
+    /// of them); unknown for outcomes older than this field.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub by: Option<String>,
 }
 
 /// The status a session shows: the kind of its last outcome, or what is happening to it now.
@@ -279,6 +283,11 @@ pub struct TrackedSession {
     /// Consecutive failed calls since the last success.
     pub failures: u32,
     pub created_at: DateTime<Utc>,
+    /// Whose sign-in it belongs to (the `/me` user, or the token's own claim): on a store
+    /// several people's keepers share, only a keeper of the same sign-in keeps it. `None`:
+    /// unknown (tracked by an older build, or nobody could be told), and any keeper keeps it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub owner: Option<String>,
     /// What a row shows of the newest outcome; the outcomes themselves stay in the store.
     #[serde(skip)]
     pub last_call: Option<LastCall>,
@@ -313,8 +322,15 @@ impl TrackedSession {
             last_refresh: None,
             failures: 0,
             created_at: now,
+            owner: None,
             last_call: None,
         }
+    }
+
+    /// What keepers sharing a store lease as one: the session's workbook, for its owner (all of
+    /// one workbook's sessions of one sign-in go together). `leases::UNIT` says the same in SQL.
+    pub fn keeping_unit(&self) -> String {
+        format!("{} {}", self.owner.as_deref().unwrap_or(""), self.workbook)
     }
 
     /// The time of the last call that kept the session alive (a refresh or its creation).

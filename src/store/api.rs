@@ -97,7 +97,7 @@ pub enum StoreError {
         "permission denied: cannot read the store {store}; check its permissions and its folder's, or pass another --store"
     )]
     Unreadable { store: String },
-    #[error("cannot open the store {store}: {detail}")]
+    #[error("cannot reach the store {store}: {detail}")]
     Unavailable { store: String, detail: String },
     #[error(
         "the store {store} has {names} names (hard links): writes through one would be lost to the others; keep one name and remove the rest"
@@ -335,10 +335,32 @@ impl RoleError {
 pub trait Lease: Send + Sync {
     /// Says the driver is still at work; `Err` if the role was lost meanwhile.
     fn renew(&self) -> Result<(), RoleError>;
-    /// The workbooks this driver keeps, on a store whose keepers share the workbooks between
-    /// them (`None`: every workbook of the store).
-    fn workbooks(&self) -> Option<std::sync::Arc<std::collections::BTreeSet<String>>> {
+    /// This driver's part, on a store whose keepers share the workbooks between them (`None`:
+    /// every workbook of the store, and the whole budget).
+    fn share(&self) -> Option<Share> {
         None
+    }
+}
+
+/// A keeper's part of a store whose keepers share the workbooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    /// What it keeps under leases it holds (or held when it was cut off from the store, until
+    /// they lapse): keeping units (`TrackedSession::keeping_unit`), a workbook for one owner.
+    pub kept: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// Workbooks whose leases lapsed while it was cut off, with other keepers alive to take
+    /// them over: it refreshes their sessions only as their expiry nears, in case nobody did
+    /// (the whole store may be away, for every keeper).
+    pub standby: std::sync::Arc<std::collections::BTreeSet<String>>,
+    /// The part of the request budget it may spend on its own while the store cannot share
+    /// the budget out: one over the keepers it last saw.
+    pub budget: f64,
+}
+
+impl Share {
+    /// Whether it refreshes the sessions of `unit` at all.
+    pub fn covers(&self, unit: &str) -> bool {
+        self.kept.contains(unit) || self.standby.contains(unit)
     }
 }
 
@@ -353,6 +375,8 @@ pub struct KeeperInfo {
     /// Workbooks and sessions it keeps (`None`: all of the store's).
     pub workbooks: Option<u64>,
     pub sessions: Option<u64>,
+    /// Whose sign-in it refreshes with, where that is known.
+    pub owner: Option<String>,
 }
 
 /// Who schedules a store's automatic refreshes: one process at a time, or (on a store whose
@@ -369,6 +393,14 @@ pub trait DriverRole: Send + Sync {
     }
     /// Who holds the role now, if anyone.
     fn holder(&self) -> Option<Holder>;
+    /// Names whose sign-in this process refreshes with, before it joins: where keepers share
+    /// the store, it keeps only that owner's sessions and those of no known owner.
+    fn identify(&self, _owner: Option<String>) {}
+    /// Whether keepers share the store's workbooks (each keeps its part, `join`), so that who
+    /// they are is worth showing.
+    fn shares_workbooks(&self) -> bool {
+        false
+    }
     /// The live keepers.
     fn keepers(&self) -> Result<Vec<KeeperInfo>, RoleError> {
         Ok(self
@@ -380,6 +412,7 @@ pub trait DriverRole: Send + Sync {
                 quiet_secs: None,
                 workbooks: None,
                 sessions: None,
+                owner: None,
             })
             .into_iter()
             .collect())

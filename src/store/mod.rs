@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 pub use api::{
     BUDGET_WINDOW, Changes, GRANT_COUNTED, GRANT_LIFE, Grant, GrantToken, Holder, IntentId, KeeperInfo, Reservation,
-    Rev, RoleError, RuntimeState, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write,
+    Rev, RoleError, RuntimeState, SessionStore, Share, StoreError, StoreEvent, StoreFuture, Unfinished, Write,
 };
 pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease, grant_of};
 
@@ -48,6 +48,12 @@ pub(crate) fn this_host() -> String {
         }
     }
     String::new()
+}
+
+/// This process as the outcomes of its calls name it: `HOST:PID`.
+pub(crate) fn this_process() -> String {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("{}:{}", this_host(), std::process::id())).clone()
 }
 
 /// A store as `--store`, `WBSESSIONS_STORE` or the config's `store` name it.

@@ -61,6 +61,7 @@ pub(crate) struct StoredSession {
     pub last_refresh: Option<Option<String>>,
     pub failures: Option<u32>,
     pub created_at: Option<String>,
+    pub owner: Option<String>,
     pub last_at: Option<String>,
     pub last_latency_ms: Option<i64>,
 }
@@ -158,13 +159,14 @@ impl StoredSession {
             last_refresh,
             failures,
             created_at,
+            owner: crate::text::clean_opt(self.owner.as_deref(), 200),
             last_call,
         })
     }
 }
 
 /// An outcome row: `at, action, kind, latency_ms, http_status, codes, request_id,
-/// client_request_id, message`.
+/// client_request_id, message, made_by`.
 #[derive(Debug, Default)]
 pub(crate) struct StoredOutcome {
     pub at: Option<String>,
@@ -176,6 +178,7 @@ pub(crate) struct StoredOutcome {
     pub request_id: Option<String>,
     pub client_request_id: Option<String>,
     pub message: Option<String>,
+    pub made_by: Option<String>,
 }
 
 impl StoredOutcome {
@@ -203,6 +206,7 @@ impl StoredOutcome {
             } else {
                 Some("this stored outcome cannot be read whole".into())
             },
+            by: text::clean_opt(self.made_by.as_deref(), text::MAX_TOKEN),
         }
     }
 
@@ -218,6 +222,7 @@ impl StoredOutcome {
             request_id: o.request_id.clone(),
             client_request_id: o.client_request_id.clone(),
             message: o.message.as_deref().map(|m| text::clean(m, text::MAX_MESSAGE)),
+            made_by: o.by.clone(),
         }
     }
 }

@@ -43,6 +43,13 @@ pub(crate) trait Backend: Send + 'static {
     fn changes_since(&mut self, since: Rev) -> Result<Changes, StoreError>;
     /// A number that moves when another connection commits, and only then.
     fn others_mark(&mut self) -> Result<i64, StoreError>;
+    /// Calls `wake` when another connection commits, where the database can say so (PostgreSQL's
+    /// `LISTEN`); elsewhere the watcher polls.
+    fn wake_on_change(&mut self, _wake: Box<dyn Fn() + Send>) {}
+    /// Whether `wake_on_change` is heard now: the watcher then polls only now and then.
+    fn woken(&self) -> bool {
+        false
+    }
     /// The next commits must survive a power cut (someone waits to be told they are done).
     fn set_durable(&mut self, _durable: bool) {}
     /// Writes come fast (or no longer do).
@@ -53,6 +60,9 @@ pub(crate) trait Backend: Send + 'static {
 
 /// How often another process's changes are looked for while someone watches.
 const POLL: Duration = Duration::from_millis(250);
+/// How often they are looked for while the database wakes the watcher (`Backend::woken`): a
+/// wake lost on its way costs at most this.
+const POLL_WOKEN: Duration = Duration::from_secs(5);
 
 /// Sessions per chunk of `each_session`: few enough to keep memory flat, enough to be cheap.
 const CHUNK: usize = 256;
@@ -65,6 +75,8 @@ enum Message<B> {
     /// Someone waits for the answer: handled after the batch it arrived with.
     Request(Request<B>),
     Watch(Rev, tmpsc::UnboundedSender<StoreEvent>),
+    /// Another connection committed (`Backend::wake_on_change`): look now.
+    Poke,
     Close,
 }
 
@@ -89,9 +101,10 @@ impl<B: Backend> ThreadStore<B> {
     pub fn spawn(db: B, location: String) -> Result<ThreadStore<B>, StoreError> {
         let (tx, rx) = mpsc::channel();
         let read_only = db.read_only();
+        let poke = tx.clone();
         let thread = std::thread::Builder::new()
             .name("store".into())
-            .spawn(move || run(db, rx))
+            .spawn(move || run(db, rx, poke))
             .map_err(|e| StoreError::Unavailable { store: location.clone(), detail: e.to_string() })?;
         Ok(ThreadStore { tx, location, read_only, thread: Mutex::new(Some(thread)) })
     }
@@ -119,6 +132,14 @@ impl<B: Backend> ThreadStore<B> {
                 let _ = reply.send(read(db));
             }))
         })
+    }
+}
+
+impl<B> Drop for ThreadStore<B> {
+    /// The thread ends with the last handle, its kept writes tried once more, even if nobody
+    /// closed it: its own waker holds the channel open (`run`).
+    fn drop(&mut self) {
+        let _ = self.tx.send(Message::Close);
     }
 }
 
@@ -374,13 +395,21 @@ fn write_batch<B: Backend>(db: &mut B, kept: &mut Kept, batch: Vec<Write>, watch
     }
 }
 
-fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
+fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>, poke: mpsc::Sender<Message<B>>) {
     let mut watch: Option<Watch> = None;
+    // Kept for the first watcher, and dropped with the thread: the store's handle closes it
+    // (`Drop for ThreadStore`), so this sender never keeps the thread alive on its own.
+    let mut poke = Some(poke);
+    let mut poked = false;
     let mut linger = LINGER;
     let mut closing = false;
     let mut kept = Kept::default();
     while !closing {
-        let mut wait = if watch.is_some() { POLL } else { Duration::from_secs(3600) };
+        let poll = if db.woken() { POLL_WOKEN } else { POLL };
+        let mut wait = match &watch {
+            Some(w) => poll.saturating_sub(w.last_check.elapsed()),
+            None => Duration::from_secs(3600),
+        };
         if let Some(at) = kept.next_try {
             wait = wait.min(at.saturating_duration_since(Instant::now()));
         }
@@ -402,7 +431,13 @@ fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
                     // committed it while the watcher was starting.
                     Message::Watch(since, events) => {
                         watch = Some(Watch { events, seen_rev: since, seen_version: None, last_check: Instant::now() });
+                        if let Some(poke) = poke.take() {
+                            db.wake_on_change(Box::new(move || {
+                                let _ = poke.send(Message::Poke);
+                            }));
+                        }
                     }
+                    Message::Poke => poked = true,
                     Message::Close => closing = true,
                 }
                 if batch.len() + after.len() < MAX_BATCH && !closing {
@@ -466,8 +501,9 @@ fn run<B: Backend>(mut db: B, rx: mpsc::Receiver<Message<B>>) {
                 );
             }
         }
+        let poll = if db.woken() { POLL_WOKEN } else { POLL };
         if let Some(w) = &mut watch
-            && w.last_check.elapsed() >= POLL
+            && (std::mem::take(&mut poked) || w.last_check.elapsed() >= poll)
         {
             w.last_check = Instant::now();
             let version = db.others_mark().ok();

@@ -194,6 +194,8 @@ pub struct App {
     pub paused: bool,
     /// Workbooks Graph asked to wait, and until when.
     pub holds: (usize, Option<DateTime<Utc>>),
+    /// The keepers alive, where keepers share the store's workbooks (empty elsewhere).
+    pub keepers: Vec<crate::store::KeeperInfo>,
     /// Recent warnings and errors, newest first.
     pub log: VecDeque<LogLine>,
     /// The terminal's size and where each part of the screen goes.
@@ -248,6 +250,7 @@ impl App {
             flash: None,
             paused: false,
             holds: (0, None),
+            keepers: Vec::new(),
             log: VecDeque::new(),
             size,
             layout: areas(size.0, size.1, false),
@@ -534,12 +537,18 @@ impl App {
         let rows: Vec<&Row> = self.visible.iter().filter_map(|k| self.rows.get(k)).collect();
         let widest = |text: &dyn Fn(&Row) -> usize| rows.iter().map(|r| text(r)).max().unwrap_or(0);
         let sorted = column_of(self.sort.by);
+        let first_owner = rows.first().map(|r| &r.session.owner);
+        let owners_differ = rows.iter().any(|r| Some(&r.session.owner) != first_owner);
         let natural = |col: Col| -> u16 {
+            if col == Col::Owner && !owners_differ {
+                return 0;
+            }
             let title = col.title().chars().count() + usize::from(col == sorted);
             let content = match col {
                 Col::Mark => 1,
                 Col::Name => widest(&|r| r.session.name.chars().count()).min(32),
                 Col::Workbook => widest(&|r| r.session.workbook.to_string().chars().count()).min(60),
+                Col::Owner => widest(&|r| r.session.owner.as_deref().map_or(1, |o| o.chars().count())).min(30),
                 Col::Mode => 7,
                 Col::Status => 10,
                 // As wide as what the rows on screen say ("1m40s ago", "Dec 06 14:03").

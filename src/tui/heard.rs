@@ -201,6 +201,7 @@ impl App {
                     self.view_stale = true;
                 }
             }
+            Event::Keepers(keepers) => self.keepers = keepers,
             Event::Holds { workbooks, until } => self.holds = (workbooks, until.filter(|_| workbooks > 0)),
             Event::Paused(paused) => {
                 self.paused = paused;

@@ -46,6 +46,8 @@ pub enum Col {
     Mark,
     Name,
     Workbook,
+    /// Shown only where the sessions on screen belong to more than one sign-in.
+    Owner,
     Mode,
     Status,
     Last,
@@ -56,10 +58,11 @@ pub enum Col {
 }
 
 impl Col {
-    pub const ALL: [Col; 10] = [
+    pub const ALL: [Col; 11] = [
         Col::Mark,
         Col::Name,
         Col::Workbook,
+        Col::Owner,
         Col::Mode,
         Col::Status,
         Col::Last,
@@ -74,6 +77,7 @@ impl Col {
             Col::Mark => "",
             Col::Name => "NAME",
             Col::Workbook => "WORKBOOK",
+            Col::Owner => "OWNER",
             Col::Mode => "MODE",
             Col::Status => "STATUS",
             Col::Last => "LAST",
@@ -95,7 +99,7 @@ impl Col {
 }
 
 /// Columns dropped first on a narrow terminal, before anything is truncated.
-const LOW_VALUE: [Col; 2] = [Col::Mode, Col::Latency];
+const LOW_VALUE: [Col; 3] = [Col::Mode, Col::Latency, Col::Owner];
 /// The workbook gives up its width down to this before the next and failure counts go: its
 /// informative end (the item id) still shows.
 const WORKBOOK_SOFT_MIN: u16 = 24;
@@ -117,7 +121,9 @@ pub struct Placed {
 /// dropped first, then the workbook narrowed to a width that still shows its end, then the next
 /// two columns dropped, then the workbook and name truncated, then more columns dropped.
 pub(crate) fn fit_columns(width: u16, natural: impl Fn(Col) -> u16) -> Vec<Placed> {
-    let mut cols: Vec<(Col, u16)> = Col::ALL.iter().map(|c| (*c, natural(*c).max(c.min()))).collect();
+    // A column with nothing to say (no owner to tell apart) takes no room at all.
+    let mut cols: Vec<(Col, u16)> =
+        Col::ALL.iter().map(|c| (*c, natural(*c))).filter(|(_, w)| *w > 0).map(|(c, w)| (c, w.max(c.min()))).collect();
     let total = |cols: &[(Col, u16)]| -> u16 {
         cols.iter().map(|(_, w)| *w).sum::<u16>() + SPACING * cols.len().saturating_sub(1) as u16
     };
@@ -233,6 +239,7 @@ mod tests {
             Col::Mark => 1,
             Col::Name => 17,
             Col::Workbook => 27,
+            Col::Owner => 0,
             Col::Mode => 7,
             Col::Status => 10,
             Col::Last => 8,

@@ -80,6 +80,19 @@ fn draw_header(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: D
         )),
         Driver::ReadOnly => first.push(Span::styled("read-only store: watching", theme.warning())),
     }
+    if !app.keepers.is_empty() {
+        first.push(Span::styled(" · keepers (workbooks) ", theme.chrome()));
+        let each: Vec<String> = app
+            .keepers
+            .iter()
+            .map(|k| {
+                let pid = k.pid.map_or_else(String::new, |p| format!(":{p}"));
+                let workbooks = k.workbooks.map_or_else(String::new, |w| format!(" {w}"));
+                format!("{}{pid}{workbooks}", crate::text::clean(&k.host, 40))
+            })
+            .collect();
+        first.push(Span::raw(each.join(", ")));
+    }
     first.push(Span::styled(" · ", theme.chrome()));
     if app.paused {
         first.push(Span::styled("auto paused", theme.warning()));
@@ -157,6 +170,7 @@ fn cell(
         Col::Mark => plain(if app.marks.contains(&s.key) { "●" } else { " " }.into()),
         Col::Name => plain(keep_start(&s.name, width)),
         Col::Workbook => plain(keep_end(&s.workbook.to_string(), width)),
+        Col::Owner => plain(keep_start(s.owner.as_deref().unwrap_or("-"), width)),
         Col::Mode => plain(if s.mode == Mode::Persistent { "persist" } else { "scratch" }.into()),
         Col::Status => {
             let status = app.status_of(row);
@@ -277,6 +291,9 @@ fn draw_details(frame: &mut Frame, app: &App, area: Rect, theme: &Palette, now: 
             )),
         ]),
     ];
+    if let Some(owner) = &s.owner {
+        lines.insert(2, Line::from(vec![Span::styled("owner      ", theme.chrome()), Span::raw(owner.clone())]));
+    }
     let history = app.history.as_ref().filter(|(k, _)| *k == s.key).map(|(_, h)| h.as_slice());
     match history {
         None => lines.push(Line::from(Span::styled("reading the history…", theme.chrome()))),

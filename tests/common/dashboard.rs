@@ -38,6 +38,7 @@ fn outcome(seconds_ago: i64, kind: OutcomeKind, latency_ms: u64, status: u16, co
         request_id: Some(format!("req-{seconds_ago:04}")),
         client_request_id: None,
         message: None,
+        by: None,
     }
 }
 

@@ -83,6 +83,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE INDEX wbs_leases_by_keeper ON wbs_leases(keeper);
     CREATE SEQUENCE wbs_fences;
 ",
+    "
+    -- Which process made each call (`HOST:PID`): which keeper, where several share the store.
+    ALTER TABLE wbs_outcomes ADD COLUMN made_by text;
+    -- Whose sign-in each session belongs to; keepers lease a workbook per owner (`leases::UNIT`).
+    ALTER TABLE wbs_sessions ADD COLUMN owner text;
+    ALTER TABLE wbs_keepers ADD COLUMN owner text;
+    DELETE FROM wbs_leases;
+    -- The keepers each keeper saw alive at its last turn: a silent one may be spending its part
+    -- of the budget (one over these) without the store counting it.
+    ALTER TABLE wbs_keepers ADD COLUMN live bigint NOT NULL DEFAULT 1;
+",
 ];
 
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -113,6 +124,8 @@ pub(crate) struct PgDb {
     /// This process's id as a keeper, while it is one: its outcomes are written only for
     /// workbooks no other keeper holds (`leases::NOT_ANOTHERS`).
     pub(super) keeper: super::KeeperId,
+    /// Wakes the store's watcher when another connection commits (`listen`).
+    pub(super) listener: Option<super::listen::Listener>,
 }
 
 /// Connects to `url`, encrypted as its `sslmode` says.
@@ -176,7 +189,7 @@ impl PgDb {
     pub(crate) fn open(url: PgUrl, access: Access) -> Result<PgDb, StoreError> {
         let mut client = connect(&url)?;
         let shown = url.to_string();
-        let mut db = PgDb { url, client: None, own_revs: 0, keeper: super::KeeperId::default() };
+        let mut db = PgDb { url, client: None, own_revs: 0, keeper: super::KeeperId::default(), listener: None };
         let version = schema_version(&mut client).map_err(|e| db.err(&e))?;
         match version {
             Some(found) if found < 0 => {
@@ -237,7 +250,13 @@ impl PgDb {
         let outcome = (|| {
             let mut tx = client.transaction()?;
             let rev: i64 =
-                tx.query_one("UPDATE wbs_meta SET value = value + 1 WHERE key = 'rev' RETURNING value", &[])?.get(0);
+                // Watchers listening on the channel are told as this commits (`listen`).
+                tx.query_one(
+                    "UPDATE wbs_meta SET value = value + 1 WHERE key = 'rev' \
+                     RETURNING value, pg_notify('wbs_changes', '')::text",
+                    &[],
+                )?
+                .get(0);
             let value = work(&mut tx, rev)?;
             tx.commit()?;
             Ok(value)

@@ -2,10 +2,12 @@
 //! tables and rules as the SQLite store (`db`, `rows`), the driver role in a row with a
 //! heartbeat on the database's clock (`role`), and the connection's address read as `psql`
 //! reads it, its password never shown (`url`). The connection lives on the store's thread
-//! (`store::thread`), like SQLite's.
+//! (`store::thread`), like SQLite's; a watcher's store listens for others' commits on a second
+//! one (`listen`).
 
 mod db;
 mod leases;
+mod listen;
 mod role;
 mod rows;
 mod tls;

@@ -3,7 +3,6 @@
 //! that dies, stops or is cut off has its workbooks taken over by the others once its leases
 //! lapse. A dashboard keeps the store only when no keeper does (`acquire`), as on SQLite.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use postgres::Client;
 use super::db::{connect, detail};
 use super::leases;
 use super::url::PgUrl;
-use crate::store::{DriverRole, Holder, KeeperInfo, Lease, RoleError};
+use crate::store::{DriverRole, Holder, KeeperInfo, Lease, RoleError, Share};
 
 /// How often a keeper takes its turn: renews its leases, takes its share, says it is alive.
 const TURN: Duration = Duration::from_secs(1);
@@ -34,11 +33,13 @@ pub(crate) struct PgRole {
     url: PgUrl,
     conn: Mutex<Option<Client>>,
     keeper: super::KeeperId,
+    /// Whose sign-in this process refreshes with (`DriverRole::identify`).
+    owner: Mutex<Option<String>>,
 }
 
 impl PgRole {
     pub(super) fn new(url: PgUrl, keeper: super::KeeperId) -> Self {
-        PgRole { url, conn: Mutex::new(None), keeper }
+        PgRole { url, conn: Mutex::new(None), keeper, owner: Mutex::new(None) }
     }
 
     fn failed(&self, what: String) -> RoleError {
@@ -100,15 +101,26 @@ impl DriverRole for PgRole {
     }
 
     fn join(&self) -> Result<Box<dyn Lease>, RoleError> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let (pid, host, lease) = (std::process::id(), crate::store::this_host(), self.url.lease);
-        // The first turn before anything starts: a database that cannot be reached says so now.
-        let first = {
-            let (id, host) = (id.clone(), host.clone());
-            self.with_conn(move |conn| leases::claim(conn, &id, pid, &host, lease))?
+        let me = leases::Keeper {
+            id: uuid::Uuid::new_v4().to_string(),
+            pid: std::process::id(),
+            host: crate::store::this_host(),
+            owner: self.owner.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         };
-        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-        KeeperLease::start(self.url.clone(), id, first, self.keeper.clone())
+        let lease = self.url.lease;
+        // The first turn before anything starts: a database that cannot be reached says so now.
+        let began = Instant::now();
+        let first = self.with_conn(|conn| leases::claim(conn, &me, lease))?;
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(me.id.clone());
+        KeeperLease::start(self.url.clone(), me, first, began, self.keeper.clone())
+    }
+
+    fn identify(&self, owner: Option<String>) {
+        *self.owner.lock().unwrap_or_else(|p| p.into_inner()) = owner;
+    }
+
+    fn shares_workbooks(&self) -> bool {
+        true
     }
 
     fn holder(&self) -> Option<Holder> {
@@ -127,61 +139,88 @@ impl DriverRole for PgRole {
                 quiet_secs: Some(k.quiet_secs),
                 workbooks: u64::try_from(k.workbooks).ok(),
                 sessions: u64::try_from(k.sessions).ok(),
+                owner: k.owner,
             })
             .collect())
     }
 }
 
 /// A keeper's share, held: a thread takes the keeper's turn every second while its engine is at
-/// work. Cut off from the database, it keeps the workbooks it had (and takes no new ones); back,
-/// it keeps what is still its own.
+/// work. Cut off from the database, it keeps the workbooks it had (and takes no new ones) until
+/// their leases lapse by its own clock; then, if other keepers were alive to take them over, it
+/// keeps them only on standby (`Share::standby`). Back, it keeps what is still its own.
 struct KeeperLease {
     keeper: super::KeeperId,
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Instant>>,
-    held: Arc<Mutex<Arc<BTreeSet<String>>>>,
+    share: Arc<Mutex<Share>>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Leases are let go of this long before they lapse by this keeper's clock: the engine looks at
+/// its share once a tick, and a refresh may be on its way when it does.
+const LAPSE_MARGIN: Duration = Duration::from_millis(1500);
+
+fn share_of(turn: leases::Turn) -> Share {
+    Share {
+        kept: Arc::new(turn.held.into_keys().collect()),
+        standby: Arc::default(),
+        budget: 1.0 / turn.live.max(1) as f64,
+    }
 }
 
 impl KeeperLease {
     fn start(
         url: PgUrl,
-        id: String,
-        first: leases::Held,
+        me: leases::Keeper,
+        first: leases::Turn,
+        began: Instant,
         keeper: super::KeeperId,
     ) -> Result<Box<dyn Lease>, RoleError> {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Instant::now()));
-        let held = Arc::new(Mutex::new(Arc::new(first.into_keys().collect::<BTreeSet<_>>())));
-        let (stop_t, seen_t, held_t) = (stop.clone(), seen.clone(), held.clone());
+        let share = Arc::new(Mutex::new(share_of(first)));
+        let (stop_t, seen_t, share_t) = (stop.clone(), seen.clone(), share.clone());
         let thread = std::thread::Builder::new()
             .name("keeper-turns".into())
-            .spawn(move || turns(&url, &id, &stop_t, &seen_t, &held_t))
+            .spawn(move || turns(&url, &me, began, &stop_t, &seen_t, &share_t))
             .map_err(|e| RoleError::Failed(format!("cannot start the keeper's turns: {e}")))?;
-        Ok(Box::new(KeeperLease { keeper, stop, seen, held, thread: Some(thread) }))
+        Ok(Box::new(KeeperLease { keeper, stop, seen, share, thread: Some(thread) }))
     }
 }
 
-fn turns(url: &PgUrl, id: &str, stop: &AtomicBool, seen: &Mutex<Instant>, held: &Mutex<Arc<BTreeSet<String>>>) {
-    let (pid, host) = (std::process::id(), crate::store::this_host());
+fn turns(
+    url: &PgUrl,
+    me: &leases::Keeper,
+    began: Instant,
+    stop: &AtomicBool,
+    seen: &Mutex<Instant>,
+    share: &Mutex<Share>,
+) {
     let mut conn: Option<Client> = None;
     let mut cut_off = false;
+    // Until when the leases of the last good turn hold, by this keeper's clock: they were set
+    // from the database's `now()` after the turn began, so they hold at least this long.
+    let mut lapse = began + url.lease;
+    let set = |next: Share| *share.lock().unwrap_or_else(|p| p.into_inner()) = next;
     while !stop.load(Ordering::Relaxed) {
         let at_work = seen.lock().is_ok_and(|t| t.elapsed() < QUIET);
         if at_work {
             if conn.as_ref().is_none_or(Client::is_closed) {
                 conn = connect(url).ok();
             }
-            match conn.as_mut().map(|c| leases::claim(c, id, pid, &host, url.lease)) {
-                Some(Ok(now)) => {
+            let began = Instant::now();
+            match conn.as_mut().map(|c| leases::claim(c, me, url.lease)) {
+                Some(Ok(turn)) => {
                     if cut_off {
                         tracing::warn!(
-                            workbooks = now.len(),
+                            workbooks = turn.held.len(),
                             "the database is back; this keeper keeps what is still its own"
                         );
                         cut_off = false;
                     }
-                    *held.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(now.into_keys().collect());
+                    lapse = began + url.lease;
+                    set(share_of(turn));
                 }
                 failed => {
                     if !cut_off {
@@ -196,6 +235,9 @@ fn turns(url: &PgUrl, id: &str, stop: &AtomicBool, seen: &Mutex<Instant>, held: 
                 }
             }
         }
+        if (cut_off || !at_work) && Instant::now() + LAPSE_MARGIN >= lapse {
+            stand_by(share);
+        }
         let until = Instant::now() + TURN;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(50));
@@ -203,8 +245,28 @@ fn turns(url: &PgUrl, id: &str, stop: &AtomicBool, seen: &Mutex<Instant>, held: 
     }
     // Let go at once rather than after the lease: the others take over within a second.
     if let Some(mut conn) = conn.filter(|c| !c.is_closed()).or_else(|| connect(url).ok()) {
-        let _ = leases::release(&mut conn, id);
+        let _ = leases::release(&mut conn, &me.id);
     }
+}
+
+/// The leases lapsed while the database could not be reached: where other keepers were alive
+/// to take the workbooks over, they are kept on standby only, on `STANDBY_BUDGET` at most;
+/// a keeper that was alone keeps them all, as nobody else will.
+fn stand_by(share: &Mutex<Share>) {
+    let mut share = share.lock().unwrap_or_else(|p| p.into_inner());
+    if share.kept.is_empty() || share.budget >= 1.0 {
+        return;
+    }
+    tracing::warn!(
+        workbooks = share.kept.len(),
+        "this keeper's leases lapsed while it was cut off: the other keepers take its workbooks over; \
+         it refreshes their sessions only if they come near expiry"
+    );
+    let mut standby = (*share.standby).clone();
+    standby.extend(share.kept.iter().cloned());
+    share.standby = Arc::new(standby);
+    share.kept = Arc::default();
+    share.budget = share.budget.min(leases::STANDBY_BUDGET);
 }
 
 impl Lease for KeeperLease {
@@ -213,8 +275,8 @@ impl Lease for KeeperLease {
         Ok(())
     }
 
-    fn workbooks(&self) -> Option<Arc<BTreeSet<String>>> {
-        Some(self.held.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    fn share(&self) -> Option<Share> {
+        Some(self.share.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 

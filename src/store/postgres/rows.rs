@@ -6,7 +6,7 @@ use postgres::Row;
 use postgres::types::ToSql;
 
 use super::db::{BUDGET_LOCK, PgDb, Refusal};
-use super::leases::NOT_ANOTHERS;
+use super::leases::{self, NOT_ANOTHERS};
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
 use crate::store::stored::{StoredOutcome, StoredSession, interval_ms, parse_time, time_text};
 use crate::store::thread::Backend;
@@ -16,10 +16,10 @@ use crate::store::{
 
 /// A session row with its newest outcome (if any) joined beside it.
 const SESSION_SELECT: &str = "SELECT s.id, s.name, s.workbook, s.session_id, s.mode, s.interval_ms, s.recreate, s.auto, \
-     s.status, s.last_refresh, s.failures, s.created_at, o.at, o.latency_ms \
+     s.status, s.last_refresh, s.failures, s.created_at, o.at, o.latency_ms, s.owner \
      FROM wbs_sessions s LEFT JOIN wbs_outcomes o ON o.id = (SELECT max(id) FROM wbs_outcomes WHERE session = s.id)";
 const OUTCOME_COLUMNS: &str =
-    "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message";
+    "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message, made_by";
 
 /// Removal records kept for watchers that sync by revision; one further behind reloads the list.
 const KEPT_TOMBSTONES: i64 = 10_000;
@@ -46,6 +46,7 @@ fn session_from_row(row: &Row) -> Option<TrackedSession> {
         created_at: text(11),
         last_at: row.try_get::<_, Option<String>>(12).ok().flatten(),
         last_latency_ms: row.try_get::<_, Option<i64>>(13).ok().flatten(),
+        owner: row.try_get::<_, Option<String>>(14).ok().flatten(),
     }
     .read()
 }
@@ -62,6 +63,7 @@ fn outcome_from_row(row: &Row, first: usize) -> Outcome {
         request_id: text(6),
         client_request_id: text(7),
         message: text(8),
+        made_by: text(9),
     }
     .read()
 }
@@ -70,10 +72,10 @@ fn insert_outcome(tx: &mut postgres::Transaction<'_>, key: SessionKey, o: &Outco
     let o = StoredOutcome::of(o);
     let status = o.http_status.map(i32::from);
     tx.execute(
-        "INSERT INTO wbs_outcomes (session, at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+        "INSERT INTO wbs_outcomes (session, at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message, made_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (session, client_request_id) WHERE client_request_id IS NOT NULL DO NOTHING",
-        &[&key, &o.at, &o.action, &o.kind, &o.latency_ms, &status, &o.codes, &o.request_id, &o.client_request_id, &o.message],
+        &[&key, &o.at, &o.action, &o.kind, &o.latency_ms, &status, &o.codes, &o.request_id, &o.client_request_id, &o.message, &o.made_by],
     )?;
     Ok(())
 }
@@ -135,8 +137,8 @@ impl PgDb {
             let by_name = tx.prepare("SELECT 1 FROM wbs_sessions WHERE name = $1")?;
             let by_id = tx.prepare("SELECT name FROM wbs_sessions WHERE session_id = $1")?;
             let insert = tx.prepare(
-                "INSERT INTO wbs_sessions (name, workbook, session_id, mode, interval_ms, recreate, auto, status, last_refresh, failures, created_at, rev) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+                "INSERT INTO wbs_sessions (name, workbook, session_id, mode, interval_ms, recreate, auto, status, last_refresh, failures, created_at, rev, owner) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
             )?;
             for &(session, history) in sessions {
                 if tx.query_opt(&by_name, &[&session.name])?.is_some() {
@@ -146,7 +148,10 @@ impl PgDb {
                     return Err(Refusal::Clash(StoreError::IdTaken(other.get(0))));
                 }
                 let columns = Columns::of(session);
-                let key: i64 = tx.query_one(&insert, &columns.params(&rev))?.get(0);
+                // The owner is written once: a rewrite (a refresh's outcome) never changes it.
+                let mut params = columns.params(&rev).to_vec();
+                params.push(&session.owner);
+                let key: i64 = tx.query_one(&insert, &params)?.get(0);
                 for outcome in history {
                     insert_outcome(tx, key, outcome)?;
                 }
@@ -375,7 +380,7 @@ impl Backend for PgDb {
                     &[&RECENT_OUTCOMES, &limit],
                 )?
                 .iter()
-                .map(|r| (r.try_get::<_, String>(9).unwrap_or_default(), outcome_from_row(r, 0)))
+                .map(|r| (r.try_get::<_, String>(10).unwrap_or_default(), outcome_from_row(r, 0)))
                 .collect())
         })
     }
@@ -385,6 +390,7 @@ impl Backend for PgDb {
     fn reserve(&mut self, ask: Reservation, budget: u32, _now: DateTime<Utc>) -> Result<Grant, StoreError> {
         let Reservation { want, extra, unused } = ask;
         let window_ms = i64::try_from(GRANT_COUNTED.as_millis()).unwrap_or(i64::MAX);
+        let lease = self.url.lease;
         let (granted, oldest, now_ms, row) = self.transact(false, |tx| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BUDGET_LOCK])?;
             if let Some((token, n)) = unused {
@@ -398,6 +404,9 @@ impl Backend for PgDb {
             tx.execute("DELETE FROM wbs_budget WHERE at_ms <= $1", &[&now_ms.saturating_sub(window_ms)])?;
             let counted = tx.query_one("SELECT coalesce(sum(used), 0)::bigint, min(at_ms) FROM wbs_budget", &[])?;
             let (used, oldest): (i64, Option<i64>) = (counted.get(0), counted.get(1));
+            // What keepers cut off from here may be sending is not handed to the others.
+            let absent = (leases::absent_share(tx, lease, GRANT_COUNTED)? * f64::from(budget)).ceil() as i64;
+            let used = used.saturating_add(absent);
             let granted = grant_of(u64::try_from(used).unwrap_or(0), want, budget);
             let recorded = i64::from(granted) + i64::from(extra);
             let row = if recorded > 0 {
@@ -540,5 +549,15 @@ impl Backend for PgDb {
 
     fn others_mark(&mut self) -> Result<i64, StoreError> {
         Ok(self.meta("rev")? - self.own_revs)
+    }
+
+    fn wake_on_change(&mut self, wake: Box<dyn Fn() + Send>) {
+        if self.listener.is_none() {
+            self.listener = super::listen::Listener::start(self.url.clone(), wake);
+        }
+    }
+
+    fn woken(&self) -> bool {
+        self.listener.as_ref().is_some_and(super::listen::Listener::listening)
     }
 }

@@ -76,6 +76,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE TABLE budget (at_ms INTEGER NOT NULL, used INTEGER NOT NULL);
     CREATE INDEX budget_by_time ON budget(at_ms);
 ",
+    // Which process made each call (`HOST:PID`); whose sign-in each session belongs to.
+    "
+    ALTER TABLE outcomes ADD COLUMN made_by TEXT;
+    ALTER TABLE sessions ADD COLUMN owner TEXT;
+",
 ];
 
 pub(crate) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -182,7 +182,7 @@ impl Db {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map(params![RECENT_OUTCOMES, i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                Ok((r.get::<_, Option<String>>(9)?.unwrap_or_default(), outcome_from_row(r, 0)?))
+                Ok((r.get::<_, Option<String>>(10)?.unwrap_or_default(), outcome_from_row(r, 0)?))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
@@ -255,8 +255,8 @@ impl Db {
             let mut by_name = tx.prepare_cached("SELECT 1 FROM sessions WHERE name = ?1")?;
             let mut by_id = tx.prepare_cached("SELECT name FROM sessions WHERE session_id = ?1")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO sessions (name, workbook, session_id, mode, interval_ms, recreate, auto, status, last_refresh, failures, created_at, rev)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                "INSERT INTO sessions (name, workbook, session_id, mode, interval_ms, recreate, auto, status, last_refresh, failures, created_at, rev, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             for &(session, history) in sessions {
                 if by_name.exists([&session.name])? {
@@ -269,7 +269,9 @@ impl Db {
                     clash = Some(StoreError::IdTaken(other));
                     return Err(rusqlite::Error::QueryReturnedNoRows);
                 }
-                insert.execute(rusqlite::params_from_iter(Self::columns(session, rev)))?;
+                // The owner is written once: a rewrite (a refresh's outcome) never changes it.
+                let owner = Value::from(session.owner.clone());
+                insert.execute(rusqlite::params_from_iter(Self::columns(session, rev).into_iter().chain([owner])))?;
                 let key = tx.last_insert_rowid();
                 for outcome in history {
                     insert_outcome(tx, key, outcome)?;
@@ -417,10 +419,10 @@ fn prune_tombstones(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// A session row with its newest outcome (if any) joined beside it.
 const SESSION_SELECT: &str = "SELECT s.id, s.name, s.workbook, s.session_id, s.mode, s.interval_ms, s.recreate, s.auto, \
      s.status, s.last_refresh, s.failures, s.created_at, \
-     o.at, o.latency_ms \
+     o.at, o.latency_ms, s.owner \
      FROM sessions s LEFT JOIN outcomes o ON o.id = (SELECT max(id) FROM outcomes WHERE session = s.id)";
 const OUTCOME_COLUMNS: &str =
-    "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message";
+    "SELECT at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message, made_by";
 
 /// How many of the newest outcomes `problems` looks through.
 const RECENT_OUTCOMES: i64 = 20_000;
@@ -443,12 +445,13 @@ fn session_from_row(row: &Row<'_>) -> rusqlite::Result<TrackedSession> {
         created_at: text(11),
         last_at: row.get::<_, Option<String>>(12).ok().flatten(),
         last_latency_ms: row.get::<_, Option<i64>>(13).ok().flatten(),
+        owner: row.get::<_, Option<String>>(14).ok().flatten(),
     };
     stored.read().ok_or_else(|| rusqlite::Error::InvalidColumnType(3, "session_id".into(), rusqlite::types::Type::Text))
 }
 
 /// An outcome from columns `at, action, kind, latency_ms, http_status, codes, request_id,
-/// client_request_id, message` starting at `first`.
+/// client_request_id, message, made_by` starting at `first`.
 fn outcome_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
     let text = |i: usize| row.get::<_, Option<String>>(first + i).ok().flatten();
     Ok(StoredOutcome {
@@ -461,6 +464,7 @@ fn outcome_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
         request_id: text(6),
         client_request_id: text(7),
         message: text(8),
+        made_by: text(9),
     }
     .read())
 }
@@ -468,8 +472,8 @@ fn outcome_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<Outcome> {
 fn insert_outcome(conn: &Connection, key: SessionKey, o: &Outcome) -> rusqlite::Result<()> {
     let o = StoredOutcome::of(o);
     conn.prepare_cached(
-        "INSERT INTO outcomes (session, at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO outcomes (session, at, action, kind, latency_ms, http_status, codes, request_id, client_request_id, message, made_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         key,
@@ -481,7 +485,8 @@ fn insert_outcome(conn: &Connection, key: SessionKey, o: &Outcome) -> rusqlite::
         o.codes,
         o.request_id,
         o.client_request_id,
-        o.message
+        o.message,
+        o.made_by
     ])?;
     Ok(())
 }
@@ -517,6 +522,7 @@ mod tests {
             request_id: None,
             client_request_id: None,
             message: None,
+            by: None,
         }
     }
 
