@@ -123,7 +123,7 @@ fn rig_from(sessions: Vec<TrackedSession>, settings: EngineSettings, role: Role,
         store.clone(),
         Some(store_events),
         Some(sessions.clone()),
-        EngineConfig { settings, role, paused: false, seed: Some(1) },
+        EngineConfig { settings, role, paused: false, batching: None, seed: Some(1) },
     );
     Rig {
         handle,
@@ -274,7 +274,13 @@ async fn engines_on_one_store_share_one_request_budget() {
     let handles: Vec<_> = (0..2)
         .map(|_| {
             let ctx = Context { graph: graph.clone(), clock: clock.clone(), auth: None };
-            let config = EngineConfig { settings: budget.clone(), role: Role::OneShot, paused: false, seed: Some(1) };
+            let config = EngineConfig {
+                settings: budget.clone(),
+                role: Role::OneShot,
+                paused: false,
+                batching: None,
+                seed: Some(1),
+            };
             engine::spawn(ctx, store.clone(), None, Some(sessions.clone()), config).handle
         })
         .collect();
@@ -816,7 +822,8 @@ async fn a_read_only_store_is_watched_and_changed_by_nothing() {
     let store = MemoryStore::new(&sessions);
     store.state.lock().unwrap().read_only = true;
     let ctx = Context { graph: graph.clone(), clock: clock.clone(), auth: None };
-    let config = EngineConfig { settings: settings(), role: Role::Driver, paused: false, seed: Some(1) };
+    let config =
+        EngineConfig { settings: settings(), role: Role::Driver, paused: false, batching: None, seed: Some(1) };
     let handle = engine::spawn(ctx, store.clone(), None, Some(sessions.clone()), config).handle;
     for request in [Request::Refresh(1), Request::Close(1), Request::Recreate(1), Request::PauseAll(true)] {
         match handle.ask(request).await {

@@ -312,10 +312,9 @@ fn killed_at_any_moment_nothing_acknowledged_is_lost() {
     assert!(kills >= 10, "only {kills} processes were killed mid-way; the test proves little");
 }
 
-/// `run` against a simulator whose `$batch` behaves as `mode`, with twelve sessions on workbooks of
-/// their own that idle out after 3 s; returns the keeper's stderr, the simulator's count of batch
-/// requests, and the sessions' statuses at the end.
-fn keep_with_batch(mode: wbsessions::sim::SimBatch) -> (String, u64, Vec<String>) {
+/// A simulator whose `$batch` behaves as `mode`, with twelve sessions on workbooks of their own
+/// that idle out after 3 s, imported into a store of their own.
+fn batch_rig(mode: wbsessions::sim::SimBatch) -> (SimThread, tempfile::TempDir, Cli) {
     let workbooks: Vec<String> = (0..12).map(|i| format!("B{i:02}")).collect();
     let config = SimConfig {
         persistent_expiry: Duration::from_secs(3),
@@ -331,7 +330,11 @@ fn keep_with_batch(mode: wbsessions::sim::SimBatch) -> (String, u64, Vec<String>
     let file = dir.path().join("sessions.csv");
     std::fs::write(&file, format!("name,workbook,session_id,interval\n{}\n", lines.join("\n"))).unwrap();
     cli.ok(&["import", file.to_str().unwrap()]);
+    (sim, dir, cli)
+}
 
+/// `run` until its stderr says one of `until` (15 s at most), then `then` longer; its stderr.
+fn keep_until(cli: &Cli, until: &[&str], then: Duration) -> String {
     let mut child = cli.command(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let stderr = Arc::new(Mutex::new(String::new()));
     let sink = stderr.clone();
@@ -343,28 +346,55 @@ fn keep_with_batch(mode: wbsessions::sim::SimBatch) -> (String, u64, Vec<String>
             text.push('\n');
         }
     });
-    // The canary needs its 3 s expiry and a tenth more on batches alone before all are batched.
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while std::time::Instant::now() < deadline {
         let text = stderr.lock().unwrap().clone();
-        if text.contains("per request from now on") || text.contains("one request per session") {
+        if until.iter().any(|u| text.contains(u)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    // Longer than an expiry: every session must come through it alive.
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(then);
     sigterm(&child);
     assert!(child.wait().unwrap().success());
     reader.join().unwrap();
-    let statuses = json(&cli.ok(&["list", "--json"]))
+    stderr.lock().unwrap().clone()
+}
+
+fn statuses(cli: &Cli) -> Vec<String> {
+    json(&cli.ok(&["list", "--json"]))
         .as_array()
         .unwrap()
         .iter()
         .map(|s| s["status"].as_str().unwrap().to_string())
-        .collect();
-    let text = stderr.lock().unwrap().clone();
-    (text, sim.sim.stats().batches, statuses)
+        .collect()
+}
+
+/// `run` against a simulator whose `$batch` behaves as `mode` (`batch_rig`) until batching is
+/// decided, and an expiry longer; returns the keeper's stderr, the simulator's count of batch
+/// requests, and the sessions' statuses at the end.
+fn keep_with_batch(mode: wbsessions::sim::SimBatch) -> (String, u64, Vec<String>) {
+    let (sim, _dir, cli) = batch_rig(mode);
+    // The canary needs its 3 s expiry and a tenth more on batches alone before all are batched;
+    // then longer than an expiry: every session must come through it alive.
+    let said = keep_until(&cli, &["per request from now on", "one request per session"], Duration::from_secs(4));
+    (said, sim.sim.stats().batches, statuses(&cli))
+}
+
+/// What one keeper learned of `$batch` is kept in the store: the next one starts from it,
+/// batching at once without a probe or a canary.
+#[test]
+fn the_next_keeper_starts_from_what_the_last_one_learned_of_batch() {
+    let (sim, _dir, cli) = batch_rig(wbsessions::sim::SimBatch::Honoured);
+    let first = keep_until(&cli, &["per request from now on"], Duration::ZERO);
+    assert!(first.contains("per request from now on"), "{first}");
+    let batches = sim.sim.stats().batches;
+    let second = keep_until(&cli, &["as a process on this store found"], Duration::from_secs(2));
+    assert!(second.contains("$batch refreshes keep sessions alive, as a process on this store found at"), "{second}");
+    assert!(!second.contains("Graph reads the session header"), "no probe again: {second}");
+    // Twelve sessions due every second, in batches from the start: far fewer batches than calls.
+    assert!(sim.sim.stats().batches > batches, "it batched");
+    assert!(statuses(&cli).iter().all(|s| s == "ok"), "{second}");
 }
 
 #[test]

@@ -58,7 +58,7 @@ async fn a_thousand_sessions_survive_five_minutes_of_twenty_percent_throttling_a
         // Seeded, like the faults: the run repeats exactly, so a failure here is a regression to
         // look at, not bad luck. (Over seeds 1 to 40, one run lost one session of the thousand,
         // to a dozen failures in a row in its first cycle.)
-        EngineConfig { settings, role: Role::Driver, paused: false, seed: Some(seed()) },
+        EngineConfig { settings, role: Role::Driver, paused: false, batching: None, seed: Some(seed()) },
     );
     let end = Instant::now() + Duration::from_secs(300);
     let (mut held_since, mut held_for) = (None, Duration::ZERO);

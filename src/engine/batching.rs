@@ -16,6 +16,10 @@
 //! last (batched) refresh was within its idle expiry, shows that batches do not keep sessions
 //! alive here, and so does a batch answer that does not answer each request. Either turns
 //! batching off at once; three batches in a row that fail for want of any answer do too.
+//!
+//! What is learned of Graph itself (the canary lived, or batches let a session expire, or the
+//! header is ignored) is written to the store (`learned`), and a process that starts within a
+//! day of it starts from there: trusted (audits go on) or off, without probing again.
 
 use std::time::Duration;
 
@@ -41,6 +45,9 @@ const MAX_FAILED_BATCHES: u8 = 3;
 const PROBE_AGAIN: Duration = Duration::from_secs(60);
 /// Probes that say nothing useful before batching is given up.
 const MAX_PROBES: u8 = 3;
+
+/// How long what a process learned of `$batch` is taken on trust by the next one.
+const VERDICT_LIFE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
 /// How often a session kept alive by batches alone is checked with a plain call.
 const AUDIT_EVERY: Duration = Duration::from_secs(30 * 60);
@@ -93,12 +100,50 @@ pub(crate) struct Batching {
     checking: Option<JobId>,
     /// Batches in a row that failed without an answer.
     failed: u8,
+    /// What was learned of Graph (not of a passing failure): whether batches keep sessions alive.
+    learned: Option<bool>,
+    /// Said once at the start, when it starts from what another process learned.
+    start_note: Option<String>,
 }
 
 impl Batching {
-    pub fn new(enabled: bool, now: Instant) -> Self {
-        let state = if enabled { State::Untried { probes: 0, next: now } } else { State::Off };
-        Batching { state, checking: None, failed: 0 }
+    /// `known`: what a process on the store learned, taken on trust for a day (`wall_now`).
+    pub fn new(
+        enabled: bool,
+        known: Option<crate::store::BatchVerdict>,
+        wall_now: chrono::DateTime<chrono::Utc>,
+        now: Instant,
+    ) -> Self {
+        let known = known.filter(|v| enabled && v.at <= wall_now && wall_now - v.at < VERDICT_LIFE);
+        let (state, start_note) = match known {
+            Some(v) if v.keeps_alive => (
+                State::Trusted { next_check: now + AUDIT_EVERY },
+                Some(format!(
+                    "$batch refreshes keep sessions alive, as a process on this store found at {}: refreshing up to {MAX_BATCH} sessions per request",
+                    v.at.format("%Y-%m-%d %H:%M UTC")
+                )),
+            ),
+            Some(v) => (
+                State::Off,
+                Some(format!(
+                    "$batch refreshes do not keep sessions alive, as a process on this store found at {}: refreshing with one request per session",
+                    v.at.format("%Y-%m-%d %H:%M UTC")
+                )),
+            ),
+            None if enabled => (State::Untried { probes: 0, next: now }, None),
+            None => (State::Off, None),
+        };
+        Batching { state, checking: None, failed: 0, learned: known.map(|v| v.keeps_alive), start_note }
+    }
+
+    /// What was learned of Graph, to share on the store.
+    pub(crate) fn learned(&self) -> Option<bool> {
+        self.learned
+    }
+
+    /// What to say at the start, once.
+    pub(crate) fn take_start_note(&mut self) -> Option<String> {
+        self.start_note.take()
     }
 
     /// Whether refreshes due a little later are fetched now to fill batches.
@@ -180,6 +225,7 @@ impl Batching {
             }
             Probe::Ignored => {
                 self.state = State::Off;
+                self.learned = Some(false);
                 Some("Graph ignores the session header inside $batch: refreshing with one request per session".into())
             }
             Probe::Unavailable(why) => {
@@ -237,6 +283,7 @@ impl Batching {
         }
         self.state = State::Off;
         self.checking = None;
+        self.learned = Some(false);
         Some(format!(
             "{name} expired although $batch refreshed it {} ago: Graph does not keep sessions alive through $batch here, so refreshing with one request per session from now on",
             format_duration(ago)
@@ -261,12 +308,14 @@ impl Batching {
         match (&self.state, failure) {
             (State::Canary { .. } | State::Trusted { .. }, Some(ErrorClass::Expired)) => {
                 self.state = State::Off;
+                self.learned = Some(false);
                 Some(format!(
                     "{name} expired although $batch refreshed it for {alone}: Graph does not keep sessions alive through $batch here, so refreshing with one request per session from now on"
                 ))
             }
             (State::Canary { .. }, None) => {
                 self.state = State::Trusted { next_check: now + AUDIT_EVERY };
+                self.learned = Some(true);
                 Some(format!(
                     "$batch refreshes keep sessions alive ({name} lived on them alone for {alone}): refreshing up to {MAX_BATCH} sessions per request from now on"
                 ))
@@ -298,6 +347,38 @@ mod tests {
 
     const EXPIRY: Duration = Duration::from_secs(300);
 
+    /// What a process on the store learned is taken on trust for a day, then probed again.
+    #[test]
+    fn a_verdict_from_the_store_is_taken_for_a_day() {
+        let (now, wall) = (Instant::now(), chrono::Utc::now());
+        let verdict = |keeps_alive: bool, hours: i64| {
+            Some(crate::store::BatchVerdict { keeps_alive, at: wall - chrono::TimeDelta::hours(hours) })
+        };
+        let mut trusted = Batching::new(true, verdict(true, 2), wall, now);
+        assert!(trusted.gathers(), "batches at once");
+        assert!(trusted.take_start_note().is_some_and(|n| n.contains("as a process on this store found")));
+        assert_eq!(trusted.learned(), Some(true), "nothing new to tell the store");
+        let mut off = Batching::new(true, verdict(false, 2), wall, now);
+        assert_eq!(off.route(JobId::for_tests(1), 1, None, EXPIRY, now), Route::Plain);
+        let mut stale = Batching::new(true, verdict(true, 25), wall, now);
+        assert_eq!(
+            stale.route(JobId::for_tests(1), 1, None, EXPIRY, now),
+            Route::Alone { probe: true },
+            "a day on: probed again"
+        );
+        assert_eq!(stale.learned(), None);
+        let disabled = Batching::new(false, verdict(true, 2), wall, now);
+        assert!(!disabled.gathers(), "batch = false wins");
+        // A canary that lived is learned, to be shared.
+        let mut b = Batching::new(true, None, wall, now);
+        b.route(JobId::for_tests(1), 1, None, EXPIRY, now);
+        b.probed(&Probe::Honoured, 1, "a", EXPIRY, now);
+        let later = now + outlives(EXPIRY) + Duration::from_secs(1);
+        assert_eq!(b.route(JobId::for_tests(2), 1, Some(now), EXPIRY, later), Route::Check);
+        b.checked("a", outlives(EXPIRY), None, later);
+        assert_eq!(b.learned(), Some(true));
+    }
+
     fn key(n: i64) -> SessionKey {
         n
     }
@@ -306,11 +387,11 @@ mod tests {
     async fn only_a_probe_that_shows_the_header_is_read_leads_to_a_canary() {
         let now = Instant::now();
         let id = JobId::for_tests(1);
-        let mut off = Batching::new(false, now);
+        let mut off = Batching::new(false, None, chrono::Utc::now(), now);
         assert_eq!(off.route(id, key(1), None, EXPIRY, now), Route::Plain);
         assert!(off.probed(&Probe::Honoured, key(1), "a", EXPIRY, now).is_none(), "a setting of false stays off");
 
-        let mut b = Batching::new(true, now);
+        let mut b = Batching::new(true, None, chrono::Utc::now(), now);
         assert_eq!(b.route(id, key(1), None, EXPIRY, now), Route::Alone { probe: true });
         assert!(b.probed(&Probe::Inconclusive("throttled".into()), key(1), "a", EXPIRY, now).is_none());
         assert_eq!(b.route(id, key(1), None, EXPIRY, now + Duration::from_secs(59)), Route::Plain, "a minute later");
@@ -321,11 +402,11 @@ mod tests {
         assert!(!b.gathers());
 
         for probe in [Probe::Ignored, Probe::Unavailable("400".into())] {
-            let mut b = Batching::new(true, now);
+            let mut b = Batching::new(true, None, chrono::Utc::now(), now);
             assert!(b.probed(&probe, key(1), "a", EXPIRY, now).is_some());
             assert_eq!(b.route(id, key(1), None, EXPIRY, now), Route::Plain, "{probe:?} turns batching off");
         }
-        let mut b = Batching::new(true, now);
+        let mut b = Batching::new(true, None, chrono::Utc::now(), now);
         for _ in 0..MAX_PROBES {
             b.probed(&Probe::Inconclusive("timeout".into()), key(1), "a", EXPIRY, now);
         }
@@ -337,7 +418,7 @@ mod tests {
     async fn the_canary_is_checked_once_it_outlived_its_expiry_and_decides() {
         let start = Instant::now();
         let (id, check) = (JobId::for_tests(1), JobId::for_tests(2));
-        let mut b = Batching::new(true, start);
+        let mut b = Batching::new(true, None, chrono::Utc::now(), start);
         b.probed(&Probe::Honoured, key(1), "a", EXPIRY, start);
         let soon = start + EXPIRY;
         assert_eq!(b.route(id, key(1), Some(start), EXPIRY, soon), Route::Alone { probe: false }, "not yet");
@@ -362,7 +443,7 @@ mod tests {
     async fn a_canary_that_went_away_is_replaced() {
         let now = Instant::now();
         let id = JobId::for_tests(1);
-        let mut b = Batching::new(true, now);
+        let mut b = Batching::new(true, None, chrono::Utc::now(), now);
         b.probed(&Probe::Honoured, key(1), "a", EXPIRY, now);
         b.forget(key(1));
         assert_eq!(b.route(id, key(2), None, EXPIRY, now), Route::Alone { probe: false });

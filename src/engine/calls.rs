@@ -31,6 +31,8 @@ fn late_by(job: &Job, now: Instant) -> Option<Duration> {
 impl Engine {
     /// Moves due work to the dispatcher and starts what the limits allow.
     pub(super) fn pump(&mut self) {
+        // Whatever happened last may have taught something of `$batch`: told before anything stops.
+        self.share_batching();
         let now = Instant::now();
         while let Some(entry) = self.later.first_entry() {
             if entry.key().0 > now {

@@ -50,6 +50,8 @@ impl Keeper {
         start: Start,
     ) -> Result<Keeper, StoreError> {
         let paused = store.paused().await?;
+        // A store written by an older build, or one that cannot say, knows nothing: probe again.
+        let batching = store.batching().await.ok().flatten();
         // Read before the engine reads the sessions, so a change in between is seen twice at
         // worst (applying one again changes nothing), never missed.
         let (sessions, rev) = match start {
@@ -62,7 +64,7 @@ impl Keeper {
             KeeperRole::OneShot => (Role::OneShot, false),
         };
         let feed = watch.then(|| store.watch(rev));
-        let config = EngineConfig { settings, role, paused, seed: None };
+        let config = EngineConfig { settings, role, paused, batching, seed: None };
         let Spawned { handle, events, task } = super::spawn(ctx, store.clone(), feed, sessions, config);
         Ok(Keeper { handle, events, task, store })
     }

@@ -83,6 +83,8 @@ pub struct EngineConfig {
     pub role: Role,
     /// Whether automatic refresh is paused for the store, as the store says.
     pub paused: bool,
+    /// What a process on the store learned of `$batch`, as the store says.
+    pub batching: Option<crate::store::BatchVerdict>,
     /// Seeds the jitter of retries, for runs that must repeat exactly; `None` seeds it at random.
     pub seed: Option<u64>,
 }
@@ -175,7 +177,7 @@ pub fn spawn(
         Role::Watcher(role) => Takeover::new(Some(role), None),
         Role::Driver | Role::OneShot => Takeover::new(None, None),
     };
-    let batch = config.settings.batch;
+    let batching = Batching::new(config.settings.batch, config.batching, ctx.clock.now(), Instant::now());
     let share = takeover.share();
     let mut dispatcher = Dispatcher::new(config.settings.concurrency, config.settings.request_budget, true);
     dispatcher.set_alone_share(share.as_ref().map_or(1.0, |s| s.budget));
@@ -203,7 +205,8 @@ pub fn spawn(
         tasks: JoinSet::new(),
         running: HashMap::new(),
         groups: HashMap::new(),
-        batching: Batching::new(batch, Instant::now()),
+        batching,
+        batching_told: config.batching.map(|v| v.keeps_alive),
         takeover,
         rng: config.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
         signin: None,
@@ -216,6 +219,9 @@ pub fn spawn(
         lead: Duration::ZERO,
         not_before: None,
     };
+    if let Some(note) = engine.batching.take_start_note() {
+        engine.emit(Event::Note(note));
+    }
     match initial {
         Some(sessions) => {
             for session in sessions {
@@ -249,6 +255,8 @@ struct Engine {
     share: Option<crate::store::Share>,
     /// The store could not share the budget out at the last ask.
     budget_unshared: bool,
+    /// What the store holds of what was learned of `$batch`, as far as this engine knows.
+    batching_told: Option<bool>,
     /// The keepers last told to the front ends, and when they were last asked for.
     keepers_seen: Option<Vec<crate::store::KeeperInfo>>,
     keepers_asked: Option<Instant>,
@@ -616,6 +624,17 @@ impl Engine {
     /// share where keepers share the store.
     fn keeps(&self, session: &crate::session::TrackedSession) -> bool {
         self.driving && self.share.as_ref().is_none_or(|share| share.covers(&session.keeping_unit()))
+    }
+
+    /// Writes what was learned of `$batch` to the store once, so that the next process starts
+    /// from it instead of probing again.
+    pub(super) fn share_batching(&mut self) {
+        let learned = self.batching.learned();
+        if learned.is_some() && learned != self.batching_told && !self.store.read_only() {
+            self.batching_told = learned;
+            let verdict = crate::store::BatchVerdict { keeps_alive: learned == Some(true), at: self.ctx.clock.now() };
+            self.store.write(crate::store::Write::Batching(verdict));
+        }
     }
 
     /// Reads who keeps the store, every few seconds and one read at a time, where keepers share

@@ -164,6 +164,8 @@ pub enum Write {
     Rewrite(Box<TrackedSession>),
     /// Automatic refresh paused for the whole store, for every process that opens it.
     Paused(bool),
+    /// What a process learned of `$batch`, for the next one to start from.
+    Batching(BatchVerdict),
     /// A session is about to be created at Graph for `name` (new, or in place of an expired
     /// one); `id` names the intent, to be let go of with `Created` once its row holds the id.
     Creating {
@@ -175,6 +177,29 @@ pub enum Write {
     Created {
         id: IntentId,
     },
+}
+
+/// What a process on the store learned of `$batch` (docs/graph.md, "Batching"): whether
+/// refreshes through it keep sessions alive, and when that was found. Shared on the store so that
+/// the next process starts from it instead of probing again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchVerdict {
+    pub keeps_alive: bool,
+    pub at: DateTime<Utc>,
+}
+
+impl BatchVerdict {
+    /// As the store's meta table keeps it: the time in milliseconds, negative when batches do
+    /// not keep sessions alive; 0 while nothing was learned.
+    pub(crate) fn to_meta(self) -> i64 {
+        let ms = self.at.timestamp_millis().max(1);
+        if self.keeps_alive { ms } else { -ms }
+    }
+
+    pub(crate) fn from_meta(value: i64) -> Option<BatchVerdict> {
+        let at = DateTime::<Utc>::from_timestamp_millis(value.checked_abs()?)?;
+        (value != 0).then_some(BatchVerdict { keeps_alive: value > 0, at })
+    }
 }
 
 /// The name of one intent to create a session.
@@ -268,6 +293,8 @@ pub trait SessionStore: Send + Sync {
     fn reserve(&self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> StoreFuture<Grant>;
     /// Whether automatic refresh is paused for the whole store.
     fn paused(&self) -> StoreFuture<bool>;
+    /// What a process on the store last learned of `$batch`, if anything.
+    fn batching(&self) -> StoreFuture<Option<BatchVerdict>>;
     /// The current revision.
     fn rev(&self) -> StoreFuture<Rev>;
 

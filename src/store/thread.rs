@@ -13,7 +13,8 @@ use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::session::{Outcome, SessionId, SessionKey, SortBy, TrackedSession};
 use crate::store::{
-    Changes, Grant, Reservation, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished, Write,
+    BatchVerdict, Changes, Grant, Reservation, Rev, SessionStore, StoreError, StoreEvent, StoreFuture, Unfinished,
+    Write,
 };
 use chrono::{DateTime, Utc};
 
@@ -35,6 +36,7 @@ pub(crate) trait Backend: Send + 'static {
     fn problems(&mut self, limit: usize) -> Result<Vec<(String, Outcome)>, StoreError>;
     fn reserve(&mut self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> Result<Grant, StoreError>;
     fn paused(&mut self) -> Result<bool, StoreError>;
+    fn batching(&mut self) -> Result<Option<BatchVerdict>, StoreError>;
     fn rev(&mut self) -> Result<Rev, StoreError>;
     fn apply(&mut self, writes: &[Write]) -> Result<(), StoreError>;
     fn insert_with_history(&mut self, session: &mut TrackedSession, history: &[Outcome]) -> Result<(), StoreError>;
@@ -228,6 +230,10 @@ impl<B: Backend> SessionStore for ThreadStore<B> {
 
     fn paused(&self) -> StoreFuture<bool> {
         self.read(|db| db.paused())
+    }
+
+    fn batching(&self) -> StoreFuture<Option<BatchVerdict>> {
+        self.read(|db| db.batching())
     }
 
     fn rev(&self) -> StoreFuture<Rev> {

@@ -478,6 +478,7 @@ impl MemoryStore {
                     }
                 }
                 Write::Paused(paused) => s.paused = *paused,
+                Write::Batching(_) => {}
                 Write::Creating { id, name, .. } => {
                     s.intents.insert(*id, name.clone());
                 }
@@ -588,6 +589,10 @@ impl SessionStore for MemoryStore {
 
     fn paused(&self) -> StoreFuture<bool> {
         ready(Ok(self.state.lock().unwrap().paused))
+    }
+
+    fn batching(&self) -> StoreFuture<Option<wbsessions::store::BatchVerdict>> {
+        ready(Ok(None))
     }
 
     fn rev(&self) -> StoreFuture<Rev> {

@@ -242,6 +242,12 @@ impl PgDb {
             Write::Paused(paused) => {
                 tx.execute("UPDATE wbs_meta SET value = $1 WHERE key = 'paused'", &[&i64::from(*paused)])?;
             }
+            Write::Batching(verdict) => {
+                tx.execute(
+                    "INSERT INTO wbs_meta (key, value) VALUES ('batching', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+                    &[&verdict.to_meta()],
+                )?;
+            }
             Write::Creating { id, name, workbook } => {
                 tx.execute(
                     "INSERT INTO wbs_intents (id, name, workbook, started_at, pid, host) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -434,6 +440,10 @@ impl Backend for PgDb {
 
     fn paused(&mut self) -> Result<bool, StoreError> {
         Ok(self.meta("paused")? != 0)
+    }
+
+    fn batching(&mut self) -> Result<Option<crate::store::BatchVerdict>, StoreError> {
+        Ok(crate::store::BatchVerdict::from_meta(self.meta("batching")?))
     }
 
     fn rev(&mut self) -> Result<Rev, StoreError> {

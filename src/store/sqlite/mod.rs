@@ -104,6 +104,9 @@ impl Backend for Db {
     fn paused(&mut self) -> Result<bool, StoreError> {
         Db::paused(self)
     }
+    fn batching(&mut self) -> Result<Option<super::BatchVerdict>, StoreError> {
+        Ok(super::BatchVerdict::from_meta(self.meta_i64("batching")?))
+    }
     fn rev(&mut self) -> Result<Rev, StoreError> {
         Db::rev(self)
     }

@@ -370,6 +370,12 @@ impl Db {
                     Write::Paused(paused) => {
                         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'paused'", [i64::from(*paused)])?;
                     }
+                    Write::Batching(verdict) => {
+                        tx.execute(
+                            "INSERT OR REPLACE INTO meta (key, value) VALUES ('batching', ?1)",
+                            [verdict.to_meta()],
+                        )?;
+                    }
                     Write::Creating { id, name, workbook } => {
                         tx.prepare_cached(
                             "INSERT OR REPLACE INTO intents (id, name, workbook, started_at, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
