@@ -121,7 +121,8 @@ impl Engine {
         /// its connection attempts hanging) is taken for one that cannot: this process goes on
         /// with its own part of the budget rather than stop refreshing.
         const RESERVE_WAIT: Duration = Duration::from_secs(2);
-        let Some(ask) = self.dispatcher.reservation(now) else { return };
+        let Some(mut ask) = self.dispatcher.reservation(now) else { return };
+        ask.holds_seen = self.holds_seen;
         let (store, budget, at) = (self.store.clone(), self.settings.request_budget, self.ctx.clock.now());
         let task = self.tasks.spawn(async move {
             let result = match tokio::time::timeout(RESERVE_WAIT, store.reserve(ask, budget, at)).await {
@@ -186,6 +187,30 @@ impl Engine {
             if self.entries.get(&key).is_some_and(|e| e.busy.is_none()) {
                 self.plan_from_state(key);
             }
+        }
+    }
+
+    /// Tells the other processes on the store of the holds Graph just gave this one.
+    fn share_holds(&mut self, now: Instant) {
+        for (workbook, until) in self.dispatcher.take_new_holds() {
+            let until = crate::time::add(self.ctx.clock.now(), until.saturating_duration_since(now));
+            self.store.write(Write::Hold(crate::store::SharedHold { workbook, until }));
+        }
+    }
+
+    /// Holds another process on the store was given: this one waits on those workbooks too.
+    pub(super) fn heed_holds(&mut self, holds: &[crate::store::SharedHold], seen: i64) {
+        self.holds_seen = self.holds_seen.max(seen);
+        let (wall, now) = (self.ctx.clock.now(), Instant::now());
+        let mut changed = false;
+        for hold in holds {
+            let left = crate::time::until(wall, hold.until);
+            if !left.is_zero() {
+                changed |= self.dispatcher.hold(&hold.workbook, now + left.min(crate::session::MAX_INTERVAL));
+            }
+        }
+        if changed {
+            self.report_holds();
         }
     }
 
@@ -399,6 +424,7 @@ impl Engine {
             self.asked_since_holds = true;
             self.report_holds();
         }
+        self.share_holds(now);
         if self.batching.is_check(id) {
             let checked = job
                 .key()

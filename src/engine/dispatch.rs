@@ -260,6 +260,7 @@ impl Budget {
             want: u32::try_from(want).unwrap_or(u32::MAX),
             extra: std::mem::take(&mut allowance.extra),
             unused,
+            holds_seen: 0,
         })
     }
 
@@ -279,7 +280,7 @@ impl Budget {
             let (room, next) = self.alone_room(now);
             let granted = want.min(u32::try_from(room).unwrap_or(u32::MAX));
             let retry_in = next.map(|at| at.saturating_duration_since(asked));
-            Grant { granted, retry_in, token: None }
+            Grant { granted, retry_in, ..Grant::default() }
         });
         let Some(allowance) = &mut self.shared else { return };
         allowance.asking = false;
@@ -338,6 +339,8 @@ pub(crate) struct Dispatcher<T> {
     /// Requests in flight to workbooks that stopped answering.
     silent_requests: std::collections::HashSet<JobId>,
     budget: Budget,
+    /// Holds Graph gave since the engine last took them (`take_new_holds`).
+    new_holds: Vec<(String, Instant)>,
     concurrency: usize,
     next_id: u64,
     seq: u64,
@@ -354,6 +357,7 @@ impl<T> Dispatcher<T> {
             requests: HashMap::new(),
             silent_requests: std::collections::HashSet::new(),
             budget: Budget::new(budget, shared),
+            new_holds: Vec::new(),
             concurrency: concurrency.max(1),
             next_id: 0,
             seq: 0,
@@ -489,13 +493,8 @@ impl<T> Dispatcher<T> {
                 Verdict::Throttled { retry_after } => {
                     lane.streak = lane.streak.saturating_add(1);
                     let until = now + throttle_hold(retry_after, lane.streak, sample);
-                    if lane.held_until.is_none() {
-                        self.held += 1;
-                    }
-                    if lane.held_until.is_none_or(|h| h < until) {
-                        lane.held_until = Some(until);
-                        self.holds.push(Reverse((until, name.clone())));
-                    }
+                    self.hold(&name, until);
+                    self.new_holds.push((name.clone(), until));
                     holds_changed = true;
                 }
                 Verdict::Unanswered | Verdict::Other => {}
@@ -503,6 +502,26 @@ impl<T> Dispatcher<T> {
         }
         self.index(&name);
         holds_changed
+    }
+
+    /// Holds `lane` back until `until` (if not held longer already): Graph asked this process to
+    /// wait, or another process on the store (`SessionStore::reserve`). Returns whether it changed.
+    pub(crate) fn hold(&mut self, lane: &str, until: Instant) -> bool {
+        let entry = self.lanes.entry(lane.to_string()).or_insert_with(Lane::new);
+        if entry.held_until.is_some_and(|h| h >= until) {
+            return false;
+        }
+        if entry.held_until.is_none() {
+            self.held += 1;
+        }
+        entry.held_until = Some(until);
+        self.holds.push(Reverse((until, lane.to_string())));
+        true
+    }
+
+    /// The holds Graph gave this process since the last call: for the other processes on the store.
+    pub(crate) fn take_new_holds(&mut self) -> Vec<(String, Instant)> {
+        std::mem::take(&mut self.new_holds)
     }
 
     /// Shows `visit` each queued call in a lane held past `horizon`, with the end of its lane's
@@ -648,7 +667,7 @@ mod tests {
         assert_eq!((first.want, first.unused), (1, None));
         assert!(budget.reservation(t0, 1).is_none(), "one reservation at a time");
         let one = GrantToken { row: 1, at_ms: 0 };
-        budget.reserved(t0, 1, Some(Grant { granted: 1, retry_in: None, token: Some(one) }));
+        budget.reserved(t0, 1, Some(Grant { granted: 1, retry_in: None, token: Some(one), ..Grant::default() }));
         assert!(budget.has_room(t0));
         budget.spend(t0, 30);
         assert!(!budget.has_room(t0), "the grant is spent");
@@ -656,13 +675,13 @@ mod tests {
         let second = budget.reservation(at, 1).expect("a call waits again");
         assert_eq!(second.want, 30, "as many as the last second started");
         let two = GrantToken { row: 2, at_ms: 100 };
-        budget.reserved(at, 30, Some(Grant { granted: 30, retry_in: None, token: Some(two) }));
+        budget.reserved(at, 30, Some(Grant { granted: 30, retry_in: None, token: Some(two), ..Grant::default() }));
         budget.spend(at, 10);
         assert!(budget.reservation(at, 0).is_none(), "twenty left and nothing waits");
         let lapsed = at + GRANT_LIFE;
         let back = budget.reservation(lapsed, 0).expect("the rest goes back");
         assert_eq!((back.want, back.unused), (0, Some((two, 20))));
-        budget.reserved(lapsed, 0, Some(Grant { granted: 0, retry_in: None, token: None }));
+        budget.reserved(lapsed, 0, Some(Grant { granted: 0, retry_in: None, token: None, ..Grant::default() }));
         assert!(budget.reservation(lapsed, 0).is_none(), "given back once");
         assert!(!budget.has_room(lapsed), "nothing of it is used after its life");
     }

@@ -189,6 +189,7 @@ pub fn spawn(
         // The share the keeper's first turn gave it, before anything is planned.
         share,
         budget_unshared: false,
+        holds_seen: 0,
         keepers_seen: None,
         keepers_asked: None,
         paused: config.paused,
@@ -255,6 +256,8 @@ struct Engine {
     share: Option<crate::store::Share>,
     /// The store could not share the budget out at the last ask.
     budget_unshared: bool,
+    /// The newest hold shared on the store that this engine has heard of (`heed_holds`).
+    holds_seen: i64,
     /// What the store holds of what was learned of `$batch`, as far as this engine knows.
     batching_told: Option<bool>,
     /// The keepers last told to the front ends, and when they were last asked for.
@@ -440,6 +443,8 @@ impl Engine {
                         if std::mem::take(&mut self.budget_unshared) {
                             tracing::info!("the shared request budget can be read again");
                         }
+                        // Before anything starts on what was granted.
+                        self.heed_holds(&grant.holds, grant.holds_seen);
                         Some(grant)
                     }
                     Err(e) => {

@@ -30,13 +30,25 @@ pub const GRANT_COUNTED: Duration =
     Duration::from_millis(BUDGET_WINDOW.as_millis() as u64 + GRANT_LIFE.as_millis() as u64 + TRAVEL.as_millis() as u64);
 
 /// What a store gave of the request budget its processes share.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Grant {
     pub granted: u32,
     /// None was left: when some will be again.
     pub retry_in: Option<Duration>,
     /// Names the grant, so that what is left of it unused can be given back.
     pub token: Option<GrantToken>,
+    /// Workbooks Graph asked a process on the store to wait, that this one has not heard of
+    /// (`Reservation::holds_seen`), and the newest such hold's number.
+    pub holds: Vec<SharedHold>,
+    pub holds_seen: i64,
+}
+
+/// A workbook Graph asked to wait (a `429` and its `Retry-After`, or its backoff), until when:
+/// every process on the store waits, not only the one that was told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedHold {
+    pub workbook: String,
+    pub until: DateTime<Utc>,
 }
 
 /// One grant as the store that gave it knows it.
@@ -55,6 +67,8 @@ pub struct Reservation {
     pub want: u32,
     pub extra: u32,
     pub unused: Option<(GrantToken, u32)>,
+    /// The newest shared hold this process has heard of (`Grant::holds`).
+    pub holds_seen: i64,
 }
 
 /// The budget's one rule, whatever store keeps the count: of `budget`, what `used` left, and no
@@ -166,6 +180,8 @@ pub enum Write {
     Paused(bool),
     /// What a process learned of `$batch`, for the next one to start from.
     Batching(BatchVerdict),
+    /// Graph asked this process to wait on a workbook: the others wait too.
+    Hold(SharedHold),
     /// A session is about to be created at Graph for `name` (new, or in place of an expired
     /// one); `id` names the intent, to be let go of with `Created` once its row holds the id.
     Creating {

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 pub use api::{
     BUDGET_WINDOW, BatchVerdict, Changes, GRANT_COUNTED, GRANT_LIFE, Grant, GrantToken, Holder, IntentId, KeeperInfo,
-    Reservation, Rev, RoleError, RuntimeState, SessionStore, Share, StoreError, StoreEvent, StoreFuture, Unfinished,
-    Write,
+    Reservation, Rev, RoleError, RuntimeState, SessionStore, Share, SharedHold, StoreError, StoreEvent, StoreFuture,
+    Unfinished, Write,
 };
 pub(crate) use api::{DriverRole, KEPT_OUTCOMES, Lease, grant_of};
 

@@ -226,3 +226,15 @@ impl StoredOutcome {
         }
     }
 }
+
+/// Hold rows `(id, workbook, until_ms)` as the budget's answer gives them, and the newest id.
+pub(crate) fn shared_holds(rows: Vec<(i64, String, i64)>, seen: i64) -> (Vec<crate::store::SharedHold>, i64) {
+    let newest = rows.iter().map(|(id, _, _)| *id).max().unwrap_or(seen).max(seen);
+    let holds = rows
+        .into_iter()
+        .filter_map(|(_, workbook, until_ms)| {
+            Some(crate::store::SharedHold { workbook, until: DateTime::<Utc>::from_timestamp_millis(until_ms)? })
+        })
+        .collect();
+    (holds, newest)
+}

@@ -478,7 +478,7 @@ impl MemoryStore {
                     }
                 }
                 Write::Paused(paused) => s.paused = *paused,
-                Write::Batching(_) => {}
+                Write::Batching(_) | Write::Hold(_) => {}
                 Write::Creating { id, name, .. } => {
                     s.intents.insert(*id, name.clone());
                 }
@@ -565,7 +565,7 @@ impl SessionStore for MemoryStore {
     }
 
     fn reserve(&self, ask: Reservation, budget: u32, now: chrono::DateTime<chrono::Utc>) -> StoreFuture<Grant> {
-        let Reservation { want, extra, unused } = ask;
+        let Reservation { want, extra, unused, .. } = ask;
         let mut state = self.state.lock().unwrap();
         let counted = chrono::TimeDelta::from_std(GRANT_COUNTED).unwrap();
         if let Some((token, n)) = unused
@@ -584,7 +584,7 @@ impl SessionStore for MemoryStore {
             (oldest + counted - now).to_std().unwrap_or(Duration::from_millis(10)).max(Duration::from_millis(10))
         });
         let token = (granted > 0).then(|| GrantToken { row: 0, at_ms: now.timestamp_millis() });
-        ready(Ok(Grant { granted, retry_in, token }))
+        ready(Ok(Grant { granted, retry_in, token, ..Grant::default() }))
     }
 
     fn paused(&self) -> StoreFuture<bool> {

@@ -90,6 +90,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE wbs_sessions ADD COLUMN owner text;
     ALTER TABLE wbs_keepers ADD COLUMN owner text;
     DELETE FROM wbs_leases;
+    -- Workbooks Graph asked a process to wait on, for every process on the store to wait.
+    CREATE TABLE wbs_holds (id bigserial PRIMARY KEY, workbook text NOT NULL, until_ms bigint NOT NULL);
     -- The keepers each keeper saw alive at its last turn: a silent one may be spending its part
     -- of the budget (one over these) without the store counting it.
     ALTER TABLE wbs_keepers ADD COLUMN live bigint NOT NULL DEFAULT 1;

@@ -248,6 +248,12 @@ impl PgDb {
                     &[&verdict.to_meta()],
                 )?;
             }
+            Write::Hold(hold) => {
+                tx.execute(
+                    "INSERT INTO wbs_holds (workbook, until_ms) VALUES ($1, $2)",
+                    &[&hold.workbook, &hold.until.timestamp_millis()],
+                )?;
+            }
             Write::Creating { id, name, workbook } => {
                 tx.execute(
                     "INSERT INTO wbs_intents (id, name, workbook, started_at, pid, host) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -394,10 +400,10 @@ impl Backend for PgDb {
     /// On the database's clock, one process at a time (an advisory lock): processes on several
     /// hosts share one count however their clocks differ.
     fn reserve(&mut self, ask: Reservation, budget: u32, _now: DateTime<Utc>) -> Result<Grant, StoreError> {
-        let Reservation { want, extra, unused } = ask;
+        let Reservation { want, extra, unused, holds_seen } = ask;
         let window_ms = i64::try_from(GRANT_COUNTED.as_millis()).unwrap_or(i64::MAX);
         let lease = self.url.lease;
-        let (granted, oldest, now_ms, row) = self.transact(false, |tx| {
+        let (granted, oldest, now_ms, row, holds) = self.transact(false, |tx| {
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&BUDGET_LOCK])?;
             if let Some((token, n)) = unused {
                 tx.execute(
@@ -426,7 +432,17 @@ impl Backend for PgDb {
             } else {
                 None
             };
-            Ok((granted, oldest, now_ms, row))
+            // The holds Graph gave any process on the store that this one has not heard of.
+            tx.execute("DELETE FROM wbs_holds WHERE until_ms <= $1", &[&now_ms])?;
+            let holds: Vec<(i64, String, i64)> = tx
+                .query(
+                    "SELECT id, workbook, until_ms FROM wbs_holds WHERE id > $1 ORDER BY id LIMIT 10000",
+                    &[&holds_seen],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect();
+            Ok((granted, oldest, now_ms, row, holds))
         })?;
         let retry_in = (granted == 0 && want > 0).then(|| {
             let free_at = oldest.unwrap_or(now_ms).saturating_add(window_ms);
@@ -435,7 +451,8 @@ impl Backend for PgDb {
             )
         });
         let token = row.filter(|_| granted > 0).map(|row| GrantToken { row, at_ms: now_ms });
-        Ok(Grant { granted, retry_in, token })
+        let (holds, holds_seen) = crate::store::stored::shared_holds(holds, holds_seen);
+        Ok(Grant { granted, retry_in, token, holds, holds_seen })
     }
 
     fn paused(&mut self) -> Result<bool, StoreError> {

@@ -12,14 +12,14 @@ use crate::store::{GRANT_COUNTED, Grant, GrantToken, Reservation, StoreError, gr
 
 impl Db {
     pub(crate) fn reserve(&mut self, ask: Reservation, budget: u32, now: DateTime<Utc>) -> Result<Grant, StoreError> {
-        let Reservation { want, extra, unused } = ask;
+        let Reservation { want, extra, unused, holds_seen } = ask;
         // Nobody writes a store opened read-only; there is nothing to share.
         if self.read_only {
-            return Ok(Grant { granted: want, retry_in: None, token: None });
+            return Ok(Grant { granted: want, ..Grant::default() });
         }
         let now_ms = now.timestamp_millis();
         let window_ms = i64::try_from(GRANT_COUNTED.as_millis()).unwrap_or(i64::MAX);
-        let (granted, oldest, row) = self.transact(false, |tx, _| {
+        let (granted, oldest, row, holds) = self.transact(false, |tx, _| {
             if let Some((token, n)) = unused {
                 tx.prepare_cached("UPDATE budget SET used = max(used - ?3, 0) WHERE rowid = ?1 AND at_ms = ?2")?
                     .execute([token.row, token.at_ms, i64::from(n)])?;
@@ -37,7 +37,13 @@ impl Db {
                 tx.prepare_cached("INSERT INTO budget (at_ms, used) VALUES (?1, ?2)")?.execute([now_ms, recorded])?;
                 row = Some(tx.last_insert_rowid());
             }
-            Ok((granted, oldest, row))
+            // The holds Graph gave any process on the store that this one has not heard of.
+            tx.prepare_cached("DELETE FROM holds WHERE until_ms <= ?1")?.execute([now_ms])?;
+            let holds = tx
+                .prepare_cached("SELECT id, workbook, until_ms FROM holds WHERE id > ?1 ORDER BY id LIMIT 10000")?
+                .query_map([holds_seen], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((granted, oldest, row, holds))
         })?;
         // None left: some are again when the oldest grant counted leaves the window.
         let retry_in = (granted == 0 && want > 0).then(|| {
@@ -45,7 +51,8 @@ impl Db {
             Duration::from_millis(u64::try_from(free_at.saturating_sub(now_ms)).unwrap_or(0).clamp(10, 11_000))
         });
         let token = row.filter(|_| granted > 0).map(|row| GrantToken { row, at_ms: now_ms });
-        Ok(Grant { granted, retry_in, token })
+        let (holds, holds_seen) = crate::store::stored::shared_holds(holds, holds_seen);
+        Ok(Grant { granted, retry_in, token, holds, holds_seen })
     }
 }
 

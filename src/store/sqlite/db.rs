@@ -76,10 +76,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE TABLE budget (at_ms INTEGER NOT NULL, used INTEGER NOT NULL);
     CREATE INDEX budget_by_time ON budget(at_ms);
 ",
-    // Which process made each call (`HOST:PID`); whose sign-in each session belongs to.
+    // Which process made each call (`HOST:PID`); whose sign-in each session belongs to; the
+    // workbooks Graph asked a process to wait on, for all of them (`budget.rs`).
     "
     ALTER TABLE outcomes ADD COLUMN made_by TEXT;
     ALTER TABLE sessions ADD COLUMN owner TEXT;
+    CREATE TABLE holds (id INTEGER PRIMARY KEY, workbook TEXT NOT NULL, until_ms INTEGER NOT NULL);
 ",
 ];
 

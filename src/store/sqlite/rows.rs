@@ -376,6 +376,10 @@ impl Db {
                             [verdict.to_meta()],
                         )?;
                     }
+                    Write::Hold(hold) => {
+                        tx.prepare_cached("INSERT INTO holds (workbook, until_ms) VALUES (?1, ?2)")?
+                            .execute(params![hold.workbook, hold.until.timestamp_millis()])?;
+                    }
                     Write::Creating { id, name, workbook } => {
                         tx.prepare_cached(
                             "INSERT OR REPLACE INTO intents (id, name, workbook, started_at, pid) VALUES (?1, ?2, ?3, ?4, ?5)",
