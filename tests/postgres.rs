@@ -258,10 +258,12 @@ fn a_watcher_is_woken_by_the_database_instead_of_polling() {
             .unwrap()
             .get(0)
     };
-    wait_for("a quiet watcher", Duration::from_secs(20), || {
+    // Polling would commit sixteen in four seconds; listening, the store's look every 5 s and
+    // these two queries, with room for the statistics' own delay under load.
+    wait_for("a quiet watcher", Duration::from_secs(40), || {
         let before = commits();
-        std::thread::sleep(Duration::from_secs(3));
-        commits() - before <= 3
+        std::thread::sleep(Duration::from_secs(4));
+        commits() - before <= 6
     });
     let session = wbsessions::session::TrackedSession::new(
         "woken".into(),
@@ -294,4 +296,63 @@ fn a_watcher_is_woken_by_the_database_instead_of_polling() {
         watcher.close().await;
         writer.close().await;
     });
+}
+
+/// A keeper stopped (`SIGSTOP`) past its lease sends nothing of its own when it runs again,
+/// until its next turn says what is still its own: the other keeper took its workbooks.
+#[test]
+fn a_keeper_stopped_past_its_lease_sends_nothing_of_its_own_when_it_runs_again() {
+    let Some(pg) = TestPg::new("PostgreSQL store") else { return };
+    let workbooks: Vec<(String, Option<String>)> = (0..6).map(|i| (format!("W{i}"), None)).collect();
+    let sim = SimThread::start(wbsessions::sim::SimConfig { workbooks, ..sim_config(&[]) }, Clock::system());
+    let dir = tempfile::tempdir().unwrap();
+    let cli = cli_on(&sim.url, dir.path(), &pg.url);
+    cli.config("keeper_lease = \"3s\"\n");
+    for i in 0..6 {
+        cli.ok(&["create", &format!("s{i}"), "--workbook", &format!("me/drive/items/W{i}"), "--interval", "1s"]);
+    }
+    let keepers = || -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&cli.ok(&["--json", "keepers"])).unwrap().as_array().unwrap().clone()
+    };
+    let start =
+        || cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut stopped = start();
+    wait_for("the first keeper", Duration::from_secs(15), || keepers().len() == 1);
+    let mut other = start();
+    wait_for("two keepers, three workbooks each", Duration::from_secs(15), || {
+        let live = keepers();
+        live.len() == 2 && live.iter().all(|k| k["workbooks"] == 3)
+    });
+    let pid = libc::pid_t::try_from(stopped.id()).unwrap();
+    // SAFETY: signals to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    wait_for("the other keeper holding all six", Duration::from_secs(15), || {
+        let live = keepers();
+        live.len() == 1 && live[0]["workbooks"] == 6
+    });
+    // Long enough for every session to fall due for the stopped keeper.
+    std::thread::sleep(Duration::from_secs(2));
+    let resumed = chrono::Utc::now();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    let by_stopped = format!(":{}", stopped.id());
+    wait_for("both keepers again", Duration::from_secs(15), || keepers().len() == 2);
+    let mut early = Vec::new();
+    for i in 0..6 {
+        let shown: serde_json::Value = serde_json::from_str(&cli.ok(&["show", &format!("s{i}"), "--json"])).unwrap();
+        for o in shown["outcomes"].as_array().unwrap() {
+            let at = chrono::DateTime::parse_from_rfc3339(o["at"].as_str().unwrap()).unwrap();
+            let after = at.signed_duration_since(resumed);
+            if o["by"].as_str().unwrap_or_default().ends_with(&by_stopped)
+                && after >= chrono::TimeDelta::zero()
+                && after < chrono::TimeDelta::milliseconds(500)
+            {
+                early.push(o.clone());
+            }
+        }
+    }
+    assert!(early.is_empty(), "refreshes sent before its turn, on workbooks another keeper held: {early:?}");
+    stopped.kill().unwrap();
+    stopped.wait().unwrap();
+    other.kill().unwrap();
+    other.wait().unwrap();
 }

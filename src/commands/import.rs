@@ -102,7 +102,8 @@ fn checked(draft: Draft, known: Option<Known>, settings: &Settings, now: chrono:
         session.last_refresh = known.last_refresh.map(|t| t.min(now));
         session.failures = known.failures.unwrap_or(0);
         session.created_at = known.created_at.map_or(now, |t| t.min(now));
-        session.owner = crate::text::clean_opt(known.owner.as_deref(), 200);
+        // Entra's names do not depend on case: one spelling for all (`Graph::owner` does the same).
+        session.owner = crate::text::clean_opt(known.owner.as_deref(), 200).map(|o| o.to_lowercase());
     }
     Ok(session)
 }

@@ -341,7 +341,17 @@ pub async fn run(settings: &Settings, args: RunArgs) -> Result<ExitCode> {
     let (kept, skipped): (Vec<&TrackedSession>, Vec<&TrackedSession>) =
         sessions.iter().partition(|s| s.is_kept_alive());
     let mut err = std::io::stderr().lock();
-    write!(err, "wbsessions: keeping {} in {} alive", count(kept.len(), "session"), settings.store)?;
+    if opened.role.shares_workbooks() {
+        // The others keep the rest: its share follows `keepers`.
+        write!(
+            err,
+            "wbsessions: keeping its share of {} in {} alive, beside the store's other keepers",
+            count(kept.len(), "session"),
+            settings.store
+        )?;
+    } else {
+        write!(err, "wbsessions: keeping {} in {} alive", count(kept.len(), "session"), settings.store)?;
+    }
     if !skipped.is_empty() {
         let names: Vec<String> = skipped
             .iter()

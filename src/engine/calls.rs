@@ -74,7 +74,10 @@ impl Engine {
         if std::mem::take(&mut self.asked_since_holds) {
             self.refuse_long_holds(now);
         }
-        let auto_allowed = self.driving && !self.paused;
+        // A keeper whose leases may have lapsed meanwhile (it was stopped) sends nothing of its
+        // own until its next turn says what is still its own.
+        let auto_allowed =
+            self.driving && !self.paused && self.share.as_ref().is_none_or(crate::store::Share::holds_now);
         loop {
             let entries = &mut self.entries;
             let Some(ticket) = self.dispatcher.start(now, |job| accept(entries, auto_allowed, job)) else { break };

@@ -442,6 +442,11 @@ impl Engine {
                     Ok(grant) => {
                         if std::mem::take(&mut self.budget_unshared) {
                             tracing::info!("the shared request budget can be read again");
+                            if self.share.is_some() {
+                                self.emit(Event::Note(
+                                    "the store can be reached again; this keeper takes its turn with the others".into(),
+                                ));
+                            }
                         }
                         // Before anything starts on what was granted.
                         self.heed_holds(&grant.holds, grant.holds_seen);
@@ -450,6 +455,12 @@ impl Engine {
                     Err(e) => {
                         if !std::mem::replace(&mut self.budget_unshared, true) {
                             tracing::warn!(error = %e, "the shared request budget cannot be read; this process spends only its own part of it for now");
+                            if self.share.is_some() {
+                                // Said at once, not only once a write fails: a keeper on standby may write nothing for minutes.
+                                self.emit(Event::Note(format!(
+                                    "cut off from the store ({e}): this keeper goes on refreshing what it holds, on its own part of the request budget; once its leases lapse the other keepers take its workbooks over"
+                                )));
+                            }
                         }
                         None
                     }
@@ -628,7 +639,7 @@ impl Engine {
     /// Whether this engine keeps `session` alive: it drives, and the session's workbook is in its
     /// share where keepers share the store.
     fn keeps(&self, session: &crate::session::TrackedSession) -> bool {
-        self.driving && self.share.as_ref().is_none_or(|share| share.covers(&session.keeping_unit()))
+        self.driving && self.share.as_ref().is_none_or(|share| share.covers(&share.unit_of(session)))
     }
 
     /// Writes what was learned of `$batch` to the store once, so that the next process starts
@@ -658,7 +669,7 @@ impl Engine {
 
     /// Whether `session`'s workbook is only on standby here (`Share::standby`).
     pub(super) fn on_standby(&self, session: &crate::session::TrackedSession) -> bool {
-        self.share.as_ref().is_some_and(|share| share.standby.contains(&session.keeping_unit()))
+        self.share.as_ref().is_some_and(|share| share.standby.contains(&share.unit_of(session)))
     }
 
     /// Follows this keeper's share of the workbooks: sessions of a workbook it gained are
@@ -667,27 +678,45 @@ impl Engine {
     /// those of a workbook put on standby or back are planned again at their new pace.
     fn follow_share(&mut self) {
         let now_share = self.takeover.share();
-        if now_share == self.share {
+        let same = match (&now_share, &self.share) {
+            (Some(a), Some(b)) => a.same_units(b),
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        if same {
+            // Only the leases' end moved.
+            self.share = now_share;
             return;
         }
         self.dispatcher.set_alone_share(now_share.as_ref().map_or(1.0, |s| s.budget));
         let before = std::mem::replace(&mut self.share, now_share);
-        let state = |share: &Option<crate::store::Share>, workbook: &str| match share {
+        let state = |share: &Option<crate::store::Share>, session: &crate::session::TrackedSession| match share {
             None => Some(false),
-            Some(share) if share.kept.contains(workbook) => Some(false),
-            Some(share) if share.standby.contains(workbook) => Some(true),
-            Some(_) => None,
+            Some(share) => {
+                let unit = share.unit_of(session);
+                if share.kept.contains(&unit) {
+                    Some(false)
+                } else if share.standby.contains(&unit) {
+                    Some(true)
+                } else {
+                    None
+                }
+            }
         };
         let keys: Vec<(SessionKey, Option<bool>, Option<bool>)> = self
             .entries
             .values()
-            .map(|e| {
-                let workbook = e.session.keeping_unit();
-                (e.session.key, state(&before, &workbook), state(&self.share, &workbook))
-            })
+            .map(|e| (e.session.key, state(&before, &e.session), state(&self.share, &e.session)))
             .collect();
         let (mut gained, mut lost, mut moved) = (0usize, 0usize, 0usize);
         for (key, was, is) in keys {
+            if was != is {
+                // Another keeper may have refreshed it meanwhile: batches alone no longer kept it
+                // alive as far as this one knows, so it cannot vouch for them (`batching`).
+                if let Some(entry) = self.entries.get_mut(&key) {
+                    entry.batched_since = None;
+                }
+                self.batching.forget(key);
+            }
             match (was, is) {
                 (None, Some(_)) => {
                     gained += 1;

@@ -195,15 +195,16 @@ impl Graph for LiveGraph {
                     let token = self.tokens.get().await.map_err(|_| ())?;
                     match self.client.me(token.secret.expose()).await {
                         Ok(me) => {
+                            // Entra's names do not depend on case: one spelling for all.
                             if let Some(upn) = crate::text::clean_opt(me.value.user_principal_name.as_deref(), 200) {
-                                return Ok(upn);
+                                return Ok(upn.to_lowercase());
                             }
                         }
                         Err(e) => {
                             tracing::info!(error = %e, request_id = ?e.meta.request_id, "/me could not be read; the token's own claim names its user")
                         }
                     }
-                    crate::auth::token_subject(token.secret.expose()).ok_or(())
+                    crate::auth::token_subject(token.secret.expose()).map(|s| s.to_lowercase()).ok_or(())
                 })
                 .await;
             found.ok().cloned()

@@ -398,9 +398,39 @@ pub struct Share {
     /// The part of the request budget it may spend on its own while the store cannot share
     /// the budget out: one over the keepers it last saw.
     pub budget: f64,
+    /// Until when the leases on `kept` hold by this process's clock, where other keepers could
+    /// take them over (`None`: alone, or nothing held under a lease). A keeper stopped for
+    /// longer (`SIGSTOP`) sends nothing of its own once it runs again until its next turn says
+    /// what is still its own.
+    pub kept_until: Option<std::time::Instant>,
+    /// Workbooks whose sessions of no known owner go with an owner's unit, and that unit: one
+    /// sign-in's keepers never send two requests to one workbook at once.
+    pub riders: std::sync::Arc<std::collections::BTreeMap<String, String>>,
 }
 
 impl Share {
+    /// Whether `other` keeps the same units in the same way (only the leases' end moved).
+    pub fn same_units(&self, other: &Share) -> bool {
+        self.kept == other.kept
+            && self.standby == other.standby
+            && self.budget == other.budget
+            && self.riders == other.riders
+    }
+
+    /// The unit `session` is kept in (`TrackedSession::keeping_unit`, or the unit its workbook's
+    /// owned sessions make where it has no owner of its own).
+    pub fn unit_of(&self, session: &crate::session::TrackedSession) -> String {
+        match (&session.owner, self.riders.get(&session.workbook.to_string())) {
+            (None, Some(unit)) => unit.clone(),
+            _ => session.keeping_unit(),
+        }
+    }
+
+    /// Whether the leases it keeps by are known to hold now.
+    pub fn holds_now(&self) -> bool {
+        self.kept_until.is_none_or(|until| std::time::Instant::now() < until)
+    }
+
     /// Whether it refreshes the sessions of `unit` at all.
     pub fn covers(&self, unit: &str) -> bool {
         self.kept.contains(unit) || self.standby.contains(unit)

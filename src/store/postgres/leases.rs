@@ -43,15 +43,24 @@ pub(crate) struct KeeperRow {
 /// cannot overwrite what the new holder wrote; `$KEEPER` is the writer's id, or NULL for a
 /// process that is not a keeper (a one-shot command the user asked for).
 pub(crate) const NOT_ANOTHERS: &str = "(KEEPER::text IS NULL OR NOT EXISTS (SELECT 1 FROM wbs_leases l \
-     WHERE l.workbook = coalesce(wbs_sessions.owner, '') || ' ' || wbs_sessions.workbook \
+     WHERE l.workbook = coalesce(wbs_sessions.owner, \
+       (SELECT min(o.owner) FROM wbs_sessions o WHERE o.workbook = wbs_sessions.workbook), '') \
+       || ' ' || wbs_sessions.workbook \
      AND l.keeper <> KEEPER::text AND l.until > now()))";
 
-/// A session's keeping unit (`TrackedSession::keeping_unit`), in SQL: what `wbs_leases.workbook`
-/// holds.
-const UNIT: &str = "coalesce(owner, '') || ' ' || workbook";
+/// Every session's keeping unit, what `wbs_leases.workbook` holds: its workbook for its owner.
+/// A session of no known owner goes with the owned sessions of its workbook where there are any
+/// (the first owner's, by name), so that one sign-in's keepers never send two requests to one
+/// workbook at once; alone, a workbook's unowned sessions make a unit of their own. The engine
+/// learns the first kind from `Turn::riders` (`TrackedSession::keeping_unit` gives the rest).
+const UNITS: &str = "WITH firsts AS (SELECT workbook, min(owner) AS owner FROM wbs_sessions GROUP BY workbook), \
+     units AS (SELECT s.id, s.workbook, coalesce(s.owner, f.owner) AS owner, \
+       coalesce(s.owner, f.owner, '') || ' ' || s.workbook AS unit \
+       FROM wbs_sessions s JOIN firsts f ON f.workbook = s.workbook)";
 
-/// The sessions a keeper of `$OWNER` may keep: its own, and those of no known owner.
-const MAY_KEEP: &str = "(owner IS NULL OR owner = OWNER::text)";
+/// The units a keeper of `$OWNER` may keep: its own sign-in's (owners compared as Entra compares
+/// them, without regard to case), and those of no known owner.
+const MAY_KEEP: &str = "(u.owner IS NULL OR lower(u.owner) = lower(OWNER::text))";
 
 /// The part of the budget a keeper spends on workbooks it keeps on standby, at most: where
 /// the others took them over, this is what the keepers together may send over the budget
@@ -76,6 +85,8 @@ pub(crate) struct Turn {
     pub held: Held,
     /// Keepers alive, this one included.
     pub live: i64,
+    /// Workbooks whose sessions of no known owner go with an owner's unit (`UNITS`): the unit.
+    pub riders: BTreeMap<String, String>,
 }
 
 fn secs(lease: Duration) -> f64 {
@@ -113,19 +124,19 @@ pub(crate) fn claim(
     let live: i64 = tx
         .query_one(
             "SELECT count(*) FROM wbs_keepers WHERE beat > now() - make_interval(secs => $1) \
-             AND owner IS NOT DISTINCT FROM $2::text",
+             AND lower(owner) IS NOT DISTINCT FROM lower($2::text)",
             &[&lease, owner],
         )?
         .get(0);
     let may_keep = MAY_KEEP.replace("OWNER", "$1");
     let workbooks: i64 =
-        tx.query_one(&format!("SELECT count(DISTINCT {UNIT}) FROM wbs_sessions WHERE {may_keep}"), &[owner])?.get(0);
+        tx.query_one(&format!("{UNITS} SELECT count(DISTINCT u.unit) FROM units u WHERE {may_keep}"), &[owner])?.get(0);
     let share = usize::try_from((workbooks + live.max(1) - 1) / live.max(1)).unwrap_or(0);
     if held.len() < share {
         let free: Vec<String> = tx
             .query(
                 &format!(
-                    "SELECT w.unit FROM (SELECT DISTINCT {UNIT} AS unit FROM wbs_sessions WHERE {may_keep}) w \
+                    "{UNITS} SELECT w.unit FROM (SELECT DISTINCT u.unit FROM units u WHERE {may_keep}) w \
                      LEFT JOIN wbs_leases l ON l.workbook = w.unit \
                      WHERE l.workbook IS NULL OR l.until <= now() ORDER BY w.unit LIMIT $2"
                 ),
@@ -160,8 +171,17 @@ pub(crate) fn claim(
         "UPDATE wbs_keepers SET workbooks = $2, live = $3 WHERE id = $1",
         &[keeper, &i64::try_from(held.len()).unwrap_or(i64::MAX), &live.max(1)],
     )?;
+    let riders = tx
+        .query(
+            "SELECT workbook, min(owner) || ' ' || workbook FROM wbs_sessions GROUP BY workbook \
+             HAVING count(owner) > 0 AND count(*) > count(owner)",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
     tx.commit()?;
-    Ok(Turn { held, live: live.max(1) })
+    Ok(Turn { held, live: live.max(1), riders })
 }
 
 /// The part of the budget silent keepers may be spending without the store counting it: one
@@ -195,10 +215,11 @@ pub(crate) fn release(client: &mut impl GenericClient, keeper: &str) -> Result<(
 pub(crate) fn keepers(client: &mut impl GenericClient, lease: Duration) -> Result<Vec<KeeperRow>, postgres::Error> {
     Ok(client
         .query(
-            "SELECT k.id, k.host, k.pid, k.since, extract(epoch FROM now() - k.beat)::float8, k.workbooks, \
-             (SELECT count(*) FROM wbs_sessions s JOIN wbs_leases l \
-              ON l.workbook = coalesce(s.owner, '') || ' ' || s.workbook WHERE l.keeper = k.id), k.owner \
-             FROM wbs_keepers k WHERE k.beat > now() - make_interval(secs => $1) ORDER BY k.since, k.id",
+            &format!(
+                "{UNITS} SELECT k.id, k.host, k.pid, k.since, extract(epoch FROM now() - k.beat)::float8, k.workbooks, \
+             (SELECT count(*) FROM units u JOIN wbs_leases l ON l.workbook = u.unit WHERE l.keeper = k.id), k.owner \
+             FROM wbs_keepers k WHERE k.beat > now() - make_interval(secs => $1) ORDER BY k.since, k.id"
+            ),
             &[&secs(lease)],
         )?
         .iter()
@@ -277,28 +298,33 @@ mod tests {
         add_sessions(&mut client, 6);
         client
             .batch_execute(
-                "UPDATE wbs_sessions SET owner = 'ada@x' WHERE workbook IN ('me/drive/items/W00', 'me/drive/items/W01'); \
-                 UPDATE wbs_sessions SET owner = 'bob@x' WHERE workbook = 'me/drive/items/W02'; \
+                "UPDATE wbs_sessions SET owner = 'ada@x' WHERE workbook = 'me/drive/items/W00' OR name = 's1-0'; \
+                 UPDATE wbs_sessions SET owner = 'Bob@X' WHERE workbook = 'me/drive/items/W02'; \
                  UPDATE wbs_sessions SET owner = 'bob@x' WHERE name = 's0-1';",
             )
             .unwrap_or_else(|e| panic!("{e}"));
         let lease = Duration::from_secs(15);
         let (ada, bob) = (who("ka", 1, Some("ada@x")), who("kb", 2, Some("bob@x")));
-        let mut turn = |k: &Keeper| claim(&mut client, k, lease).unwrap_or_else(|e| panic!("{e}")).held;
+        let mut turn = |k: &Keeper| claim(&mut client, k, lease).unwrap_or_else(|e| panic!("{e}"));
         let (mut a, mut b) = (turn(&ada), turn(&bob));
         for _ in 0..3 {
             a = turn(&ada);
             b = turn(&bob);
         }
+        // W01's session of no owner goes with ada's unit there, not in a unit of its own.
+        assert_eq!(a.riders.get("me/drive/items/W01").map(String::as_str), Some("ada@x me/drive/items/W01"));
+        let (a, b) = (a.held, b.held);
         let units = |held: &Held| held.keys().cloned().collect::<Vec<_>>();
         assert!(a.keys().all(|u| u.starts_with("ada@x ") || u.starts_with(' ')), "{a:?}");
-        assert!(b.keys().all(|u| u.starts_with("bob@x ") || u.starts_with(' ')), "{b:?}");
+        // Owners are told apart without regard to case, as Entra does.
+        assert!(b.keys().all(|u| u.to_lowercase().starts_with("bob@x ") || u.starts_with(' ')), "{b:?}");
         for mine in ["ada@x me/drive/items/W00", "ada@x me/drive/items/W01"] {
             assert!(a.contains_key(mine), "{mine} in {:?}", units(&a));
         }
-        for mine in ["bob@x me/drive/items/W00", "bob@x me/drive/items/W02"] {
+        for mine in ["bob@x me/drive/items/W00", "Bob@X me/drive/items/W02"] {
             assert!(b.contains_key(mine), "{mine} in {:?}", units(&b));
         }
+        assert!(!a.contains_key(" me/drive/items/W01") && !b.contains_key(" me/drive/items/W01"));
         // Every unit of nobody's (W03..W05) is kept by one of them, none by both.
         let nobodys: Vec<String> = (3..6).map(|i| format!(" me/drive/items/W{i:02}")).collect();
         for unit in &nobodys {

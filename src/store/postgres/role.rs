@@ -161,11 +161,15 @@ struct KeeperLease {
 /// its share once a tick, and a refresh may be on its way when it does.
 const LAPSE_MARGIN: Duration = Duration::from_millis(1500);
 
-fn share_of(turn: leases::Turn) -> Share {
+/// The share a good turn that began at `began` gave.
+fn share_of(turn: leases::Turn, began: Instant, lease: Duration) -> Share {
+    let alone = turn.live <= 1;
     Share {
         kept: Arc::new(turn.held.into_keys().collect()),
         standby: Arc::default(),
         budget: 1.0 / turn.live.max(1) as f64,
+        kept_until: (!alone).then(|| began + lease.saturating_sub(LAPSE_MARGIN)),
+        riders: Arc::new(turn.riders),
     }
 }
 
@@ -179,7 +183,7 @@ impl KeeperLease {
     ) -> Result<Box<dyn Lease>, RoleError> {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Instant::now()));
-        let share = Arc::new(Mutex::new(share_of(first)));
+        let share = Arc::new(Mutex::new(share_of(first, began, url.lease)));
         let (stop_t, seen_t, share_t) = (stop.clone(), seen.clone(), share.clone());
         let thread = std::thread::Builder::new()
             .name("keeper-turns".into())
@@ -220,7 +224,7 @@ fn turns(
                         cut_off = false;
                     }
                     lapse = began + url.lease;
-                    set(share_of(turn));
+                    set(share_of(turn, began, url.lease));
                 }
                 failed => {
                     if !cut_off {
@@ -266,6 +270,7 @@ fn stand_by(share: &Mutex<Share>) {
     standby.extend(share.kept.iter().cloned());
     share.standby = Arc::new(standby);
     share.kept = Arc::default();
+    share.kept_until = None;
     share.budget = share.budget.min(leases::STANDBY_BUDGET);
 }
 

@@ -191,8 +191,14 @@ impl PgDb {
                     )?,
                     None => tx.execute("UPDATE wbs_sessions SET rev = $2 WHERE id = $1", &[key, &rev])?,
                 };
+                // Not written because another keeper holds the workbook now: the call was still
+                // made, and its outcome goes in the history (a refresh sent twice around a
+                // failover is counted there), only the session's state stays the holder's.
+                let lost = updated == 0
+                    && state.is_some()
+                    && tx.execute("UPDATE wbs_sessions SET rev = $2 WHERE id = $1", &[key, &rev])? > 0;
                 // The session may have been removed by another process meanwhile: nothing to record.
-                if updated > 0
+                if (updated > 0 || lost)
                     && let Some(outcome) = outcome
                 {
                     insert_outcome(tx, *key, outcome)?;
