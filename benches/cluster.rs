@@ -6,6 +6,7 @@
 //!
 //!     WBSESSIONS_TEST_POSTGRES=postgres://postgres@127.0.0.1:5432/postgres cargo bench --bench cluster
 //!     BENCH_SESSIONS=2000 BENCH_SECS=150 ... (quicker; the kill and the cut move to 40 % and 60 %)
+//!     BENCH_BUDGET=4000 ... (request_budget and the simulator's limit; default 6,000)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code: a panic is a failed check
 
 use std::collections::HashMap;
@@ -34,7 +35,6 @@ const TOKEN: &str = "bench-token";
 const SESSIONS_PER_WORKBOOK: usize = 10;
 const KEEPERS: usize = 3;
 const LEASE_SECS: u64 = 15;
-const BUDGET: u32 = 4_000;
 
 /// One refresh a keeper printed: when it said so, which session, how late.
 struct Printed {
@@ -52,6 +52,9 @@ fn main() {
         return;
     };
     let sessions = env_number("BENCH_SESSIONS", 10_000) as usize;
+    // The keepers' steady demand is 3,333 requests per 10 s: the budget leaves room for the part
+    // the store holds back for a keeper that went silent (docs/benchmarks.md).
+    let budget = env_number("BENCH_BUDGET", 6_000) as u32;
     let seconds = env_number("BENCH_SECS", 300);
     let interval = Duration::from_secs(30);
     let expiry = Duration::from_secs(60);
@@ -74,7 +77,7 @@ fn main() {
         token: Some(TOKEN.into()),
         workbooks: (0..workbooks).map(|i| (format!("WB{i:05}"), None)).collect(),
         persistent_expiry: expiry,
-        rate_limit: Some(BUDGET),
+        rate_limit: Some(budget),
         ..SimConfig::default()
     };
     let sim =
@@ -89,7 +92,7 @@ fn main() {
                 let client = client.clone();
                 async move {
                     // Paced under the simulator's limit: the creates are not what is measured.
-                    let at = pace_from + Duration::from_millis(i as u64 * 10_500 / u64::from(BUDGET));
+                    let at = pace_from + Duration::from_millis(i as u64 * 10_500 / u64::from(budget));
                     tokio::time::sleep_until(at).await;
                     let workbook =
                         WorkbookRef::parse(&format!("me/drive/items/WB{:05}", i / SESSIONS_PER_WORKBOOK)).unwrap();
@@ -124,7 +127,7 @@ fn main() {
     std::fs::write(
         &config_path,
         format!(
-            "request_budget = {BUDGET}\npersistent_expiry = \"{}s\"\nkeeper_lease = \"{LEASE_SECS}s\"\n",
+            "request_budget = {budget}\npersistent_expiry = \"{}s\"\nkeeper_lease = \"{LEASE_SECS}s\"\n",
             expiry.as_secs()
         ),
     )
@@ -292,7 +295,7 @@ fn main() {
         "  its sessions: first refreshed by another {first_after_kill:.1}s after the kill, latest refresh {after_kill_late:.1}s after due"
     );
     println!("  refreshes printed                   {refreshes}; refreshed by two keepers within 5 s: {twice}");
-    println!("  requests past the budget ({BUDGET} per 10 s; the simulator's 429s)  {throttled}  (target 0)");
+    println!("  requests past the budget ({budget} per 10 s; the simulator's 429s)  {throttled}  (target 0)");
     for (k, (cpu, rss)) in peak.iter().enumerate() {
         println!("  keeper {k}: CPU {:.2} % of one core, peak RSS {:.1} MB", 100.0 * cpu / wall, *rss as f64 / 1e6);
     }

@@ -136,19 +136,8 @@ fn a_newer_schema_is_refused_and_left_as_it_is() {
 #[test]
 fn keepers_share_the_workbooks_and_take_over_from_one_that_is_killed() {
     let Some(pg) = TestPg::new("PostgreSQL store") else { return };
-    let workbooks: Vec<(String, Option<String>)> = (0..6).map(|i| (format!("W{i}"), None)).collect();
-    let sim = SimThread::start(wbsessions::sim::SimConfig { workbooks, ..sim_config(&[]) }, Clock::system());
-    let dir = tempfile::tempdir().unwrap();
-    let cli = cli_on(&sim.url, dir.path(), &pg.url);
-    cli.config("keeper_lease = \"3s\"\n");
-    for i in 0..6 {
-        cli.ok(&["create", &format!("s{i}"), "--workbook", &format!("me/drive/items/W{i}"), "--interval", "1s"]);
-    }
-    let keepers = || -> Vec<serde_json::Value> {
-        serde_json::from_str::<serde_json::Value>(&cli.ok(&["--json", "keepers"])).unwrap().as_array().unwrap().clone()
-    };
-    let start =
-        || cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let six = SixWorkbooks::on(&pg);
+    let (cli, keepers, start) = (&six.cli, || six.keepers(), || six.start());
     let mut first = start();
     wait_for("the first keeper", Duration::from_secs(15), || keepers().len() == 1);
     let mut second = start();
@@ -303,19 +292,8 @@ fn a_watcher_is_woken_by_the_database_instead_of_polling() {
 #[test]
 fn a_keeper_stopped_past_its_lease_sends_nothing_of_its_own_when_it_runs_again() {
     let Some(pg) = TestPg::new("PostgreSQL store") else { return };
-    let workbooks: Vec<(String, Option<String>)> = (0..6).map(|i| (format!("W{i}"), None)).collect();
-    let sim = SimThread::start(wbsessions::sim::SimConfig { workbooks, ..sim_config(&[]) }, Clock::system());
-    let dir = tempfile::tempdir().unwrap();
-    let cli = cli_on(&sim.url, dir.path(), &pg.url);
-    cli.config("keeper_lease = \"3s\"\n");
-    for i in 0..6 {
-        cli.ok(&["create", &format!("s{i}"), "--workbook", &format!("me/drive/items/W{i}"), "--interval", "1s"]);
-    }
-    let keepers = || -> Vec<serde_json::Value> {
-        serde_json::from_str::<serde_json::Value>(&cli.ok(&["--json", "keepers"])).unwrap().as_array().unwrap().clone()
-    };
-    let start =
-        || cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let six = SixWorkbooks::on(&pg);
+    let (cli, keepers, start) = (&six.cli, || six.keepers(), || six.start());
     let mut stopped = start();
     wait_for("the first keeper", Duration::from_secs(15), || keepers().len() == 1);
     let mut other = start();
@@ -355,4 +333,40 @@ fn a_keeper_stopped_past_its_lease_sends_nothing_of_its_own_when_it_runs_again()
     stopped.wait().unwrap();
     other.kill().unwrap();
     other.wait().unwrap();
+}
+
+/// Six sessions on six workbooks of their own, refreshed every second, on a PostgreSQL store
+/// whose keepers hold leases of 3 s.
+struct SixWorkbooks {
+    _sim: SimThread,
+    _dir: tempfile::TempDir,
+    cli: Cli,
+}
+
+impl SixWorkbooks {
+    fn on(pg: &TestPg) -> SixWorkbooks {
+        let workbooks: Vec<(String, Option<String>)> = (0..6).map(|i| (format!("W{i}"), None)).collect();
+        let sim = SimThread::start(wbsessions::sim::SimConfig { workbooks, ..sim_config(&[]) }, Clock::system());
+        let dir = tempfile::tempdir().unwrap();
+        let cli = cli_on(&sim.url, dir.path(), &pg.url);
+        cli.config("keeper_lease = \"3s\"\n");
+        for i in 0..6 {
+            cli.ok(&["create", &format!("s{i}"), "--workbook", &format!("me/drive/items/W{i}"), "--interval", "1s"]);
+        }
+        SixWorkbooks { _sim: sim, _dir: dir, cli }
+    }
+
+    /// `keepers --json`.
+    fn keepers(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str::<serde_json::Value>(&self.cli.ok(&["--json", "keepers"]))
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// A keeper (`run`), quiet.
+    fn start(&self) -> std::process::Child {
+        self.cli.command(&["run"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
+    }
 }

@@ -130,10 +130,9 @@ impl Engine {
         let task = self.tasks.spawn(async move {
             let result = match tokio::time::timeout(RESERVE_WAIT, store.reserve(ask, budget, at)).await {
                 Ok(result) => result,
-                Err(_) => Err(crate::store::StoreError::Unavailable {
-                    store: store.location().to_string(),
-                    detail: format!("no answer within {} s", RESERVE_WAIT.as_secs()),
-                }),
+                Err(_) => {
+                    Err(crate::store::StoreError::Busy { store: store.location().to_string(), waited: RESERVE_WAIT })
+                }
             };
             Done::Reserved { want: ask.want, asked: now, result }
         });

@@ -189,6 +189,7 @@ pub fn spawn(
         // The share the keeper's first turn gave it, before anything is planned.
         share,
         budget_unshared: false,
+        said_cut_off: false,
         holds_seen: 0,
         keepers_seen: None,
         keepers_asked: None,
@@ -256,6 +257,8 @@ struct Engine {
     share: Option<crate::store::Share>,
     /// The store could not share the budget out at the last ask.
     budget_unshared: bool,
+    /// A keeper told the front ends it is cut off from the store, and not yet that it is back.
+    said_cut_off: bool,
     /// The newest hold shared on the store that this engine has heard of (`heed_holds`).
     holds_seen: i64,
     /// What the store holds of what was learned of `$batch`, as far as this engine knows.
@@ -442,7 +445,7 @@ impl Engine {
                     Ok(grant) => {
                         if std::mem::take(&mut self.budget_unshared) {
                             tracing::info!("the shared request budget can be read again");
-                            if self.share.is_some() {
+                            if std::mem::take(&mut self.said_cut_off) {
                                 self.emit(Event::Note(
                                     "the store can be reached again; this keeper takes its turn with the others".into(),
                                 ));
@@ -455,8 +458,9 @@ impl Engine {
                     Err(e) => {
                         if !std::mem::replace(&mut self.budget_unshared, true) {
                             tracing::warn!(error = %e, "the shared request budget cannot be read; this process spends only its own part of it for now");
-                            if self.share.is_some() {
+                            if self.share.is_some() && !matches!(e, StoreError::Busy { .. }) {
                                 // Said at once, not only once a write fails: a keeper on standby may write nothing for minutes.
+                                self.said_cut_off = true;
                                 self.emit(Event::Note(format!(
                                     "cut off from the store ({e}): this keeper goes on refreshing what it holds, on its own part of the request budget; once its leases lapse the other keepers take its workbooks over"
                                 )));

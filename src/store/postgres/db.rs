@@ -86,8 +86,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "
     -- Which process made each call (`HOST:PID`): which keeper, where several share the store.
     ALTER TABLE wbs_outcomes ADD COLUMN made_by text;
-    -- Whose sign-in each session belongs to; keepers lease a workbook per owner (`leases::UNIT`).
+    -- Whose sign-in each session belongs to; keepers lease a workbook per owner (`leases::UNITS`),
+    -- which every outcome's write looks up (`leases::NOT_ANOTHERS`).
     ALTER TABLE wbs_sessions ADD COLUMN owner text;
+    CREATE INDEX wbs_sessions_by_workbook ON wbs_sessions(workbook, owner);
     ALTER TABLE wbs_keepers ADD COLUMN owner text;
     DELETE FROM wbs_leases;
     -- Workbooks Graph asked a process to wait on, for every process on the store to wait.

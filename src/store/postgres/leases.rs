@@ -274,6 +274,20 @@ mod tests {
         }
     }
 
+    impl Scratch {
+        /// A scratch database, or one SKIPPED line where no server is named.
+        fn or_skip() -> Option<(Scratch, Client)> {
+            let made = Scratch::new();
+            if made.is_none() {
+                // Straight to stderr, past the harness's capture, so that the skip is seen.
+                use std::io::Write as _;
+                let _ =
+                    writeln!(std::io::stderr(), "SKIPPED: workbook leases tests: WBSESSIONS_TEST_POSTGRES is not set");
+            }
+            made
+        }
+    }
+
     impl Drop for Scratch {
         fn drop(&mut self) {
             if let Ok(mut client) = Client::connect(&self.admin, NoTls) {
@@ -290,11 +304,7 @@ mod tests {
     /// workbook with sessions of two owners is kept by a keeper of each.
     #[test]
     fn a_keeper_takes_only_its_own_owners_sessions_and_those_of_nobody() {
-        let Some((_scratch, mut client)) = Scratch::new() else {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: workbook leases tests: WBSESSIONS_TEST_POSTGRES is not set");
-            return;
-        };
+        let Some((_scratch, mut client)) = Scratch::or_skip() else { return };
         add_sessions(&mut client, 6);
         client
             .batch_execute(
@@ -353,11 +363,7 @@ mod tests {
     /// leases may hold and a window after, then the standby part, then (ten minutes on) nothing.
     #[test]
     fn a_silent_keepers_part_of_the_budget_is_held_back_for_a_while() {
-        let Some((_scratch, mut client)) = Scratch::new() else {
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: workbook leases tests: WBSESSIONS_TEST_POSTGRES is not set");
-            return;
-        };
+        let Some((_scratch, mut client)) = Scratch::or_skip() else { return };
         add_sessions(&mut client, 4);
         let (lease, window) = (Duration::from_secs(15), Duration::from_secs(11));
         for keeper in ["a", "b", "a", "b"] {
@@ -383,12 +389,7 @@ mod tests {
 
     #[test]
     fn keepers_share_the_workbooks_and_take_over_a_silent_ones_under_a_new_fence() {
-        let Some((_scratch, mut client)) = Scratch::new() else {
-            // Straight to stderr, past the harness's capture, so that the skip is seen.
-            use std::io::Write as _;
-            let _ = writeln!(std::io::stderr(), "SKIPPED: workbook leases tests: WBSESSIONS_TEST_POSTGRES is not set");
-            return;
-        };
+        let Some((_scratch, mut client)) = Scratch::or_skip() else { return };
         add_sessions(&mut client, 10);
         let lease = Duration::from_millis(1500);
         let mut turn = |keeper: &str, pid: u32| {
