@@ -9,10 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use postgres::Client;
 use postgres::fallible_iterator::FallibleIterator as _;
 
-use super::db::connect;
-use super::url::PgUrl;
+/// Opens a connection of the listener's own (`db::connect`, handed in by the store).
+pub(super) type Connect = Box<dyn Fn() -> Option<Client> + Send>;
 
 pub(super) const CHANNEL: &str = "wbs_changes";
 
@@ -30,13 +31,13 @@ pub(super) struct Listener {
 impl Listener {
     /// Listens on a connection of its own, calling `wake` for every change another connection
     /// commits, and once each time it starts listening (something may have changed meanwhile).
-    pub(super) fn start(url: PgUrl, wake: Box<dyn Fn() + Send>) -> Option<Listener> {
+    pub(super) fn start(connect: Connect, wake: Box<dyn Fn() + Send>) -> Option<Listener> {
         let stop = Arc::new(AtomicBool::new(false));
         let listening = Arc::new(AtomicBool::new(false));
         let (stop_t, listening_t) = (stop.clone(), listening.clone());
         let thread = std::thread::Builder::new()
             .name("store-listen".into())
-            .spawn(move || listen(&url, &*wake, &stop_t, &listening_t))
+            .spawn(move || listen(&*connect, &*wake, &stop_t, &listening_t))
             .inspect_err(|e| tracing::warn!(error = %e, "cannot start listening for changes; polling instead"))
             .ok()?;
         Some(Listener { stop, listening, thread: Some(thread) })
@@ -57,10 +58,10 @@ impl Drop for Listener {
     }
 }
 
-fn listen(url: &PgUrl, wake: &dyn Fn(), stop: &AtomicBool, listening: &AtomicBool) {
+fn listen(connect: &(dyn Fn() -> Option<Client> + Send), wake: &dyn Fn(), stop: &AtomicBool, listening: &AtomicBool) {
     let mut backoff = Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
-        if let Ok(mut client) = connect(url)
+        if let Some(mut client) = connect()
             && client.batch_execute(&format!("LISTEN {CHANNEL}")).is_ok()
         {
             listening.store(true, Ordering::Relaxed);

@@ -586,7 +586,8 @@ impl Backend for PgDb {
 
     fn wake_on_change(&mut self, wake: Box<dyn Fn() + Send>) {
         if self.listener.is_none() {
-            self.listener = super::listen::Listener::start(self.url.clone(), wake);
+            let url = self.url.clone();
+            self.listener = super::listen::Listener::start(Box::new(move || super::db::connect(&url).ok()), wake);
         }
     }
 
