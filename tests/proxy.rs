@@ -462,10 +462,25 @@ fn graph_that_breaks_off() -> String {
     hostile_graph(true).0
 }
 
+/// A request's head as a hand-written server reads it: up to the blank line (`Err`: what came
+/// before the connection ended or failed).
+fn request_head(stream: &mut std::net::TcpStream) -> Result<Vec<u8>, Vec<u8>> {
+    use std::io::Read as _;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Err(seen),
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    Ok(seen)
+}
+
 /// A hostile Graph on loopback: it reads each request's headers, says so on the channel, then
 /// breaks off halfway through an answer (`answers`) or holds the connection without a word.
 fn hostile_graph(answers: bool) -> (String, std::sync::mpsc::Receiver<()>) {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
     let (heard, hearing) = std::sync::mpsc::channel();
@@ -473,14 +488,7 @@ fn hostile_graph(answers: bool) -> (String, std::sync::mpsc::Receiver<()>) {
         let mut held = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            }
+            let _head = request_head(&mut stream);
             let _ = heard.send(());
             if answers {
                 let _ = stream.write_all(
@@ -568,20 +576,13 @@ fn the_proxy_stops_promptly_with_a_call_hanging_at_graph() {
 /// A Graph that echoes what it was sent, on a 200 and on a 400 over 64 KiB: the token is taken
 /// out of every answer, whole or streamed, and a long error answer reaches the caller whole.
 fn graph_that_echoes() -> String {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
-            let mut seen = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                match stream.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => seen.extend_from_slice(&buf[..n]),
-                }
-            }
+            let seen = request_head(&mut stream).unwrap_or_else(|partial| partial);
             let text = String::from_utf8_lossy(&seen).to_string();
             let auth =
                 text.lines().find(|l| l.to_ascii_lowercase().starts_with("authorization:")).unwrap_or("").to_string();
@@ -698,21 +699,14 @@ fn a_caller_that_stops_reading_does_not_hold_its_workbook() {
 /// A Graph whose `/endless` answer never ends (a megabyte at a time) and whose other answers
 /// are short.
 fn endless_graph() -> (String, ()) {
-    use std::io::{Read as _, Write as _};
+    use std::io::Write as _;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/v1.0", listener.local_addr().unwrap());
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
             std::thread::spawn(move || {
-                let mut seen = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Ok(seen) = request_head(&mut stream) else { return };
                 if String::from_utf8_lossy(&seen).contains("/endless") {
                     let _ = stream.write_all(
                         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n",
